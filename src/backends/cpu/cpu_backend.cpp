@@ -1,0 +1,172 @@
+// The reference backend: plain fp32 loops, one per op, in the order the forward uses them.
+// Weights are converted to fp32 on upload; activations and the KV cache are fp32.
+// OpenMP parallelises the outer loops; nothing here is clever on purpose.
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "common/error.h"
+#include "ops/backend.h"
+
+namespace lamina {
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  DeviceKind kind() const override { return DeviceKind::CPU; }
+  std::string name() const override { return "cpu"; }
+  DType activation_dtype() const override { return DType::F32; }
+  DType kv_dtype() const override { return DType::F32; }
+
+  void* alloc(size_t bytes) override {
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!p) fail("out of host memory allocating ", bytes, " bytes");
+    return p;
+  }
+  void free(void* p) override { std::free(p); }
+  void copy_to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void copy_to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void synchronize() override {}
+
+  void* upload_weight(const void* host, DType dtype, size_t n) override {
+    auto* w = static_cast<float*>(alloc(n * sizeof(float)));
+    convert_to_f32(host, dtype, w, n);
+    return w;
+  }
+  void activations_to_host_f32(float* dst, const void* src, size_t n) override { std::memcpy(dst, src, n * 4); }
+
+  // out[T,H] = table[ids[t]]
+  void embedding(void* out, const int32_t* ids, const void* table, int T, int H) override {
+    auto* o = static_cast<float*>(out);
+    auto* tab = static_cast<const float*>(table);
+    for (int t = 0; t < T; ++t) std::memcpy(o + size_t(t) * H, tab + size_t(ids[t]) * H, size_t(H) * 4);
+  }
+
+  void rms_norm(void* out, const void* x, const void* w, int T, int H, float eps) override {
+    auto* o = static_cast<float*>(out);
+    auto* in = static_cast<const float*>(x);
+    auto* g = static_cast<const float*>(w);
+#pragma omp parallel for
+    for (int t = 0; t < T; ++t) {
+      const float* row = in + size_t(t) * H;
+      double ss = 0;
+      for (int i = 0; i < H; ++i) ss += double(row[i]) * row[i];
+      const float inv = 1.0f / std::sqrt(float(ss / H) + eps);
+      for (int i = 0; i < H; ++i) o[size_t(t) * H + i] = row[i] * inv * g[i];
+    }
+  }
+
+  void add_rms_norm(void* residual, const void* x, void* out, const void* w, int T, int H, float eps) override {
+    add(residual, x, size_t(T) * H);
+    rms_norm(out, residual, w, T, H, eps);
+  }
+
+  void add(void* residual, const void* x, size_t n) override {
+    auto* r = static_cast<float*>(residual);
+    auto* in = static_cast<const float*>(x);
+    for (size_t i = 0; i < n; ++i) r[i] += in[i];
+  }
+
+  // out[M,N] = x[M,K] · w[N,K]^T — dot products over contiguous rows of both.
+  void matmul(void* out, const void* x, const void* w, int M, int N, int K) override {
+    auto* o = static_cast<float*>(out);
+    auto* a = static_cast<const float*>(x);
+    auto* b = static_cast<const float*>(w);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int m = 0; m < M; ++m) {
+      for (int n = 0; n < N; ++n) {
+        const float* ar = a + size_t(m) * K;
+        const float* br = b + size_t(n) * K;
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int k = 0; k < K; ++k) acc += ar[k] * br[k];
+        o[size_t(m) * N + n] = acc;
+      }
+    }
+  }
+
+  void rope_kv_write(void* qkv, const int32_t* positions, const int32_t* slots, const float* inv_freq,
+                     KVCacheLayer cache, const AttentionShape& s, int T) override {
+    auto* buf = static_cast<float*>(qkv);
+    const int D = s.head_dim, half = D / 2;
+    const int row = (s.num_q_heads + 2 * s.num_kv_heads) * D;
+    for (int t = 0; t < T; ++t) {
+      float* tok = buf + size_t(t) * row;
+      const int pos = positions[t];
+      LAMINA_CHECK(pos >= 0 && pos < s.max_seq_len, "position ", pos, " outside the KV cache");
+      // q heads then k heads are consecutive in the row: rotate all of them.
+      for (int h = 0; h < s.num_q_heads + s.num_kv_heads; ++h) {
+        float* v = tok + size_t(h) * D;
+        for (int i = 0; i < half; ++i) {
+          const double angle = double(pos) * inv_freq[i];
+          const float c = float(std::cos(angle)), sn = float(std::sin(angle));
+          const float x0 = v[i], x1 = v[i + half];
+          v[i] = x0 * c - x1 * sn;
+          v[i + half] = x1 * c + x0 * sn;
+        }
+      }
+      const size_t kv_row = size_t(s.num_kv_heads) * D;
+      const size_t at = (size_t(slots[t]) * s.max_seq_len + pos) * kv_row;
+      std::memcpy(static_cast<float*>(cache.k) + at, tok + size_t(s.num_q_heads) * D, kv_row * 4);
+      std::memcpy(static_cast<float*>(cache.v) + at, tok + size_t(s.num_q_heads + s.num_kv_heads) * D, kv_row * 4);
+    }
+  }
+
+  void attention(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
+                 const AttentionShape& s, int T) override {
+    auto* o = static_cast<float*>(out);
+    auto* in = static_cast<const float*>(qkv);
+    const int D = s.head_dim, group = s.num_q_heads / s.num_kv_heads;
+    const int row = (s.num_q_heads + 2 * s.num_kv_heads) * D;
+    const size_t kv_row = size_t(s.num_kv_heads) * D;
+    const float scale = 1.0f / std::sqrt(float(D));
+#pragma omp parallel for collapse(2)
+    for (int t = 0; t < T; ++t) {
+      for (int h = 0; h < s.num_q_heads; ++h) {
+        const float* q = in + size_t(t) * row + size_t(h) * D;
+        const int kvh = h / group, len = positions[t] + 1;
+        const float* k = static_cast<const float*>(cache.k) + size_t(slots[t]) * s.max_seq_len * kv_row + size_t(kvh) * D;
+        const float* v = static_cast<const float*>(cache.v) + size_t(slots[t]) * s.max_seq_len * kv_row + size_t(kvh) * D;
+        std::vector<float> score(static_cast<size_t>(len));
+        float mx = -INFINITY;
+        for (int j = 0; j < len; ++j) {
+          float dot = 0;
+          for (int i = 0; i < D; ++i) dot += q[i] * k[size_t(j) * kv_row + i];
+          score[size_t(j)] = dot * scale;
+          mx = std::max(mx, score[size_t(j)]);
+        }
+        double sum = 0;
+        for (int j = 0; j < len; ++j) sum += (score[size_t(j)] = std::exp(score[size_t(j)] - mx));
+        float* dst = o + size_t(t) * s.num_q_heads * D + size_t(h) * D;
+        for (int i = 0; i < D; ++i) dst[i] = 0;
+        for (int j = 0; j < len; ++j) {
+          const float p = float(score[size_t(j)] / sum);
+          for (int i = 0; i < D; ++i) dst[i] += p * v[size_t(j) * kv_row + i];
+        }
+      }
+    }
+  }
+
+  void silu_mul(void* out, const void* gate_up, int T, int F) override {
+    auto* o = static_cast<float*>(out);
+    auto* in = static_cast<const float*>(gate_up);
+    for (int t = 0; t < T; ++t) {
+      const float* g = in + size_t(t) * 2 * F;
+      const float* u = g + F;
+      for (int i = 0; i < F; ++i) o[size_t(t) * F + i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    }
+  }
+
+  void gather_rows(void* out, const void* x, const int32_t* rows, int num_rows, int H) override {
+    for (int i = 0; i < num_rows; ++i)
+      std::memcpy(static_cast<float*>(out) + size_t(i) * H, static_cast<const float*>(x) + size_t(rows[i]) * H,
+                  size_t(H) * 4);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace lamina

@@ -1,0 +1,160 @@
+#include "build/build_engine.h"
+
+#include <filesystem>
+#include <vector>
+
+#include "common/error.h"
+#include "common/paths.h"
+#include "common/progress.h"
+#include "io/engine_file.h"
+#include "io/hf_config.h"
+#include "io/tensor_source.h"
+#include "model/weight_names.h"
+
+namespace lamina {
+
+namespace {
+
+const char* const kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
+                                       "special_tokens_map.json"};
+
+BuildLimits resolve_limits(const BuildOptions& o, const ModelConfig& cfg) {
+  BuildLimits l{};
+  if (o.max_batch_size < 1) fail("--max_batch_size must be at least 1");
+  if (o.max_input_len < 1) fail("--max_input_len must be at least 1");
+  l.max_batch_size = o.max_batch_size;
+  l.max_input_len = o.max_input_len;
+  if (o.max_seq_len && o.max_output_len && *o.max_seq_len != o.max_input_len + *o.max_output_len)
+    fail("--max_seq_len ", *o.max_seq_len, " contradicts --max_input_len + --max_output_len = ",
+         o.max_input_len + *o.max_output_len, ": give one of --max_seq_len or --max_output_len");
+  if (o.max_seq_len) l.max_seq_len = *o.max_seq_len;
+  else if (o.max_output_len) l.max_seq_len = o.max_input_len + *o.max_output_len;
+  else l.max_seq_len = static_cast<int>(cfg.max_position_embeddings);
+  if (l.max_seq_len <= l.max_input_len)
+    fail("max_seq_len (", l.max_seq_len, ") must exceed max_input_len (", l.max_input_len,
+         ") to leave room for output tokens");
+  if (l.max_seq_len > cfg.max_position_embeddings)
+    log_warn("max_seq_len " + std::to_string(l.max_seq_len) + " exceeds the model's max_position_embeddings " +
+             std::to_string(cfg.max_position_embeddings) + "; quality past it is not guaranteed");
+  l.max_num_tokens = o.max_num_tokens ? *o.max_num_tokens : std::min(8192, std::max(l.max_input_len, l.max_batch_size));
+  if (l.max_num_tokens < l.max_batch_size)
+    fail("--max_num_tokens (", l.max_num_tokens, ") must be at least --max_batch_size (", l.max_batch_size, ")");
+  return l;
+}
+
+// Writes one rank's engine file: each tensor converted to `dt`, gate/up fused.
+void write_rank(const ModelConfig& cfg, const TensorSource& ckpt, DType dt, const std::string& path, Progress& progress) {
+  EngineFileWriter w(path);
+  std::vector<uint8_t> buf;
+  auto put = [&](const std::string& engine_name, const std::vector<std::string>& sources) {
+    std::vector<int64_t> shape;
+    size_t total = 0;
+    for (const auto& s : sources) {
+      const TensorView& t = ckpt.get(s);
+      if (!dtype_is_float(t.dtype) || t.dtype == DType::F8_E4M3)
+        fail("checkpoint tensor '", s, "' has dtype ", dtype_safetensors_name(t.dtype), "; expected F32, F16 or BF16");
+      if (shape.empty()) shape = t.shape;
+      else {
+        if (t.shape.size() != 2 || shape.size() != 2 || t.shape[1] != shape[1])
+          fail("checkpoint tensors ", sources[0], " and ", s, " cannot be fused: shapes differ");
+        shape[0] += t.shape[0];
+      }
+      total += size_t(t.numel());
+    }
+    buf.resize(total * dtype_size(dt));
+    uint8_t* dst = buf.data();
+    for (const auto& s : sources) {
+      const TensorView& t = ckpt.get(s);
+      convert_dtype(t.data, t.dtype, dst, dt, size_t(t.numel()));
+      dst += size_t(t.numel()) * dtype_size(dt);
+    }
+    w.add(engine_name, dt, shape, buf.data(), buf.size());
+    progress.advance(1, engine_name);
+  };
+  auto expect = [&](const std::string& name, std::vector<int64_t> shape) {
+    const TensorView& t = ckpt.get(name);
+    if (t.shape != shape)
+      fail("checkpoint tensor '", name, "' has shape ", t.shape_str(), " but config.json implies ",
+           TensorView{"", DType::F32, shape, nullptr, 0}.shape_str(), ": the checkpoint does not match its config");
+  };
+  const int64_t H = cfg.hidden_size, D = cfg.head_size;
+  expect(names::kCkptEmbedding, {cfg.vocab_size, H});
+  put(names::kEngEmbedding, {names::kCkptEmbedding});
+  for (int i = 0; i < int(cfg.num_hidden_layers); ++i) {
+    using names::ckpt_layer;
+    using names::engine_layer;
+    expect(ckpt_layer(i, "input_layernorm.weight"), {H});
+    expect(ckpt_layer(i, "attention.qkv.weight"), {cfg.qkv_rows_per_rank(), H});
+    expect(ckpt_layer(i, "attention.dense.weight"), {H, cfg.q_heads_per_rank() * D});
+    expect(ckpt_layer(i, "post_layernorm.weight"), {H});
+    expect(ckpt_layer(i, "mlp.fc.weight"), {cfg.intermediate_per_rank(), H});
+    expect(ckpt_layer(i, "mlp.gate.weight"), {cfg.intermediate_per_rank(), H});
+    expect(ckpt_layer(i, "mlp.proj.weight"), {H, cfg.intermediate_per_rank()});
+    put(engine_layer(i, names::kEngInputNorm), {ckpt_layer(i, "input_layernorm.weight")});
+    put(engine_layer(i, names::kEngQkv), {ckpt_layer(i, "attention.qkv.weight")});
+    put(engine_layer(i, names::kEngAttnOut), {ckpt_layer(i, "attention.dense.weight")});
+    put(engine_layer(i, names::kEngPostNorm), {ckpt_layer(i, "post_layernorm.weight")});
+    put(engine_layer(i, names::kEngGateUp), {ckpt_layer(i, "mlp.fc.weight"), ckpt_layer(i, "mlp.gate.weight")});
+    put(engine_layer(i, names::kEngDown), {ckpt_layer(i, "mlp.proj.weight")});
+  }
+  expect(names::kCkptFinalNorm, {H});
+  put(names::kEngFinalNorm, {names::kCkptFinalNorm});
+  // A TensorRT-LLM checkpoint of a tied model may omit lm_head: use the (whole) embedding then.
+  if (ckpt.has(names::kCkptLmHead)) {
+    expect(names::kCkptLmHead, {cfg.vocab_per_rank(), H});
+    put(names::kEngLmHead, {names::kCkptLmHead});
+  } else if (cfg.mapping.tp_size == 1) {
+    put(names::kEngLmHead, {names::kCkptEmbedding});
+  } else {
+    fail("checkpoint has no lm_head.weight; re-convert it with lamina convert");
+  }
+  w.finish();
+}
+
+}  // namespace
+
+void build_engine(const BuildOptions& opts) {
+  const fs::path ckpt_dir(opts.checkpoint_dir);
+  if (!fs::is_directory(ckpt_dir)) fail("checkpoint directory '", opts.checkpoint_dir, "' does not exist");
+  const fs::path cfg_path = ckpt_dir / "config.json";
+  if (!fs::exists(cfg_path))
+    fail("'", cfg_path.string(), "' is missing: --checkpoint_dir must be the output of lamina convert");
+  const Json ckpt_json = read_json_file(cfg_path.string());
+  const ModelConfig cfg = model_config_from_json(ckpt_json, cfg_path.string());
+  const BuildLimits lim = resolve_limits(opts, cfg);
+  const DType dt = opts.dtype ? *opts.dtype : dtype_from_user_name(cfg.dtype);
+  const int tp = cfg.mapping.tp_size;
+  for (int r = 0; r < tp; ++r)
+    if (!fs::exists(ckpt_dir / ("rank" + std::to_string(r) + ".safetensors")))
+      fail("checkpoint '", opts.checkpoint_dir, "' has tp_size ", tp, " but rank", r, ".safetensors is missing");
+
+  StagedDir staged(opts.output_dir);
+  ModelConfig engine_cfg = cfg;
+  engine_cfg.dtype = dtype_user_name(dt);
+  Json config = {
+      {"version", "0.1.0"},
+      {"format_version", kEngineFormatVersion},
+      {"pretrained_config", model_config_to_json(engine_cfg)},
+      {"build_config",
+       {{"max_batch_size", lim.max_batch_size}, {"max_input_len", lim.max_input_len}, {"max_seq_len", lim.max_seq_len},
+        {"max_num_tokens", lim.max_num_tokens}, {"dtype", dtype_user_name(dt)}}},
+  };
+  write_json_file((staged.path() / "config.json").string(), config);
+  const fs::path tok_dir = opts.tokenizer_dir.empty() ? ckpt_dir : fs::path(opts.tokenizer_dir);
+  if (!opts.tokenizer_dir.empty() && !fs::exists(tok_dir / "tokenizer.json"))
+    fail("--tokenizer_dir '", opts.tokenizer_dir, "' has no tokenizer.json");
+  for (const char* f : kTokenizerFiles)
+    if (fs::exists(tok_dir / f)) fs::copy_file(tok_dir / f, staged.path() / f, fs::copy_options::overwrite_existing);
+
+  Progress progress("build", size_t(tp) * size_t(3 + 6 * cfg.num_hidden_layers));
+  for (int r = 0; r < tp; ++r) {
+    const TensorSource ckpt = TensorSource::open_file((ckpt_dir / ("rank" + std::to_string(r) + ".safetensors")).string());
+    write_rank(engine_cfg, ckpt, dt, (staged.path() / ("rank" + std::to_string(r) + ".engine")).string(), progress);
+  }
+  progress.finish();
+  staged.commit();
+  log_info("wrote engine to " + opts.output_dir + " (" + dtype_user_name(dt) + ", tp_size " + std::to_string(tp) +
+           ", max_seq_len " + std::to_string(lim.max_seq_len) + ")");
+}
+
+}  // namespace lamina

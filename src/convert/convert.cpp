@@ -1,0 +1,194 @@
+#include "convert/convert.h"
+
+#include <filesystem>
+#include <functional>
+#include <vector>
+
+#include "common/error.h"
+#include "common/json.h"
+#include "common/paths.h"
+#include "common/progress.h"
+#include "convert/sharding.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "io/tensor_source.h"
+#include "model/weight_names.h"
+
+namespace lamina {
+
+namespace {
+
+// Files copied verbatim so the checkpoint (and later the engine) is self-contained.
+const char* const kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
+                                       "special_tokens_map.json"};
+
+// One output tensor: its declaration and how to fill it (the filler gets a buffer in the
+// source dtype and fills it; conversion to the target dtype happens after).
+struct Job {
+  TensorDecl decl;  // in the output dtype
+  std::function<void(std::vector<uint8_t>&, DType&)> fill;
+};
+
+class RankWriter {
+ public:
+  RankWriter(const ModelConfig& cfg, const TensorSource& src, DType out_dtype, int rank)
+      : cfg_(cfg), src_(src), out_(out_dtype), rank_(rank) {}
+
+  std::vector<Job> jobs() {
+    std::vector<Job> js;
+    const int64_t H = cfg_.hidden_size, D = cfg_.head_size;
+    js.push_back(whole(names::kCkptEmbedding, "model.embed_tokens.weight", {cfg_.vocab_size, H}));
+    for (int i = 0; i < int(cfg_.num_hidden_layers); ++i) {
+      js.push_back(whole(names::ckpt_layer(i, "input_layernorm.weight"), names::hf_layer(i, "input_layernorm.weight"), {H}));
+      js.push_back(qkv(i));
+      js.push_back(cols(names::ckpt_layer(i, "attention.dense.weight"), names::hf_layer(i, "self_attn.o_proj.weight"),
+                        H, cfg_.num_attention_heads * D, cfg_.q_heads_per_rank() * D));
+      js.push_back(whole(names::ckpt_layer(i, "post_layernorm.weight"), names::hf_layer(i, "post_attention_layernorm.weight"), {H}));
+      js.push_back(rows(names::ckpt_layer(i, "mlp.fc.weight"), names::hf_layer(i, "mlp.gate_proj.weight"),
+                        cfg_.intermediate_size, H, cfg_.intermediate_per_rank()));
+      js.push_back(rows(names::ckpt_layer(i, "mlp.gate.weight"), names::hf_layer(i, "mlp.up_proj.weight"),
+                        cfg_.intermediate_size, H, cfg_.intermediate_per_rank()));
+      js.push_back(cols(names::ckpt_layer(i, "mlp.proj.weight"), names::hf_layer(i, "mlp.down_proj.weight"), H,
+                        cfg_.intermediate_size, cfg_.intermediate_per_rank()));
+    }
+    js.push_back(whole(names::kCkptFinalNorm, "model.norm.weight", {H}));
+    // Tied models have no lm_head in the HF file: the embedding serves as the output projection.
+    const std::string head = cfg_.tie_word_embeddings || !src_.has("lm_head.weight") ? "model.embed_tokens.weight"
+                                                                                      : "lm_head.weight";
+    js.push_back(rows(names::kCkptLmHead, head, cfg_.vocab_size, H, cfg_.vocab_per_rank()));
+    return js;
+  }
+
+ private:
+  const TensorView& hf(const std::string& name, const std::vector<int64_t>& shape) {
+    const TensorView& t = src_.get(name);
+    if (t.shape != shape) {
+      std::string want = TensorView{"", DType::F32, shape, nullptr, 0}.shape_str();
+      fail("tensor '", name, "' has shape ", t.shape_str(), " but config.json implies ", want,
+           ": the weights do not match config.json");
+    }
+    if (!dtype_is_float(t.dtype) || t.dtype == DType::F8_E4M3)
+      fail("tensor '", name, "' has dtype ", dtype_safetensors_name(t.dtype), "; expected F32, F16 or BF16");
+    return t;
+  }
+
+  Job whole(const std::string& out, const std::string& in, std::vector<int64_t> shape) {
+    return {{out, out_, shape}, [this, in, shape](std::vector<uint8_t>& buf, DType& dt) {
+              const TensorView& t = hf(in, shape);
+              buf.assign(t.data, t.data + t.bytes);
+              dt = t.dtype;
+            }};
+  }
+
+  // Column-parallel: this rank's rows [rank*per, (rank+1)*per) of a [total_rows, cols] matrix.
+  Job rows(const std::string& out, const std::string& in, int64_t total_rows, int64_t ncols, int64_t per) {
+    return {{out, out_, {per, ncols}}, [=, this](std::vector<uint8_t>& buf, DType& dt) {
+              const TensorView& t = hf(in, {total_rows, ncols});
+              dt = t.dtype;
+              buf.resize(size_t(per * ncols) * dtype_size(dt));
+              copy_rows(t.data, total_rows, ncols, dtype_size(dt), rank_ * per, per, buf.data());
+            }};
+  }
+
+  // Row-parallel: this rank's columns of a [nrows, total_cols] matrix.
+  Job cols(const std::string& out, const std::string& in, int64_t nrows, int64_t total_cols, int64_t per) {
+    return {{out, out_, {nrows, per}}, [=, this](std::vector<uint8_t>& buf, DType& dt) {
+              const TensorView& t = hf(in, {nrows, total_cols});
+              dt = t.dtype;
+              buf.resize(size_t(nrows * per) * dtype_size(dt));
+              copy_cols(t.data, nrows, total_cols, dtype_size(dt), rank_ * per, per, buf.data());
+            }};
+  }
+
+  // Fused qkv for this rank: its q heads, then its k heads, then its v heads (KV heads
+  // duplicated across ranks when tp_size > num_key_value_heads).
+  Job qkv(int layer) {
+    const int64_t H = cfg_.hidden_size, D = cfg_.head_size;
+    const int64_t hq = cfg_.q_heads_per_rank(), hkv = cfg_.kv_heads_per_rank();
+    return {{names::ckpt_layer(layer, "attention.qkv.weight"), out_, {(hq + 2 * hkv) * D, H}},
+            [=, this](std::vector<uint8_t>& buf, DType& dt) {
+              const TensorView& q = hf(names::hf_layer(layer, "self_attn.q_proj.weight"), {cfg_.num_attention_heads * D, H});
+              const TensorView& k = hf(names::hf_layer(layer, "self_attn.k_proj.weight"), {cfg_.num_key_value_heads * D, H});
+              const TensorView& v = hf(names::hf_layer(layer, "self_attn.v_proj.weight"), {cfg_.num_key_value_heads * D, H});
+              if (k.dtype != q.dtype || v.dtype != q.dtype) fail("q/k/v projections of layer ", layer, " differ in dtype");
+              dt = q.dtype;
+              const size_t e = dtype_size(dt), head_bytes = size_t(D * H) * e;
+              buf.resize(size_t((hq + 2 * hkv) * D * H) * e);
+              uint8_t* dst = buf.data();
+              copy_rows(q.data, cfg_.num_attention_heads * D, H, e, rank_ * hq * D, hq * D, dst);
+              dst += size_t(hq) * head_bytes;
+              for (const TensorView* kv : {&k, &v})
+                for (int64_t j = 0; j < hkv; ++j, dst += head_bytes)
+                  copy_rows(kv->data, cfg_.num_key_value_heads * D, H, e, cfg_.kv_head_for_rank(rank_, j) * D, D, dst);
+            }};
+  }
+
+  const ModelConfig& cfg_;
+  const TensorSource& src_;
+  DType out_;
+  int rank_;
+};
+
+DType storage_dtype(const std::string& name) {
+  try {
+    return dtype_from_user_name(name);
+  } catch (const Error&) {
+    return DType::BF16;
+  }
+}
+
+}  // namespace
+
+void convert_checkpoint(const ConvertOptions& opts) {
+  if (opts.tp_size < 1) fail("--tp_size must be at least 1");
+  if (opts.pp_size != 1) fail("--pp_size ", opts.pp_size, " is not supported: pipeline parallelism is not implemented; use --pp_size 1");
+  ModelConfig cfg = load_hf_config(opts.model_dir);
+  cfg.mapping = {opts.tp_size * opts.pp_size, opts.tp_size, opts.pp_size};
+  try {
+    cfg.validate();
+  } catch (const Error& e) {
+    fail("cannot convert with --tp_size ", opts.tp_size, ": ", e.what());
+  }
+  const DType out = opts.dtype_given ? opts.dtype : storage_dtype(cfg.dtype);
+  cfg.dtype = dtype_user_name(out);
+  const TensorSource src = TensorSource::open_hf_dir(opts.model_dir);
+
+  StagedDir staged(opts.output_dir);
+  write_json_file((staged.path() / "config.json").string(), model_config_to_json(cfg));
+  for (const char* f : kTokenizerFiles) {
+    const fs::path p = fs::path(opts.model_dir) / f;
+    if (fs::exists(p)) fs::copy_file(p, staged.path() / f, fs::copy_options::overwrite_existing);
+  }
+
+  const size_t per_rank = size_t(2 + 7 * cfg.num_hidden_layers + 1);
+  Progress progress("convert", per_rank * size_t(opts.tp_size));
+  std::vector<uint8_t> buf, converted;
+  for (int r = 0; r < opts.tp_size; ++r) {
+    RankWriter rank(cfg, src, out, r);
+    std::vector<Job> jobs = rank.jobs();
+    std::vector<TensorDecl> decls;
+    for (const auto& j : jobs) decls.push_back(j.decl);
+    const std::string path = (staged.path() / ("rank" + std::to_string(r) + ".safetensors")).string();
+    SafetensorsWriter writer(path, decls, {{"format", "pt"}, {"producer", "lamina convert"}});
+    for (auto& j : jobs) {
+      DType src_dtype = out;
+      j.fill(buf, src_dtype);
+      const size_t n = buf.size() / dtype_size(src_dtype);
+      if (src_dtype == out) {
+        writer.write(j.decl.name, buf.data(), buf.size());
+      } else {
+        converted.resize(n * dtype_size(out));
+        convert_dtype(buf.data(), src_dtype, converted.data(), out, n);
+        writer.write(j.decl.name, converted.data(), converted.size());
+      }
+      progress.advance(1, j.decl.name);
+    }
+    writer.close();
+  }
+  progress.finish();
+  staged.commit();
+  log_info("wrote checkpoint to " + opts.output_dir + " (tp_size " + std::to_string(opts.tp_size) + ", " +
+           dtype_user_name(out) + ")");
+}
+
+}  // namespace lamina

@@ -1,0 +1,21 @@
+// lamina convert: HF Llama checkpoint dir → Lamina (TensorRT-LLM schema) checkpoint dir:
+// config.json + rank{r}.safetensors per tensor-parallel rank + the tokenizer files.
+#pragma once
+#include <string>
+
+#include "common/dtype.h"
+
+namespace lamina {
+
+struct ConvertOptions {
+  std::string model_dir;
+  std::string output_dir;
+  DType dtype = DType::BF16;
+  bool dtype_given = false;  // false: keep the checkpoint's own dtype
+  int tp_size = 1;
+  int pp_size = 1;
+};
+
+void convert_checkpoint(const ConvertOptions& opts);
+
+}  // namespace lamina

@@ -1,0 +1,58 @@
+// ModelConfig: everything about a Llama-family model that shapes its weights and forward pass.
+// Pure data; parsed from HF config.json (io/hf_config) and from/to Lamina checkpoint config.json.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lamina {
+
+// HF `rope_scaling` / `rope_parameters`. type "default" means none.
+struct RopeScaling {
+  std::string type = "default";  // "default", "llama3", "linear"
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 8192;
+};
+
+struct TpMapping {
+  int world_size = 1;
+  int tp_size = 1;
+  int pp_size = 1;
+};
+
+struct ModelConfig {
+  std::string architecture = "LlamaForCausalLM";
+  std::string dtype = "bfloat16";  // storage dtype: float32, float16, bfloat16
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_size = 0;
+  double norm_epsilon = 1e-5;
+  double rotary_base = 10000.0;
+  RopeScaling rotary_scaling;
+  int64_t max_position_embeddings = 2048;
+  bool tie_word_embeddings = false;
+  std::string hidden_act = "silu";
+  int64_t bos_token_id = -1;
+  std::vector<int64_t> eos_token_ids;  // any of these ends generation
+  TpMapping mapping;
+
+  // Derived sizes for one tensor-parallel rank.
+  int64_t q_heads_per_rank() const { return num_attention_heads / mapping.tp_size; }
+  int64_t kv_heads_per_rank() const;  // KV heads are duplicated when tp_size > num_kv_heads
+  int64_t intermediate_per_rank() const { return intermediate_size / mapping.tp_size; }
+  int64_t vocab_per_rank() const { return (vocab_size + mapping.tp_size - 1) / mapping.tp_size; }  // padded
+  int64_t qkv_rows_per_rank() const { return (q_heads_per_rank() + 2 * kv_heads_per_rank()) * head_size; }
+  // The KV head a rank holds as its j-th local KV head.
+  int64_t kv_head_for_rank(int rank, int64_t j) const;
+
+  // Throws lamina::Error if the numbers don't describe a model we can run (or shard to tp_size).
+  void validate() const;
+};
+
+}  // namespace lamina

@@ -1,0 +1,30 @@
+// Tensor names in the three formats Lamina touches: HF checkpoints, Lamina/TensorRT-LLM
+// checkpoints (DESIGN.md §2) and Lamina engine files (fused, in the layout the kernels read).
+#pragma once
+#include <string>
+
+namespace lamina::names {
+
+inline std::string hf_layer(int i, const std::string& rest) { return "model.layers." + std::to_string(i) + "." + rest; }
+inline std::string ckpt_layer(int i, const std::string& rest) {
+  return "transformer.layers." + std::to_string(i) + "." + rest;
+}
+inline std::string engine_layer(int i, const std::string& rest) { return "layers." + std::to_string(i) + "." + rest; }
+
+// Checkpoint (TensorRT-LLM schema)
+inline const std::string kCkptEmbedding = "transformer.vocab_embedding.weight";
+inline const std::string kCkptFinalNorm = "transformer.ln_f.weight";
+inline const std::string kCkptLmHead = "lm_head.weight";
+
+// Engine
+inline const std::string kEngEmbedding = "embedding";      // [vocab, hidden]
+inline const std::string kEngFinalNorm = "final_norm";     // [hidden]
+inline const std::string kEngLmHead = "lm_head";           // [vocab_per_rank (padded), hidden]
+inline const std::string kEngInputNorm = "input_norm";     // [hidden]
+inline const std::string kEngQkv = "qkv";                  // [(q + 2 kv) * head, hidden]
+inline const std::string kEngAttnOut = "attn_out";         // [hidden, q_heads * head]
+inline const std::string kEngPostNorm = "post_norm";       // [hidden]
+inline const std::string kEngGateUp = "gate_up";           // [2 * inter, hidden]: gate (SiLU) rows, then up rows
+inline const std::string kEngDown = "down";                // [hidden, inter]
+
+}  // namespace lamina::names

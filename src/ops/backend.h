@@ -1,0 +1,127 @@
+// The device-neutral op set the Llama forward is written over (src/model/llama_forward.cpp).
+// A backend owns its memory and runs each op on its device: the CPU backend is the readable
+// fp32 reference; the CUDA backend is the fast one. Every op is checked against the CPU
+// backend on random inputs in tests/ops.
+//
+// Conventions:
+//  - "act" buffers hold activations in activation_dtype() (CPU: F32; CUDA: the engine dtype).
+//  - "weight" buffers come from upload_weight() and are in the backend's weight layout.
+//  - Shapes are given in the comments as [rows, cols], row-major. T = tokens in this step.
+//  - Each token t carries a position (its index in its sequence) and a KV slot (which
+//    sequence's cache it belongs to); both are device int32 arrays of length T.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/dtype.h"
+
+namespace lamina {
+
+enum class DeviceKind { CPU, CUDA };
+
+struct AttentionShape {
+  int num_q_heads = 0;   // local to this rank
+  int num_kv_heads = 0;  // local to this rank
+  int head_dim = 0;
+  int max_seq_len = 0;   // cache rows per slot
+  int num_slots = 1;     // sequences the cache holds
+};
+
+// One layer's KV cache: k and v are [num_slots, max_seq_len, num_kv_heads, head_dim] in kv_dtype.
+struct KVCacheLayer {
+  void* k = nullptr;
+  void* v = nullptr;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual DeviceKind kind() const = 0;
+  virtual std::string name() const = 0;
+  virtual DType activation_dtype() const = 0;
+  virtual DType kv_dtype() const = 0;
+
+  // ---- memory ----
+  virtual void* alloc(size_t bytes) = 0;  // zero-filled is not promised
+  virtual void free(void* p) = 0;
+  virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void synchronize() = 0;
+  // Uploads n host elements of `dtype` as a weight; returns device memory the ops read.
+  virtual void* upload_weight(const void* host, DType dtype, size_t n) = 0;
+  // Reads n activation elements back to the host as float32.
+  virtual void activations_to_host_f32(float* host_dst, const void* src, size_t n) = 0;
+
+  // ---- ops ----
+  // out[T,H] = table[ids[t], :]          (table: weight [V,H]; ids: device int32 [T])
+  virtual void embedding(void* out, const int32_t* ids, const void* table, int T, int H) = 0;
+  // out[T,H] = x / rms(x) * w            (w: weight [H])
+  virtual void rms_norm(void* out, const void* x, const void* w, int T, int H, float eps) = 0;
+  // residual[T,H] += x; out = rms_norm(residual) * w   (fused residual add + norm)
+  virtual void add_rms_norm(void* residual, const void* x, void* out, const void* w, int T, int H, float eps) = 0;
+  // residual[T,H] += x
+  virtual void add(void* residual, const void* x, size_t n) = 0;
+  // out[M,N] = x[M,K] · w[N,K]^T          (w: weight, nn.Linear layout)
+  virtual void matmul(void* out, const void* x, const void* w, int M, int N, int K) = 0;
+  // qkv[T, (Hq + 2*Hkv) * D] holds q, k, v per token. Rotates q and k in place (NeoX
+  // rotate-half: dims i and i + D/2 pair) with angle positions[t] * inv_freq[i]
+  // (inv_freq: device float [D/2]), then writes k and v into cache[slots[t], positions[t]].
+  virtual void rope_kv_write(void* qkv, const int32_t* positions, const int32_t* slots, const float* inv_freq,
+                             KVCacheLayer cache, const AttentionShape& s, int T) = 0;
+  // out[T, Hq*D]: causal attention of each token's q (inside qkv, after rope) over its own
+  // sequence's cache rows 0..positions[t] (inclusive), GQA: q head h reads kv head h / (Hq/Hkv).
+  virtual void attention(void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
+                         KVCacheLayer cache, const AttentionShape& s, int T) = 0;
+  // out[T,F] = silu(gate_up[:, :F]) * gate_up[:, F:]   (gate_up: [T, 2F])
+  virtual void silu_mul(void* out, const void* gate_up, int T, int F) = 0;
+  // out[i,H] = x[rows[i], :] for i < num_rows (rows: device int32), e.g. each sequence's last token.
+  virtual void gather_rows(void* out, const void* x, const int32_t* rows, int num_rows, int H) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+
+// Owns one device allocation of a backend.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Backend* b, size_t bytes) : backend_(b), ptr_(bytes ? b->alloc(bytes) : nullptr), bytes_(bytes) {}
+  ~DeviceBuffer() { reset(); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : backend_(o.backend_), ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      backend_ = o.backend_;
+      ptr_ = o.ptr_;
+      bytes_ = o.bytes_;
+      o.ptr_ = nullptr;
+    }
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  // Takes ownership of memory the backend allocated (e.g. from upload_weight).
+  static DeviceBuffer adopt(Backend* b, void* p, size_t bytes) {
+    DeviceBuffer d;
+    d.backend_ = b;
+    d.ptr_ = p;
+    d.bytes_ = bytes;
+    return d;
+  }
+  void reset() {
+    if (ptr_ && backend_) backend_->free(ptr_);
+    ptr_ = nullptr;
+  }
+  void* get() const { return ptr_; }
+  template <typename T>
+  T* as() const { return static_cast<T*>(ptr_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  Backend* backend_ = nullptr;
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace lamina

@@ -1,0 +1,161 @@
+#include "runtime/engine.h"
+
+#include <filesystem>
+#include <thread>
+
+#include "common/error.h"
+#include "common/progress.h"
+#include "io/hf_config.h"
+#include "model/weight_names.h"
+#include "runtime/host_communicator.h"
+#if LAMINA_HAVE_CUDA
+#include "backends/cuda/cuda_backend.h"
+#endif
+
+namespace lamina {
+
+namespace fs = std::filesystem;
+
+Device parse_device(const std::string& s) {
+  if (s == "cuda" || s == "gpu") return Device::CUDA;
+  if (s == "cpu") return Device::CPU;
+  if (s == "auto" || s.empty()) return Device::Auto;
+  fail("unknown --device '", s, "': use cuda or cpu");
+}
+
+bool cuda_available() {
+#if LAMINA_HAVE_CUDA
+  return cuda_device_count() > 0;
+#else
+  return false;
+#endif
+}
+
+struct Engine::Rank {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Communicator> comm;
+  std::unique_ptr<EngineFile> file;
+  std::vector<DeviceBuffer> weights;
+  std::unique_ptr<LlamaForward> forward;
+};
+
+Engine::~Engine() = default;
+
+std::string Engine::device_name() const { return ranks_.empty() ? "none" : ranks_[0]->backend->name(); }
+
+std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const EngineOptions& opts) {
+  const fs::path dir(engine_dir);
+  if (!fs::is_directory(dir)) fail("engine directory '", engine_dir, "' does not exist: build one with lamina build");
+  const fs::path cfg_path = dir / "config.json";
+  if (!fs::exists(cfg_path)) fail("'", cfg_path.string(), "' is missing: --engine_dir must be the output of lamina build");
+  const Json j = read_json_file(cfg_path.string());
+  const int fmt = json_get_or<int>(j, "format_version", -1);
+  if (fmt != int(kEngineFormatVersion))
+    fail("engine '", engine_dir, "' has format version ", fmt, " but this lamina reads version ", kEngineFormatVersion,
+         ": rebuild it from its checkpoint with `lamina build`");
+  std::unique_ptr<Engine> e(new Engine());
+  e->dir_ = engine_dir;
+  e->cfg_ = model_config_from_json(json_get<Json>(j, "pretrained_config", cfg_path.string()), cfg_path.string());
+  const Json bc = json_get<Json>(j, "build_config", cfg_path.string());
+  e->lim_.max_batch_size = json_get<int>(bc, "max_batch_size", cfg_path.string());
+  e->lim_.max_input_len = json_get<int>(bc, "max_input_len", cfg_path.string());
+  e->lim_.max_seq_len = json_get<int>(bc, "max_seq_len", cfg_path.string());
+  e->lim_.max_num_tokens = json_get<int>(bc, "max_num_tokens", cfg_path.string());
+  e->num_slots_ = std::max(1, std::min(opts.num_slots, e->lim_.max_batch_size));
+  const ModelConfig& cfg = e->cfg_;
+  const int tp = cfg.mapping.tp_size;
+
+  Device device = opts.device;
+  if (device == Device::Auto) device = cuda_available() ? Device::CUDA : Device::CPU;
+  if (device == Device::CUDA && !cuda_available())
+    fail("--device cuda was asked for but no CUDA GPU is available", 
+#if LAMINA_HAVE_CUDA
+         ""
+#else
+         " (this lamina was built without CUDA)"
+#endif
+         , ": use --device cpu");
+  if (device == Device::CUDA && tp > 1)
+    fail("engine has tp_size ", tp, ": multi-GPU tensor parallelism is not available yet; run it with --device cpu");
+
+  auto group = std::make_shared<HostCommGroup>(tp);
+  e->comm_group_ = group;
+  Progress progress("load", size_t(tp));
+  for (int r = 0; r < tp; ++r) {
+    auto rank = std::make_unique<Rank>();
+    const fs::path path = dir / ("rank" + std::to_string(r) + ".engine");
+    if (!fs::exists(path)) fail("engine '", engine_dir, "' is incomplete: ", path.filename().string(), " is missing");
+    rank->file = std::make_unique<EngineFile>(path.string());
+    if (opts.verify_checksums) rank->file->verify();
+#if LAMINA_HAVE_CUDA
+    if (device == Device::CUDA) rank->backend = make_cuda_backend(r, dtype_from_user_name(cfg.dtype));
+#endif
+    if (!rank->backend) rank->backend = make_cpu_backend();
+    rank->comm = tp == 1 ? std::unique_ptr<Communicator>(new SoloCommunicator()) : group->make(r);
+
+    Backend* be = rank->backend.get();
+    auto upload = [&](const std::string& name) -> const void* {
+      const EngineTensor& t = rank->file->get(name);
+      size_t n = 1;
+      for (auto d : t.shape) n *= size_t(d);
+      void* p = be->upload_weight(t.data, t.dtype, n);
+      rank->weights.push_back(DeviceBuffer::adopt(be, p, n * dtype_size(t.dtype)));
+      return p;
+    };
+    RankWeights w;
+    w.embedding = upload(names::kEngEmbedding);
+    for (int i = 0; i < int(cfg.num_hidden_layers); ++i) {
+      LayerWeights lw;
+      lw.input_norm = upload(names::engine_layer(i, names::kEngInputNorm));
+      lw.qkv = upload(names::engine_layer(i, names::kEngQkv));
+      lw.attn_out = upload(names::engine_layer(i, names::kEngAttnOut));
+      lw.post_norm = upload(names::engine_layer(i, names::kEngPostNorm));
+      lw.gate_up = upload(names::engine_layer(i, names::kEngGateUp));
+      lw.down = upload(names::engine_layer(i, names::kEngDown));
+      w.layers.push_back(lw);
+    }
+    w.final_norm = upload(names::kEngFinalNorm);
+    w.lm_head = upload(names::kEngLmHead);
+    ForwardLimits fl{e->lim_.max_num_tokens, e->lim_.max_seq_len, e->num_slots_};
+    rank->forward = std::make_unique<LlamaForward>(cfg, be, rank->comm.get(), std::move(w), fl);
+    e->ranks_.push_back(std::move(rank));
+    progress.advance(1);
+  }
+  progress.finish();
+  return e;
+}
+
+std::vector<float> Engine::step(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
+                                const std::vector<int32_t>& slots, const std::vector<int32_t>& logit_rows) {
+  const size_t tp = ranks_.size();
+  if (tp == 1) {
+    ranks_[0]->forward->step(ids, positions, slots, logit_rows);
+  } else {
+    // Ranks run in lockstep on their own threads; their all-reduces meet at the barrier.
+    std::vector<std::thread> threads;
+    std::vector<std::exception_ptr> errors(tp);
+    for (size_t r = 0; r < tp; ++r)
+      threads.emplace_back([&, r] {
+        try {
+          ranks_[r]->forward->step(ids, positions, slots, logit_rows);
+        } catch (...) {
+          errors[r] = std::current_exception();
+        }
+      });
+    for (auto& t : threads) t.join();
+    for (auto& err : errors)
+      if (err) std::rethrow_exception(err);
+  }
+  // Assemble [rows, vocab] from each rank's vocab slice, dropping the padding rows of lm_head.
+  const size_t rows = logit_rows.size(), V = size_t(cfg_.vocab_size);
+  const size_t Vr = size_t(cfg_.vocab_per_rank());
+  std::vector<float> logits(rows * V);
+  for (size_t r = 0; r < tp; ++r) {
+    const std::vector<float> part = ranks_[r]->forward->logits_f32(int(rows));
+    for (size_t i = 0; i < rows; ++i)
+      for (size_t v = 0; v < Vr && r * Vr + v < V; ++v) logits[i * V + r * Vr + v] = part[i * Vr + v];
+  }
+  return logits;
+}
+
+}  // namespace lamina

@@ -1,0 +1,81 @@
+#include "runtime/generator.h"
+
+#include <algorithm>
+
+#include "common/error.h"
+
+namespace lamina {
+
+const char* finish_reason_name(FinishReason r) { return r == FinishReason::Length ? "length" : "stop"; }
+
+void validate_request(const Engine& engine, const GenerationRequest& req) {
+  const EngineLimits& lim = engine.limits();
+  const int64_t n = int64_t(req.prompt.size());
+  if (n == 0) fail("the prompt is empty: give at least one token");
+  if (n > lim.max_input_len)
+    fail("the prompt has ", n, " tokens but the engine was built with max_input_len ", lim.max_input_len,
+         ": shorten the prompt or rebuild with a larger --max_input_len");
+  if (req.max_new_tokens < 1) fail("max output length must be at least 1 (got ", req.max_new_tokens, ")");
+  if (n + req.max_new_tokens > lim.max_seq_len)
+    fail("prompt (", n, " tokens) + max output (", req.max_new_tokens, ") exceeds the engine's max_seq_len ",
+         lim.max_seq_len, ": lower --max_output_len or rebuild with a larger --max_seq_len");
+  for (int32_t t : req.prompt)
+    if (t < 0 || t >= engine.config().vocab_size)
+      fail("prompt token id ", t, " is outside the vocabulary [0, ", engine.config().vocab_size, ")");
+  req.sampling.validate();
+}
+
+namespace {
+bool ends_with(const std::vector<int32_t>& seq, const std::vector<int32_t>& suffix) {
+  return !suffix.empty() && seq.size() >= suffix.size() && std::equal(suffix.rbegin(), suffix.rend(), seq.rbegin());
+}
+}  // namespace
+
+GenerationResult generate(Engine& engine, const GenerationRequest& req, const TokenCallback& on_token, int slot) {
+  validate_request(engine, req);
+  const size_t V = size_t(engine.config().vocab_size);
+  const int chunk = engine.limits().max_num_tokens;
+  GenerationResult res;
+  Sampler sampler(req.sampling);
+  std::vector<int32_t> history = req.prompt;
+
+  // Prefill in chunks of at most max_num_tokens; keep logits of every row if asked, else the last.
+  std::vector<float> last_logits;
+  const int n = int(req.prompt.size());
+  for (int begin = 0; begin < n; begin += chunk) {
+    const int T = std::min(chunk, n - begin);
+    const std::vector<int32_t> ids(req.prompt.begin() + begin, req.prompt.begin() + begin + T);
+    std::vector<int32_t> pos(static_cast<size_t>(T)), slots(static_cast<size_t>(T), slot), rows;
+    for (int t = 0; t < T; ++t) pos[size_t(t)] = begin + t;
+    if (req.return_context_logits)
+      for (int t = 0; t < T; ++t) rows.push_back(t);
+    else if (begin + T == n)
+      rows.push_back(T - 1);
+    std::vector<float> logits = engine.step(ids, pos, slots, rows);
+    if (req.return_context_logits) res.context_logits.insert(res.context_logits.end(), logits.begin(), logits.end());
+    if (begin + T == n) last_logits.assign(logits.end() - static_cast<long>(V), logits.end());
+  }
+
+  for (int i = 0; i < req.max_new_tokens; ++i) {
+    if (req.return_generation_logits) res.generation_logits.insert(res.generation_logits.end(), last_logits.begin(), last_logits.end());
+    const int32_t tok = sampler.sample(last_logits, history);
+    if (std::find(req.end_ids.begin(), req.end_ids.end(), tok) != req.end_ids.end()) {
+      res.finish_reason = FinishReason::EndId;
+      break;
+    }
+    res.output_ids.push_back(tok);
+    history.push_back(tok);
+    const bool keep_going = !on_token || on_token(tok);
+    bool stopped = false;
+    for (const auto& sw : req.stop_words) stopped = stopped || ends_with(res.output_ids, sw);
+    if (stopped) {
+      res.finish_reason = FinishReason::StopWord;
+      break;
+    }
+    if (!keep_going || i + 1 == req.max_new_tokens) break;
+    last_logits = engine.step({tok}, {int32_t(history.size() - 1)}, {slot}, {0});
+  }
+  return res;
+}
+
+}  // namespace lamina

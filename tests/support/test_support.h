@@ -1,0 +1,38 @@
+// Helpers shared by the tests: fixture paths, scratch dirs, comparing logits, running the CLI.
+#pragma once
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace lamina::test {
+
+namespace fs = std::filesystem;
+
+inline fs::path source_dir() { return LAMINA_SOURCE_DIR; }
+inline fs::path golden_dir(const std::string& name) { return source_dir() / "tests/fixtures/golden" / name; }
+inline fs::path lamina_binary() { return fs::path(LAMINA_BINARY_DIR) / "tools/lamina/lamina"; }
+
+// A fresh directory under the build tree, removed when the object dies.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& tag);
+  ~ScratchDir();
+  const fs::path& path() const { return path_; }
+  fs::path operator/(const std::string& s) const { return path_ / s; }
+
+ private:
+  fs::path path_;
+};
+
+// ||a - b|| / ||b||
+double rel_l2(const std::vector<float>& a, const std::vector<float>& b);
+
+struct CommandResult {
+  int exit_code;
+  std::string output;  // stdout + stderr
+};
+// Runs `lamina ARGS` through the shell and captures what it printed.
+CommandResult run_lamina(const std::string& args);
+
+}  // namespace lamina::test

@@ -1,0 +1,26 @@
+// lamina convert --model_dir HF_DIR --output_dir CKPT [--dtype D] [--tp_size N] [--pp_size 1]
+#include "commands.h"
+#include "convert/convert.h"
+
+namespace lamina::cli {
+
+void register_convert(CLI::App& app) {
+  auto* sub = app.add_subcommand("convert", "HF Llama checkpoint → Lamina checkpoint (TensorRT-LLM schema)");
+  auto opts = std::make_shared<ConvertOptions>();
+  auto dtype = std::make_shared<std::string>();
+  sub->add_option("--model_dir", opts->model_dir, "HuggingFace checkpoint directory")->required();
+  sub->add_option("--output_dir", opts->output_dir, "Where to write the checkpoint")->required();
+  sub->add_option("--dtype", *dtype, "float32, float16 or bfloat16 (default: the checkpoint's dtype)")
+      ->check(CLI::IsMember({"float32", "float16", "bfloat16", "fp32", "fp16", "bf16", "auto"}));
+  sub->add_option("--tp_size", opts->tp_size, "Tensor-parallel ranks")->check(CLI::PositiveNumber);
+  sub->add_option("--pp_size", opts->pp_size, "Pipeline-parallel ranks (only 1 is supported)");
+  sub->callback([opts, dtype] {
+    if (!dtype->empty() && *dtype != "auto") {
+      opts->dtype = dtype_from_user_name(*dtype);
+      opts->dtype_given = true;
+    }
+    convert_checkpoint(*opts);
+  });
+}
+
+}  // namespace lamina::cli

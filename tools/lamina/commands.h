@@ -1,0 +1,13 @@
+// Each subcommand lives in its own cmd_*.cpp and registers itself on the CLI app.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace lamina::cli {
+
+void register_convert(CLI::App& app);
+void register_build(CLI::App& app);
+void register_run(CLI::App& app);
+void register_inspect(CLI::App& app);
+void register_tokenize(CLI::App& app);  // tokenize + detokenize
+
+}  // namespace lamina::cli
