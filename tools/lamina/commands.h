@@ -8,6 +8,7 @@ void register_convert(CLI::App& app);
 void register_build(CLI::App& app);
 void register_run(CLI::App& app);
 void register_inspect(CLI::App& app);
+void register_bench(CLI::App& app);
 void register_tokenize(CLI::App& app);  // tokenize + detokenize
 
 }  // namespace lamina::cli

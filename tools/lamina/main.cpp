@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   lamina::cli::register_build(app);
   lamina::cli::register_run(app);
   lamina::cli::register_inspect(app);
+  lamina::cli::register_bench(app);
   lamina::cli::register_tokenize(app);
   try {
     app.parse(argc, argv);

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Writes a Llama-3-8B-shaped HF checkpoint with random bf16 weights (speed does not depend on
+the values), and measures HF transformers on it in the same process, for side-by-side figures.
+
+    python3 scripts/bench/make_random_llama.py --out /tmp/llama8b --json hf.json [--no_hf]
+
+Also measures the device's copy bandwidth and bf16 matmul rate: the two physical limits that
+docs/performance.md compares Lamina against.
+"""
+import argparse
+import json
+import os
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+SHAPES = {
+    "llama3-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
+                      rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                      bos_token_id=128000, eos_token_id=[128001, 128009]),
+}
+
+
+def timed(fn, reps):
+    torch.cuda.synchronize()
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(reps):
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def device_limits():
+    n = 1 << 30  # 2 GiB of bf16 per buffer: far past L2
+    a = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    b = torch.empty_like(a)
+    t = timed(lambda: b.copy_(a), 10)
+    bandwidth = 2 * a.numel() * 2 / t  # bytes read + written
+    del a, b
+    m = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    t = timed(lambda: m @ k, 10)
+    return {"copy_bandwidth_GBps": bandwidth / 1e9, "bf16_matmul_TFLOPs": 2 * 8192 ** 3 / t / 1e12}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--shape", default="llama3-8b", choices=sorted(SHAPES))
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--no_hf", action="store_true", help="skip the transformers measurements")
+    args = ap.parse_args()
+    result = {"device": torch.cuda.get_device_name(), **device_limits()}
+    print("limits:", result, flush=True)
+
+    cfg = LlamaConfig(**SHAPES[args.shape])
+    t0 = time.time()
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    model.eval()
+    result["params"] = sum(p.numel() for p in model.parameters())
+    print(f"made {result['params'] / 1e9:.2f}B params in {time.time() - t0:.1f}s", flush=True)
+    t0 = time.time()
+    model.save_pretrained(args.out, max_shard_size="5GB")
+    print(f"saved to {args.out} in {time.time() - t0:.1f}s", flush=True)
+
+    if not args.no_hf:
+        with torch.no_grad():
+            ids = torch.randint(0, cfg.vocab_size, (1, 2048), device="cuda")
+            t = timed(lambda: model(ids, logits_to_keep=1), 3)
+            result["hf_prefill_2048_tok_per_s"] = 2048 / t
+            prompt = ids[:, :512]
+            gen = lambda n: model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+            gen(4)
+            t256 = timed(lambda: gen(256), 1)
+            t1 = timed(lambda: gen(1), 1)
+            result["hf_decode_ms_per_token"] = (t256 - t1) / 255 * 1e3
+            result["hf_decode_tok_per_s"] = 255 / (t256 - t1)
+    print("result:", result, flush=True)
+    json.dump(result, open(args.json, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+// lamina bench --engine_dir ENGINE --input_len I --output_len O [--warmup W] [--runs R] [--json F]
+// Offline latency of one request: time to first token (prefill), per-token decode latency, and
+// the matching throughputs, as a table and JSON.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "commands.h"
+#include "common/json.h"
+#include "common/paths.h"
+#include "runtime/engine.h"
+#include "runtime/generator.h"
+
+namespace lamina::cli {
+
+namespace {
+
+struct BenchOptions {
+  std::string engine_dir, device = "auto", json_path;
+  int input_len = 128, output_len = 128, warmup = 1, runs = 3;
+  bool skip_checksum = false;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void bench(const BenchOptions& o) {
+  EngineOptions eo;
+  eo.device = parse_device(o.device);
+  eo.verify_checksums = !o.skip_checksum;
+  const auto t_load = std::chrono::steady_clock::now();
+  auto engine = Engine::load(o.engine_dir, eo);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+
+  std::mt19937 rng(0);
+  std::uniform_int_distribution<int32_t> tok(0, int32_t(engine->config().vocab_size - 1));
+  GenerationRequest req;
+  for (int i = 0; i < o.input_len; ++i) req.prompt.push_back(tok(rng));
+  req.max_new_tokens = o.output_len;  // greedy, no end ids: always runs to length
+
+  std::vector<double> ttft, per_token;
+  for (int run = 0; run < o.warmup + o.runs; ++run) {
+    using clock = std::chrono::steady_clock;
+    const auto start = clock::now();
+    clock::time_point first, last;
+    int n = 0;
+    generate(*engine, req, [&](int32_t) {
+      last = clock::now();
+      if (n++ == 0) first = last;
+      return true;
+    });
+    if (run < o.warmup) continue;
+    ttft.push_back(std::chrono::duration<double>(first - start).count());
+    if (n > 1) per_token.push_back(std::chrono::duration<double>(last - first).count() / (n - 1));
+  }
+  const double t = median(ttft), p = per_token.empty() ? 0 : median(per_token);
+  std::printf("| engine | device | input | output | load s | TTFT ms | prefill tok/s | ms/token | decode tok/s |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %s | %s | %d | %d | %.2f | %.2f | %.0f | %.3f | %.1f |\n", o.engine_dir.c_str(),
+              engine->device_name().c_str(), o.input_len, o.output_len, load_s, t * 1e3, o.input_len / t, p * 1e3,
+              p > 0 ? 1.0 / p : 0.0);
+  if (!o.json_path.empty()) {
+    const Json j = {{"engine_dir", o.engine_dir}, {"device", engine->device_name()}, {"input_len", o.input_len},
+                    {"output_len", o.output_len}, {"runs", o.runs}, {"load_s", load_s}, {"ttft_ms", t * 1e3},
+                    {"prefill_tok_per_s", o.input_len / t}, {"ms_per_token", p * 1e3},
+                    {"decode_tok_per_s", p > 0 ? 1.0 / p : 0.0}};
+    write_json_file(o.json_path, j);
+  }
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  auto* sub = app.add_subcommand("bench", "Measure TTFT, per-token latency and throughput of an engine");
+  auto o = std::make_shared<BenchOptions>();
+  sub->add_option("--engine_dir", o->engine_dir, "Output of lamina build")->required();
+  sub->add_option("--input_len", o->input_len, "Prompt tokens (random ids)")->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("--output_len", o->output_len, "Generated tokens")->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("--warmup", o->warmup, "Untimed runs first")->capture_default_str();
+  sub->add_option("--runs", o->runs, "Timed runs (the median is reported)")->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("--device", o->device, "cuda or cpu")->check(CLI::IsMember({"auto", "cuda", "gpu", "cpu"}));
+  sub->add_option("--json", o->json_path, "Also write the figures as JSON here");
+  sub->add_flag("--skip_checksum", o->skip_checksum, "Do not verify engine checksums at load");
+  sub->callback([o] { bench(*o); });
+}
+
+}  // namespace lamina::cli
