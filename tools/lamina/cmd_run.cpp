@@ -142,9 +142,12 @@ void run(const RunOptions& o) {
       r = generate(*engine, req);
       if (tok) std::printf("Output [Text %zu Beam 0]: %s\n", i, quoted(tok->decode(r.output_ids, true)).c_str());
     }
-    std::string ids;
-    for (int32_t t : r.output_ids) ids += (ids.empty() ? "" : ", ") + std::to_string(t);
-    std::printf("Output ids [Text %zu Beam 0]: [%s] (finish_reason: %s)\n", i, ids.c_str(), finish_reason_name(r.finish_reason));
+    if (!tok) {  // no tokenizer: the ids are the output
+      std::string ids;
+      for (int32_t t : r.output_ids) ids += (ids.empty() ? "" : ", ") + std::to_string(t);
+      std::printf("Output ids [Text %zu Beam 0]: [%s] (finish_reason: %s)\n", i, ids.c_str(),
+                  finish_reason_name(r.finish_reason));
+    }
     std::fflush(stdout);
     results.push_back(std::move(r));
   }

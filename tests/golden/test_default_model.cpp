@@ -1,0 +1,117 @@
+// The bundled model (models/lamina-tiny-llama) end to end on the CPU, against what HF
+// transformers and tokenizers computed when it was trained (its eval.json): greedy ids for fixed
+// prompts, held-out perplexity, and the chat template's ids.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "build/build_engine.h"
+#include "common/json.h"
+#include "common/paths.h"
+#include "convert/convert.h"
+#include "runtime/engine.h"
+#include "runtime/generator.h"
+#include "test_support.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lamina {
+namespace {
+
+const test::fs::path kModel = test::source_dir() / "models/lamina-tiny-llama";
+
+Json eval_json() { return read_json_file((kModel / "eval.json").string()); }
+
+std::unique_ptr<Engine> build_default(const test::ScratchDir& s, DType dtype) {
+  ConvertOptions c;
+  c.model_dir = kModel.string();
+  c.output_dir = (s / "ckpt").string();
+  c.dtype = dtype;
+  c.dtype_given = true;
+  convert_checkpoint(c);
+  BuildOptions b;
+  b.checkpoint_dir = c.output_dir;
+  b.output_dir = (s / "engine").string();
+  b.max_input_len = 512;
+  b.max_seq_len = 1024;
+  b.max_num_tokens = 256;
+  build_engine(b);
+  EngineOptions eo;
+  eo.device = Device::CPU;
+  return Engine::load(b.output_dir, eo);
+}
+
+// Mean negative log-likelihood of `tokens` given [BOS] + previous tokens, as eval.json measured.
+double heldout_mean_nll(Engine& engine, const std::vector<int32_t>& ids, int32_t bos, int window) {
+  double nll = 0;
+  size_t count = 0;
+  const size_t V = size_t(engine.config().vocab_size);
+  for (size_t begin = 0; begin < ids.size(); begin += size_t(window - 1)) {
+    const size_t end = std::min(ids.size(), begin + size_t(window - 1));
+    GenerationRequest req;
+    req.prompt = {bos};
+    req.prompt.insert(req.prompt.end(), ids.begin() + long(begin), ids.begin() + long(end));
+    req.max_new_tokens = 1;
+    req.return_context_logits = true;
+    const GenerationResult r = generate(engine, req);
+    for (size_t i = 0; i + 1 < req.prompt.size(); ++i) {  // row i predicts prompt[i + 1]
+      const float* row = r.context_logits.data() + i * V;
+      double mx = row[0], sum = 0;
+      for (size_t v = 1; v < V; ++v) mx = std::max(mx, double(row[v]));
+      for (size_t v = 0; v < V; ++v) sum += std::exp(double(row[v]) - mx);
+      nll += std::log(sum) + mx - row[size_t(req.prompt[i + 1])];
+      ++count;
+    }
+  }
+  return nll / double(count);
+}
+
+TEST(DefaultModel, GreedyIdsMatchTransformers) {
+  test::ScratchDir s("default");
+  auto engine = build_default(s, DType::F32);
+  const Json e = eval_json();
+  int compared = 0;
+  for (const auto& sample : e["greedy_fp32"]["samples"]) {
+    const auto expected = sample["output_ids"].get<std::vector<int32_t>>();
+    const auto margins = sample["top2_logit_margins"].get<std::vector<double>>();
+    GenerationRequest req;
+    req.prompt = sample["prompt_ids"].get<std::vector<int32_t>>();
+    req.max_new_tokens = int(expected.size());
+    const GenerationResult r = generate(*engine, req);  // no end ids: runs to length
+    for (size_t i = 0; i < expected.size() && margins[i] > 1e-2; ++i, ++compared)
+      ASSERT_EQ(r.output_ids.at(i), expected[i]) << sample["prompt"] << " step " << i;
+  }
+  EXPECT_GT(compared, 20);
+}
+
+TEST(DefaultModel, HeldoutPerplexityMatchesTransformers) {
+  const Json e = eval_json();
+  const Tokenizer tok = Tokenizer::load(kModel.string());
+  const std::vector<int32_t> ids = tok.encode(read_file((kModel / "heldout.txt").string()), false);
+  ASSERT_EQ(int64_t(ids.size()), e["heldout_tokens"].get<int64_t>());
+  const int32_t bos = e["special_token_ids"]["<|begin_of_text|>"].get<int32_t>();
+  const double ref_ppl = e["heldout"]["fp32"]["ppl"].get<double>();
+  {
+    test::ScratchDir s("ppl32");
+    auto engine = build_default(s, DType::F32);
+    const double ppl = std::exp(heldout_mean_nll(*engine, ids, bos, e["window"].get<int>()));
+    EXPECT_NEAR(ppl, ref_ppl, ref_ppl * 1e-3);
+  }
+  {
+    test::ScratchDir s("ppl16");  // bf16 storage is the model's own: same weights, same answer
+    auto engine = build_default(s, DType::BF16);
+    const double ppl = std::exp(heldout_mean_nll(*engine, ids, bos, e["window"].get<int>()));
+    EXPECT_LE(ppl, ref_ppl * 1.01);
+  }
+}
+
+TEST(DefaultModel, ChatTemplateIdsMatchTransformers) {
+  const Json check = eval_json()["chat_template_check"];
+  const Tokenizer tok = Tokenizer::load(kModel.string());
+  std::vector<ChatMessage> msgs;
+  for (const auto& m : check["messages"]) msgs.push_back({m["role"], m["content"]});
+  EXPECT_EQ(tok.render_chat(msgs, check["add_generation_prompt"].get<bool>()), check["text"].get<std::string>());
+  EXPECT_EQ(tok.encode_chat(msgs, check["add_generation_prompt"].get<bool>()), check["ids"].get<std::vector<int32_t>>());
+}
+
+}  // namespace
+}  // namespace lamina
