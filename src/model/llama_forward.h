@@ -49,6 +49,9 @@ class LlamaForward {
   Backend* backend() const { return be_; }
 
  private:
+  static constexpr int kMaxRecordedTokens = 8;
+  void run_layers(int T, int R);  // every op of one step, on already-uploaded inputs
+
   ModelConfig cfg_;
   Backend* be_;
   Communicator* comm_;

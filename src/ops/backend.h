@@ -12,6 +12,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -53,6 +54,14 @@ class Backend {
   virtual void* upload_weight(const void* host, DType dtype, size_t n) = 0;
   // Reads n activation elements back to the host as float32.
   virtual void activations_to_host_f32(float* host_dst, const void* src, size_t n) = 0;
+
+  // Runs `ops`: a fixed sequence of op calls (same pointers and sizes every time `key` is used).
+  // A backend may record the sequence once and replay the recording afterwards (the CUDA backend
+  // captures it into a CUDA graph, removing per-kernel launch overhead from the decode step).
+  virtual void run_recorded(uint64_t key, const std::function<void()>& ops) {
+    (void)key;
+    ops();
+  }
 
   // ---- ops ----
   // out[T,H] = table[ids[t], :]          (table: weight [V,H]; ids: device int32 [T])

@@ -1,6 +1,7 @@
 // A loaded engine: its config, limits, tokenizer files and one LlamaForward per rank.
 // Engine::step runs every rank (a thread each when tp_size > 1) and returns full-vocab logits.
 #pragma once
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>

@@ -1,6 +1,7 @@
 // Generation for one request on a loaded engine: chunked prefill, then decode token by token,
 // stopping at max_new_tokens, an end id (any of the eos list) or a stop sequence.
 #pragma once
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>

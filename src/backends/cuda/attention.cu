@@ -1,0 +1,58 @@
+// Attention dispatch. The op gets only device arrays (positions, slots), so the plan is made from
+// shapes alone, with no read-back (the step stays graph-capturable):
+//   T <= kAttentionDecodeMaxTokens: the split-K decode kernel takes every token.
+//   larger T: the tiled prefill kernel takes the tiles of 64 consecutive tokens of one slot, and
+//   the decode kernel (told to skip those tiles) takes the rest; both run, each skips the other's.
+// Split-K: splits of at least 64 cache rows, enough of them to give ~4 blocks per SM at the cache's
+// full length, capped by the workspace (partials are [T, Hq, splits, head_dim + 2] fp32).
+#include <cmath>
+
+#include "attention_common.cuh"
+#include "cuda_check.h"
+#include "cuda_types.cuh"
+#include "kernels.h"
+
+namespace lamina::cuda {
+
+void launch_attention(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
+                      KVCacheLayer cache, const AttentionShape& s, int T, const AttentionLaunch& how,
+                      cudaStream_t stream) {
+  if (T <= 0) return;
+  LAMINA_CHECK(s.num_kv_heads > 0 && s.num_q_heads % s.num_kv_heads == 0, "q heads ", s.num_q_heads,
+               " are not a multiple of kv heads ", s.num_kv_heads);
+  LAMINA_CHECK(attention_decode_supports(s.head_dim), "head_dim ", s.head_dim,
+               " is not supported by the CUDA attention kernels (16, 32, 64, 128 or 256)");
+  LAMINA_CHECK(is_aligned16(out) && is_aligned16(qkv) && is_aligned16(cache.k) && is_aligned16(cache.v),
+               "attention buffers must be 16-byte aligned");
+  AttnParams p;
+  p.T = T;
+  p.Hq = s.num_q_heads;
+  p.Hkv = s.num_kv_heads;
+  p.G = s.num_q_heads / s.num_kv_heads;
+  p.head_dim = s.head_dim;
+  p.max_seq = s.max_seq_len;
+  p.num_slots = s.num_slots;
+  p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(s.head_dim)));
+  p.prefill_takes_uniform_tiles = T > kAttentionDecodeMaxTokens && attention_prefill_supports(s.head_dim);
+
+  // Split-K plan for the decode kernel.
+  constexpr int kMinSplitLen = 64;
+  const long long blocks_per_split = static_cast<long long>(T) * p.Hkv;
+  int splits = static_cast<int>(ceil_div_ll(4LL * how.num_sms, blocks_per_split));
+  const long long max_useful = ceil_div_ll(s.max_seq_len, kMinSplitLen);
+  if (splits > max_useful) splits = static_cast<int>(max_useful);
+  if (splits > kMaxSplits) splits = kMaxSplits;
+  const size_t per_split = static_cast<size_t>(T) * p.Hq * (s.head_dim + 2) * sizeof(float);
+  const size_t fit = how.workspace == nullptr ? 0 : how.workspace_bytes / per_split;
+  if (static_cast<size_t>(splits) > fit) splits = static_cast<int>(fit);
+  if (splits < 1) splits = 1;
+  int split_len = ceil_div(s.max_seq_len, splits);
+  split_len = ceil_div(split_len, kMinSplitLen) * kMinSplitLen;
+  splits = ceil_div(s.max_seq_len, split_len);
+
+  launch_attention_decode(dt, out, qkv, positions, slots, cache, p, split_len, splits,
+                          static_cast<float*>(how.workspace), stream);
+  if (p.prefill_takes_uniform_tiles) launch_attention_prefill(dt, out, qkv, positions, slots, cache, p, stream);
+}
+
+}  // namespace lamina::cuda

@@ -1,0 +1,57 @@
+// Host entry points of the CUDA kernels, one group per .cu file. Every launch_x enqueues work on
+// `stream` and returns: no allocation, no synchronization (so a decode step can be captured into a
+// CUDA graph). Element type `dt` is the activation dtype (F32, F16 or BF16); buffers are device
+// memory; shapes follow ops/backend.h ([rows, cols], row-major).
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/dtype.h"
+#include "ops/backend.h"
+
+namespace lamina::cuda {
+
+// embedding.cu — out[T,H] = table[ids[t], :]
+void launch_embedding(DType dt, void* out, const int32_t* ids, const void* table, int T, int H, cudaStream_t stream);
+
+// rms_norm.cu — out[T,H] = x / rms(x) * w
+void launch_rms_norm(DType dt, void* out, const void* x, const void* w, int T, int H, float eps, cudaStream_t stream);
+// rms_norm.cu — residual[T,H] += x; out = rms_norm(residual) * w  (one pass over the row)
+void launch_add_rms_norm(DType dt, void* residual, const void* x, void* out, const void* w, int T, int H, float eps,
+                         cudaStream_t stream);
+// rms_norm.cu — residual[n] += x[n]
+void launch_add(DType dt, void* residual, const void* x, size_t n, cudaStream_t stream);
+
+// silu_mul.cu — out[T,F] = silu(gate_up[:, :F]) * gate_up[:, F:]
+void launch_silu_mul(DType dt, void* out, const void* gate_up, int T, int F, cudaStream_t stream);
+
+// gather.cu — out[i,H] = x[rows[i], :]
+void launch_gather_rows(DType dt, void* out, const void* x, const int32_t* rows, int num_rows, int H,
+                        cudaStream_t stream);
+
+// rope_kv_write.cu — NeoX rotate-half of q and k inside qkv[T, (Hq+2Hkv)*D], then k, v into
+// cache[slots[t], positions[t]].
+void launch_rope_kv_write(DType dt, void* qkv, const int32_t* positions, const int32_t* slots, const float* inv_freq,
+                          KVCacheLayer cache, const AttentionShape& s, int T, cudaStream_t stream);
+
+// attention.cu — causal GQA attention of qkv's q over the cache (see Backend::attention).
+// `workspace` (device, workspace_bytes) holds split-K partial results.
+struct AttentionLaunch {
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  int num_sms = 132;
+};
+void launch_attention(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
+                      KVCacheLayer cache, const AttentionShape& s, int T, const AttentionLaunch& how,
+                      cudaStream_t stream);
+// Tokens up to this many in one step go through the split-K decode kernel only; larger steps also
+// run the tiled (flash) prefill kernel over tiles of consecutive tokens of one sequence.
+inline constexpr int kAttentionDecodeMaxTokens = 16;
+
+// gemv.cu — out[M,N] = x[M,K] · w[N,K]^T for M <= kGemvMaxM: weight-bandwidth-bound, w read once.
+inline constexpr int kGemvMaxM = 8;
+void launch_gemv(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream);
+
+}  // namespace lamina::cuda

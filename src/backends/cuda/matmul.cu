@@ -1,0 +1,91 @@
+// cuBLASLt GEMM (see matmul.h). cuBLASLt is column-major, so the row-major product
+//   out[M,N] = x[M,K] · w[N,K]^T
+// is issued as the column-major product out^T[N,M] = op_T(w)[N,K] · x^T[K,M]:
+//   A = w as a K x N column-major matrix (ld K), transposed;  B = x as K x M (ld K);
+//   C = D = out as N x M (ld N).
+#include "matmul.h"
+
+#include <cstdint>
+
+#include "cuda_check.h"
+
+namespace lamina::cuda {
+
+cudaDataType_t cuda_data_type(DType dt) {
+  switch (dt) {
+    case DType::F32: return CUDA_R_32F;
+    case DType::F16: return CUDA_R_16F;
+    case DType::BF16: return CUDA_R_16BF;
+    default: fail("no cuBLASLt type for dtype ", dtype_user_name(dt));
+  }
+}
+
+LtGemm::LtGemm(size_t workspace_bytes) : workspace_bytes_(workspace_bytes) {
+  CUBLAS_CHECK(cublasLtCreate(&handle_));
+  if (workspace_bytes_) CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
+}
+
+LtGemm::~LtGemm() {
+  for (auto& [key, p] : plans_) {
+    cublasLtMatrixLayoutDestroy(p.a);
+    cublasLtMatrixLayoutDestroy(p.b);
+    cublasLtMatrixLayoutDestroy(p.c);
+    cublasLtMatmulDescDestroy(p.op);
+  }
+  if (workspace_) cudaFree(workspace_);
+  if (handle_) cublasLtDestroy(handle_);
+}
+
+LtGemm::Plan& LtGemm::plan_for(DType dt, int M, int N, int K, int align) {
+  const Key key{static_cast<int>(dt), M, N, K, align};
+  if (auto it = plans_.find(key); it != plans_.end()) return it->second;
+
+  const cudaDataType_t type = cuda_data_type(dt);
+  Plan p;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, type, K, N, K));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, type, K, M, K));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, type, N, M, N));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint32_t a32 = static_cast<uint32_t>(align);
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_,
+                                                    sizeof(workspace_bytes_)));
+  for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &a32, sizeof(a32)));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+    cublasLtMatrixLayoutDestroy(p.a);
+    cublasLtMatrixLayoutDestroy(p.b);
+    cublasLtMatrixLayoutDestroy(p.c);
+    cublasLtMatmulDescDestroy(p.op);
+    fail("cuBLASLt has no algorithm for ", dtype_user_name(dt), " matmul M=", M, " N=", N, " K=", K,
+         " (alignment ", align, " bytes; status ", cublasLtGetStatusName(st), ")");
+  }
+  p.algo = result.algo;
+  return plans_.emplace(key, p).first->second;
+}
+
+void LtGemm::run(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream) {
+  if (M <= 0 || N <= 0) return;
+  LAMINA_CHECK(K > 0, "matmul with K=", K);
+  // Largest power of two (<= 256) dividing every pointer, as the heuristic must be told.
+  const uintptr_t bits = reinterpret_cast<uintptr_t>(out) | reinterpret_cast<uintptr_t>(x) |
+                         reinterpret_cast<uintptr_t>(w) | uintptr_t{256};
+  const int align = static_cast<int>(bits & (~bits + 1));
+  Plan& p = plan_for(dt, M, N, K, align);
+  const float alpha = 1.0f, beta = 0.0f;
+  CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo, workspace_,
+                              workspace_bytes_, stream));
+}
+
+}  // namespace lamina::cuda

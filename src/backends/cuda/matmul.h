@@ -1,0 +1,44 @@
+// cuBLASLt GEMM for the CUDA backend: out[M,N] = x[M,K] · w[N,K]^T (nn.Linear layout), inputs and
+// output in the activation dtype, fp32 accumulation (no TF32 for fp32). Descriptors and the
+// heuristic's algorithm are cached per (dtype, M, N, K, pointer alignment), so after a shape's
+// first call a matmul only enqueues work (graph-capturable; the workspace is allocated once).
+#pragma once
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <map>
+#include <tuple>
+
+#include "common/dtype.h"
+
+namespace lamina::cuda {
+
+class LtGemm {
+ public:
+  explicit LtGemm(size_t workspace_bytes = 32u << 20);
+  ~LtGemm();
+  LtGemm(const LtGemm&) = delete;
+  LtGemm& operator=(const LtGemm&) = delete;
+
+  void run(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream);
+
+ private:
+  struct Plan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  using Key = std::tuple<int, int, int, int, int>;  // dtype, M, N, K, min alignment in bytes
+  Plan& plan_for(DType dt, int M, int N, int K, int align);
+
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  std::map<Key, Plan> plans_;
+};
+
+// Returns the CUDA data type of an activation dtype (CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF).
+cudaDataType_t cuda_data_type(DType dt);
+
+}  // namespace lamina::cuda

@@ -1,0 +1,147 @@
+// RMSNorm and the residual stream: out = x / sqrt(mean(x^2) + eps) * w, optionally fused with the
+// residual add that precedes every norm in the Llama block (residual += x; out = norm(residual)).
+// One block per token row; sums of squares in fp32; 16-byte accesses when H and the pointers allow.
+#include <cuda_runtime.h>
+
+#include "cuda_check.h"
+#include "cuda_types.cuh"
+#include "kernels.h"
+#include "reduce.cuh"
+
+namespace lamina::cuda {
+namespace {
+
+// V = elements per access (kVec<T> or 1). With kAdd: residual[t] += x[t] first (the rounded sum is
+// stored and normalized, exactly what a later reader of residual sees), then out[t] = norm(residual[t]).
+// Without kAdd: out[t] = norm(x[t]) and residual is unused.
+template <typename T, int V, bool kAdd>
+__global__ void rms_norm_kernel(T* __restrict__ out, T* __restrict__ residual, const T* __restrict__ x,
+                                const T* __restrict__ w, int H, float eps) {
+  __shared__ float scratch[32];
+  const size_t row = static_cast<size_t>(blockIdx.x) * H;
+  const T* src = kAdd ? residual + row : x + row;
+  float ss = 0.0f;
+  for (int c = threadIdx.x * V; c < H; c += blockDim.x * V) {
+    float v[V];
+    if constexpr (V > 1) {
+      load_vec(src + c, v);
+    } else {
+      v[0] = to_float(src[c]);
+    }
+    if constexpr (kAdd) {
+      float a[V];
+      if constexpr (V > 1) {
+        load_vec(x + row + c, a);
+      } else {
+        a[0] = to_float(x[row + c]);
+      }
+      // Round the sum to T and square the rounded value: it is what the residual now holds.
+#pragma unroll
+      for (int i = 0; i < V; ++i) v[i] = to_float(from_float<T>(v[i] + a[i]));
+      if constexpr (V > 1) {
+        store_vec(residual + row + c, v);
+      } else {
+        residual[row + c] = from_float<T>(v[0]);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < V; ++i) ss += v[i] * v[i];
+  }
+  const float inv = rsqrtf(block_sum(ss, scratch) / static_cast<float>(H) + eps);
+  // Second pass re-reads the row (this thread's own elements: L1/L2 hits, no barrier needed).
+  for (int c = threadIdx.x * V; c < H; c += blockDim.x * V) {
+    float v[V], g[V];
+    if constexpr (V > 1) {
+      load_vec(src + c, v);
+      load_vec_ro(w + c, g);
+    } else {
+      v[0] = to_float(src[c]);
+      g[0] = to_float(w[c]);
+    }
+#pragma unroll
+    for (int i = 0; i < V; ++i) v[i] = v[i] * inv * g[i];
+    if constexpr (V > 1) {
+      store_vec(out + row + c, v);
+    } else {
+      out[row + c] = from_float<T>(v[0]);
+    }
+  }
+}
+
+template <typename T, bool kAdd>
+void launch_norm(T* out, T* residual, const T* x, const T* w, int T_rows, int H, float eps, cudaStream_t stream) {
+  if (T_rows <= 0 || H <= 0) return;
+  constexpr int V = kVec<T>;
+  const bool vec = H % V == 0 && is_aligned16(out) && is_aligned16(x) && is_aligned16(w) &&
+                   (!kAdd || is_aligned16(residual));
+  const int per_thread = vec ? V : 1;
+  // Enough threads that each handles one or two accesses per pass, 64..1024.
+  int threads = ((ceil_div(H, per_thread) + 31) / 32) * 32;
+  threads = threads < 64 ? 64 : (threads > 1024 ? 1024 : threads);
+  if (vec) {
+    rms_norm_kernel<T, V, kAdd><<<T_rows, threads, 0, stream>>>(out, residual, x, w, H, eps);
+  } else {
+    rms_norm_kernel<T, 1, kAdd><<<T_rows, threads, 0, stream>>>(out, residual, x, w, H, eps);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+// residual[n] += x[n]; V elements per thread-iteration.
+template <typename T, int V>
+__global__ void add_kernel(T* __restrict__ residual, const T* __restrict__ x, size_t n_vec) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n_vec;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    if constexpr (V > 1) {
+      float r[V], a[V];
+      load_vec(residual + i * V, r);
+      load_vec(x + i * V, a);
+#pragma unroll
+      for (int k = 0; k < V; ++k) r[k] += a[k];
+      store_vec(residual + i * V, r);
+    } else {
+      residual[i] = from_float<T>(to_float(residual[i]) + to_float(x[i]));
+    }
+  }
+}
+
+}  // namespace
+
+void launch_rms_norm(DType dt, void* out, const void* x, const void* w, int T, int H, float eps, cudaStream_t stream) {
+  dispatch_float_type(dt, [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    launch_norm<E, false>(static_cast<E*>(out), nullptr, static_cast<const E*>(x), static_cast<const E*>(w), T, H,
+                          eps, stream);
+  });
+}
+
+void launch_add_rms_norm(DType dt, void* residual, const void* x, void* out, const void* w, int T, int H, float eps,
+                         cudaStream_t stream) {
+  dispatch_float_type(dt, [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    launch_norm<E, true>(static_cast<E*>(out), static_cast<E*>(residual), static_cast<const E*>(x),
+                         static_cast<const E*>(w), T, H, eps, stream);
+  });
+}
+
+void launch_add(DType dt, void* residual, const void* x, size_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  dispatch_float_type(dt, [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    constexpr int V = kVec<E>;
+    auto* r = static_cast<E*>(residual);
+    auto* a = static_cast<const E*>(x);
+    const bool vec = n % V == 0 && is_aligned16(r) && is_aligned16(a);
+    const size_t items = vec ? n / V : n;
+    const int threads = 256;
+    const long long blocks = ceil_div_ll(static_cast<long long>(items), threads);
+    const int grid = static_cast<int>(blocks < 65536 ? blocks : 65536);
+    if (vec) {
+      add_kernel<E, V><<<grid, threads, 0, stream>>>(r, a, items);
+    } else {
+      add_kernel<E, 1><<<grid, threads, 0, stream>>>(r, a, items);
+    }
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace lamina::cuda
