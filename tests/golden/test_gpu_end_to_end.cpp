@@ -3,6 +3,8 @@
 // Skips without a GPU (CI); scripts/device-check.sh runs it on one.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "build/build_engine.h"
 #include "common/json.h"
 #include "convert/convert.h"
@@ -63,11 +65,13 @@ TEST_P(GpuGolden, MatchesTransformers) {
   req.return_context_logits = true;
   const GenerationResult r = generate(*engine, req);
   const double err = test::rel_l2(r.context_logits, want);
-  EXPECT_LE(err, c.tolerance);
-  RecordProperty("rel_l2", std::to_string(err));
-  std::printf("[ metric   ] %s %s rel_l2 %.3g\n", c.fixture.c_str(), dtype_user_name(c.dtype).c_str(), err);
-  for (size_t i = 0; i < greedy.size() && margins[i] > 50 * c.tolerance; ++i)
-    EXPECT_EQ(r.output_ids.at(i), greedy[i]) << "step " << i;
+  // On these random weights HF transformers' own bf16 forward is ~2e-2 from its fp32 one
+  // (reference.json: hf_bf16_rel_l2): a bf16 engine is held to 1e-2 or to 1.5x that, whichever is larger.
+  double tol = c.tolerance;
+  if (c.dtype == DType::BF16 && ref.contains("hf_bf16_rel_l2")) tol = std::max(tol, 1.5 * ref["hf_bf16_rel_l2"].get<double>());
+  EXPECT_LE(err, tol);
+  std::printf("[ metric   ] %s %s rel_l2 %.3g (bound %.3g)\n", c.fixture.c_str(), dtype_user_name(c.dtype).c_str(), err, tol);
+  test::expect_greedy_agrees(r.output_ids, greedy, margins, 50 * tol, c.fixture);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuGolden,
@@ -81,26 +85,36 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GpuGolden,
                            return i.param.fixture + "_" + dtype_user_name(i.param.dtype);
                          });
 
-// The bundled model: the GPU (bf16 and f32) and the CPU reference agree on greedy ids for a
-// fixed prompt, wherever the CPU's top-2 margin is clear.
-TEST(GpuDefaultModel, GreedyAgreesWithCpu) {
+// The bundled model (real trained weights): GPU greedy ids agree with transformers' wherever the
+// margin is clear, and GPU context logits (f32 and bf16) match the CPU reference's.
+TEST(GpuDefaultModel, AgreesWithCpuAndTransformers) {
   SKIP_WITHOUT_GPU();
   const auto model = test::source_dir() / "models/lamina-tiny-llama";
   const Json e = read_json_file((model / "eval.json").string());
   const Json sample = e["greedy_fp32"]["samples"][1];
   const auto expected = sample["output_ids"].get<std::vector<int32_t>>();
   const auto margins = sample["top2_logit_margins"].get<std::vector<double>>();
+  GenerationRequest req;
+  req.prompt = sample["prompt_ids"].get<std::vector<int32_t>>();
+  req.prompt.insert(req.prompt.end(), expected.begin(), expected.end());  // a longer, real-text context
+  req.max_new_tokens = 1;
+  req.return_context_logits = true;
+  ScratchDir cpu_dir("cpu-default");
+  const std::vector<float> cpu_logits = generate(*make_engine(cpu_dir, model, DType::F32, Device::CPU), req).context_logits;
+
   for (DType dt : {DType::F32, DType::BF16}) {
     ScratchDir s("gpu-default");
     auto gpu = make_engine(s, model, dt, Device::CUDA);
-    GenerationRequest req;
-    req.prompt = sample["prompt_ids"].get<std::vector<int32_t>>();
-    req.max_new_tokens = int(expected.size());
-    const GenerationResult r = generate(*gpu, req);
-    const double clear = dt == DType::F32 ? 1e-2 : 0.5;
-    size_t i = 0;
-    for (; i < expected.size() && margins[i] > clear; ++i) EXPECT_EQ(r.output_ids.at(i), expected[i]) << dtype_user_name(dt) << " step " << i;
-    EXPECT_GT(i, 5u) << "too few clear steps compared";
+    const double err = test::rel_l2(generate(*gpu, req).context_logits, cpu_logits);
+    std::printf("[ metric   ] default model %s GPU vs CPU context logits rel_l2 %.3g\n", dtype_user_name(dt).c_str(), err);
+    EXPECT_LE(err, dt == DType::F32 ? 1e-4 : 1e-2) << dtype_user_name(dt);
+
+    GenerationRequest greedy;
+    greedy.prompt = sample["prompt_ids"].get<std::vector<int32_t>>();
+    greedy.max_new_tokens = int(expected.size());
+    const size_t agreed = test::expect_greedy_agrees(generate(*gpu, greedy).output_ids, expected, margins,
+                                                     dt == DType::F32 ? 1e-2 : 0.25, dtype_user_name(dt));
+    EXPECT_GT(agreed, 5u) << dtype_user_name(dt);
   }
 }
 

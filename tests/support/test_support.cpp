@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include <gtest/gtest.h>
+
 namespace lamina::test {
 
 ScratchDir::ScratchDir(const std::string& tag) {
@@ -31,6 +33,20 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
     den += double(b[i]) * b[i];
   }
   return std::sqrt(num / (den > 0 ? den : 1));
+}
+
+size_t expect_greedy_agrees(const std::vector<int32_t>& got, const std::vector<int32_t>& want,
+                            const std::vector<double>& margins, double clear, const std::string& what) {
+  EXPECT_EQ(got.size(), want.size()) << what;
+  size_t i = 0;
+  for (; i < std::min(got.size(), want.size()); ++i) {
+    if (got[i] == want[i]) continue;
+    EXPECT_LT(margins.at(i), clear) << what << ": greedy id differs at step " << i << " (" << got[i] << " vs "
+                                    << want[i] << ") where the reference's top-2 margin " << margins.at(i)
+                                    << " is clear";
+    break;
+  }
+  return i;
 }
 
 CommandResult run_lamina(const std::string& args) {

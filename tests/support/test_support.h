@@ -2,6 +2,7 @@
 #pragma once
 #include <cmath>
 #include <filesystem>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,12 @@ class ScratchDir {
 
 // ||a - b|| / ||b||
 double rel_l2(const std::vector<float>& a, const std::vector<float>& b);
+
+// Greedy ids against a reference's: they must stay identical while the reference's top-2 margin
+// exceeds `clear`; at the first difference, that step's margin must be a near-tie (then the
+// sequences may legitimately part and comparing stops). Returns how many steps agreed.
+size_t expect_greedy_agrees(const std::vector<int32_t>& got, const std::vector<int32_t>& want,
+                            const std::vector<double>& margins, double clear, const std::string& what);
 
 struct CommandResult {
   int exit_code;
