@@ -9,14 +9,12 @@
 #include "io/engine_file.h"
 #include "io/hf_config.h"
 #include "io/tensor_source.h"
+#include "io/tokenizer_files.h"
 #include "model/weight_names.h"
 
 namespace lamina {
 
 namespace {
-
-const char* const kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
-                                       "special_tokens_map.json"};
 
 BuildLimits resolve_limits(const BuildOptions& o, const ModelConfig& cfg) {
   BuildLimits l{};
@@ -143,8 +141,7 @@ void build_engine(const BuildOptions& opts) {
   const fs::path tok_dir = opts.tokenizer_dir.empty() ? ckpt_dir : fs::path(opts.tokenizer_dir);
   if (!opts.tokenizer_dir.empty() && !fs::exists(tok_dir / "tokenizer.json"))
     fail("--tokenizer_dir '", opts.tokenizer_dir, "' has no tokenizer.json");
-  for (const char* f : kTokenizerFiles)
-    if (fs::exists(tok_dir / f)) fs::copy_file(tok_dir / f, staged.path() / f, fs::copy_options::overwrite_existing);
+  copy_tokenizer_files(tok_dir, staged.path());
 
   Progress progress("build", size_t(tp) * size_t(3 + 6 * cfg.num_hidden_layers));
   for (int r = 0; r < tp; ++r) {

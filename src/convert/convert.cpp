@@ -12,15 +12,12 @@
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "io/tensor_source.h"
+#include "io/tokenizer_files.h"
 #include "model/weight_names.h"
 
 namespace lamina {
 
 namespace {
-
-// Files copied verbatim so the checkpoint (and later the engine) is self-contained.
-const char* const kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
-                                       "special_tokens_map.json"};
 
 // One output tensor: its declaration and how to fill it (the filler gets a buffer in the
 // source dtype and fills it; conversion to the target dtype happens after).
@@ -155,10 +152,7 @@ void convert_checkpoint(const ConvertOptions& opts) {
 
   StagedDir staged(opts.output_dir);
   write_json_file((staged.path() / "config.json").string(), model_config_to_json(cfg));
-  for (const char* f : kTokenizerFiles) {
-    const fs::path p = fs::path(opts.model_dir) / f;
-    if (fs::exists(p)) fs::copy_file(p, staged.path() / f, fs::copy_options::overwrite_existing);
-  }
+  copy_tokenizer_files(opts.model_dir, staged.path());
 
   const size_t per_rank = size_t(2 + 7 * cfg.num_hidden_layers + 1);
   Progress progress("convert", per_rank * size_t(opts.tp_size));

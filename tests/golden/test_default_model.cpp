@@ -5,10 +5,9 @@
 
 #include <cmath>
 
-#include "build/build_engine.h"
 #include "common/json.h"
 #include "common/paths.h"
-#include "convert/convert.h"
+#include "engine_fixture.h"
 #include "runtime/engine.h"
 #include "runtime/generator.h"
 #include "test_support.h"
@@ -22,22 +21,8 @@ const test::fs::path kModel = test::source_dir() / "models/lamina-tiny-llama";
 Json eval_json() { return read_json_file((kModel / "eval.json").string()); }
 
 std::unique_ptr<Engine> build_default(const test::ScratchDir& s, DType dtype) {
-  ConvertOptions c;
-  c.model_dir = kModel.string();
-  c.output_dir = (s / "ckpt").string();
-  c.dtype = dtype;
-  c.dtype_given = true;
-  convert_checkpoint(c);
-  BuildOptions b;
-  b.checkpoint_dir = c.output_dir;
-  b.output_dir = (s / "engine").string();
-  b.max_input_len = 512;
-  b.max_seq_len = 1024;
-  b.max_num_tokens = 256;
-  build_engine(b);
-  EngineOptions eo;
-  eo.device = Device::CPU;
-  return Engine::load(b.output_dir, eo);
+  return test::convert_build_load(s, kModel, {.dtype = dtype, .device = Device::CPU, .max_input_len = 512,
+                                              .max_seq_len = 1024, .max_num_tokens = 256});
 }
 
 // Mean negative log-likelihood of `tokens` given [BOS] + previous tokens, as eval.json measured.

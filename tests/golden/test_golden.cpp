@@ -3,9 +3,8 @@
 // fixture and several tensor-parallel sizes.
 #include <gtest/gtest.h>
 
-#include "build/build_engine.h"
 #include "common/json.h"
-#include "convert/convert.h"
+#include "engine_fixture.h"
 #include "io/npy.h"
 #include "runtime/engine.h"
 #include "runtime/generator.h"
@@ -36,25 +35,10 @@ Reference load_reference(const std::string& name) {
   return r;
 }
 
-// Converts + builds the fixture into scratch and loads it on the CPU.
 std::unique_ptr<Engine> make_engine(const ScratchDir& scratch, const std::string& name, DType dtype, int tp) {
-  ConvertOptions c;
-  c.model_dir = test::golden_dir(name).string();
-  c.output_dir = (scratch / "ckpt").string();
-  c.dtype = dtype;
-  c.dtype_given = true;
-  c.tp_size = tp;
-  convert_checkpoint(c);
-  BuildOptions b;
-  b.checkpoint_dir = c.output_dir;
-  b.output_dir = (scratch / "engine").string();
-  b.max_input_len = 128;
-  b.max_seq_len = 160;
-  b.max_num_tokens = 40;  // smaller than the longest prompt: exercises chunked prefill
-  build_engine(b);
-  EngineOptions eo;
-  eo.device = Device::CPU;
-  return Engine::load(b.output_dir, eo);
+  return test::convert_build_load(scratch, test::golden_dir(name),
+                                  {.dtype = dtype, .device = Device::CPU, .tp_size = tp, .max_input_len = 128,
+                                   .max_seq_len = 160, .max_num_tokens = 40});
 }
 
 struct Case {

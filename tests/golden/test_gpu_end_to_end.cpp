@@ -5,9 +5,8 @@
 
 #include <algorithm>
 
-#include "build/build_engine.h"
 #include "common/json.h"
-#include "convert/convert.h"
+#include "engine_fixture.h"
 #include "io/npy.h"
 #include "runtime/engine.h"
 #include "runtime/generator.h"
@@ -22,22 +21,7 @@ using test::ScratchDir;
   if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU: end-to-end GPU test skipped"
 
 std::unique_ptr<Engine> make_engine(const ScratchDir& s, const test::fs::path& model, DType dtype, Device device) {
-  ConvertOptions c;
-  c.model_dir = model.string();
-  c.output_dir = (s / "ckpt").string();
-  c.dtype = dtype;
-  c.dtype_given = true;
-  if (!test::fs::exists(c.output_dir)) convert_checkpoint(c);
-  BuildOptions b;
-  b.checkpoint_dir = c.output_dir;
-  b.output_dir = (s / "engine").string();
-  b.max_input_len = 256;
-  b.max_seq_len = 512;
-  b.max_num_tokens = 40;  // chunked prefill for the longer prompts
-  if (!test::fs::exists(b.output_dir)) build_engine(b);
-  EngineOptions eo;
-  eo.device = device;
-  return Engine::load(b.output_dir, eo);
+  return test::convert_build_load(s, model, {.dtype = dtype, .device = device});
 }
 
 struct Case {

@@ -1,0 +1,28 @@
+#include "engine_fixture.h"
+
+#include "build/build_engine.h"
+#include "convert/convert.h"
+
+namespace lamina::test {
+
+std::unique_ptr<Engine> convert_build_load(const ScratchDir& scratch, const fs::path& hf_dir, const EngineSetup& setup) {
+  ConvertOptions c;
+  c.model_dir = hf_dir.string();
+  c.output_dir = (scratch / "ckpt").string();
+  c.dtype = setup.dtype;
+  c.dtype_given = true;
+  c.tp_size = setup.tp_size;
+  convert_checkpoint(c);
+  BuildOptions b;
+  b.checkpoint_dir = c.output_dir;
+  b.output_dir = (scratch / "engine").string();
+  b.max_input_len = setup.max_input_len;
+  b.max_seq_len = setup.max_seq_len;
+  b.max_num_tokens = setup.max_num_tokens;
+  build_engine(b);
+  EngineOptions eo;
+  eo.device = setup.device;
+  return Engine::load(b.output_dir, eo);
+}
+
+}  // namespace lamina::test

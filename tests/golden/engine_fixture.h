@@ -1,0 +1,22 @@
+// Converts + builds a HF checkpoint dir into a scratch dir and loads the engine: the set-up every
+// end-to-end test shares.
+#pragma once
+#include <memory>
+
+#include "runtime/engine.h"
+#include "test_support.h"
+
+namespace lamina::test {
+
+struct EngineSetup {
+  DType dtype = DType::F32;
+  Device device = Device::CPU;
+  int tp_size = 1;
+  int max_input_len = 256;
+  int max_seq_len = 512;
+  int max_num_tokens = 40;  // smaller than the longer prompts: exercises chunked prefill
+};
+
+std::unique_ptr<Engine> convert_build_load(const ScratchDir& scratch, const fs::path& hf_dir, const EngineSetup& setup);
+
+}  // namespace lamina::test
