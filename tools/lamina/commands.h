@@ -10,5 +10,7 @@ void register_run(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_tokenize(CLI::App& app);  // tokenize + detokenize
+void register_serve(CLI::App& app);
+void register_bench_serving(CLI::App& app);
 
 }  // namespace lamina::cli

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   lamina::cli::register_inspect(app);
   lamina::cli::register_bench(app);
   lamina::cli::register_tokenize(app);
+  lamina::cli::register_serve(app);
+  lamina::cli::register_bench_serving(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,31 @@
+#include "scheduler/scheduled_step.h"
+
+#include "common/error.h"
+
+namespace lamina {
+
+ScheduledStep build_scheduled_step(const std::vector<ScheduledChunk>& chunks, const KVBlockManager& kv) {
+  ScheduledStep b;
+  for (const ScheduledChunk& c : chunks) {
+    const Request& r = *c.req;
+    LAMINA_CHECK(r.slot >= 0, "request ", r.id, " is scheduled without a KV slot");
+    LAMINA_CHECK(kv.blocks_for(c.begin + c.count) <= int(kv.blocks(r.id).size()), "request ", r.id,
+                 " is scheduled past its KV blocks");
+    for (int i = c.begin; i < c.begin + c.count; ++i) {
+      b.ids.push_back(r.tokens[size_t(i)]);
+      b.positions.push_back(i);
+      b.slots.push_back(r.slot);
+    }
+    if (c.samples) {
+      b.logit_rows.push_back(int32_t(b.ids.size()) - 1);
+      b.row_owner.push_back(c.req);
+    }
+  }
+  return b;
+}
+
+std::vector<float> run_step(Engine& engine, const ScheduledStep& step) {
+  return engine.step(step.ids, step.positions, step.slots, step.logit_rows);
+}
+
+}  // namespace lamina

@@ -1,0 +1,182 @@
+#include "scheduler/scheduler.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "scheduler/scheduled_step.h"
+#include "scheduler/token_processor.h"
+
+namespace lamina {
+
+namespace {
+
+int clamp_to_engine(int asked, int engine_max) { return asked > 0 ? std::min(asked, engine_max) : engine_max; }
+
+KVCacheOptions kv_options(const Engine& engine, const SchedulerOptions& o, int num_slots) {
+  KVCacheOptions kv;
+  kv.tokens_per_block = o.tokens_per_block;
+  if (o.tokens_per_block < 1) fail("tokens_per_block must be at least 1 (got ", o.tokens_per_block, ")");
+  const int per_slot = (engine.limits().max_seq_len + o.tokens_per_block - 1) / o.tokens_per_block;
+  kv.num_blocks = o.num_kv_blocks > 0 ? o.num_kv_blocks : num_slots * per_slot;
+  kv.enable_reuse = o.enable_kv_cache_reuse && kEngineSharesKVBlocks;
+  return kv;
+}
+
+}  // namespace
+
+Scheduler::Scheduler(Engine& engine, const SchedulerOptions& o)
+    : engine_(engine),
+      max_batch_(clamp_to_engine(o.max_batch_size, engine.num_slots())),
+      max_tokens_(clamp_to_engine(o.max_num_tokens, engine.limits().max_num_tokens)),
+      vocab_(int(engine.config().vocab_size)),
+      capacity_(o.capacity_policy, kv_options(engine, o, max_batch_), max_batch_) {
+  const EngineLimits& lim = engine.limits();
+  const KVBlockManager& kv = capacity_.kv();
+  limits_ = {lim.max_input_len, lim.max_seq_len, vocab_, kv.num_blocks() * kv.tokens_per_block()};
+  stats_.kv_blocks_total = kv.num_blocks();
+  stats_.tokens_per_block = kv.tokens_per_block();
+}
+
+void Scheduler::add(RequestId id, RequestSpec spec, OutputCallback on_output, SteadyTime arrival) {
+  validate_spec(spec, limits_);
+  LAMINA_CHECK(!requests_.count(id), "request id ", id, " is already in use");
+  auto r = std::make_unique<Request>();
+  r->id = id;
+  r->tokens = spec.prompt;
+  r->num_prompt = int(spec.prompt.size());
+  r->sampler.emplace(spec.sampling);
+  r->spec = std::move(spec);
+  r->on_output = std::move(on_output);
+  r->arrival = arrival;
+  stats_.prompt_tokens_total += uint64_t(r->num_prompt);
+  waiting_.push_back(r.get());
+  requests_.emplace(id, std::move(r));
+  update_gauges();
+}
+
+bool Scheduler::cancel(RequestId id) {
+  auto it = requests_.find(id);
+  if (it == requests_.end()) return false;
+  finish(*it->second, EndReason::Cancelled);
+  update_gauges();
+  return true;
+}
+
+void Scheduler::cancel_all() { end_all(EndReason::Cancelled, ""); }
+
+void Scheduler::end_all(EndReason why, const std::string& error) {
+  std::vector<RequestId> ids;
+  for (const auto& [id, r] : requests_) ids.push_back(id);
+  for (RequestId id : ids) finish(*requests_.at(id), why, {}, error);
+  update_gauges();
+}
+
+void Scheduler::admit() {
+  // FIFO without overtaking: a large request at the head is not starved by smaller ones behind it.
+  while (!waiting_.empty() && int(running_.size()) < max_batch_) {
+    Request* r = waiting_.front();
+    if (!capacity_.try_admit(*r, admissions_ + 1)) break;
+    ++admissions_;
+    waiting_.pop_front();
+    running_.push_back(r);
+  }
+}
+
+int Scheduler::step() {
+  // 1. Capacity: room for every running decode (may preempt), then admission. After a preemption
+  //    nothing new is admitted this step, or the victim would just bounce back in.
+  const std::vector<Request*> preempted = capacity_.make_room_for_decode(running_);
+  for (Request* p : preempted) waiting_.push_front(p);  // newest first, so the oldest ends up in front
+  stats_.preemptions_total += preempted.size();
+  if (preempted.empty()) admit();
+
+  // 2. Micro-batch: this step's tokens.
+  const std::vector<ScheduledChunk> chunks = plan_micro_batch(running_, max_tokens_);
+  if (chunks.empty()) {
+    update_gauges();
+    return 0;
+  }
+  const ScheduledStep batch = build_scheduled_step(chunks, capacity_.kv());
+
+  // 3. Engine step. A failure ends the requests of this step with an error; the rest go on.
+  std::vector<float> logits;
+  try {
+    logits = run_step(engine_, batch);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[lamina] engine step failed: %s\n", e.what());
+    for (const ScheduledChunk& c : chunks) finish(*c.req, EndReason::Error, {}, e.what());
+    update_gauges();
+    return 0;
+  }
+  ++stats_.steps_total;
+  for (const ScheduledChunk& c : chunks) {
+    c.req->num_computed += c.count;
+    capacity_.commit(*c.req);
+  }
+
+  // 4. Sampling and stop rules for every chunk that reached the end of its request.
+  const SteadyTime now = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < batch.row_owner.size(); ++i) {
+    Request& r = *batch.row_owner[i];
+    SampleOutcome o = sample_next(r, logits.data() + i * size_t(vocab_), vocab_);
+    std::vector<GeneratedToken> toks;
+    if (o.token) {
+      toks.push_back(std::move(*o.token));
+      ++stats_.generation_tokens_total;
+      record_token_times(r, now);
+    }
+    if (o.end) {
+      finish(r, *o.end, std::move(toks));
+    } else {
+      r.state = RequestState::Decoding;
+      emit(r, std::move(toks));
+    }
+  }
+  update_gauges();
+  return int(batch.ids.size());
+}
+
+void Scheduler::record_token_times(Request& r, SteadyTime now) {
+  const double since = std::chrono::duration<double>(now - (r.has_first_token ? r.last_token : r.arrival)).count();
+  (r.has_first_token ? stats_.itl : stats_.ttft).observe(since);
+  r.has_first_token = true;
+  r.last_token = now;
+}
+
+void Scheduler::emit(Request& r, std::vector<GeneratedToken> tokens) {
+  if (tokens.empty() || !r.on_output) return;
+  RequestOutput out;
+  out.id = r.id;
+  out.tokens = std::move(tokens);
+  out.prompt_tokens = r.num_prompt;
+  out.generated_tokens = r.num_generated();
+  r.on_output(std::move(out));
+}
+
+void Scheduler::finish(Request& r, EndReason why, std::vector<GeneratedToken> tokens, const std::string& error) {
+  if (r.running()) capacity_.release(r);
+  running_.erase(std::remove(running_.begin(), running_.end(), &r), running_.end());
+  waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), &r), waiting_.end());
+  r.state = why == EndReason::Cancelled ? RequestState::Cancelled : RequestState::Finished;
+  ++stats_.finished_total[size_t(why)];
+  RequestOutput out;
+  out.id = r.id;
+  out.tokens = std::move(tokens);
+  out.finished = true;
+  out.end_reason = why;
+  out.error = error;
+  out.prompt_tokens = r.num_prompt;
+  out.generated_tokens = r.num_generated();
+  OutputCallback cb = std::move(r.on_output);
+  requests_.erase(r.id);  // r is gone from here on
+  if (cb) cb(std::move(out));
+}
+
+void Scheduler::update_gauges() {
+  stats_.num_waiting = int(waiting_.size());
+  stats_.num_running = int(running_.size());
+  stats_.kv_blocks_used = capacity_.kv().num_used_blocks();
+  stats_.kv_blocks_cached = capacity_.kv().num_cached_blocks();
+}
+
+}  // namespace lamina

@@ -1,0 +1,347 @@
+// The scheduler on a real tiny engine (golden fixture gqa_f32_hub on the CPU): requests batched
+// together must produce exactly what each produces alone with generate(), whatever the step
+// budget, capacity policy or preemptions; cancellation frees capacity at once.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+#include <thread>
+
+#include "build/build_engine.h"
+#include "convert/convert.h"
+#include "runtime/generator.h"
+#include "scheduler/executor.h"
+#include "scheduler/scheduler.h"
+#include "test_support.h"
+
+namespace lamina {
+namespace {
+
+constexpr int kSlots = 4;
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    scratch_ = new test::ScratchDir("scheduler");
+    ConvertOptions c;
+    c.model_dir = test::golden_dir("gqa_f32_hub").string();
+    c.output_dir = (*scratch_ / "ckpt").string();
+    convert_checkpoint(c);
+    BuildOptions b;
+    b.checkpoint_dir = c.output_dir;
+    b.output_dir = (*scratch_ / "engine").string();
+    b.max_batch_size = kSlots;
+    b.max_input_len = 128;
+    b.max_seq_len = 192;
+    b.max_num_tokens = 64;
+    build_engine(b);
+    EngineOptions eo;
+    eo.device = Device::CPU;
+    eo.num_slots = kSlots;
+    engine_ = Engine::load(b.output_dir, eo).release();
+  }
+  static void TearDownTestSuite() {
+    delete engine_;
+    delete scratch_;
+  }
+
+  struct Collected {
+    std::vector<int32_t> ids;
+    std::vector<GeneratedToken> tokens;
+    bool finished = false;
+    EndReason reason = EndReason::Length;
+    int outputs = 0;
+  };
+
+  // Runs the scheduler until idle; returns each request's output.
+  static std::map<RequestId, Collected> run_all(Scheduler& s, const std::vector<RequestSpec>& specs) {
+    std::map<RequestId, Collected> got;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const RequestId id = i + 1;
+      s.add(id, specs[i], [&got, id](RequestOutput&& o) {
+        Collected& c = got[id];
+        EXPECT_FALSE(c.finished) << "output after the final one";
+        ++c.outputs;
+        for (auto& t : o.tokens) {
+          c.ids.push_back(t.id);
+          c.tokens.push_back(t);
+        }
+        c.finished = o.finished;
+        c.reason = o.end_reason;
+      }, std::chrono::steady_clock::now());
+    }
+    for (int guard = 0; s.has_work() && guard < 10000; ++guard) s.step();
+    EXPECT_FALSE(s.has_work());
+    return got;
+  }
+
+  static GenerationResult alone(const RequestSpec& spec) {
+    GenerationRequest g;
+    g.prompt = spec.prompt;
+    g.max_new_tokens = spec.max_tokens;
+    g.sampling = spec.sampling;
+    g.end_ids = spec.end_ids;
+    g.stop_words = spec.stop_words;
+    return generate(*engine_, g);
+  }
+
+  static std::vector<RequestSpec> random_specs(int n, uint32_t seed, int min_len, int max_len, int max_tokens) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int32_t> tok(0, int32_t(engine_->config().vocab_size) - 1);
+    std::uniform_int_distribution<int> len(min_len, max_len), out(1, max_tokens);
+    std::vector<RequestSpec> specs(static_cast<size_t>(n));
+    for (auto& s : specs) {
+      for (int i = len(rng); i > 0; --i) s.prompt.push_back(tok(rng));
+      s.max_tokens = out(rng);
+    }
+    return specs;
+  }
+
+  static void expect_same_as_alone(const std::vector<RequestSpec>& specs, const std::map<RequestId, Collected>& got) {
+    ASSERT_EQ(got.size(), specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const Collected& c = got.at(i + 1);
+      const GenerationResult ref = alone(specs[i]);
+      EXPECT_TRUE(c.finished);
+      EXPECT_EQ(c.ids, ref.output_ids) << "request " << i;
+    }
+  }
+
+  static test::ScratchDir* scratch_;
+  static Engine* engine_;
+};
+test::ScratchDir* SchedulerTest::scratch_ = nullptr;
+Engine* SchedulerTest::engine_ = nullptr;
+
+TEST_F(SchedulerTest, ConcurrentGreedyRequestsMatchGenerateAlone) {
+  // 10 requests over 4 slots: they queue, join and leave the batch at different steps.
+  const auto specs = random_specs(10, 1, 1, 100, 24);
+  Scheduler s(*engine_, {});
+  const auto got = run_all(s, specs);
+  expect_same_as_alone(specs, got);
+  EXPECT_EQ(s.stats().kv_blocks_used, 0);
+  EXPECT_EQ(s.stats().finished_total[size_t(EndReason::Length)], 10u);
+}
+
+TEST_F(SchedulerTest, ChunkedPrefillWithASmallBudgetMatchesAndKeepsDecoding) {
+  SchedulerOptions o;
+  o.max_num_tokens = 8;
+  Scheduler s(*engine_, o);
+  // A short request starts decoding, then a 100-token prompt arrives: its prefill takes 13+
+  // steps of at most 7 tokens, and the short one still gets a token at every step.
+  RequestSpec shortr;
+  shortr.prompt = {5, 6, 7};
+  shortr.max_tokens = 20;
+  auto specs = random_specs(1, 2, 100, 100, 4);
+  int short_tokens = 0;
+  s.add(1, shortr, [&](RequestOutput&& o) { short_tokens += int(o.tokens.size()); }, std::chrono::steady_clock::now());
+  s.step();
+  ASSERT_EQ(short_tokens, 1);
+  std::vector<int32_t> long_ids;
+  s.add(2, specs[0], [&](RequestOutput&& o) { for (auto& t : o.tokens) long_ids.push_back(t.id); },
+        std::chrono::steady_clock::now());
+  for (int step = 0; step < 10; ++step) {
+    const int fed = s.step();
+    EXPECT_LE(fed, 8);
+    EXPECT_EQ(short_tokens, step + 2) << "the decode stalled at step " << step;
+  }
+  while (s.has_work()) s.step();
+  EXPECT_EQ(long_ids, alone(specs[0]).output_ids);
+
+  // And a whole mixed set under the small budget.
+  const auto mixed = random_specs(6, 3, 20, 120, 12);
+  Scheduler s2(*engine_, o);
+  expect_same_as_alone(mixed, run_all(s2, mixed));
+}
+
+TEST_F(SchedulerTest, SeededSamplingMatchesGenerate) {
+  auto specs = random_specs(4, 4, 5, 40, 16);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    specs[i].sampling.top_k = 0;
+    specs[i].sampling.temperature = 0.9f;
+    specs[i].sampling.top_p = 0.95f;
+    specs[i].sampling.presence_penalty = 0.5f;
+    specs[i].sampling.seed = 100 + i;
+  }
+  specs[3].sampling.seed = specs[2].sampling.seed;
+  specs[3].prompt = specs[2].prompt;  // same seed, same prompt: same text
+  specs[3].max_tokens = specs[2].max_tokens;
+  Scheduler s(*engine_, {});
+  const auto got = run_all(s, specs);
+  expect_same_as_alone(specs, got);
+  EXPECT_EQ(got.at(3).ids, got.at(4).ids);
+}
+
+TEST_F(SchedulerTest, EndIdsAndStopWordsBehaveLikeGenerate) {
+  auto specs = random_specs(3, 5, 10, 30, 20);
+  for (auto& sp : specs) sp.max_tokens = 20;
+  // Pick stop rules from each request's own greedy output, so they trigger mid-way.
+  const auto r0 = alone(specs[0]).output_ids, r1 = alone(specs[1]).output_ids;
+  specs[0].end_ids = {r0[5]};
+  specs[1].stop_words = {{r1[3], r1[4]}};
+  Scheduler s(*engine_, {});
+  const auto got = run_all(s, specs);
+  expect_same_as_alone(specs, got);
+  EXPECT_EQ(got.at(1).reason, EndReason::EndId);
+  EXPECT_EQ(got.at(2).reason, EndReason::StopWord);
+  EXPECT_EQ(got.at(3).reason, EndReason::Length);
+}
+
+TEST_F(SchedulerTest, MaxUtilizationPreemptsAndRecomputesToTheSameOutput) {
+  SchedulerOptions o;
+  o.capacity_policy = CapacityPolicy::MaxUtilization;
+  o.tokens_per_block = 4;
+  o.num_kv_blocks = 24;  // 96 tokens for 4 requests that grow to 60+ each
+  o.max_num_tokens = 16;
+  auto specs = random_specs(4, 6, 20, 40, 1);
+  for (auto& sp : specs) sp.max_tokens = 24;
+  Scheduler s(*engine_, o);
+  const auto got = run_all(s, specs);
+  expect_same_as_alone(specs, got);
+  EXPECT_GT(s.stats().preemptions_total, 0u);
+  EXPECT_EQ(s.stats().kv_blocks_used, 0);
+}
+
+TEST_F(SchedulerTest, NoEvictAdmitsOnlyWhatFitsAndNeverPreempts) {
+  SchedulerOptions o;
+  o.tokens_per_block = 4;
+  o.num_kv_blocks = 20;  // 80 tokens: two 40-token requests at a time
+  auto specs = random_specs(5, 7, 20, 20, 1);
+  for (auto& sp : specs) sp.max_tokens = 20;
+  Scheduler s(*engine_, o);
+  int max_running = 0;
+  std::map<RequestId, std::vector<int32_t>> got;
+  for (size_t i = 0; i < specs.size(); ++i)
+    s.add(i + 1, specs[i], [&got, i](RequestOutput&& out) { for (auto& t : out.tokens) got[i + 1].push_back(t.id); },
+          std::chrono::steady_clock::now());
+  while (s.has_work()) {
+    s.step();
+    max_running = std::max(max_running, s.stats().num_running);
+    EXPECT_LE(s.stats().kv_blocks_used, 20);
+  }
+  EXPECT_EQ(max_running, 2);
+  EXPECT_EQ(s.stats().preemptions_total, 0u);
+  for (size_t i = 0; i < specs.size(); ++i) EXPECT_EQ(got[i + 1], alone(specs[i]).output_ids);
+}
+
+TEST_F(SchedulerTest, CancellationFreesCapacityAtOnce) {
+  SchedulerOptions o;
+  o.tokens_per_block = 4;
+  o.num_kv_blocks = 12;  // one 48-token request at a time
+  Scheduler s(*engine_, o);
+  auto specs = random_specs(2, 8, 16, 16, 1);
+  for (auto& sp : specs) sp.max_tokens = 32;
+  std::map<RequestId, RequestOutput> last;
+  std::map<RequestId, int> count;
+  for (size_t i = 0; i < 2; ++i)
+    s.add(i + 1, specs[i], [&, i](RequestOutput&& out) { count[i + 1] += int(out.tokens.size()); last[i + 1] = out; },
+          std::chrono::steady_clock::now());
+  for (int i = 0; i < 3; ++i) s.step();
+  EXPECT_EQ(s.stats().num_running, 1);
+  EXPECT_EQ(s.stats().num_waiting, 1);
+  EXPECT_EQ(s.stats().kv_blocks_used, 12);
+
+  EXPECT_TRUE(s.cancel(1));
+  EXPECT_EQ(s.stats().kv_blocks_used, 0);  // before any further step
+  EXPECT_EQ(s.stats().num_running, 0);
+  EXPECT_TRUE(last[1].finished);
+  EXPECT_EQ(last[1].end_reason, EndReason::Cancelled);
+  EXPECT_EQ(count[1], 3);
+  EXPECT_FALSE(s.cancel(1));  // already gone
+
+  while (s.has_work()) s.step();
+  EXPECT_EQ(last[2].end_reason, EndReason::Length);
+  EXPECT_EQ(count[2], 32);
+}
+
+TEST_F(SchedulerTest, LogprobsAreALogSoftmax) {
+  auto specs = random_specs(1, 9, 10, 10, 1);
+  specs[0].max_tokens = 5;
+  specs[0].top_logprobs = 3;
+  Scheduler s(*engine_, {});
+  const auto got = run_all(s, specs);
+  const auto& toks = got.at(1).tokens;
+  ASSERT_EQ(toks.size(), 5u);
+  for (const auto& t : toks) {
+    ASSERT_EQ(t.top.size(), 3u);
+    EXPECT_EQ(t.top[0].token, t.id);  // greedy picks the most likely
+    EXPECT_FLOAT_EQ(t.top[0].logprob, t.logprob);
+    EXPECT_LE(t.logprob, 0.0f);
+    EXPECT_GE(t.top[0].logprob, t.top[1].logprob);
+    EXPECT_LE(std::exp(t.top[0].logprob) + std::exp(t.top[1].logprob) + std::exp(t.top[2].logprob), 1.0001);
+  }
+}
+
+TEST_F(SchedulerTest, RejectsRequestsOverTheLimits) {
+  Scheduler s(*engine_, {});
+  RequestSpec r;
+  r.prompt.assign(129, 1);
+  try {
+    s.add(1, r, nullptr, std::chrono::steady_clock::now());
+    FAIL() << "a 129-token prompt was accepted";
+  } catch (const RequestRejected& e) {
+    EXPECT_EQ(e.param(), "prompt");
+    EXPECT_NE(std::string(e.what()).find("max_input_len"), std::string::npos);
+  }
+  r.prompt.assign(100, 1);
+  r.max_tokens = 93;  // 193 > max_seq_len 192
+  EXPECT_THROW(s.add(2, r, nullptr, std::chrono::steady_clock::now()), RequestRejected);
+  r.prompt = {600};
+  r.max_tokens = 1;
+  EXPECT_THROW(s.add(3, r, nullptr, std::chrono::steady_clock::now()), RequestRejected);
+  EXPECT_FALSE(s.has_work());
+}
+
+TEST_F(SchedulerTest, ExecutorServesConcurrentSubmitters) {
+  const auto specs = random_specs(12, 10, 1, 60, 10);
+  std::vector<std::vector<int32_t>> got(specs.size());
+  std::vector<int> finished(specs.size(), 0);
+  {
+    ExecutorOptions eo;
+    Executor ex(*engine_, eo);
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < specs.size(); ++i)
+      threads.emplace_back([&, i] {
+        ex.submit(specs[i], [&, i](RequestOutput&& o) {
+          for (auto& t : o.tokens) got[i].push_back(t.id);
+          if (o.finished) ++finished[i];
+        });
+      });
+    for (auto& t : threads) t.join();
+    ex.drain();
+    EXPECT_THROW(ex.submit(specs[0], nullptr), RequestRejected);  // draining: no new work
+    const SchedulerStats st = ex.stats();
+    EXPECT_EQ(st.num_running + st.num_waiting, 0);
+    EXPECT_EQ(st.ttft.count(), specs.size());
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    EXPECT_EQ(finished[i], 1);
+    EXPECT_EQ(got[i], alone(specs[i]).output_ids) << "request " << i;
+  }
+}
+
+TEST_F(SchedulerTest, ExecutorRefusesWhenTheQueueIsFull) {
+  ExecutorOptions eo;
+  eo.max_queue = 2;
+  eo.scheduler.max_batch_size = 1;
+  Executor ex(*engine_, eo);
+  RequestSpec r;
+  r.prompt = {1, 2, 3};
+  r.max_tokens = 100;
+  int refused = 0;
+  std::vector<RequestId> ids;
+  for (int i = 0; i < 8; ++i) {
+    try {
+      ids.push_back(ex.submit(r, nullptr));
+    } catch (const RequestRejected& e) {
+      EXPECT_EQ(e.kind(), RequestRejected::Kind::QueueFull);
+      ++refused;
+    }
+  }
+  EXPECT_GE(refused, 5);  // at most one running + two waiting
+  for (RequestId id : ids) ex.cancel(id);
+  ex.drain();
+}
+
+}  // namespace
+}  // namespace lamina

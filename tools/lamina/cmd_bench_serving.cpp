@@ -1,0 +1,209 @@
+// lamina bench_serving --server URL --concurrency C --num_requests N --isl I --osl O [--request_rate R]
+// Load test of a running `lamina serve` (or any OpenAI-compatible server): N streamed completions of
+// I random prompt tokens and exactly O output tokens (ignore_eos), at most C in flight, arriving as a
+// Poisson process of rate R (default: all at once). Prints output tok/s, TTFT and inter-token
+// latency percentiles, and writes them as JSON.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "commands.h"
+#include "common/error.h"
+#include "common/json.h"
+
+#if LAMINA_HAVE_SERVER
+#include <httplib.h>
+#endif
+
+namespace lamina::cli {
+
+namespace {
+
+struct BenchServingOptions {
+  std::string server = "http://127.0.0.1:8000", model, json_path;
+  int concurrency = 8, num_requests = 64, isl = 128, osl = 128, vocab_size = 256;
+  double request_rate = 0;  // requests/s; 0 = as fast as concurrency allows
+  uint64_t seed = 0;
+};
+
+#if LAMINA_HAVE_SERVER
+
+using Clock = std::chrono::steady_clock;
+
+struct RequestResult {
+  bool ok = false;
+  std::string error;
+  double ttft = 0, latency = 0;
+  int output_tokens = 0;
+  std::vector<double> gaps;  // seconds between consecutive content chunks
+};
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double idx = p / 100.0 * double(v.size() - 1);
+  const size_t lo = size_t(std::floor(idx)), hi = size_t(std::ceil(idx));
+  return v[lo] + (v[hi] - v[lo]) * (idx - double(lo));
+}
+
+double mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0 : s / double(v.size());
+}
+
+// One streamed completion; parses the SSE events as they arrive.
+RequestResult run_one(httplib::Client& cli, const Json& body) {
+  RequestResult r;
+  const auto start = Clock::now();
+  Clock::time_point last;
+  bool first = true, done = false;
+  std::string buf;  // SSE bytes not yet split into events
+  auto on_event = [&](const std::string& data) {
+    if (data == "[DONE]") {
+      done = true;
+      return;
+    }
+    const Json j = Json::parse(data, nullptr, false);
+    if (j.is_discarded()) return;
+    if (j.contains("error")) r.error = j["error"].value("message", "error event");
+    if (j.contains("usage") && j["usage"].is_object()) r.output_tokens = j["usage"].value("completion_tokens", 0);
+    if (!j.contains("choices") || j["choices"].empty()) return;
+    const auto now = Clock::now();
+    if (first) r.ttft = std::chrono::duration<double>(now - start).count();
+    else r.gaps.push_back(std::chrono::duration<double>(now - last).count());
+    first = false;
+    last = now;
+  };
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    buf.append(data, n);
+    for (size_t end; (end = buf.find("\n\n")) != std::string::npos; buf.erase(0, end + 2))
+      if (buf.rfind("data: ", 0) == 0) on_event(buf.substr(6, end - 6));
+    return true;
+  };
+  const httplib::Result res = cli.send(req);
+  r.latency = std::chrono::duration<double>(Clock::now() - start).count();
+  if (!res) r.error = "HTTP error: " + httplib::to_string(res.error());
+  else if (res->status != 200) r.error = "HTTP " + std::to_string(res->status) + " " + buf + res->body;
+  else if (!done && r.error.empty()) r.error = "the stream ended without [DONE]";
+  r.ok = r.error.empty();
+  return r;
+}
+
+void bench_serving(const BenchServingOptions& o) {
+  // Request bodies: random token ids (exact input length), exact output length.
+  std::mt19937_64 rng(o.seed);
+  std::uniform_int_distribution<int> tok(0, o.vocab_size - 1);
+  std::vector<Json> bodies;
+  for (int i = 0; i < o.num_requests; ++i) {
+    std::vector<int> ids(static_cast<size_t>(o.isl));
+    for (int& t : ids) t = tok(rng);
+    Json b = {{"prompt", ids}, {"max_tokens", o.osl}, {"temperature", 0}, {"ignore_eos", true}, {"stream", true},
+              {"stream_options", {{"include_usage", true}}}};
+    if (!o.model.empty()) b["model"] = o.model;
+    bodies.push_back(std::move(b));
+  }
+  // Arrival times: a Poisson process of rate R, or all at t = 0.
+  std::vector<double> arrival(bodies.size(), 0.0);
+  std::exponential_distribution<double> gap(o.request_rate > 0 ? o.request_rate : 1.0);
+  for (size_t i = 1; i < arrival.size() && o.request_rate > 0; ++i) arrival[i] = arrival[i - 1] + gap(rng);
+
+  std::vector<RequestResult> results(bodies.size());
+  std::atomic<size_t> next{0};
+  const auto t0 = Clock::now();
+  std::vector<std::thread> workers;
+  for (int w = 0; w < o.concurrency; ++w)
+    workers.emplace_back([&] {
+      httplib::Client cli(o.server);
+      cli.set_read_timeout(600);
+      cli.set_keep_alive(true);
+      cli.set_tcp_nodelay(true);  // else Nagle + delayed ACK add 40 ms to every request
+      for (size_t i; (i = next++) < bodies.size();) {
+        std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(arrival[i])));
+        results[i] = run_one(cli, bodies[i]);
+      }
+    });
+  for (auto& t : workers) t.join();
+  const double duration = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  std::vector<double> ttft, itl, tpot, latency;
+  int ok = 0;
+  long output_tokens = 0;
+  for (const auto& r : results) {
+    if (!r.ok) continue;
+    ++ok;
+    output_tokens += r.output_tokens;
+    ttft.push_back(r.ttft * 1e3);
+    latency.push_back(r.latency * 1e3);
+    for (double g : r.gaps) itl.push_back(g * 1e3);
+    if (r.output_tokens > 1) tpot.push_back((r.latency - r.ttft) * 1e3 / (r.output_tokens - 1));
+  }
+  const int failed = o.num_requests - ok;
+  std::printf("| server | requests | failed | concurrency | rate | ISL | OSL | duration s | req/s | output tok/s |"
+              " TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | TPOT mean ms |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %s | %d | %d | %d | %s | %d | %d | %.2f | %.2f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f |\n",
+              o.server.c_str(), o.num_requests, failed, o.concurrency,
+              o.request_rate > 0 ? std::to_string(o.request_rate).c_str() : "inf", o.isl, o.osl, duration,
+              ok / duration, double(output_tokens) / duration, percentile(ttft, 50), percentile(ttft, 99),
+              percentile(itl, 50), percentile(itl, 99), mean(tpot));
+  for (const auto& r : results)
+    if (!r.ok) {
+      std::printf("first failure: %s\n", r.error.c_str());
+      break;
+    }
+  if (!o.json_path.empty()) {
+    const Json j = {{"server", o.server}, {"num_requests", o.num_requests}, {"failed", failed},
+                    {"concurrency", o.concurrency}, {"request_rate", o.request_rate}, {"isl", o.isl}, {"osl", o.osl},
+                    {"duration_s", duration}, {"request_throughput", ok / duration},
+                    {"output_tokens", output_tokens}, {"output_token_throughput", double(output_tokens) / duration},
+                    {"ttft_ms", {{"mean", mean(ttft)}, {"p50", percentile(ttft, 50)}, {"p99", percentile(ttft, 99)}}},
+                    {"itl_ms", {{"mean", mean(itl)}, {"p50", percentile(itl, 50)}, {"p99", percentile(itl, 99)}}},
+                    {"tpot_ms", {{"mean", mean(tpot)}, {"p50", percentile(tpot, 50)}, {"p99", percentile(tpot, 99)}}},
+                    {"e2e_latency_ms", {{"mean", mean(latency)}, {"p50", percentile(latency, 50)},
+                                        {"p99", percentile(latency, 99)}}}};
+    write_json_file(o.json_path, j);
+  }
+  if (failed > 0) fail(failed, " of ", o.num_requests, " requests failed");
+}
+
+#endif  // LAMINA_HAVE_SERVER
+
+}  // namespace
+
+void register_bench_serving(CLI::App& app) {
+  auto* sub = app.add_subcommand("bench_serving", "Load-test an OpenAI-compatible server (lamina serve)");
+  auto o = std::make_shared<BenchServingOptions>();
+  sub->add_option("--server", o->server, "Base URL")->capture_default_str();
+  sub->add_option("--concurrency", o->concurrency, "Requests in flight at most")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--num_requests", o->num_requests, "Requests in all")->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("--isl", o->isl, "Input tokens per request (random ids)")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--osl", o->osl, "Output tokens per request (ignore_eos)")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--request_rate", o->request_rate, "Poisson arrival rate, requests/s (default: all at once)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--model", o->model, "Model name to send (default: none, the server's)");
+  sub->add_option("--vocab_size", o->vocab_size, "Prompt ids are drawn from [0, vocab_size)")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--seed", o->seed, "Seed for prompts and arrivals")->capture_default_str();
+  sub->add_option("--json", o->json_path, "Also write the figures as JSON here");
+#if LAMINA_HAVE_SERVER
+  sub->callback([o] { bench_serving(*o); });
+#else
+  sub->callback([] { fail("this lamina was built without cpp-httplib: install libcpp-httplib-dev and rebuild"); });
+#endif
+}
+
+}  // namespace lamina::cli
