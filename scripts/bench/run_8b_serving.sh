@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# On a GPU machine, after the build: serving throughput of a Llama-3-8B-shaped bf16 engine,
+# ISL/OSL 128/128, 1024 requests (issue figures: TensorRT-LLM publishes 28,312 tok/s with FP8).
+#   LAMINA=build-device/tools/lamina/lamina OUT=/tmp/out bash scripts/bench/run_8b_serving.sh
+set -euo pipefail
+LAMINA=${LAMINA:-build-device/tools/lamina/lamina}
+OUT=${OUT:-/tmp/lamina-bench}
+WORK=${WORK:-/tmp/lamina-8b}
+CONCURRENCY=${CONCURRENCY:-256}
+PORT=${PORT:-8123}
+mkdir -p "$OUT" "$WORK"
+export PYTHONUNBUFFERED=1
+[ -f "$WORK/hf/config.json" ] || python3 scripts/bench/make_random_llama.py --out "$WORK/hf" --json "$OUT/limits.json" --no_hf
+[ -d "$WORK/ckpt" ] || "$LAMINA" convert --model_dir "$WORK/hf" --output_dir "$WORK/ckpt" --dtype bfloat16
+# Slots hold max_seq_len rows each: 256 x 512 tokens of KV is 17 GB for this shape.
+"$LAMINA" build --checkpoint_dir "$WORK/ckpt" --output_dir "$WORK/engine-serve" --max_batch_size "$CONCURRENCY" \
+  --max_input_len 256 --max_seq_len 512 --max_num_tokens 8192
+"$LAMINA" serve --engine_dir "$WORK/engine-serve" --port "$PORT" --http_threads $((CONCURRENCY + 16)) --skip_checksum >"$OUT/serve.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 120); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 1; done
+"$LAMINA" bench_serving --server "http://127.0.0.1:$PORT" --concurrency "$CONCURRENCY" --num_requests 1024 \
+  --isl 128 --osl 128 --vocab_size 128000 --json "$OUT/serving_8b.json"
+kill -TERM $server; wait $server || true
