@@ -28,6 +28,8 @@ mkdir -p "$dst/include" "$dst/lib/cmake" "$dst/lib/pkgconfig" "$dst/share/cmake"
 
 # Headers.
 cp -r /usr/include/nlohmann /usr/include/CLI /usr/include/gtest /usr/include/gmock "$dst/include/"
+# httplib.h is compiled with brotli support in Debian: its header includes brotli's.
+cp -r /usr/include/brotli "$dst/include/"
 cp /usr/include/httplib.h /usr/include/oniguruma.h /usr/include/oniggnu.h /usr/include/onigposix.h "$dst/include/"
 
 # Libraries (symlinks kept as relative links inside .devdeps/lib).

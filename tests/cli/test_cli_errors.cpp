@@ -31,6 +31,14 @@ TEST(CliErrors, MissingModelDir) {
   EXPECT_FALSE(fs::exists(s / "out"));
 }
 
+TEST(CliErrors, ServeWithMissingEngine) {
+  ScratchDir s("cli");
+  auto r = run_lamina("serve --port 0 --engine_dir " + (s / "nope").string());
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_LT(r.exit_code, 128) << "crashed: " << r.output;  // a signal shows as 128+
+  EXPECT_NE(r.output.find("error"), std::string::npos) << r.output;
+}
+
 TEST(CliErrors, TruncatedSafetensors) {
   ScratchDir s("cli");
   copy_fixture("gqa_f32_hub", s / "hf");

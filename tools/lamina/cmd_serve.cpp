@@ -171,7 +171,11 @@ void register_serve(CLI::App& app) {
 #if LAMINA_HAVE_SERVER
   sub->callback([o] { serve(*o); });
 #else
-  sub->callback([] { fail("this lamina was built without cpp-httplib: install libcpp-httplib-dev and rebuild"); });
+  // The options were bound to *o: the callback must keep it alive even when it only fails.
+  sub->callback([o] {
+    (void)o;
+    fail("this lamina was built without cpp-httplib: install libcpp-httplib-dev and rebuild");
+  });
 #endif
 }
 
