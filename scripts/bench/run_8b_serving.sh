@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED=1
 # Slots hold max_seq_len rows each: 256 x 512 tokens of KV is 17 GB for this shape.
 "$LAMINA" build --checkpoint_dir "$WORK/ckpt" --output_dir "$WORK/engine-serve" --max_batch_size "$CONCURRENCY" \
   --max_input_len 256 --max_seq_len 512 --max_num_tokens 8192
-"$LAMINA" serve --engine_dir "$WORK/engine-serve" --port "$PORT" --http_threads $((CONCURRENCY + 16)) --skip_checksum >"$OUT/serve.log" 2>&1 &
+"$LAMINA" serve --engine_dir "$WORK/engine-serve" ${TOKENIZER_DIR:+--tokenizer_dir "$TOKENIZER_DIR"} --port "$PORT" --http_threads $((CONCURRENCY + 16)) --skip_checksum >"$OUT/serve.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 120); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 1; done

@@ -149,6 +149,7 @@ std::vector<float> Engine::step(const std::vector<int32_t>& ids, const std::vect
   // Assemble [rows, vocab] from each rank's vocab slice, dropping the padding rows of lm_head.
   const size_t rows = logit_rows.size(), V = size_t(cfg_.vocab_size);
   const size_t Vr = size_t(cfg_.vocab_per_rank());
+  if (tp == 1) return ranks_[0]->forward->logits_f32(int(rows));  // one slice, no padding: as is
   std::vector<float> logits(rows * V);
   for (size_t r = 0; r < tp; ++r) {
     const std::vector<float> part = ranks_[r]->forward->logits_f32(int(rows));

@@ -58,7 +58,7 @@ GenerationResult generate(Engine& engine, const GenerationRequest& req, const To
 
   for (int i = 0; i < req.max_new_tokens; ++i) {
     if (req.return_generation_logits) res.generation_logits.insert(res.generation_logits.end(), last_logits.begin(), last_logits.end());
-    const int32_t tok = sampler.sample(last_logits, history);
+    const int32_t tok = sampler.sample(last_logits.data(), last_logits.size(), history);
     if (std::find(req.end_ids.begin(), req.end_ids.end(), tok) != req.end_ids.end()) {
       res.finish_reason = FinishReason::EndId;
       break;

@@ -20,8 +20,19 @@ Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) { p_.validate();
 
 bool Sampler::greedy() const { return p_.top_k == 1 || p_.temperature == 0.0f; }
 
-int32_t argmax(const std::vector<float>& logits) {
-  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+int32_t argmax(const float* logits, size_t vocab) {
+  return static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
+}
+
+int32_t argmax(const std::vector<float>& logits) { return argmax(logits.data(), logits.size()); }
+
+bool Sampler::has_penalties() const {
+  return p_.repetition_penalty != 1.0f || p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f;
+}
+
+int32_t Sampler::sample(const float* logits, size_t vocab, const std::vector<int32_t>& history) {
+  if (greedy() && !has_penalties()) return argmax(logits, vocab);
+  return sample(std::vector<float>(logits, logits + vocab), history);
 }
 
 void apply_penalties(std::vector<float>& logits, const std::vector<int32_t>& history, const SamplingParams& p) {

@@ -24,7 +24,11 @@ class Sampler {
   explicit Sampler(const SamplingParams& p);
   // history: the prompt and the tokens generated so far (for penalties).
   int32_t sample(std::vector<float> logits, const std::vector<int32_t>& history);
+  // The same over logits[vocab] in place: greedy without penalties reads them without a copy
+  // (a batch of 256 rows of 128k logits is 128 MB a step).
+  int32_t sample(const float* logits, size_t vocab, const std::vector<int32_t>& history);
   bool greedy() const;
+  bool has_penalties() const;
 
  private:
   SamplingParams p_;
@@ -34,5 +38,6 @@ class Sampler {
 // Applies the three penalties in place (exposed for tests).
 void apply_penalties(std::vector<float>& logits, const std::vector<int32_t>& history, const SamplingParams& p);
 int32_t argmax(const std::vector<float>& logits);
+int32_t argmax(const float* logits, size_t vocab);  // lowest index wins ties
 
 }  // namespace lamina

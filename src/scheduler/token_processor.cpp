@@ -36,7 +36,7 @@ void fill_logprobs(const Request& r, const float* logits, int vocab, GeneratedTo
 
 SampleOutcome sample_next(Request& r, const float* logits, int vocab) {
   SampleOutcome out;
-  const int32_t tok = r.sampler->sample(std::vector<float>(logits, logits + vocab), r.tokens);
+  const int32_t tok = r.sampler->sample(logits, size_t(vocab), r.tokens);
   const auto& ends = r.spec.end_ids;
   if (std::find(ends.begin(), ends.end(), tok) != ends.end()) {
     out.end = EndReason::EndId;

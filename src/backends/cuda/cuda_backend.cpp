@@ -110,9 +110,11 @@ class CudaBackend final : public Backend {
   }
   void activations_to_host_f32(float* dst, const void* src, size_t n) override {
     if (act_ == DType::F32) return copy_to_host(dst, src, n * 4);
-    std::vector<char> raw(n * dtype_size(act_));
-    copy_to_host(raw.data(), src, raw.size());
-    convert_to_f32(raw.data(), act_, dst, n);
+    // One staging buffer reused across calls: a batch's logits are ~64 MB a step, and a fresh
+    // vector would allocate and fault in those pages every time.
+    host_stage_.resize(n * dtype_size(act_));
+    copy_to_host(host_stage_.data(), src, n * dtype_size(act_));
+    convert_to_f32(host_stage_.data(), act_, dst, n);
   }
 
   // ---- ops ----
@@ -202,6 +204,7 @@ class CudaBackend final : public Backend {
     cudaGraphExec_t exec = nullptr;
   };
   std::unordered_map<uint64_t, Recording> recordings_;
+  std::vector<char> host_stage_;  // activations_to_host_f32's download buffer
 };
 
 }  // namespace

@@ -62,6 +62,17 @@ TEST(Sampler, Penalties) {
   EXPECT_FLOAT_EQ(l[2], 1.0f);
 }
 
+TEST(Sampler, PointerOverloadMatchesVectorPath) {
+  const std::vector<float> logits = {0.5f, 2.0f, 2.0f, -1.0f, 1.9f};
+  Sampler greedy(SamplingParams{});
+  EXPECT_EQ(greedy.sample(logits.data(), logits.size(), {}), 1);  // lowest index wins the tie
+  SamplingParams p;
+  p.repetition_penalty = 4.0f;  // penalties take the copying path: token 1 and 2 drop below 4
+  Sampler penalised(p);
+  EXPECT_EQ(penalised.sample(logits.data(), logits.size(), {1, 2}), 4);
+  EXPECT_EQ(logits[1], 2.0f);  // the caller's logits are untouched
+}
+
 TEST(Sampler, RejectsBadParams) {
   SamplingParams p;
   p.top_p = 1.5f;
