@@ -44,7 +44,27 @@ BuildLimits resolve_limits(const BuildOptions& o, const ModelConfig& cfg) {
 void write_rank(const ModelConfig& cfg, const TensorSource& ckpt, DType dt, const std::string& path, Progress& progress) {
   EngineFileWriter w(path);
   std::vector<uint8_t> buf;
+  // W8A16: int8 rows are concatenated as they are, and so are their per-channel scales.
+  auto put_int8 = [&](const std::string& engine_name, const std::vector<std::string>& sources) {
+    std::vector<int64_t> shape;
+    std::vector<uint8_t> scales;
+    buf.clear();
+    for (const auto& s : sources) {
+      const TensorView& t = ckpt.get(s);
+      const TensorView& sc = ckpt.get(names::ckpt_scale_name(s));
+      if (t.dtype != DType::I8 || t.shape.size() != 2 || sc.dtype != DType::F32 || sc.shape != std::vector<int64_t>{t.shape[0]})
+        fail("checkpoint tensors ", s, " and its per_channel_scale are not an int8 [rows, cols] weight with float32 [rows] scales");
+      if (shape.empty()) shape = t.shape;
+      else shape[0] += t.shape[0];
+      buf.insert(buf.end(), t.data, t.data + t.bytes);
+      scales.insert(scales.end(), sc.data, sc.data + sc.bytes);
+    }
+    w.add(engine_name, DType::I8, shape, buf.data(), buf.size());
+    w.add(names::engine_scale_name(engine_name), DType::F32, {shape[0]}, scales.data(), scales.size());
+    progress.advance(1, engine_name);
+  };
   auto put = [&](const std::string& engine_name, const std::vector<std::string>& sources) {
+    if (ckpt.get(sources[0]).dtype == DType::I8) return put_int8(engine_name, sources);
     std::vector<int64_t> shape;
     size_t total = 0;
     for (const auto& s : sources) {

@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "io/tensor_source.h"
 #include "io/tokenizer_files.h"
+#include "model/int8_weights.h"
 #include "model/weight_names.h"
 
 namespace lamina {
@@ -24,7 +25,9 @@ namespace {
 struct Job {
   TensorDecl decl;  // in the output dtype
   std::function<void(std::vector<uint8_t>&, DType&)> fill;
+  bool linear = false;  // a linear layer's weight: quantized under W8A16
 };
+
 
 class RankWriter {
  public:
@@ -37,16 +40,16 @@ class RankWriter {
     js.push_back(whole(names::kCkptEmbedding, "model.embed_tokens.weight", {cfg_.vocab_size, H}));
     for (int i = 0; i < int(cfg_.num_hidden_layers); ++i) {
       js.push_back(whole(names::ckpt_layer(i, "input_layernorm.weight"), names::hf_layer(i, "input_layernorm.weight"), {H}));
-      js.push_back(qkv(i));
-      js.push_back(cols(names::ckpt_layer(i, "attention.dense.weight"), names::hf_layer(i, "self_attn.o_proj.weight"),
-                        H, cfg_.num_attention_heads * D, cfg_.q_heads_per_rank() * D));
+      js.push_back(linear(qkv(i)));
+      js.push_back(linear(cols(names::ckpt_layer(i, "attention.dense.weight"), names::hf_layer(i, "self_attn.o_proj.weight"),
+                               H, cfg_.num_attention_heads * D, cfg_.q_heads_per_rank() * D)));
       js.push_back(whole(names::ckpt_layer(i, "post_layernorm.weight"), names::hf_layer(i, "post_attention_layernorm.weight"), {H}));
-      js.push_back(rows(names::ckpt_layer(i, "mlp.fc.weight"), names::hf_layer(i, "mlp.gate_proj.weight"),
-                        cfg_.intermediate_size, H, cfg_.intermediate_per_rank()));
-      js.push_back(rows(names::ckpt_layer(i, "mlp.gate.weight"), names::hf_layer(i, "mlp.up_proj.weight"),
-                        cfg_.intermediate_size, H, cfg_.intermediate_per_rank()));
-      js.push_back(cols(names::ckpt_layer(i, "mlp.proj.weight"), names::hf_layer(i, "mlp.down_proj.weight"), H,
-                        cfg_.intermediate_size, cfg_.intermediate_per_rank()));
+      js.push_back(linear(rows(names::ckpt_layer(i, "mlp.fc.weight"), names::hf_layer(i, "mlp.gate_proj.weight"),
+                               cfg_.intermediate_size, H, cfg_.intermediate_per_rank())));
+      js.push_back(linear(rows(names::ckpt_layer(i, "mlp.gate.weight"), names::hf_layer(i, "mlp.up_proj.weight"),
+                               cfg_.intermediate_size, H, cfg_.intermediate_per_rank())));
+      js.push_back(linear(cols(names::ckpt_layer(i, "mlp.proj.weight"), names::hf_layer(i, "mlp.down_proj.weight"), H,
+                               cfg_.intermediate_size, cfg_.intermediate_per_rank())));
     }
     js.push_back(whole(names::kCkptFinalNorm, "model.norm.weight", {H}));
     // Tied models have no lm_head in the HF file: the embedding serves as the output projection.
@@ -57,6 +60,11 @@ class RankWriter {
   }
 
  private:
+  static Job linear(Job j) {
+    j.linear = true;
+    return j;
+  }
+
   const TensorView& hf(const std::string& name, const std::vector<int64_t>& shape) {
     const TensorView& t = src_.get(name);
     if (t.shape != shape) {
@@ -138,6 +146,8 @@ DType storage_dtype(const std::string& name) {
 
 void convert_checkpoint(const ConvertOptions& opts) {
   if (opts.tp_size < 1) fail("--tp_size must be at least 1");
+  if (!opts.quant_algo.empty() && opts.quant_algo != "W8A16")
+    fail("--quant_algo ", opts.quant_algo, " is not supported yet (supported: W8A16, int8 weight-only)");
   if (opts.pp_size != 1) fail("--pp_size ", opts.pp_size, " is not supported: pipeline parallelism is not implemented; use --pp_size 1");
   ModelConfig cfg = load_hf_config(opts.model_dir);
   cfg.mapping = {opts.tp_size * opts.pp_size, opts.tp_size, opts.pp_size};
@@ -148,6 +158,7 @@ void convert_checkpoint(const ConvertOptions& opts) {
   }
   const DType out = opts.dtype_given ? opts.dtype : storage_dtype(cfg.dtype);
   cfg.dtype = dtype_user_name(out);
+  cfg.quant_algo = opts.quant_algo;
   const TensorSource src = TensorSource::open_hf_dir(opts.model_dir);
 
   StagedDir staged(opts.output_dir);
@@ -160,15 +171,32 @@ void convert_checkpoint(const ConvertOptions& opts) {
   for (int r = 0; r < opts.tp_size; ++r) {
     RankWriter rank(cfg, src, out, r);
     std::vector<Job> jobs = rank.jobs();
+    // Under W8A16 a linear weight is stored as int8 followed by its per-channel scales.
+    const bool w8 = opts.quant_algo == "W8A16";
     std::vector<TensorDecl> decls;
-    for (const auto& j : jobs) decls.push_back(j.decl);
+    for (const auto& j : jobs) {
+      if (w8 && j.linear) {
+        decls.push_back({j.decl.name, DType::I8, j.decl.shape});
+        decls.push_back({names::ckpt_scale_name(j.decl.name), DType::F32, {j.decl.shape[0]}});
+      } else {
+        decls.push_back(j.decl);
+      }
+    }
     const std::string path = (staged.path() / ("rank" + std::to_string(r) + ".safetensors")).string();
     SafetensorsWriter writer(path, decls, {{"format", "pt"}, {"producer", "lamina convert"}});
     for (auto& j : jobs) {
       DType src_dtype = out;
       j.fill(buf, src_dtype);
       const size_t n = buf.size() / dtype_size(src_dtype);
-      if (src_dtype == out) {
+      if (w8 && j.linear) {
+        const int64_t rows = j.decl.shape[0], cols = j.decl.shape[1];
+        std::vector<float> f32(n), scales(static_cast<size_t>(rows));
+        std::vector<int8_t> q(n);
+        convert_to_f32(buf.data(), src_dtype, f32.data(), n);
+        quantize_int8_per_channel(f32.data(), rows, cols, q.data(), scales.data());
+        writer.write(j.decl.name, q.data(), q.size());
+        writer.write(names::ckpt_scale_name(j.decl.name), scales.data(), scales.size() * sizeof(float));
+      } else if (src_dtype == out) {
         writer.write(j.decl.name, buf.data(), buf.size());
       } else {
         converted.resize(n * dtype_size(out));

@@ -131,7 +131,9 @@ Json model_config_to_json(const ModelConfig& c) {
       {"bos_token_id", c.bos_token_id},
       {"eos_token_id", c.eos_token_ids},
       {"mapping", {{"world_size", c.mapping.world_size}, {"tp_size", c.mapping.tp_size}, {"pp_size", c.mapping.pp_size}}},
-      {"quantization", {{"quant_algo", nullptr}, {"kv_cache_quant_algo", nullptr}, {"group_size", 128}}},
+      {"quantization", {{"quant_algo", c.quant_algo.empty() ? Json(nullptr) : Json(c.quant_algo)},
+                        {"kv_cache_quant_algo", nullptr},
+                        {"group_size", 128}}},
   };
 }
 
@@ -164,8 +166,13 @@ ModelConfig model_config_from_json(const Json& j, const std::string& where) {
   }
   if (j.contains("quantization") && j["quantization"].is_object()) {
     const Json& q = j["quantization"];
-    if (q.contains("quant_algo") && !q["quant_algo"].is_null())
-      fail(where, ": quant_algo ", q["quant_algo"].dump(), " is not supported yet; convert without quantization");
+    if (q.contains("quant_algo") && !q["quant_algo"].is_null()) {
+      c.quant_algo = q["quant_algo"].is_string() ? q["quant_algo"].get<std::string>() : q["quant_algo"].dump();
+      if (c.quant_algo != "W8A16")
+        fail(where, ": quant_algo ", q["quant_algo"].dump(), " is not supported (supported: W8A16)");
+    }
+    if (q.contains("kv_cache_quant_algo") && !q["kv_cache_quant_algo"].is_null())
+      fail(where, ": kv_cache_quant_algo ", q["kv_cache_quant_algo"].dump(), " is not supported yet");
   }
   try {
     c.validate();

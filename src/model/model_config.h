@@ -41,6 +41,9 @@ struct ModelConfig {
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;  // any of these ends generation
   TpMapping mapping;
+  // Weight quantization of the linear layers (TensorRT-LLM's name): "" (none) or "W8A16"
+  // (int8 weights, one float scale per output channel; activations stay in the engine dtype).
+  std::string quant_algo;
 
   // Derived sizes for one tensor-parallel rank.
   int64_t q_heads_per_rank() const { return num_attention_heads / mapping.tp_size; }

@@ -11,6 +11,13 @@ inline std::string ckpt_layer(int i, const std::string& rest) {
 }
 inline std::string engine_layer(int i, const std::string& rest) { return "layers." + std::to_string(i) + "." + rest; }
 
+// A W8A16 weight's scales (TensorRT-LLM's name): "x.weight" → "x.per_channel_scale" [rows] float32.
+inline std::string ckpt_scale_name(const std::string& weight) {
+  return weight.substr(0, weight.size() - std::string(".weight").size()) + ".per_channel_scale";
+}
+// In the engine, an int8 tensor "x" has its scales in "x.scale" [rows] float32.
+inline std::string engine_scale_name(const std::string& tensor) { return tensor + ".scale"; }
+
 // Checkpoint (TensorRT-LLM schema)
 inline const std::string kCkptEmbedding = "transformer.vocab_embedding.weight";
 inline const std::string kCkptFinalNorm = "transformer.ln_f.weight";

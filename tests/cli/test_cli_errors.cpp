@@ -95,6 +95,14 @@ TEST(CliErrors, ShapeMismatch) {
   EXPECT_FALSE(fs::exists(s / "out"));
 }
 
+TEST(CliErrors, UnsupportedQuantAlgo) {
+  ScratchDir s("cli");
+  auto r = run_lamina("convert --model_dir " + test::golden_dir("gqa_f32_hub").string() + " --output_dir " +
+                      (s / "out").string() + " --quant_algo FP8");
+  expect_failure(r, "not supported yet");
+  EXPECT_FALSE(fs::exists(s / "out"));
+}
+
 TEST(CliErrors, TpSizeThatDoesNotDivideHeads) {
   ScratchDir s("cli");
   auto r = run_lamina("convert --model_dir " + test::golden_dir("gqa_f32_hub").string() + " --output_dir " +

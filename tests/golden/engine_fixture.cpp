@@ -12,6 +12,7 @@ std::unique_ptr<Engine> convert_build_load(const ScratchDir& scratch, const fs::
   c.dtype = setup.dtype;
   c.dtype_given = true;
   c.tp_size = setup.tp_size;
+  c.quant_algo = setup.quant_algo;
   convert_checkpoint(c);
   BuildOptions b;
   b.checkpoint_dir = c.output_dir;

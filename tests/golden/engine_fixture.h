@@ -2,6 +2,7 @@
 // end-to-end test shares.
 #pragma once
 #include <memory>
+#include <string>
 
 #include "runtime/engine.h"
 #include "test_support.h"
@@ -15,6 +16,7 @@ struct EngineSetup {
   int max_input_len = 256;
   int max_seq_len = 512;
   int max_num_tokens = 40;  // smaller than the longer prompts: exercises chunked prefill
+  std::string quant_algo;   // "" or "W8A16"
 };
 
 std::unique_ptr<Engine> convert_build_load(const ScratchDir& scratch, const fs::path& hf_dir, const EngineSetup& setup);

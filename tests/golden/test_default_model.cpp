@@ -20,9 +20,9 @@ const test::fs::path kModel = test::source_dir() / "models/lamina-tiny-llama";
 
 Json eval_json() { return read_json_file((kModel / "eval.json").string()); }
 
-std::unique_ptr<Engine> build_default(const test::ScratchDir& s, DType dtype) {
+std::unique_ptr<Engine> build_default(const test::ScratchDir& s, DType dtype, const std::string& quant = "") {
   return test::convert_build_load(s, kModel, {.dtype = dtype, .device = Device::CPU, .max_input_len = 512,
-                                              .max_seq_len = 1024, .max_num_tokens = 256});
+                                              .max_seq_len = 1024, .max_num_tokens = 256, .quant_algo = quant});
 }
 
 // Mean negative log-likelihood of `tokens` given [BOS] + previous tokens, as eval.json measured.
@@ -84,6 +84,13 @@ TEST(DefaultModel, HeldoutPerplexityMatchesTransformers) {
     test::ScratchDir s("ppl16");  // bf16 storage is the model's own: same weights, same answer
     auto engine = build_default(s, DType::BF16);
     const double ppl = std::exp(heldout_mean_nll(*engine, ids, bos, e["window"].get<int>()));
+    EXPECT_LE(ppl, ref_ppl * 1.01);
+  }
+  {
+    test::ScratchDir s("ppl-w8");  // W8A16 (round-to-nearest, no calibration): within +1%
+    auto engine = build_default(s, DType::BF16, "W8A16");
+    const double ppl = std::exp(heldout_mean_nll(*engine, ids, bos, e["window"].get<int>()));
+    std::printf("[ metric   ] W8A16 held-out perplexity %.4f (bf16 reference %.4f)\n", ppl, ref_ppl);
     EXPECT_LE(ppl, ref_ppl * 1.01);
   }
 }

@@ -14,6 +14,8 @@ void register_convert(CLI::App& app) {
       ->check(CLI::IsMember({"float32", "float16", "bfloat16", "fp32", "fp16", "bf16", "auto"}));
   sub->add_option("--tp_size", opts->tp_size, "Tensor-parallel ranks")->check(CLI::PositiveNumber);
   sub->add_option("--pp_size", opts->pp_size, "Pipeline-parallel ranks (only 1 is supported)");
+  sub->add_option("--quant_algo", opts->quant_algo,
+                  "Weight quantization: W8A16 (int8 weights, per-channel scales; FP8 and W4A16_AWQ are not supported yet)");
   sub->callback([opts, dtype] {
     if (!dtype->empty() && *dtype != "auto") {
       opts->dtype = dtype_from_user_name(*dtype);
