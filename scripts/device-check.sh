@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one script run on the GPU machine (through the device tool), from the repo root:
+# The one script to run on a GPU machine, from the repo root:
 #   configure (CUDA on, sm_90a, Ninja) -> build -> GPU tests -> kernel benchmarks -> summary.
 # Everything is logged under $OUT (default ./out): device-check.log (all output), build.log,
 # tests.log, bench.log, bench_kernels.json, summary.txt. Steps after a failed one still run where

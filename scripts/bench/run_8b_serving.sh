@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a GPU machine, after the build: serving throughput of a Llama-3-8B-shaped bf16 engine,
-# ISL/OSL 128/128, 1024 requests (issue figures: TensorRT-LLM publishes 28,312 tok/s with FP8).
+# ISL/OSL 128/128, 1024 requests (TensorRT-LLM publishes 28,312 output tok/s there with FP8 weights).
 #   LAMINA=build-device/tools/lamina/lamina OUT=/tmp/out bash scripts/bench/run_8b_serving.sh
 set -euo pipefail
 LAMINA=${LAMINA:-build-device/tools/lamina/lamina}
