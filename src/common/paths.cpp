@@ -1,6 +1,9 @@
 #include "common/paths.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <fstream>
 #include <sstream>
@@ -30,13 +33,33 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+namespace {
+
+// A run killed outright (Ctrl-C, OOM) cannot remove its staging dir; the next run for the same
+// output removes those whose process is gone.
+void remove_stale_staging_dirs(const fs::path& parent, const std::string& prefix) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string pid_text = name.substr(prefix.size());
+    if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
+    const long pid = std::stol(pid_text);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) fs::remove_all(e.path(), ec);
+  }
+}
+
+}  // namespace
+
 StagedDir::StagedDir(const fs::path& final_dir) : final_(fs::absolute(final_dir).lexically_normal()) {
   if (final_.filename().empty()) final_ = final_.parent_path();
   const fs::path parent = final_.parent_path();
   std::error_code ec;
   fs::create_directories(parent, ec);
   if (ec) fail("cannot create directory '", parent.string(), "': ", ec.message());
-  staging_ = parent / ("." + final_.filename().string() + ".partial." + std::to_string(::getpid()));
+  const std::string prefix = "." + final_.filename().string() + ".partial.";
+  remove_stale_staging_dirs(parent, prefix);
+  staging_ = parent / (prefix + std::to_string(::getpid()));
   fs::remove_all(staging_, ec);
   fs::create_directories(staging_, ec);
   if (ec) fail("cannot create directory '", staging_.string(), "': ", ec.message());
