@@ -6,6 +6,9 @@
 // Split-K: splits of at least 64 cache rows, enough of them to give ~4 blocks per SM at the cache's
 // full length, capped by the workspace (partials are [T, Hq, splits, head_dim + 2] fp32).
 #include <cmath>
+#include <mutex>
+#include <set>
+#include <utility>
 
 #include "attention_common.cuh"
 #include "cuda_check.h"
@@ -13,6 +16,17 @@
 #include "kernels.h"
 
 namespace lamina::cuda {
+
+void allow_dynamic_smem(const void* kernel, size_t smem_bytes) {
+  static std::mutex mu;
+  static std::set<std::pair<const void*, int>> opted_in;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mu);
+  if (opted_in.count({kernel, device})) return;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes)));
+  opted_in.insert({kernel, device});
+}
 
 void launch_attention(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                       KVCacheLayer cache, const AttentionShape& s, int T, const AttentionLaunch& how,

@@ -44,6 +44,10 @@ __device__ __forceinline__ bool tile_is_uniform(const int32_t* slots, int t, int
   return __syncthreads_and(same) != 0;
 }
 
+// Lets `kernel` use `smem_bytes` (> 48 KB) of dynamic shared memory on the current device. The
+// opt-in is made once per (kernel, device), so later calls, e.g. under graph capture, only launch.
+void allow_dynamic_smem(const void* kernel, size_t smem_bytes);
+
 void launch_attention_decode(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                              KVCacheLayer cache, const AttnParams& p, int split_len, int num_splits, float* partials,
                              cudaStream_t stream);

@@ -14,8 +14,6 @@
 //   Shared rows are padded by 4 floats so the 16-byte reads of a quarter-warp hit distinct banks.
 #include <cuda_runtime.h>
 
-#include <bitset>
-#include <mutex>
 
 #include "attention_common.cuh"
 #include "cuda_check.h"
@@ -25,7 +23,6 @@ namespace lamina::cuda {
 namespace {
 
 constexpr int kBQ = kPrefillTileTokens, kBK = 64, kThreads = 256;
-constexpr int kMaxDevices = 64;
 static_assert(kBQ == 64 && kBK == 64 && kThreads == 256, "the thread layout below assumes 64x64 tiles, 256 threads");
 
 template <int D>
@@ -231,20 +228,7 @@ void launch_prefill_typed(T* out, const T* qkv, const int32_t* positions, const 
                           const AttnParams& p, cudaStream_t stream) {
   constexpr size_t smem = PrefillSmem<D>::bytes;
   auto* kernel = attn_prefill_kernel<T, D>;
-  // Above 48 KB of dynamic shared memory needs an opt-in, once per device (so that later calls,
-  // e.g. under graph capture, only launch).
-  static std::mutex mu;
-  static std::bitset<kMaxDevices> opted_in;
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  LAMINA_CHECK(device < kMaxDevices, "device index ", device, " too large");
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (!opted_in[device]) {
-      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-      opted_in[device] = true;
-    }
-  }
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
   const dim3 grid((p.T + kBQ - 1) / kBQ, p.Hq);
   kernel<<<grid, kThreads, smem, stream>>>(out, qkv, positions, slots, static_cast<const T*>(cache.k),
                                            static_cast<const T*>(cache.v), p);

@@ -12,8 +12,6 @@
 #include <cuda_runtime.h>
 #include <mma.h>
 
-#include <bitset>
-#include <mutex>
 
 #include "attention_common.cuh"
 #include "cuda_check.h"
@@ -25,7 +23,6 @@ namespace {
 namespace wmma = nvcuda::wmma;
 
 constexpr int kBQ = kPrefillTileTokens, kBK = 64, kWarps = 4, kThreads = kWarps * 32;
-constexpr int kMaxDevices = 64;
 static_assert(kBQ == 16 * kWarps, "a warp owns 16 query rows");
 
 template <int D>
@@ -204,18 +201,7 @@ void launch_tc(T* out, const T* qkv, const int32_t* positions, const int32_t* sl
                const AttnParams& p, cudaStream_t stream) {
   constexpr size_t smem = TcSmem<D>::bytes;
   auto* kernel = attn_prefill_tc_kernel<T, D>;
-  static std::mutex mu;
-  static std::bitset<kMaxDevices> opted_in;  // the >48 KB shared-memory opt-in, once per device
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  LAMINA_CHECK(device < kMaxDevices, "device index ", device, " too large");
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (!opted_in[device]) {
-      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-      opted_in[device] = true;
-    }
-  }
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
   const dim3 grid((p.T + kBQ - 1) / kBQ, p.Hq);
   kernel<<<grid, kThreads, smem, stream>>>(out, qkv, positions, slots, static_cast<const T*>(cache.k),
                                            static_cast<const T*>(cache.v), p);
