@@ -97,6 +97,25 @@ void bench_gemv(Ctx& c, const Gemm& g, int M) {
 
 // Llama-3-8B attention heads: 32 q heads, 8 kv heads, head_dim 128.
 constexpr int kHq = 32, kHkv = 8, kD = 128;
+constexpr int kTokensPerBlock = 32;
+
+// Paged KV shape of `seqs` sequences of `seq` positions, and contiguous block tables for it
+// (sequence s holds blocks s * blocks_per_seq ...), uploaded to *d_tables.
+AttentionShape paged_shape(Ctx& c, int seq, int seqs, int32_t** d_tables) {
+  AttentionShape s;
+  s.num_q_heads = kHq;
+  s.num_kv_heads = kHkv;
+  s.head_dim = kD;
+  s.tokens_per_block = kTokensPerBlock;
+  s.max_blocks_per_seq = (seq + kTokensPerBlock - 1) / kTokensPerBlock;
+  s.num_seq_rows = seqs;
+  s.num_blocks = seqs * s.max_blocks_per_seq;
+  std::vector<int32_t> tables(size_t(s.num_blocks));
+  for (size_t i = 0; i < tables.size(); ++i) tables[i] = int32_t(i);
+  *d_tables = static_cast<int32_t*>(dmalloc(tables.size() * 4));
+  c.be->copy_to_device(*d_tables, tables.data(), tables.size() * 4);
+  return s;
+}
 
 void bench_decode_attention(Ctx& c, int seq, int batch) {
   const size_t slot_bytes = size_t(seq) * kHkv * kD * 2;  // one of k or v
@@ -112,12 +131,14 @@ void bench_decode_attention(Ctx& c, int seq, int batch) {
   auto* d_pos = static_cast<int32_t*>(dmalloc(host_pos.size() * 4));
   c.be->copy_to_device(d_slots, host_slots.data(), host_slots.size() * 4);
   c.be->copy_to_device(d_pos, host_pos.data(), host_pos.size() * 4);
-  const AttentionShape shape{kHq, kHkv, kD, seq, slots};
+  int32_t* d_tables = nullptr;
+  const AttentionShape shape = paged_shape(c, seq, slots, &d_tables);
   const Timing tm = time_ms(c.stream, [&](int i) {
-    c.be->attention(out, qkv.at(0), d_pos, d_slots + size_t(i % sets) * batch, KVCacheLayer{k.at(0), v.at(0)}, shape,
-                    batch);
+    c.be->attention(out, qkv.at(0), d_pos, d_slots + size_t(i % sets) * batch, KVCacheLayer{k.at(0), v.at(0), d_tables},
+                    shape, batch);
   });
   cudaFree(out);
+  cudaFree(d_tables);
   cudaFree(d_slots);
   cudaFree(d_pos);
   const double ms = tm.ms;
@@ -140,11 +161,13 @@ void bench_prefill_attention(Ctx& c, int T) {
   auto* d_slot = static_cast<int32_t*>(dmalloc(T * 4));
   c.be->copy_to_device(d_pos, pos.data(), T * 4);
   c.be->copy_to_device(d_slot, slot.data(), T * 4);
-  const AttentionShape shape{kHq, kHkv, kD, T, 1};
+  int32_t* d_tables = nullptr;
+  const AttentionShape shape = paged_shape(c, T, 1, &d_tables);
   const Timing tm = time_ms(c.stream, [&](int) {
-    c.be->attention(out, qkv.at(0), d_pos, d_slot, KVCacheLayer{k.at(0), v.at(0)}, shape, T);
+    c.be->attention(out, qkv.at(0), d_pos, d_slot, KVCacheLayer{k.at(0), v.at(0), d_tables}, shape, T);
   }, 9);
   cudaFree(out);
+  cudaFree(d_tables);
   cudaFree(d_pos);
   cudaFree(d_slot);
   const double ms = tm.ms;

@@ -1,5 +1,7 @@
 #include "model/llama_forward.h"
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "model/rope.h"
 
@@ -11,8 +13,12 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
   attn_.num_q_heads = static_cast<int>(cfg.q_heads_per_rank());
   attn_.num_kv_heads = static_cast<int>(cfg.kv_heads_per_rank());
   attn_.head_dim = static_cast<int>(cfg.head_size);
-  attn_.max_seq_len = limits.max_seq_len;
-  attn_.num_slots = limits.num_slots;
+  LAMINA_CHECK(limits.tokens_per_block >= 1, "tokens_per_block must be at least 1 (got ", limits.tokens_per_block, ")");
+  LAMINA_CHECK(limits.max_seqs >= 1, "the forward needs room for at least one sequence");
+  attn_.tokens_per_block = limits.tokens_per_block;
+  attn_.max_blocks_per_seq = (limits.max_seq_len + limits.tokens_per_block - 1) / limits.tokens_per_block;
+  attn_.num_seq_rows = limits.max_seqs;
+  attn_.num_blocks = 0;
   H_ = cfg.hidden_size;
   F_ = cfg.intermediate_per_rank();
   qkv_rows_ = cfg.qkv_rows_per_rank();
@@ -35,32 +41,77 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
   last_ = DeviceBuffer(be_, T * size_t(H_) * act);         // [rows, H]
   logits_ = DeviceBuffer(be_, T * size_t(vocab_rank_) * act);  // [rows, V_rank]
 
-  const size_t cache_bytes = size_t(limits.num_slots) * size_t(limits.max_seq_len) * size_t(attn_.num_kv_heads) *
-                             size_t(attn_.head_dim) * dtype_size(be_->kv_dtype());
-  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
-    k_cache_.emplace_back(be_, cache_bytes);
-    v_cache_.emplace_back(be_, cache_bytes);
-  }
+  // Block tables: [max_seqs, max_blocks_per_seq] int32, uploaded each step (rows in use only).
+  const size_t table_n = size_t(limits.max_seqs) * size_t(attn_.max_blocks_per_seq);
+  block_tables_ = DeviceBuffer(be_, table_n * sizeof(int32_t));
+  tables_host_.assign(table_n, -1);
+  be_->copy_to_device(block_tables_.get(), tables_host_.data(), table_n * sizeof(int32_t));
+  if (limits.num_blocks > 0) allocate_kv_pool(limits.num_blocks);
 }
 
-void LlamaForward::step(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
-                        const std::vector<int32_t>& slots, const std::vector<int32_t>& logit_rows) {
-  const int T = static_cast<int>(ids.size());
-  const int R = static_cast<int>(logit_rows.size());
-  LAMINA_CHECK(T > 0 && T <= lim_.max_tokens, "step of ", T, " tokens exceeds max_num_tokens ", lim_.max_tokens);
-  LAMINA_CHECK(positions.size() == ids.size() && slots.size() == ids.size(), "ids/positions/slots differ in length");
-  LAMINA_CHECK(R <= T, "more logit rows than tokens");
-  for (int t = 0; t < T; ++t) {
-    LAMINA_CHECK(ids[size_t(t)] >= 0 && ids[size_t(t)] < cfg_.vocab_size, "token id ", ids[size_t(t)],
-                 " is outside the vocabulary [0, ", cfg_.vocab_size, ")");
-    LAMINA_CHECK(positions[size_t(t)] >= 0 && positions[size_t(t)] < lim_.max_seq_len, "position ",
-                 positions[size_t(t)], " exceeds the engine's max_seq_len ", lim_.max_seq_len);
-    LAMINA_CHECK(slots[size_t(t)] >= 0 && slots[size_t(t)] < lim_.num_slots, "bad KV slot");
+size_t LlamaForward::kv_block_bytes() const {
+  // k and v of every layer: [tokens_per_block, Hkv, D] each
+  return 2 * size_t(cfg_.num_hidden_layers) * size_t(attn_.tokens_per_block) * size_t(attn_.num_kv_heads) *
+         size_t(attn_.head_dim) * dtype_size(be_->kv_dtype());
+}
+
+void LlamaForward::allocate_kv_pool(int num_blocks) {
+  LAMINA_CHECK(attn_.num_blocks == 0, "the KV pool is already allocated");
+  LAMINA_CHECK(num_blocks >= 1, "the KV pool needs at least one block (got ", num_blocks, ")");
+  // Each layer: k and v pools of [num_blocks, tokens_per_block, Hkv, D] in kv dtype.
+  const size_t pool_bytes = size_t(num_blocks) * size_t(attn_.tokens_per_block) * size_t(attn_.num_kv_heads) *
+                            size_t(attn_.head_dim) * dtype_size(be_->kv_dtype());
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    k_cache_.emplace_back(be_, pool_bytes);
+    v_cache_.emplace_back(be_, pool_bytes);
   }
-  be_->copy_to_device(ids_.get(), ids.data(), size_t(T) * 4);
-  be_->copy_to_device(positions_.get(), positions.data(), size_t(T) * 4);
-  be_->copy_to_device(slots_.get(), slots.data(), size_t(T) * 4);
-  be_->copy_to_device(rows_.get(), logit_rows.data(), size_t(R) * 4);
+  attn_.num_blocks = num_blocks;
+}
+
+void LlamaForward::step(const StepBatch& b) {
+  const int T = static_cast<int>(b.ids.size());
+  const int R = static_cast<int>(b.logit_rows.size());
+  const int S = static_cast<int>(b.block_tables.size());
+  const int tpb = attn_.tokens_per_block;
+  LAMINA_CHECK(attn_.num_blocks > 0, "the KV pool is not allocated");
+  LAMINA_CHECK(T > 0 && T <= lim_.max_tokens, "step of ", T, " tokens exceeds max_num_tokens ", lim_.max_tokens);
+  LAMINA_CHECK(b.positions.size() == b.ids.size() && b.seq_rows.size() == b.ids.size(),
+               "ids/positions/seq_rows differ in length");
+  LAMINA_CHECK(R <= T, "more logit rows than tokens");
+  LAMINA_CHECK(S >= 1 && S <= lim_.max_seqs, "a step of ", S, " block tables: the engine takes 1 to ", lim_.max_seqs);
+  for (int s = 0; s < S; ++s) {
+    const std::vector<int32_t>& table = b.block_tables[size_t(s)];
+    LAMINA_CHECK(int(table.size()) <= attn_.max_blocks_per_seq, "block table ", s, " lists ", table.size(),
+                 " blocks; a sequence holds at most ", attn_.max_blocks_per_seq);
+    for (int32_t id : table)
+      LAMINA_CHECK(id >= 0 && id < attn_.num_blocks, "block table ", s, " holds block id ", id,
+                   " outside the KV pool [0, ", attn_.num_blocks, ")");
+  }
+  for (int t = 0; t < T; ++t) {
+    const int32_t id = b.ids[size_t(t)], pos = b.positions[size_t(t)], seq = b.seq_rows[size_t(t)];
+    LAMINA_CHECK(id >= 0 && id < cfg_.vocab_size, "token id ", id, " is outside the vocabulary [0, ", cfg_.vocab_size,
+                 ")");
+    LAMINA_CHECK(pos >= 0 && pos < lim_.max_seq_len, "position ", pos, " exceeds the engine's max_seq_len ",
+                 lim_.max_seq_len);
+    LAMINA_CHECK(seq >= 0 && seq < S, "token ", t, " names block table ", seq, " but the step has ", S);
+    LAMINA_CHECK(pos / tpb < int(b.block_tables[size_t(seq)].size()), "token ", t, " at position ", pos,
+                 " needs block ", pos / tpb, " of its sequence, but its block table lists only ",
+                 b.block_tables[size_t(seq)].size());
+  }
+  for (int32_t r : b.logit_rows) LAMINA_CHECK(r >= 0 && r < T, "logit row ", r, " is not a token of the step");
+
+  const size_t width = size_t(attn_.max_blocks_per_seq);
+  for (int s = 0; s < S; ++s) {
+    const std::vector<int32_t>& table = b.block_tables[size_t(s)];
+    int32_t* row = tables_host_.data() + size_t(s) * width;
+    std::copy(table.begin(), table.end(), row);
+    std::fill(row + table.size(), row + width, -1);
+  }
+  be_->copy_to_device(block_tables_.get(), tables_host_.data(), size_t(S) * width * 4);
+  be_->copy_to_device(ids_.get(), b.ids.data(), size_t(T) * 4);
+  be_->copy_to_device(positions_.get(), b.positions.data(), size_t(T) * 4);
+  be_->copy_to_device(slots_.get(), b.seq_rows.data(), size_t(T) * 4);
+  be_->copy_to_device(rows_.get(), b.logit_rows.data(), size_t(R) * 4);
 
   // Small steps (decode) repeat with identical shapes: let the backend record and replay them.
   if (T <= kMaxRecordedTokens) {
@@ -83,7 +134,7 @@ void LlamaForward::run_layers(int T, int R) {
 
   for (size_t l = 0; l < w_.layers.size(); ++l) {
     const LayerWeights& lw = w_.layers[l];
-    const KVCacheLayer cache{k_cache_[l].get(), v_cache_[l].get()};
+    const KVCacheLayer cache{k_cache_[l].get(), v_cache_[l].get(), block_tables_.as<int32_t>()};
     // Attention: qkv = normed · Wqkv^T; rotate q,k; append k,v to the cache; attend; project.
     be_->matmul(qkv_.get(), normed_.get(), lw.qkv, T, int(qkv_rows_), H);
     be_->rope_kv_write(qkv_.get(), pos, slot, inv_freq_.as<float>(), cache, attn_, T);

@@ -27,9 +27,23 @@ struct RankWeights {
 };
 
 struct ForwardLimits {
-  int max_tokens = 0;   // tokens in one step (prefill chunk or decode batch)
-  int max_seq_len = 0;  // KV cache rows per slot
-  int num_slots = 1;    // sequences resident at once
+  int max_tokens = 0;        // tokens in one step (prefill chunk or decode batch)
+  int max_seq_len = 0;       // positions one sequence can hold
+  int max_seqs = 1;          // sequences in one step (rows of the block tables)
+  int tokens_per_block = 32; // KV cache rows per block
+  int num_blocks = 0;        // blocks in each layer's KV pool; 0: allocate later (allocate_kv_pool)
+};
+
+// One step's inputs, as host arrays. Token t belongs to the sequence whose KV blocks are listed
+// in block_tables[seq_rows[t]]; its k, v go to position positions[t] of that sequence, i.e. pool
+// row block_tables[s][pos / tokens_per_block] * tokens_per_block + pos % tokens_per_block.
+// A block may appear in several tables (a shared prefix): it is then only read, never written.
+struct StepBatch {
+  std::vector<int32_t> ids;                         // [T] token ids
+  std::vector<int32_t> positions;                   // [T] index of each token in its sequence
+  std::vector<int32_t> seq_rows;                    // [T] index into block_tables
+  std::vector<std::vector<int32_t>> block_tables;   // [num_seqs][n] KV block ids of each sequence, in order
+  std::vector<int32_t> logit_rows;                  // [R] tokens whose logits are wanted
 };
 
 class LlamaForward {
@@ -37,11 +51,20 @@ class LlamaForward {
   LlamaForward(const ModelConfig& cfg, Backend* backend, Communicator* comm, RankWeights weights,
                const ForwardLimits& limits);
 
-  // One step over T tokens (host arrays): token ids, their positions and KV slots. Writes the
-  // logits of the rows listed in logit_rows (e.g. each sequence's last token) into this rank's
-  // logits buffer: [logit_rows.size(), vocab_per_rank] in activation dtype.
-  void step(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
-            const std::vector<int32_t>& slots, const std::vector<int32_t>& logit_rows);
+  // Allocates each layer's KV pool of num_blocks blocks (once; the constructor does it when
+  // limits.num_blocks > 0). Sizing the pool after the activations lets the engine give it what
+  // device memory is left.
+  void allocate_kv_pool(int num_blocks);
+  // Bytes one KV block takes over all layers (k and v).
+  size_t kv_block_bytes() const;
+  int num_kv_blocks() const { return attn_.num_blocks; }
+  int max_blocks_per_seq() const { return attn_.max_blocks_per_seq; }
+
+  // One step over T tokens. Checks the batch (ids, positions, block tables: a block id outside
+  // the pool or a table too short for a token's position is an error here, never a device fault),
+  // then writes the logits of the rows listed in logit_rows (e.g. each sequence's last token) into
+  // this rank's logits buffer: [logit_rows.size(), vocab_per_rank] in activation dtype.
+  void step(const StepBatch& batch);
 
   // Host copy of the last step's logits as float32: [rows, vocab_per_rank].
   std::vector<float> logits_f32(int rows) const;
@@ -61,7 +84,9 @@ class LlamaForward {
   int64_t H_, F_, qkv_rows_, q_width_, vocab_rank_;
 
   DeviceBuffer inv_freq_;                       // float [D/2]
-  DeviceBuffer ids_, positions_, slots_, rows_;  // int32 [max_tokens]
+  DeviceBuffer ids_, positions_, slots_, rows_;  // int32 [max_tokens] (slots_: sequence rows)
+  DeviceBuffer block_tables_;                    // int32 [max_seqs, max_blocks_per_seq]
+  std::vector<int32_t> tables_host_;             // staging for block_tables_
   DeviceBuffer residual_, normed_, qkv_, attn_out_, proj_, gate_up_, mlp_;
   DeviceBuffer last_, logits_;
   std::vector<DeviceBuffer> k_cache_, v_cache_;

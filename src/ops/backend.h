@@ -7,8 +7,12 @@
 //  - "act" buffers hold activations in activation_dtype() (CPU: F32; CUDA: the engine dtype).
 //  - "weight" buffers come from upload_weight() and are in the backend's weight layout.
 //  - Shapes are given in the comments as [rows, cols], row-major. T = tokens in this step.
-//  - Each token t carries a position (its index in its sequence) and a KV slot (which
-//    sequence's cache it belongs to); both are device int32 arrays of length T.
+//  - Each token t carries a position (its index in its sequence) and a sequence row (which row
+//    of the block tables lists its sequence's KV blocks: the `slots` arguments below); both are
+//    device int32 arrays of length T.
+//  - The KV cache is paged: each layer's k and v are a pool of fixed-size blocks, and the cache
+//    row of (seq, pos) is block_tables[seq][pos / tokens_per_block] * tokens_per_block
+//    + pos % tokens_per_block (see docs/runtime.md). Shared blocks are only read.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -23,17 +27,26 @@ namespace lamina {
 enum class DeviceKind { CPU, CUDA };
 
 struct AttentionShape {
-  int num_q_heads = 0;   // local to this rank
-  int num_kv_heads = 0;  // local to this rank
+  int num_q_heads = 0;         // local to this rank
+  int num_kv_heads = 0;        // local to this rank
   int head_dim = 0;
-  int max_seq_len = 0;   // cache rows per slot
-  int num_slots = 1;     // sequences the cache holds
+  int tokens_per_block = 32;   // cache rows per KV block
+  int max_blocks_per_seq = 0;  // columns of the block tables
+  int num_blocks = 0;          // blocks in the pool
+  int num_seq_rows = 1;        // rows of the block tables (sequences of one step at most)
+  // Positions a sequence can hold: max_blocks_per_seq * tokens_per_block.
+  int max_seq_len() const { return max_blocks_per_seq * tokens_per_block; }
 };
 
-// One layer's KV cache: k and v are [num_slots, max_seq_len, num_kv_heads, head_dim] in kv_dtype.
+// One layer's paged KV cache.
+//   k, v:          [num_blocks, tokens_per_block, num_kv_heads, head_dim] in kv_dtype (the pool)
+//   block_tables:  device int32 [num_seq_rows, max_blocks_per_seq]: row s lists, in order, the
+//                  blocks of the sequence whose tokens carry sequence row s (-1 = no block).
+// Every layer has its own pool; all layers share the block tables.
 struct KVCacheLayer {
   void* k = nullptr;
   void* v = nullptr;
+  const int32_t* block_tables = nullptr;
 };
 
 class Backend {
@@ -50,6 +63,8 @@ class Backend {
   virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void synchronize() = 0;
+  // Device memory free right now, in bytes; 0 where the backend's memory is host memory (CPU).
+  virtual size_t free_device_memory() { return 0; }
   // Uploads n host elements of `dtype` as a weight; returns device memory the ops read.
   virtual void* upload_weight(const void* host, DType dtype, size_t n) = 0;
   // Reads n activation elements back to the host as float32.
@@ -76,11 +91,13 @@ class Backend {
   virtual void matmul(void* out, const void* x, const void* w, int M, int N, int K) = 0;
   // qkv[T, (Hq + 2*Hkv) * D] holds q, k, v per token. Rotates q and k in place (NeoX
   // rotate-half: dims i and i + D/2 pair) with angle positions[t] * inv_freq[i]
-  // (inv_freq: device float [D/2]), then writes k and v into cache[slots[t], positions[t]].
+  // (inv_freq: device float [D/2]), then writes k and v into the cache row of
+  // (seq = slots[t], pos = positions[t]) (slots[t]: the token's block-table row).
   virtual void rope_kv_write(void* qkv, const int32_t* positions, const int32_t* slots, const float* inv_freq,
                              KVCacheLayer cache, const AttentionShape& s, int T) = 0;
   // out[T, Hq*D]: causal attention of each token's q (inside qkv, after rope) over its own
-  // sequence's cache rows 0..positions[t] (inclusive), GQA: q head h reads kv head h / (Hq/Hkv).
+  // sequence's positions 0..positions[t] (inclusive), read through the block-table row slots[t];
+  // GQA: q head h reads kv head h / (Hq/Hkv).
   virtual void attention(void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                          KVCacheLayer cache, const AttentionShape& s, int T) = 0;
   // out[T,F] = silu(gate_up[:, :F]) * gate_up[:, F:]   (gate_up: [T, 2F])

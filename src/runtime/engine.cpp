@@ -1,5 +1,8 @@
 #include "runtime/engine.h"
 
+#include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <filesystem>
 #include <thread>
 
@@ -63,6 +66,9 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
   e->lim_.max_seq_len = json_get<int>(bc, "max_seq_len", cfg_path.string());
   e->lim_.max_num_tokens = json_get<int>(bc, "max_num_tokens", cfg_path.string());
   e->num_slots_ = std::max(1, std::min(opts.num_slots, e->lim_.max_batch_size));
+  if (opts.tokens_per_block < 1) fail("--tokens_per_block must be at least 1 (got ", opts.tokens_per_block, ")");
+  if (opts.max_tokens_in_paged_kv_cache < 0)
+    fail("--max_tokens_in_paged_kv_cache must not be negative (got ", opts.max_tokens_in_paged_kv_cache, ")");
   const ModelConfig& cfg = e->cfg_;
   const int tp = cfg.mapping.tp_size;
 
@@ -129,20 +135,44 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
     }
     w.final_norm = upload(names::kEngFinalNorm);
     w.lm_head = upload(names::kEngLmHead);
-    ForwardLimits fl{e->lim_.max_num_tokens, e->lim_.max_seq_len, e->num_slots_};
+    // The KV pool comes after the weights and activations (allocate_kv_pool below).
+    ForwardLimits fl{e->lim_.max_num_tokens, e->lim_.max_seq_len, e->num_slots_, opts.tokens_per_block, 0};
     rank->forward = std::make_unique<LlamaForward>(cfg, be, rank->comm.get(), std::move(w), fl);
     e->ranks_.push_back(std::move(rank));
     progress.advance(1);
   }
   progress.finish();
+
+  // KV pool size (EngineOptions): the same block count on every rank.
+  const LlamaForward& f0 = *e->ranks_[0]->forward;
+  KVCacheLayout& kv = e->kv_;
+  kv.tokens_per_block = opts.tokens_per_block;
+  kv.max_blocks_per_seq = f0.max_blocks_per_seq();
+  kv.block_bytes = f0.kv_block_bytes();
+  const int64_t tpb = opts.tokens_per_block;
+  const int64_t cap = opts.max_tokens_in_paged_kv_cache > 0 ? (opts.max_tokens_in_paged_kv_cache + tpb - 1) / tpb : 0;
+  int64_t blocks = cap > 0 ? cap : int64_t(e->num_slots_) * kv.max_blocks_per_seq;
+  if (device == Device::CUDA && opts.kv_cache_free_gpu_memory_fraction > 0) {
+    LAMINA_CHECK(opts.kv_cache_free_gpu_memory_fraction <= 1, "kv_cache_free_gpu_memory_fraction must be in (0, 1]");
+    size_t free_b = SIZE_MAX;
+    for (auto& r : e->ranks_) free_b = std::min(free_b, r->backend->free_device_memory());
+    const auto by_memory = int64_t(double(free_b) * opts.kv_cache_free_gpu_memory_fraction / double(kv.block_bytes));
+    if (by_memory < 1)
+      fail("no device memory is left for the KV cache (", free_b >> 20, " MiB free after weights and activations",
+           "): build with smaller --max_batch_size/--max_num_tokens or use a larger GPU");
+    blocks = cap > 0 ? std::min(cap, by_memory) : by_memory;
+  }
+  LAMINA_CHECK(blocks >= 1 && blocks <= INT32_MAX, "bad KV pool size: ", blocks, " blocks");
+  kv.num_blocks = int(blocks);
+  for (auto& r : e->ranks_) r->forward->allocate_kv_pool(kv.num_blocks);
   return e;
 }
 
-std::vector<float> Engine::step(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
-                                const std::vector<int32_t>& slots, const std::vector<int32_t>& logit_rows) {
+std::vector<float> Engine::step(const StepBatch& batch) {
+  const std::vector<int32_t>& logit_rows = batch.logit_rows;
   const size_t tp = ranks_.size();
   if (tp == 1) {
-    ranks_[0]->forward->step(ids, positions, slots, logit_rows);
+    ranks_[0]->forward->step(batch);
   } else {
     // Ranks run in lockstep on their own threads; their all-reduces meet at the barrier.
     std::vector<std::thread> threads;
@@ -150,7 +180,7 @@ std::vector<float> Engine::step(const std::vector<int32_t>& ids, const std::vect
     for (size_t r = 0; r < tp; ++r)
       threads.emplace_back([&, r] {
         try {
-          ranks_[r]->forward->step(ids, positions, slots, logit_rows);
+          ranks_[r]->forward->step(batch);
         } catch (...) {
           errors[r] = std::current_exception();
         }

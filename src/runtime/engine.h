@@ -1,5 +1,6 @@
 // A loaded engine: its config, limits, tokenizer files and one LlamaForward per rank.
 // Engine::step runs every rank (a thread each when tp_size > 1) and returns full-vocab logits.
+// Each rank owns a paged KV pool of the same number of blocks; one StepBatch drives them all.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -25,7 +26,23 @@ struct EngineLimits {
 struct EngineOptions {
   Device device = Device::Auto;
   bool verify_checksums = true;
-  int num_slots = 1;  // sequences resident at once (≤ max_batch_size)
+  int num_slots = 1;  // sequences in one step, i.e. block tables a step may pass (≤ max_batch_size)
+  // Paged KV cache (docs/runtime.md). The pool holds, per layer, num_blocks blocks of
+  // tokens_per_block tokens. Its size:
+  //   CUDA with kv_cache_free_gpu_memory_fraction > 0: that fraction of the device memory free
+  //     after weights and activations, capped by max_tokens_in_paged_kv_cache when given;
+  //   otherwise max_tokens_in_paged_kv_cache when given, else num_slots × max_seq_len tokens.
+  int tokens_per_block = 32;
+  int64_t max_tokens_in_paged_kv_cache = 0;
+  double kv_cache_free_gpu_memory_fraction = 0;
+};
+
+// The paged KV cache an engine allocated.
+struct KVCacheLayout {
+  int tokens_per_block = 0;
+  int max_blocks_per_seq = 0;  // ceil(max_seq_len / tokens_per_block)
+  int num_blocks = 0;          // blocks in the pool (the same on every rank)
+  size_t block_bytes = 0;      // bytes one block takes over all layers, k and v, on one rank
 };
 
 class Engine {
@@ -38,10 +55,11 @@ class Engine {
   const std::string& dir() const { return dir_; }
   std::string device_name() const;
   int num_slots() const { return num_slots_; }
+  const KVCacheLayout& kv_cache() const { return kv_; }
 
-  // One forward step over T tokens; returns float32 logits [logit_rows.size(), vocab_size].
-  std::vector<float> step(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
-                          const std::vector<int32_t>& slots, const std::vector<int32_t>& logit_rows);
+  // One forward step over T tokens (see StepBatch: ids, positions, seq_rows, block_tables,
+  // logit_rows); returns float32 logits [logit_rows.size(), vocab_size].
+  std::vector<float> step(const StepBatch& batch);
 
  private:
   Engine() = default;
@@ -50,6 +68,7 @@ class Engine {
   ModelConfig cfg_;
   EngineLimits lim_;
   int num_slots_ = 1;
+  KVCacheLayout kv_;
   std::vector<std::unique_ptr<Rank>> ranks_;
   std::shared_ptr<void> comm_group_;
 };

@@ -37,6 +37,17 @@ GenerationResult generate(Engine& engine, const GenerationRequest& req, const To
   const int chunk = engine.limits().max_num_tokens;
   GenerationResult res;
   Sampler sampler(req.sampling);
+  // KV blocks: a contiguous run of the pool per slot, [slot * max_blocks_per_seq, ...).
+  const KVCacheLayout& kv = engine.kv_cache();
+  const int total = int(req.prompt.size()) + req.max_new_tokens;
+  const int need = (total + kv.tokens_per_block - 1) / kv.tokens_per_block;
+  const int64_t first = int64_t(slot) * kv.max_blocks_per_seq;
+  if (slot < 0 || first + need > kv.num_blocks)
+    fail("the KV cache holds ", kv.num_blocks, " blocks of ", kv.tokens_per_block, " tokens: too few for ", total,
+         " tokens in slot ", slot, ": raise --max_tokens_in_paged_kv_cache");
+  StepBatch batch;
+  batch.block_tables.assign(1, std::vector<int32_t>(size_t(need)));
+  for (int i = 0; i < need; ++i) batch.block_tables[0][size_t(i)] = int32_t(first + i);
   std::vector<int32_t> history = req.prompt;
 
   // Prefill in chunks of at most max_num_tokens; keep logits of every row if asked, else the last.
@@ -44,14 +55,16 @@ GenerationResult generate(Engine& engine, const GenerationRequest& req, const To
   const int n = int(req.prompt.size());
   for (int begin = 0; begin < n; begin += chunk) {
     const int T = std::min(chunk, n - begin);
-    const std::vector<int32_t> ids(req.prompt.begin() + begin, req.prompt.begin() + begin + T);
-    std::vector<int32_t> pos(static_cast<size_t>(T)), slots(static_cast<size_t>(T), slot), rows;
-    for (int t = 0; t < T; ++t) pos[size_t(t)] = begin + t;
+    batch.ids.assign(req.prompt.begin() + begin, req.prompt.begin() + begin + T);
+    batch.positions.resize(size_t(T));
+    batch.seq_rows.assign(size_t(T), 0);
+    batch.logit_rows.clear();
+    for (int t = 0; t < T; ++t) batch.positions[size_t(t)] = begin + t;
     if (req.return_context_logits)
-      for (int t = 0; t < T; ++t) rows.push_back(t);
+      for (int t = 0; t < T; ++t) batch.logit_rows.push_back(t);
     else if (begin + T == n)
-      rows.push_back(T - 1);
-    std::vector<float> logits = engine.step(ids, pos, slots, rows);
+      batch.logit_rows.push_back(T - 1);
+    std::vector<float> logits = engine.step(batch);
     if (req.return_context_logits) res.context_logits.insert(res.context_logits.end(), logits.begin(), logits.end());
     if (begin + T == n) last_logits.assign(logits.end() - static_cast<long>(V), logits.end());
   }
@@ -73,7 +86,11 @@ GenerationResult generate(Engine& engine, const GenerationRequest& req, const To
       break;
     }
     if (!keep_going || i + 1 == req.max_new_tokens) break;
-    last_logits = engine.step({tok}, {int32_t(history.size() - 1)}, {slot}, {0});
+    batch.ids = {tok};
+    batch.positions = {int32_t(history.size() - 1)};
+    batch.seq_rows = {0};
+    batch.logit_rows = {0};
+    last_logits = engine.step(batch);
   }
   return res;
 }

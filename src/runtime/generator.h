@@ -38,6 +38,8 @@ using TokenCallback = std::function<bool(int32_t token)>;
 // throws lamina::Error with what to change.
 void validate_request(const Engine& engine, const GenerationRequest& req);
 
+// `slot` picks the KV blocks the request uses: the contiguous run [slot * max_blocks_per_seq,
+// slot * max_blocks_per_seq + blocks needed) of the engine's pool.
 GenerationResult generate(Engine& engine, const GenerationRequest& req, const TokenCallback& on_token = nullptr,
                           int slot = 0);
 

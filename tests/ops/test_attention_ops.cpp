@@ -1,23 +1,41 @@
 // rope_kv_write and attention on the CUDA backend vs the CPU reference: GQA groups 1, 3, 4, 8, 16,
-// head_dim 16/32/64/128/256, several slots, prefill (one sequence, consecutive positions), decode
-// (tokens of random sequences at random positions) and mixed steps.
+// head_dim 16/32/64/128/256, several sequences, prefill (one sequence, consecutive positions from
+// a random start, i.e. a chunk after existing cache rows), decode (tokens of random sequences at
+// random positions) and mixed steps. The KV cache is paged: every case runs with 16 and 32 tokens
+// per block and block tables drawn from a shuffled pool (paged_kv_util.h).
 #include <algorithm>
 #include <cmath>
 #include <set>
 
 #include "op_test_util.h"
+#include "paged_kv_util.h"
 
 namespace lamina::optest {
 namespace {
 
 struct Case {
   int Hq, Hkv, D, max_seq, slots;
-  AttentionShape shape() const { return AttentionShape{Hq, Hkv, D, max_seq, slots}; }
+  int tpb = 32;  // tokens per KV block
   std::string str() const {
     return "Hq=" + std::to_string(Hq) + " Hkv=" + std::to_string(Hkv) + " D=" + std::to_string(D) +
-           " max_seq=" + std::to_string(max_seq);
+           " max_seq=" + std::to_string(max_seq) + " tokens_per_block=" + std::to_string(tpb);
   }
 };
+const int kTokensPerBlock[] = {16, 32};
+
+// Shuffled block tables for the case (see paged_kv_util.h).
+PagedKV paged(std::mt19937_64& rng, const Case& c) {
+  return make_paged_kv(rng, c.Hq, c.Hkv, c.D, c.max_seq, c.slots, c.tpb, /*shuffled=*/true);
+}
+
+// The case's cache on a backend: k, v pools and the block tables.
+struct DeviceKV {
+  DeviceBuffer k, v, tables;
+  KVCacheLayer layer() const { return KVCacheLayer{k.get(), v.get(), tables.as<int32_t>()}; }
+};
+DeviceKV upload_kv(Backend& b, const PagedKV& p, const std::vector<float>& k0, const std::vector<float>& v0) {
+  return DeviceKV{upload_act(b, k0), upload_act(b, v0), upload_i32(b, p.tables)};
+}
 
 const Case kCases[] = {
     {8, 2, 64, 300, 3},    // G=4
@@ -72,9 +90,11 @@ std::vector<float> llama3_inv_freq(int D) {
 class AttentionOps : public OpTest {};
 
 TEST_P(AttentionOps, RopeKvWrite) {
-  for (const Case& c : kCases) {
+  for (Case c : kCases) for (int tpb : kTokensPerBlock) {
+    c.tpb = tpb;
+    const PagedKV pk = paged(rng_, c);
     const size_t row = size_t(c.Hq + 2 * c.Hkv) * c.D;
-    const size_t cache_n = size_t(c.slots) * c.max_seq * c.Hkv * c.D;
+    const size_t cache_n = pk.pool_elems();
     const auto inv_freq = llama3_inv_freq(c.D);
     auto f_g = upload_f32(*gpu_, inv_freq), f_c = upload_f32(*cpu_, inv_freq);
     for (Layout layout : {Layout::Prefill, Layout::Decode}) {
@@ -83,14 +103,14 @@ TEST_P(AttentionOps, RopeKvWrite) {
         const auto qkv = rnd(size_t(T) * row, -2.0f, 2.0f);
         const auto k0 = rnd(cache_n), v0 = rnd(cache_n);
         auto qkv_g = upload_act(*gpu_, qkv), qkv_c = upload_act(*cpu_, qkv);
-        auto k_g = upload_act(*gpu_, k0), k_c = upload_act(*cpu_, k0);
-        auto v_g = upload_act(*gpu_, v0), v_c = upload_act(*cpu_, v0);
+        DeviceKV kv_g = upload_kv(*gpu_, pk, k0, v0), kv_c = upload_kv(*cpu_, pk, k0, v0);
+        DeviceBuffer &k_g = kv_g.k, &v_g = kv_g.v, &k_c = kv_c.k, &v_c = kv_c.v;
         auto pos_g = upload_i32(*gpu_, tk.pos), pos_c = upload_i32(*cpu_, tk.pos);
         auto slot_g = upload_i32(*gpu_, tk.slot), slot_c = upload_i32(*cpu_, tk.slot);
-        gpu_->rope_kv_write(qkv_g.get(), pos_g.as<int32_t>(), slot_g.as<int32_t>(), f_g.as<float>(),
-                            KVCacheLayer{k_g.get(), v_g.get()}, c.shape(), T);
-        cpu_->rope_kv_write(qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), f_c.as<float>(),
-                            KVCacheLayer{k_c.get(), v_c.get()}, c.shape(), T);
+        gpu_->rope_kv_write(qkv_g.get(), pos_g.as<int32_t>(), slot_g.as<int32_t>(), f_g.as<float>(), kv_g.layer(),
+                            pk.shape, T);
+        cpu_->rope_kv_write(qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), f_c.as<float>(), kv_c.layer(),
+                            pk.shape, T);
         const std::string what = std::string(" ") + layout_name(layout) + " T=" + std::to_string(T) + " " + c.str();
         expect_close(read_act(*gpu_, qkv_g, qkv.size()), read_act(*cpu_, qkv_c, qkv.size()), tol(), "rope qkv" + what);
         expect_close(read_act(*gpu_, k_g, cache_n), read_act(*cpu_, k_c, cache_n), tol(), "rope k cache" + what);
@@ -100,33 +120,31 @@ TEST_P(AttentionOps, RopeKvWrite) {
   }
 }
 
-void check_attention(Backend& gpu, Backend& cpu, std::mt19937_64& rng, const Case& c, Layout layout,
-                     int T, double tol, const std::vector<float>& k0, const std::vector<float>& v0,
+void check_attention(Backend& gpu, Backend& cpu, std::mt19937_64& rng, const Case& c, const PagedKV& pk,
+                     Layout layout, int T, double tol, const std::vector<float>& k0, const std::vector<float>& v0,
                      const std::vector<float>& qkv) {
   const Tokens tk = make_tokens(rng, layout, T, c, /*unique_rows=*/false);
   const size_t out_n = size_t(T) * c.Hq * c.D;
   auto qkv_g = upload_act(gpu, qkv), qkv_c = upload_act(cpu, qkv);
-  auto k_g = upload_act(gpu, k0), k_c = upload_act(cpu, k0);
-  auto v_g = upload_act(gpu, v0), v_c = upload_act(cpu, v0);
+  DeviceKV kv_g = upload_kv(gpu, pk, k0, v0), kv_c = upload_kv(cpu, pk, k0, v0);
   auto pos_g = upload_i32(gpu, tk.pos), pos_c = upload_i32(cpu, tk.pos);
   auto slot_g = upload_i32(gpu, tk.slot), slot_c = upload_i32(cpu, tk.slot);
   auto out_g = poisoned_act(gpu, out_n), out_c = poisoned_act(cpu, out_n);
-  gpu.attention(out_g.get(), qkv_g.get(), pos_g.as<int32_t>(), slot_g.as<int32_t>(),
-                KVCacheLayer{k_g.get(), v_g.get()}, c.shape(), T);
-  cpu.attention(out_c.get(), qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(),
-                KVCacheLayer{k_c.get(), v_c.get()}, c.shape(), T);
+  gpu.attention(out_g.get(), qkv_g.get(), pos_g.as<int32_t>(), slot_g.as<int32_t>(), kv_g.layer(), pk.shape, T);
+  cpu.attention(out_c.get(), qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), kv_c.layer(), pk.shape, T);
   expect_close(read_act(gpu, out_g, out_n), read_act(cpu, out_c, out_n), tol,
                std::string("attention ") + layout_name(layout) + " T=" + std::to_string(T) + " " + c.str());
 }
 
 TEST_P(AttentionOps, Attention) {
-  for (const Case& c : kCases) {
-    const size_t cache_n = size_t(c.slots) * c.max_seq * c.Hkv * c.D;
-    const auto k0 = rnd(cache_n), v0 = rnd(cache_n);
+  for (Case c : kCases) for (int tpb : kTokensPerBlock) {
+    c.tpb = tpb;
+    const PagedKV pk = paged(rng_, c);
+    const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
     for (Layout layout : {Layout::Prefill, Layout::Decode, Layout::Mixed}) {
       for (int T : kTokens) {
         const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
-        check_attention(*gpu_, *cpu_, rng_, c, layout, T, tol(), k0, v0, qkv);
+        check_attention(*gpu_, *cpu_, rng_, c, pk, layout, T, tol(), k0, v0, qkv);
       }
     }
   }
@@ -134,38 +152,83 @@ TEST_P(AttentionOps, Attention) {
 
 // Long sequences: many split-K splits for decode, many key tiles for prefill.
 TEST_P(AttentionOps, LongContext) {
-  const Case c{8, 2, 128, 4096, 2};
-  const size_t cache_n = size_t(c.slots) * c.max_seq * c.Hkv * c.D;
-  const auto k0 = rnd(cache_n), v0 = rnd(cache_n);
+  const Case c{8, 2, 128, 4096, 2, 16};
+  const PagedKV pk = paged(rng_, c);
+  const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
   for (Layout layout : {Layout::Prefill, Layout::Decode, Layout::Mixed}) {
     for (int T : {1, 3, 130}) {
       const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
-      check_attention(*gpu_, *cpu_, rng_, c, layout, T, tol(), k0, v0, qkv);
+      check_attention(*gpu_, *cpu_, rng_, c, pk, layout, T, tol(), k0, v0, qkv);
     }
   }
 }
 
-// rope_kv_write then attention over the cache it wrote: the prefill of a whole prompt.
+// rope_kv_write then attention over the cache it wrote: the prefill of a whole prompt, then a
+// second chunk (chunked prefill) of another sequence row after existing cache rows, both through
+// shuffled block tables.
 TEST_P(AttentionOps, RopeThenAttentionPrefill) {
-  const Case c{8, 2, 128, 300, 1};
-  const int T = 200;
-  const size_t cache_n = size_t(c.slots) * c.max_seq * c.Hkv * c.D, out_n = size_t(T) * c.Hq * c.D;
-  const auto inv_freq = llama3_inv_freq(c.D);
-  const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -2.0f, 2.0f);
-  const auto k0 = rnd(cache_n), v0 = rnd(cache_n);
-  std::vector<int32_t> pos(T), slot(T, 0);
-  for (int t = 0; t < T; ++t) pos[t] = t;
-  auto run = [&](Backend& b) {
-    auto f = upload_f32(b, inv_freq);
-    auto q = upload_act(b, qkv), k = upload_act(b, k0), v = upload_act(b, v0);
-    auto p = upload_i32(b, pos), s = upload_i32(b, slot);
-    auto out = poisoned_act(b, out_n);
-    b.rope_kv_write(q.get(), p.as<int32_t>(), s.as<int32_t>(), f.as<float>(), KVCacheLayer{k.get(), v.get()},
-                    c.shape(), T);
-    b.attention(out.get(), q.get(), p.as<int32_t>(), s.as<int32_t>(), KVCacheLayer{k.get(), v.get()}, c.shape(), T);
-    return read_act(b, out, out_n);
-  };
-  expect_close(run(*gpu_), run(*cpu_), tol(), "rope + attention prefill T=200");
+  for (int tpb : kTokensPerBlock) {
+    const Case c{8, 2, 128, 300, 2, tpb};
+    const PagedKV pk = paged(rng_, c);
+    const int T = 200;
+    const size_t out_n = size_t(T) * c.Hq * c.D;
+    const auto inv_freq = llama3_inv_freq(c.D);
+    const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -2.0f, 2.0f);
+    const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
+    for (int start : {0, 77}) {
+      std::vector<int32_t> pos(T), slot(T, start == 0 ? 0 : 1);
+      for (int t = 0; t < T; ++t) pos[t] = start + t;
+      auto run = [&](Backend& b) {
+        auto f = upload_f32(b, inv_freq);
+        auto q = upload_act(b, qkv);
+        DeviceKV kv = upload_kv(b, pk, k0, v0);
+        auto p = upload_i32(b, pos), s = upload_i32(b, slot);
+        auto out = poisoned_act(b, out_n);
+        b.rope_kv_write(q.get(), p.as<int32_t>(), s.as<int32_t>(), f.as<float>(), kv.layer(), pk.shape, T);
+        b.attention(out.get(), q.get(), p.as<int32_t>(), s.as<int32_t>(), kv.layer(), pk.shape, T);
+        return read_act(b, out, out_n);
+      };
+      expect_close(run(*gpu_), run(*cpu_), tol(),
+                   "rope + attention prefill T=200 start=" + std::to_string(start) + " tpb=" + std::to_string(tpb));
+    }
+  }
+}
+
+// The same step through contiguous and through shuffled block tables (same data at the same
+// (sequence, position)) gives the same output on the GPU.
+TEST_P(AttentionOps, ShuffledTablesMatchContiguous) {
+  for (int tpb : kTokensPerBlock) {
+    const Case c{8, 2, 64, 200, 3, tpb};
+    const PagedKV flat = make_paged_kv(rng_, c.Hq, c.Hkv, c.D, c.max_seq, c.slots, tpb, /*shuffled=*/false);
+    const PagedKV shuf = paged(rng_, c);
+    // Per-sequence data [seq, pos, Hkv, D] placed into each pool at that pool's rows.
+    const size_t row_n = size_t(c.Hkv) * c.D;
+    const auto kd = rnd(size_t(c.slots) * c.max_seq * row_n), vd = rnd(size_t(c.slots) * c.max_seq * row_n);
+    auto place = [&](const PagedKV& p, const std::vector<float>& d) {
+      std::vector<float> pool = rnd(p.pool_elems());
+      for (int s = 0; s < c.slots; ++s)
+        for (int j = 0; j < c.max_seq; ++j)
+          std::copy_n(d.begin() + (size_t(s) * c.max_seq + j) * row_n, row_n, pool.begin() + p.row(s, j) * row_n);
+      return pool;
+    };
+    for (Layout layout : {Layout::Prefill, Layout::Decode, Layout::Mixed}) {
+      for (int T : kTokens) {
+        const Tokens tk = make_tokens(rng_, layout, T, c, /*unique_rows=*/false);
+        const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
+        const size_t out_n = size_t(T) * c.Hq * c.D;
+        auto run = [&](const PagedKV& p) {
+          auto q = upload_act(*gpu_, qkv);
+          DeviceKV kv = upload_kv(*gpu_, p, place(p, kd), place(p, vd));
+          auto pos = upload_i32(*gpu_, tk.pos), s = upload_i32(*gpu_, tk.slot);
+          auto out = poisoned_act(*gpu_, out_n);
+          gpu_->attention(out.get(), q.get(), pos.as<int32_t>(), s.as<int32_t>(), kv.layer(), p.shape, T);
+          return read_act(*gpu_, out, out_n);
+        };
+        expect_close(run(shuf), run(flat), tol() * 0.1,
+                     std::string("shuffled vs contiguous ") + layout_name(layout) + " T=" + std::to_string(T));
+      }
+    }
+  }
 }
 
 LAMINA_INSTANTIATE_DTYPES(AttentionOps);

@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include "op_test_util.h"
+#include "paged_kv_util.h"
 
 namespace lamina::optest {
 namespace {
@@ -12,9 +13,10 @@ class GraphCapture : public OpTest {};
 
 TEST_P(GraphCapture, StepReplayMatchesDirectLaunches) {
   const int H = 512, F = 384, T = 2, Tp = 40;
-  const AttentionShape s{8, 2, 64, 128, 2};
+  const PagedKV pk = make_paged_kv(rng_, 8, 2, 64, 128, 2, 32, /*shuffled=*/true);
+  const AttentionShape& s = pk.shape;
   const size_t row = size_t(s.num_q_heads + 2 * s.num_kv_heads) * s.head_dim;
-  const size_t cache_n = size_t(s.num_slots) * s.max_seq_len * s.num_kv_heads * s.head_dim;
+  const size_t cache_n = pk.pool_elems();
   Backend& g = *gpu_;
   auto w_norm = upload_weight(g, rnd(H, 0.5f, 1.5f));
   auto w_mat = upload_weight(g, rnd(size_t(F) * H));
@@ -27,7 +29,7 @@ TEST_P(GraphCapture, StepReplayMatchesDirectLaunches) {
   auto f = upload_f32(g, inv_freq);
   std::vector<int32_t> pos(Tp), slot(Tp, 1);
   for (int t = 0; t < Tp; ++t) pos[t] = 50 + t;  // decode uses tokens 0..1 (T=2), prefill all 40
-  auto d_pos = upload_i32(g, pos), d_slot = upload_i32(g, slot);
+  auto d_pos = upload_i32(g, pos), d_slot = upload_i32(g, slot), d_tables = upload_i32(g, pk.tables);
 
   auto qkv = poisoned_act(g, qkv0.size()), k = poisoned_act(g, cache_n), v = poisoned_act(g, cache_n);
   auto normed = poisoned_act(g, size_t(Tp) * H), mm1 = poisoned_act(g, size_t(T) * F),
@@ -45,10 +47,10 @@ TEST_P(GraphCapture, StepReplayMatchesDirectLaunches) {
     g.rms_norm(normed.get(), x.get(), w_norm.get(), Tp, H, 1e-5f);
     g.matmul(mm1.get(), normed.get(), w_mat.get(), T, F, H);   // GEMV
     g.matmul(mm2.get(), normed.get(), w_mat.get(), Tp, F, H);  // cuBLASLt
-    g.rope_kv_write(qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), f.as<float>(), KVCacheLayer{k.get(), v.get()},
+    g.rope_kv_write(qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), f.as<float>(), KVCacheLayer{k.get(), v.get(), d_tables.as<int32_t>()},
                     s, Tp);
-    g.attention(att1.get(), qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), KVCacheLayer{k.get(), v.get()}, s, T);
-    g.attention(att2.get(), qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), KVCacheLayer{k.get(), v.get()}, s, Tp);
+    g.attention(att1.get(), qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), KVCacheLayer{k.get(), v.get(), d_tables.as<int32_t>()}, s, T);
+    g.attention(att2.get(), qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), KVCacheLayer{k.get(), v.get(), d_tables.as<int32_t>()}, s, Tp);
     g.silu_mul(act.get(), gate_up.get(), T, F);
   };
   auto outputs = [&] {

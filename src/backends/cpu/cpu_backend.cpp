@@ -12,6 +12,35 @@
 namespace lamina {
 namespace {
 
+// The pool row holding position `pos` of the sequence in block-table row `seq`; -1 if the row,
+// the position or the block id is out of range. The one paged-KV lookup of this backend (the
+// CUDA kernels' twin is kv_cache_row in backends/cuda/attention_common.cuh).
+int64_t kv_cache_row(const int32_t* block_tables, const AttentionShape& s, int seq, int pos) {
+  if (seq < 0 || seq >= s.num_seq_rows || pos < 0 || pos >= s.max_seq_len()) return -1;
+  const int32_t block = block_tables[size_t(seq) * size_t(s.max_blocks_per_seq) + size_t(pos / s.tokens_per_block)];
+  if (block < 0 || block >= s.num_blocks) return -1;
+  return int64_t(block) * s.tokens_per_block + pos % s.tokens_per_block;
+}
+
+// Throws if a token's sequence row, position or block (its own block, or with whole_prefix every
+// block of positions 0..pos) has no valid pool row.
+void check_kv_rows(const int32_t* positions, const int32_t* slots, const KVCacheLayer& c, const AttentionShape& s,
+                   int T, bool whole_prefix) {
+  LAMINA_CHECK(c.block_tables != nullptr, "the KV cache has no block tables");
+  for (int t = 0; t < T; ++t) {
+    const int seq = slots[t], pos = positions[t];
+    LAMINA_CHECK(seq >= 0 && seq < s.num_seq_rows, "token ", t, ": sequence row ", seq, " outside the block tables (",
+                 s.num_seq_rows, " rows)");
+    LAMINA_CHECK(pos >= 0 && pos < s.max_seq_len(), "token ", t, ": position ", pos, " outside the KV cache (",
+                 s.max_seq_len(), " positions a sequence)");
+    for (int p = whole_prefix ? 0 : pos; p <= pos; p = (p / s.tokens_per_block + 1) * s.tokens_per_block)
+      LAMINA_CHECK(kv_cache_row(c.block_tables, s, seq, p) >= 0, "token ", t, ": block ",
+                   c.block_tables[size_t(seq) * size_t(s.max_blocks_per_seq) + size_t(p / s.tokens_per_block)],
+                   " (entry ", p / s.tokens_per_block, " of sequence row ", seq, ") is not a block of the pool (",
+                   s.num_blocks, " blocks)");
+  }
+}
+
 class CpuBackend final : public Backend {
  public:
   DeviceKind kind() const override { return DeviceKind::CPU; }
@@ -88,13 +117,13 @@ class CpuBackend final : public Backend {
 
   void rope_kv_write(void* qkv, const int32_t* positions, const int32_t* slots, const float* inv_freq,
                      KVCacheLayer cache, const AttentionShape& s, int T) override {
+    check_kv_rows(positions, slots, cache, s, T, /*whole_prefix=*/false);
     auto* buf = static_cast<float*>(qkv);
     const int D = s.head_dim, half = D / 2;
     const int row = (s.num_q_heads + 2 * s.num_kv_heads) * D;
     for (int t = 0; t < T; ++t) {
       float* tok = buf + size_t(t) * row;
       const int pos = positions[t];
-      LAMINA_CHECK(pos >= 0 && pos < s.max_seq_len, "position ", pos, " outside the KV cache");
       // q heads then k heads are consecutive in the row: rotate all of them.
       for (int h = 0; h < s.num_q_heads + s.num_kv_heads; ++h) {
         float* v = tok + size_t(h) * D;
@@ -106,8 +135,9 @@ class CpuBackend final : public Backend {
           v[i + half] = x1 * c + x0 * sn;
         }
       }
+      // k, v of this token -> pool row of (slots[t], pos): [Hkv, D] each
       const size_t kv_row = size_t(s.num_kv_heads) * D;
-      const size_t at = (size_t(slots[t]) * s.max_seq_len + pos) * kv_row;
+      const size_t at = size_t(kv_cache_row(cache.block_tables, s, slots[t], pos)) * kv_row;
       std::memcpy(static_cast<float*>(cache.k) + at, tok + size_t(s.num_q_heads) * D, kv_row * 4);
       std::memcpy(static_cast<float*>(cache.v) + at, tok + size_t(s.num_q_heads + s.num_kv_heads) * D, kv_row * 4);
     }
@@ -115,6 +145,7 @@ class CpuBackend final : public Backend {
 
   void attention(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
                  const AttentionShape& s, int T) override {
+    check_kv_rows(positions, slots, cache, s, T, /*whole_prefix=*/true);
     auto* o = static_cast<float*>(out);
     auto* in = static_cast<const float*>(qkv);
     const int D = s.head_dim, group = s.num_q_heads / s.num_kv_heads;
@@ -126,13 +157,21 @@ class CpuBackend final : public Backend {
       for (int h = 0; h < s.num_q_heads; ++h) {
         const float* q = in + size_t(t) * row + size_t(h) * D;
         const int kvh = h / group, len = positions[t] + 1;
-        const float* k = static_cast<const float*>(cache.k) + size_t(slots[t]) * s.max_seq_len * kv_row + size_t(kvh) * D;
-        const float* v = static_cast<const float*>(cache.v) + size_t(slots[t]) * s.max_seq_len * kv_row + size_t(kvh) * D;
+        // key/value j of this head: pool row kv_cache_row(seq, j), head kvh
+        auto key = [&](int j) {
+          return static_cast<const float*>(cache.k) +
+                 size_t(kv_cache_row(cache.block_tables, s, slots[t], j)) * kv_row + size_t(kvh) * D;
+        };
+        auto value = [&](int j) {
+          return static_cast<const float*>(cache.v) +
+                 size_t(kv_cache_row(cache.block_tables, s, slots[t], j)) * kv_row + size_t(kvh) * D;
+        };
         std::vector<float> score(static_cast<size_t>(len));
         float mx = -INFINITY;
         for (int j = 0; j < len; ++j) {
+          const float* k = key(j);
           float dot = 0;
-          for (int i = 0; i < D; ++i) dot += q[i] * k[size_t(j) * kv_row + i];
+          for (int i = 0; i < D; ++i) dot += q[i] * k[i];
           score[size_t(j)] = dot * scale;
           mx = std::max(mx, score[size_t(j)]);
         }
@@ -142,7 +181,8 @@ class CpuBackend final : public Backend {
         for (int i = 0; i < D; ++i) dst[i] = 0;
         for (int j = 0; j < len; ++j) {
           const float p = float(score[size_t(j)] / sum);
-          for (int i = 0; i < D; ++i) dst[i] += p * v[size_t(j) * kv_row + i];
+          const float* v = value(j);
+          for (int i = 0; i < D; ++i) dst[i] += p * v[i];
         }
       }
     }

@@ -1,7 +1,7 @@
-// Attention dispatch. The op gets only device arrays (positions, slots), so the plan is made from
+// Attention dispatch. The op gets only device arrays (positions, sequence rows, block tables), so the plan is made from
 // shapes alone, with no read-back (the step stays graph-capturable):
 //   T <= kAttentionDecodeMaxTokens: the split-K decode kernel takes every token.
-//   larger T: the tiled prefill kernel takes the tiles of 64 consecutive tokens of one slot, and
+//   larger T: the tiled prefill kernel takes the tiles of 64 consecutive tokens of one sequence, and
 //   the decode kernel (told to skip those tiles) takes the rest; both run, each skips the other's.
 // Split-K: splits of at least 64 cache rows, enough of them to give ~4 blocks per SM at the cache's
 // full length, capped by the workspace (partials are [T, Hq, splits, head_dim + 2] fp32).
@@ -38,14 +38,9 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
                " is not supported by the CUDA attention kernels (16, 32, 64, 128 or 256)");
   LAMINA_CHECK(is_aligned16(out) && is_aligned16(qkv) && is_aligned16(cache.k) && is_aligned16(cache.v),
                "attention buffers must be 16-byte aligned");
-  AttnParams p;
-  p.T = T;
-  p.Hq = s.num_q_heads;
-  p.Hkv = s.num_kv_heads;
-  p.G = s.num_q_heads / s.num_kv_heads;
-  p.head_dim = s.head_dim;
-  p.max_seq = s.max_seq_len;
-  p.num_slots = s.num_slots;
+  LAMINA_CHECK(cache.block_tables != nullptr && s.tokens_per_block > 0 && s.max_blocks_per_seq > 0,
+               "attention needs the KV block tables and their shape");
+  AttnParams p = make_attn_params(s, T);
   p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(s.head_dim)));
   p.prefill_takes_uniform_tiles = T > kAttentionDecodeMaxTokens && attention_prefill_supports(s.head_dim);
 
@@ -53,16 +48,16 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
   constexpr int kMinSplitLen = 64;
   const long long blocks_per_split = static_cast<long long>(T) * p.Hkv;
   int splits = static_cast<int>(ceil_div_ll(4LL * how.num_sms, blocks_per_split));
-  const long long max_useful = ceil_div_ll(s.max_seq_len, kMinSplitLen);
+  const long long max_useful = ceil_div_ll(p.max_seq, kMinSplitLen);
   if (splits > max_useful) splits = static_cast<int>(max_useful);
   if (splits > kMaxSplits) splits = kMaxSplits;
   const size_t per_split = static_cast<size_t>(T) * p.Hq * (s.head_dim + 2) * sizeof(float);
   const size_t fit = how.workspace == nullptr ? 0 : how.workspace_bytes / per_split;
   if (static_cast<size_t>(splits) > fit) splits = static_cast<int>(fit);
   if (splits < 1) splits = 1;
-  int split_len = ceil_div(s.max_seq_len, splits);
+  int split_len = ceil_div(p.max_seq, splits);
   split_len = ceil_div(split_len, kMinSplitLen) * kMinSplitLen;
-  splits = ceil_div(s.max_seq_len, split_len);
+  splits = ceil_div(p.max_seq, split_len);
 
   launch_attention_decode(dt, out, qkv, positions, slots, cache, p, split_len, splits,
                           static_cast<float*>(how.workspace), stream);

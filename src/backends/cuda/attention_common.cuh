@@ -1,6 +1,8 @@
-// What the attention kernels (attention_decode.cu, attention_prefill.cu) and their dispatcher
-// (attention.cu) share: launch parameters, and the per-token rules both kernels must apply the
-// same way: which tokens the tiled prefill kernel takes, and how many cache rows a token reads.
+// What the attention kernels (attention_decode.cu, attention_prefill*.cu), their dispatcher
+// (attention.cu) and the cache write (rope_kv_write.cu) share: launch parameters, the paged-KV
+// lookup (kv_cache_row: the only place a kernel turns (sequence, position) into a cache address),
+// and the per-token rules every kernel must apply the same way: which tokens the tiled prefill
+// kernel takes, and how many positions a token reads.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -20,17 +22,49 @@ struct AttnParams {
   int T = 0;          // tokens this step
   int Hq = 0, Hkv = 0, G = 1;  // q heads, kv heads, q heads per kv head
   int head_dim = 0;
-  int max_seq = 0, num_slots = 0;
+  // Paged KV: pools [num_blocks, tokens_per_block, Hkv, head_dim]; block tables
+  // [num_seq_rows, max_blocks_per_seq]; max_seq = max_blocks_per_seq * tokens_per_block.
+  int tokens_per_block = 0, max_blocks_per_seq = 0, num_blocks = 0, num_seq_rows = 0;
+  int max_seq = 0;
   float scale_log2 = 0;  // log2(e) / sqrt(head_dim): scores live in the exp2 domain
   // When true, tokens of "uniform" tiles (all tokens of the tile in one slot) belong to the
   // prefill kernel and the decode kernel (and its reduce) skip them.
   bool prefill_takes_uniform_tiles = false;
 };
 
-// Cache rows token t attends to: positions[t] + 1, clamped to the cache; 0 when the token's
-// position or slot is invalid (its output is then written as zeros).
-__device__ __forceinline__ int token_kv_len(int pos, int slot, const AttnParams& p) {
-  if (pos < 0 || slot < 0 || slot >= p.num_slots) return 0;
+inline AttnParams make_attn_params(const AttentionShape& s, int T) {
+  AttnParams p;
+  p.T = T;
+  p.Hq = s.num_q_heads;
+  p.Hkv = s.num_kv_heads;
+  p.G = s.num_kv_heads > 0 ? s.num_q_heads / s.num_kv_heads : 1;
+  p.head_dim = s.head_dim;
+  p.tokens_per_block = s.tokens_per_block;
+  p.max_blocks_per_seq = s.max_blocks_per_seq;
+  p.num_blocks = s.num_blocks;
+  p.num_seq_rows = s.num_seq_rows;
+  p.max_seq = s.max_seq_len();
+  return p;
+}
+
+// The pool row (index over num_blocks * tokens_per_block rows; multiply by Hkv * head_dim for
+// elements) holding position `pos` of the sequence in block-table row `seq`:
+//   block_tables[seq * max_blocks_per_seq + pos / tokens_per_block] * tokens_per_block
+//   + pos % tokens_per_block
+// -1 when seq, pos or the block id is out of range (the host checks tables before a step; this
+// keeps a bad entry from becoming a wild address). Every kernel addresses the KV cache through it.
+__device__ __forceinline__ long long kv_cache_row(const int32_t* __restrict__ block_tables, int seq, int pos,
+                                                  const AttnParams& p) {
+  if (seq < 0 || seq >= p.num_seq_rows || pos < 0 || pos >= p.max_seq) return -1;
+  const int block = block_tables[static_cast<long long>(seq) * p.max_blocks_per_seq + pos / p.tokens_per_block];
+  if (block < 0 || block >= p.num_blocks) return -1;
+  return static_cast<long long>(block) * p.tokens_per_block + pos % p.tokens_per_block;
+}
+
+// Positions token t attends to: positions[t] + 1, clamped to the cache; 0 when the token's
+// position or sequence row is invalid (its output is then written as zeros).
+__device__ __forceinline__ int token_kv_len(int pos, int seq, const AttnParams& p) {
+  if (pos < 0 || seq < 0 || seq >= p.num_seq_rows) return 0;
   return pos + 1 < p.max_seq ? pos + 1 : p.max_seq;
 }
 

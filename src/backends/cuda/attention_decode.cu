@@ -1,5 +1,6 @@
 // Decode attention: few query tokens, each over its own sequence's cache. Split-K over the
-// sequence, then a reduce.
+// sequence, then a reduce. Key j of a token is read from the pool row kv_cache_row(block_tables,
+// seq row, j) (paged KV; attention_common.cuh).
 //
 //   grid (T, Hkv * head_chunks, num_splits), 128 threads. A block takes one token t, one kv head
 //   and up to MAXG of the q heads that read it (GQA: K/V rows are loaded once for all of them),
@@ -43,8 +44,9 @@ template <typename T, int D, int MAXG>
 __global__ void __launch_bounds__(kThreads)
     attn_decode_kernel(T* __restrict__ out, float* __restrict__ partials, const T* __restrict__ qkv,
                        const int32_t* __restrict__ positions, const int32_t* __restrict__ slots,
-                       const T* __restrict__ k_cache, const T* __restrict__ v_cache, AttnParams p, int split_len,
-                       int num_splits, int head_chunks) {
+                       const T* __restrict__ k_cache, const T* __restrict__ v_cache,
+                       const int32_t* __restrict__ block_tables, AttnParams p, int split_len, int num_splits,
+                       int head_chunks) {
   constexpr int LPK = D / kElems;        // lanes per key row
   constexpr int KPW = 32 / LPK;          // keys a warp reads at once
   constexpr int STREAMS = kWarps * KPW;  // lane groups, each with its own online softmax
@@ -99,10 +101,9 @@ __global__ void __launch_bounds__(kThreads)
     for (int e = 0; e < kElems; ++e) acc[g][e] = 0.0f;
   }
 
-  const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;  // elements between cache rows
-  const size_t base = static_cast<size_t>(slot) * p.max_seq * pos_stride + static_cast<size_t>(kvh) * D + d0;
-  const T* k_base = k_cache + base;
-  const T* v_base = v_cache + base;
+  const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;  // elements between pool rows
+  const T* k_base = k_cache + static_cast<size_t>(kvh) * D + d0;
+  const T* v_base = v_cache + static_cast<size_t>(kvh) * D + d0;
 
   // Warp-uniform loop (the shuffles need every lane): key j = jb + u * (kWarps*KPW) + sub.
   for (int jb = start + warp * KPW; jb < end; jb += kWarps * KPW * U) {
@@ -111,10 +112,11 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int j = jb + u * kWarps * KPW + sub;
-      valid[u] = j < end;
+      const long long row = j < end ? kv_cache_row(block_tables, slot, j, p) : -1;  // position j's pool row
+      valid[u] = row >= 0;
       if (valid[u]) {
-        load8(k_base + static_cast<size_t>(j) * pos_stride, kf[u]);
-        load8(v_base + static_cast<size_t>(j) * pos_stride, vf[u]);
+        load8(k_base + static_cast<size_t>(row) * pos_stride, kf[u]);
+        load8(v_base + static_cast<size_t>(row) * pos_stride, vf[u]);
       } else {
 #pragma unroll
         for (int e = 0; e < kElems; ++e) kf[u][e] = vf[u][e] = 0.0f;
@@ -238,8 +240,8 @@ void launch_decode_typed(T* out, const T* qkv, const int32_t* positions, const i
   const int head_chunks = (p.G + MAXG - 1) / MAXG;
   const dim3 grid(p.T, p.Hkv * head_chunks, num_splits);
   attn_decode_kernel<T, D, MAXG><<<grid, kThreads, 0, stream>>>(
-      out, partials, qkv, positions, slots, static_cast<const T*>(cache.k), static_cast<const T*>(cache.v), p,
-      split_len, num_splits, head_chunks);
+      out, partials, qkv, positions, slots, static_cast<const T*>(cache.k), static_cast<const T*>(cache.v),
+      cache.block_tables, p, split_len, num_splits, head_chunks);
   CUDA_CHECK_LAUNCH();
   if (num_splits > 1) {
     attn_split_reduce_kernel<T, D><<<dim3(p.T, p.Hq), kReduceThreads<D>, 0, stream>>>(out, partials, positions, slots,

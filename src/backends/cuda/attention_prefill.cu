@@ -3,9 +3,10 @@
 // bfloat16 go to the tensor-core kernel of attention_prefill_tc.cu.
 //
 //   grid (ceil(T / 64), Hq), 256 threads. A block takes a tile of 64 consecutive tokens and one q
-//   head. Only tiles whose tokens all sit in one slot are taken ("uniform"); the decode kernel
-//   handles the tokens of the other tiles (see attention.cu). The block walks the cache rows
-//   0..max(positions in tile) in tiles of 64 keys:
+//   head. Only tiles whose tokens all sit in one sequence are taken ("uniform"); the decode kernel
+//   handles the tokens of the other tiles (see attention.cu). The block walks the positions
+//   0..max(positions in tile) in tiles of 64 keys, each key read from its pool row
+//   (kv_cache_row: paged KV):
 //     S[64 q, 64 k] = Qs · Ks^T           (each thread a 4x4 block: rows ty+16i, cols tx+16j)
 //     causal mask: key j is visible to row r iff j <= positions[r]
 //     online softmax per row (4 threads a row): m, l, rescale factor alpha
@@ -34,15 +35,17 @@ struct PrefillSmem {
       sizeof(int) * kBQ;
 };
 
-// Loads rows [0, n) of a [rows, D] tile whose row r starts at src(r); rows >= n become zeros.
+// Loads rows [0, n) of a [rows, D] tile whose row r starts at src(r); rows >= n, and rows whose
+// src(r) is null (no pool row), become zeros.
 template <typename T, int D, int STRIDE, typename RowPtr>
 __device__ __forceinline__ void load_tile(float* dst, int n, float scale, RowPtr src) {
   constexpr int V = kVec<T>, CHUNKS = D / V;
   for (int i = threadIdx.x; i < 64 * CHUNKS; i += kThreads) {
     const int r = i / CHUNKS, c = (i % CHUNKS) * V;
     float v[V];
-    if (r < n) {
-      load_vec(src(r) + c, v);
+    const T* row = r < n ? src(r) : nullptr;
+    if (row != nullptr) {
+      load_vec(row + c, v);
     } else {
 #pragma unroll
       for (int k = 0; k < V; ++k) v[k] = 0.0f;
@@ -58,7 +61,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kThreads)
     attn_prefill_kernel(T* __restrict__ out, const T* __restrict__ qkv, const int32_t* __restrict__ positions,
                         const int32_t* __restrict__ slots, const T* __restrict__ k_cache,
-                        const T* __restrict__ v_cache, AttnParams p) {
+                        const T* __restrict__ v_cache, const int32_t* __restrict__ block_tables, AttnParams p) {
   using S = PrefillSmem<D>;
   constexpr int NJ = D / 64;  // output column groups per thread
   extern __shared__ float4 smem_raw[];
@@ -103,14 +106,21 @@ __global__ void __launch_bounds__(kThreads)
       for (int e = 0; e < 4; ++e) o[i][jj][e] = 0.0f;
 
   const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;
-  const size_t cache_base = static_cast<size_t>(slot) * p.max_seq * pos_stride + static_cast<size_t>(kvh) * D;
+  const size_t head_off = static_cast<size_t>(kvh) * D;
   for (int kv0 = 0; kv0 < kv_len; kv0 += kBK) {
     const int nk = min(kBK, kv_len - kv0);
-    const T* k_tile = k_cache + cache_base + static_cast<size_t>(kv0) * pos_stride;
-    const T* v_tile = v_cache + cache_base + static_cast<size_t>(kv0) * pos_stride;
+    // Key r of this tile (position kv0 + r) sits in pool row kv_cache_row(...) (paged KV).
+    auto k_row = [&](int r) -> const T* {
+      const long long row = kv_cache_row(block_tables, slot, kv0 + r, p);
+      return row < 0 ? nullptr : k_cache + static_cast<size_t>(row) * pos_stride + head_off;
+    };
+    auto v_row = [&](int r) -> const T* {
+      const long long row = kv_cache_row(block_tables, slot, kv0 + r, p);
+      return row < 0 ? nullptr : v_cache + static_cast<size_t>(row) * pos_stride + head_off;
+    };
     __syncthreads();  // the previous tile's Ks, Vs, Ps are no longer read
-    load_tile<T, D, S::kQK>(Ks, nk, 1.0f, [&](int r) { return k_tile + r * pos_stride; });
-    load_tile<T, D, D>(Vs, nk, 1.0f, [&](int r) { return v_tile + r * pos_stride; });
+    load_tile<T, D, S::kQK>(Ks, nk, 1.0f, k_row);
+    load_tile<T, D, D>(Vs, nk, 1.0f, v_row);
     __syncthreads();
 
     // S = Q K^T for rows ty+16i, keys tx+16j; masked entries -inf.
@@ -231,7 +241,7 @@ void launch_prefill_typed(T* out, const T* qkv, const int32_t* positions, const 
   allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
   const dim3 grid((p.T + kBQ - 1) / kBQ, p.Hq);
   kernel<<<grid, kThreads, smem, stream>>>(out, qkv, positions, slots, static_cast<const T*>(cache.k),
-                                           static_cast<const T*>(cache.v), p);
+                                           static_cast<const T*>(cache.v), cache.block_tables, p);
   CUDA_CHECK_LAUNCH();
 }
 

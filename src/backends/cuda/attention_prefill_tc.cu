@@ -2,7 +2,8 @@
 // same "uniform tile" rule and same results as attention_prefill.cu (the fp32 CUDA-core kernel).
 //
 //   grid (ceil(T / 64), Hq), 128 threads = 4 warps. A block: 64 consecutive tokens x one q head;
-//   warp w owns query rows 16w..16w+15. Per tile of 64 cache rows (K, V copied raw to shared):
+//   warp w owns query rows 16w..16w+15. Per tile of 64 positions (K, V copied raw to shared from
+//   their pool rows, kv_cache_row: paged KV):
 //     S_w[16, 64]  = Q_w[16, D] · K^T        wmma m16n16k16, fp32 accumulate -> shared (fp32)
 //     softmax      2 lanes a row (32 columns each): scale, causal mask, online max/sum in fp32,
 //                  P_w = exp2(S - m) stored as T, O rows rescaled by alpha
@@ -41,14 +42,16 @@ struct TcSmem {
   static_assert(k % 128 == 0 && v % 128 == 0 && s % 128 == 0 && p % 128 == 0, "wmma tiles need aligned bases");
 };
 
-// Copies rows [0, n) of a [64, D] tile (row r at src(r)) into dst rows of ld elements; zero rows after.
+// Copies rows [0, n) of a [64, D] tile (row r at src(r)) into dst rows of ld elements; zero rows
+// after, and for rows whose src(r) is null (no pool row).
 template <typename T, int D, typename RowPtr>
 __device__ __forceinline__ void copy_tile(T* dst, int ld, int n, RowPtr src) {
   constexpr int CH = D / 8;  // 16-byte chunks per row
   for (int i = threadIdx.x; i < 64 * CH; i += kThreads) {
     const int r = i / CH, c = (i % CH) * 8;
     uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < n) v = *reinterpret_cast<const uint4*>(src(r) + c);
+    const T* row = r < n ? src(r) : nullptr;
+    if (row != nullptr) v = *reinterpret_cast<const uint4*>(row + c);
     *reinterpret_cast<uint4*>(dst + r * ld + c) = v;
   }
 }
@@ -57,7 +60,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kThreads)
     attn_prefill_tc_kernel(T* __restrict__ out, const T* __restrict__ qkv, const int32_t* __restrict__ positions,
                            const int32_t* __restrict__ slots, const T* __restrict__ k_cache,
-                           const T* __restrict__ v_cache, AttnParams p) {
+                           const T* __restrict__ v_cache, const int32_t* __restrict__ block_tables, AttnParams p) {
   using L = TcSmem<D>;
   constexpr int HALF = D / 2;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -101,14 +104,21 @@ __global__ void __launch_bounds__(kThreads)
   float m_row = -INFINITY, l_row = 0.0f;
 
   const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;
-  const size_t cache_base = static_cast<size_t>(slot) * p.max_seq * pos_stride + static_cast<size_t>(kvh) * D;
+  const size_t head_off = static_cast<size_t>(kvh) * D;
   for (int kv0 = 0; kv0 < kv_len; kv0 += kBK) {
     const int nk = min(kBK, kv_len - kv0);
-    const T* k_tile = k_cache + cache_base + static_cast<size_t>(kv0) * pos_stride;
-    const T* v_tile = v_cache + cache_base + static_cast<size_t>(kv0) * pos_stride;
+    // Key j of this tile (position kv0 + j) sits in pool row kv_cache_row(...) (paged KV).
+    auto k_row = [&](int j) -> const T* {
+      const long long row = kv_cache_row(block_tables, slot, kv0 + j, p);
+      return row < 0 ? nullptr : k_cache + static_cast<size_t>(row) * pos_stride + head_off;
+    };
+    auto v_row = [&](int j) -> const T* {
+      const long long row = kv_cache_row(block_tables, slot, kv0 + j, p);
+      return row < 0 ? nullptr : v_cache + static_cast<size_t>(row) * pos_stride + head_off;
+    };
     __syncthreads();  // every warp is done with the previous K, V
-    copy_tile<T, D>(Ks, L::kLdT, nk, [&](int j) { return k_tile + j * pos_stride; });
-    copy_tile<T, D>(Vs, L::kLdT, nk, [&](int j) { return v_tile + j * pos_stride; });
+    copy_tile<T, D>(Ks, L::kLdT, nk, k_row);
+    copy_tile<T, D>(Vs, L::kLdT, nk, v_row);
     __syncthreads();
     if (kv0 > warp_last) continue;  // warp-uniform: nothing visible to this warp's rows
 
@@ -204,7 +214,7 @@ void launch_tc(T* out, const T* qkv, const int32_t* positions, const int32_t* sl
   allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
   const dim3 grid((p.T + kBQ - 1) / kBQ, p.Hq);
   kernel<<<grid, kThreads, smem, stream>>>(out, qkv, positions, slots, static_cast<const T*>(cache.k),
-                                           static_cast<const T*>(cache.v), p);
+                                           static_cast<const T*>(cache.v), cache.block_tables, p);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -73,6 +73,12 @@ class CudaBackend final : public Backend {
     use_device();
     CUDA_CHECK(cudaFree(p));
   }
+  size_t free_device_memory() override {
+    use_device();
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    return free_b;
+  }
   void copy_to_device(void* dst, const void* src, size_t bytes) override {
     if (bytes == 0) return;
     use_device();

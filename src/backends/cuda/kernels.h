@@ -31,8 +31,8 @@ void launch_silu_mul(DType dt, void* out, const void* gate_up, int T, int F, cud
 void launch_gather_rows(DType dt, void* out, const void* x, const int32_t* rows, int num_rows, int H,
                         cudaStream_t stream);
 
-// rope_kv_write.cu — NeoX rotate-half of q and k inside qkv[T, (Hq+2Hkv)*D], then k, v into
-// cache[slots[t], positions[t]].
+// rope_kv_write.cu — NeoX rotate-half of q and k inside qkv[T, (Hq+2Hkv)*D], then k, v into the
+// paged cache at the pool row of (sequence row slots[t], position positions[t]).
 void launch_rope_kv_write(DType dt, void* qkv, const int32_t* positions, const int32_t* slots, const float* inv_freq,
                           KVCacheLayer cache, const AttentionShape& s, int T, cudaStream_t stream);
 

@@ -1,12 +1,15 @@
 // Rotary position embedding (NeoX rotate-half) of q and k in place, fused with the KV-cache write.
 //   qkv[T, (Hq + 2*Hkv) * D]: per token, Hq q heads, then Hkv k heads, then Hkv v heads.
 //   For dims i < D/2 of each q/k head: (x_i, x_{i+D/2}) rotated by angle positions[t] * inv_freq[i].
-//   Rotated k and v go to cache.{k,v}[slots[t], positions[t], :, :] ([slots, max_seq, Hkv, D]).
+//   Rotated k and v go to the pool row kv_cache_row(block_tables, slots[t], positions[t])
+//   of cache.{k,v} ([num_blocks, tokens_per_block, Hkv, D]; slots[t] is the block-table row).
 // One block per token. The angles are computed once per token in double precision (as the CPU
 // reference does) so large positions keep their accuracy. A token whose position or slot is
-// outside the cache writes nothing to it (there is no error channel from inside a kernel).
+// or block is outside the cache writes nothing to it (there is no error channel from inside a
+// kernel; the host checks the tables before the step).
 #include <cuda_runtime.h>
 
+#include "attention_common.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "kernels.h"
@@ -20,8 +23,9 @@ constexpr int kMaxHalf = 256;  // head_dim up to 512
 template <typename T, int V>
 __global__ void rope_kv_write_kernel(T* __restrict__ qkv, const int32_t* __restrict__ positions,
                                      const int32_t* __restrict__ slots, const float* __restrict__ inv_freq,
-                                     T* __restrict__ k_cache, T* __restrict__ v_cache, int Hq, int Hkv, int D,
-                                     int max_seq, int num_slots) {
+                                     T* __restrict__ k_cache, T* __restrict__ v_cache,
+                                     const int32_t* __restrict__ block_tables, AttnParams p) {
+  const int Hq = p.Hq, Hkv = p.Hkv, D = p.head_dim;
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   const int t = blockIdx.x, half = D / 2;
   const int pos = positions[t], slot = slots[t];
@@ -33,9 +37,10 @@ __global__ void rope_kv_write_kernel(T* __restrict__ qkv, const int32_t* __restr
   }
   __syncthreads();
 
-  const bool write_cache = pos >= 0 && pos < max_seq && slot >= 0 && slot < num_slots;
+  const long long row = kv_cache_row(block_tables, slot, pos, p);
+  const bool write_cache = row >= 0;
   T* tok = qkv + static_cast<size_t>(t) * (Hq + 2 * Hkv) * D;
-  const size_t cache_row = (static_cast<size_t>(slot) * max_seq + pos) * Hkv * D;  // [slot, pos, :, :]
+  const size_t cache_row = static_cast<size_t>(write_cache ? row : 0) * Hkv * D;  // pool row [row, :, :]
   const int rot_per_head = half / V, rot_items = (Hq + Hkv) * rot_per_head;
   const int v_per_head = D / V, items = rot_items + Hkv * v_per_head;
 
@@ -96,8 +101,11 @@ __global__ void rope_kv_write_kernel(T* __restrict__ qkv, const int32_t* __restr
 void launch_rope_kv_write(DType dt, void* qkv, const int32_t* positions, const int32_t* slots, const float* inv_freq,
                           KVCacheLayer cache, const AttentionShape& s, int T, cudaStream_t stream) {
   if (T <= 0) return;
+  LAMINA_CHECK(cache.block_tables != nullptr && s.tokens_per_block > 0 && s.max_blocks_per_seq > 0,
+               "rope_kv_write needs the KV block tables and their shape");
   LAMINA_CHECK(s.head_dim % 2 == 0 && s.head_dim / 2 <= kMaxHalf, "head_dim ", s.head_dim,
                " is not supported by the CUDA rope kernel (even, at most ", 2 * kMaxHalf, ")");
+  const AttnParams p = make_attn_params(s, T);
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;
     constexpr int V = kVec<E>;
@@ -107,11 +115,9 @@ void launch_rope_kv_write(DType dt, void* qkv, const int32_t* positions, const i
     const bool vec = (s.head_dim / 2) % V == 0 && is_aligned16(q) && is_aligned16(kc) && is_aligned16(vc);
     const int threads = 128;
     if (vec) {
-      rope_kv_write_kernel<E, V><<<T, threads, 0, stream>>>(q, positions, slots, inv_freq, kc, vc, s.num_q_heads,
-                                                            s.num_kv_heads, s.head_dim, s.max_seq_len, s.num_slots);
+      rope_kv_write_kernel<E, V><<<T, threads, 0, stream>>>(q, positions, slots, inv_freq, kc, vc, cache.block_tables, p);
     } else {
-      rope_kv_write_kernel<E, 1><<<T, threads, 0, stream>>>(q, positions, slots, inv_freq, kc, vc, s.num_q_heads,
-                                                            s.num_kv_heads, s.head_dim, s.max_seq_len, s.num_slots);
+      rope_kv_write_kernel<E, 1><<<T, threads, 0, stream>>>(q, positions, slots, inv_freq, kc, vc, cache.block_tables, p);
     }
     CUDA_CHECK_LAUNCH();
   });
