@@ -5,27 +5,29 @@
 namespace lamina {
 
 ScheduledStep build_scheduled_step(const std::vector<ScheduledChunk>& chunks, const KVBlockManager& kv) {
-  ScheduledStep b;
+  ScheduledStep s;
+  StepBatch& b = s.batch;
   for (const ScheduledChunk& c : chunks) {
     const Request& r = *c.req;
     LAMINA_CHECK(r.slot >= 0, "request ", r.id, " is scheduled without a KV slot");
-    LAMINA_CHECK(kv.blocks_for(c.begin + c.count) <= int(kv.blocks(r.id).size()), "request ", r.id,
+    const std::vector<int>& blocks = kv.blocks(r.id);
+    LAMINA_CHECK(kv.blocks_for(c.begin + c.count) <= int(blocks.size()), "request ", r.id,
                  " is scheduled past its KV blocks");
+    const auto row = int32_t(b.block_tables.size());
+    b.block_tables.emplace_back(blocks.begin(), blocks.end());
     for (int i = c.begin; i < c.begin + c.count; ++i) {
       b.ids.push_back(r.tokens[size_t(i)]);
       b.positions.push_back(i);
-      b.slots.push_back(r.slot);
+      b.seq_rows.push_back(row);
     }
     if (c.samples) {
       b.logit_rows.push_back(int32_t(b.ids.size()) - 1);
-      b.row_owner.push_back(c.req);
+      s.row_owner.push_back(c.req);
     }
   }
-  return b;
+  return s;
 }
 
-std::vector<float> run_step(Engine& engine, const ScheduledStep& step) {
-  return engine.step(step.ids, step.positions, step.slots, step.logit_rows);
-}
+std::vector<float> run_step(Engine& engine, const ScheduledStep& step) { return engine.step(step.batch); }
 
 }  // namespace lamina

@@ -1,9 +1,8 @@
-// The one place where scheduled chunks become the engine's per-step arrays. Today the engine
-// places KV by slot (Engine::step(ids, positions, slots, logit_rows)). When it takes the runtime's
-// StepBatch {ids, positions, seq_rows, block_tables, logit_rows} instead, only this file changes:
-// ScheduledStep holds a StepBatch in place of the four arrays, build_scheduled_step fills
-// seq_rows and block_tables from kv.blocks(req->id), run_step passes it on, and
-// kEngineSharesKVBlocks turns prefix reuse on.
+// The one place where scheduled chunks become the engine's per-step arrays: a StepBatch
+// {ids, positions, seq_rows, block_tables, logit_rows}. Chunk i of the step is sequence row i; its
+// block table is the request's block list in the KVBlockManager (kv.blocks(req->id)), so the
+// engine reads and writes exactly the blocks the scheduler accounts for, and blocks shared by
+// prefix reuse are the same physical KV for every request that holds them.
 #pragma once
 #include <vector>
 
@@ -13,16 +12,12 @@
 
 namespace lamina {
 
-// Engine-side prefix reuse needs block tables; with slots every sequence computes its own prefix.
-inline constexpr bool kEngineSharesKVBlocks = false;
+// The engine reads KV through the scheduler's block tables, so cached prefix blocks can be shared
+// (--enable_kv_cache_reuse).
+inline constexpr bool kEngineSharesKVBlocks = true;
 
 struct ScheduledStep {
-  // Engine inputs.
-  std::vector<int32_t> ids;         // [T] token ids
-  std::vector<int32_t> positions;   // [T] position of each token in its sequence
-  std::vector<int32_t> slots;       // [T] KV slot of each token's sequence
-  std::vector<int32_t> logit_rows;  // [R] rows of the step whose logits are wanted
-  // Scheduler side.
+  StepBatch batch;                  // engine inputs: [T] tokens, one block table per chunk, [R] logit rows
   std::vector<Request*> row_owner;  // [R] the request each logit row samples for
 };
 

@@ -12,12 +12,17 @@ namespace {
 
 int clamp_to_engine(int asked, int engine_max) { return asked > 0 ? std::min(asked, engine_max) : engine_max; }
 
-KVCacheOptions kv_options(const Engine& engine, const SchedulerOptions& o, int num_slots) {
+KVCacheOptions kv_options(const Engine& engine, const SchedulerOptions& o) {
+  // The blocks are the engine's: same size, at most as many as its pool holds.
+  const KVCacheLayout& pool = engine.kv_cache();
+  if (o.tokens_per_block != 0 && o.tokens_per_block != pool.tokens_per_block)
+    fail("the scheduler's tokens_per_block ", o.tokens_per_block, " differs from the engine's KV blocks (",
+         pool.tokens_per_block, " tokens): load the engine with the same --tokens_per_block");
+  if (o.num_kv_blocks > pool.num_blocks)
+    fail("the scheduler asks for ", o.num_kv_blocks, " KV blocks but the engine's pool holds ", pool.num_blocks);
   KVCacheOptions kv;
-  kv.tokens_per_block = o.tokens_per_block;
-  if (o.tokens_per_block < 1) fail("tokens_per_block must be at least 1 (got ", o.tokens_per_block, ")");
-  const int per_slot = (engine.limits().max_seq_len + o.tokens_per_block - 1) / o.tokens_per_block;
-  kv.num_blocks = o.num_kv_blocks > 0 ? o.num_kv_blocks : num_slots * per_slot;
+  kv.tokens_per_block = pool.tokens_per_block;
+  kv.num_blocks = o.num_kv_blocks > 0 ? o.num_kv_blocks : pool.num_blocks;
   kv.enable_reuse = o.enable_kv_cache_reuse && kEngineSharesKVBlocks;
   return kv;
 }
@@ -29,7 +34,7 @@ Scheduler::Scheduler(Engine& engine, const SchedulerOptions& o)
       max_batch_(clamp_to_engine(o.max_batch_size, engine.num_slots())),
       max_tokens_(clamp_to_engine(o.max_num_tokens, engine.limits().max_num_tokens)),
       vocab_(int(engine.config().vocab_size)),
-      capacity_(o.capacity_policy, kv_options(engine, o, max_batch_), max_batch_) {
+      capacity_(o.capacity_policy, kv_options(engine, o), max_batch_) {
   const EngineLimits& lim = engine.limits();
   const KVBlockManager& kv = capacity_.kv();
   limits_ = {lim.max_input_len, lim.max_seq_len, vocab_, kv.num_blocks() * kv.tokens_per_block()};
@@ -77,6 +82,7 @@ void Scheduler::admit() {
     Request* r = waiting_.front();
     if (!capacity_.try_admit(*r, admissions_ + 1)) break;
     ++admissions_;
+    stats_.reused_tokens_total += uint64_t(r->num_computed);  // KV found in cached prefix blocks
     waiting_.pop_front();
     running_.push_back(r);
   }
@@ -97,6 +103,7 @@ int Scheduler::step() {
     return 0;
   }
   const ScheduledStep batch = build_scheduled_step(chunks, capacity_.kv());
+  for (const ScheduledChunk& c : chunks) stats_.computed_tokens_total += uint64_t(c.count);
 
   // 3. Engine step. A failure ends the requests of this step with an error; the rest go on.
   std::vector<float> logits;
@@ -133,7 +140,7 @@ int Scheduler::step() {
     }
   }
   update_gauges();
-  return int(batch.ids.size());
+  return int(batch.batch.ids.size());
 }
 
 void Scheduler::record_token_times(Request& r, SteadyTime now) {

@@ -21,9 +21,9 @@ namespace lamina {
 struct SchedulerOptions {
   int max_batch_size = 0;  // running requests at once; 0 = the engine's num_slots (never more)
   int max_num_tokens = 0;  // tokens per step; 0 = the engine's max_num_tokens (never more)
-  int tokens_per_block = 32;
-  int num_kv_blocks = 0;   // 0 = what the engine's KV memory holds: num_slots × ceil(max_seq_len / tokens_per_block)
-  bool enable_kv_cache_reuse = false;  // prefix reuse; needs an engine that shares KV blocks
+  int tokens_per_block = 0;  // 0 = the engine's (Engine::kv_cache()); anything else must equal it
+  int num_kv_blocks = 0;     // 0 = the engine's whole KV pool; else at most that many of its blocks
+  bool enable_kv_cache_reuse = false;  // prefix reuse: requests share cached full blocks of a common prefix
   CapacityPolicy capacity_policy = CapacityPolicy::GuaranteedNoEvict;
 };
 

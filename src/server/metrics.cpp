@@ -79,6 +79,12 @@ std::string render_metrics(const SchedulerStats& s, const HttpCounters& http, co
   w.metric("lamina_prompt_tokens_total", "counter", "Prompt tokens of accepted requests.", double(s.prompt_tokens_total));
   w.metric("lamina_generation_tokens_total", "counter", "Tokens generated.", double(s.generation_tokens_total));
   w.metric("lamina_engine_steps_total", "counter", "Engine forward steps.", double(s.steps_total));
+  w.metric("lamina_kv_cache_blocks_cached", "gauge", "Full KV blocks published for prefix reuse.",
+           s.kv_blocks_cached);
+  w.metric("lamina_kv_cache_reused_tokens_total", "counter",
+           "Prompt tokens whose KV came from cached prefix blocks (--enable_kv_cache_reuse).",
+           double(s.reused_tokens_total));
+  w.metric("lamina_engine_tokens_total", "counter", "Tokens the engine computed.", double(s.computed_tokens_total));
   w.metric("lamina_num_preemptions_total", "counter", "Requests preempted to free KV (max_utilization).",
            double(s.preemptions_total));
   w.header("lamina_request_finished_total", "counter", "Requests finished, by reason.");

@@ -198,5 +198,31 @@ TEST_F(ServerApi, ConcurrentRequestsEqualTheSameRequestsAlone) {
   EXPECT_EQ(metric(m.body, "lamina_num_requests_running"), 0);
 }
 
+// --enable_kv_cache_reuse on the paged KV cache: a request sharing a long prefix with an earlier
+// one reuses its cached blocks (the metrics count them) and answers exactly what a server without
+// reuse answers (greedy).
+TEST(ServerKVReuse, SharedPrefixIsReusedWithTheSameOutput) {
+  std::string prefix;
+  for (int i = 0; i < 4; ++i) prefix += "It is a truth universally acknowledged. ";
+  const std::vector<std::string> prompts = {prefix + "In the beginning", prefix + "The quick brown fox"};
+  auto run = [&](const std::vector<std::string>& flags) {
+    ServerProcess server(flags);
+    std::vector<std::string> texts;
+    for (const auto& p : prompts) {
+      const HttpReply r = http_post(server.port(), "/v1/completions",
+                                    Json{{"prompt", p}, {"max_tokens", 12}, {"temperature", 0}, {"ignore_eos", true}});
+      EXPECT_EQ(r.status, 200) << r.body;
+      texts.push_back(r.json["choices"][0]["text"].get<std::string>());
+    }
+    const HttpReply m = http_get(server.port(), "/metrics");
+    return std::pair{texts, metric(m.body, "lamina_kv_cache_reused_tokens_total")};
+  };
+  const auto [plain, plain_reused] = run({"--tokens_per_block", "16"});
+  const auto [reused, reused_tokens] = run({"--tokens_per_block", "16", "--enable_kv_cache_reuse"});
+  EXPECT_EQ(reused, plain);
+  EXPECT_EQ(plain_reused, 0);
+  EXPECT_GE(reused_tokens, 16);  // at least one whole block of the shared prefix
+}
+
 }  // namespace
 }  // namespace lamina::test

@@ -61,17 +61,17 @@ void serve(const ServeOptions& o) {
   eo.device = parse_device(o.device);
   eo.verify_checksums = !o.skip_checksum;
   eo.num_slots = o.max_batch_size > 0 ? o.max_batch_size : 1 << 20;  // the engine caps it at its max_batch_size
+  eo.tokens_per_block = o.tokens_per_block;
+  eo.max_tokens_in_paged_kv_cache = o.max_tokens_in_paged_kv_cache;
+  eo.kv_cache_free_gpu_memory_fraction = o.kv_cache_free_gpu_memory_fraction;  // CUDA only
   auto engine = Engine::load(o.engine_dir, eo);
 
   ExecutorOptions xo;
   xo.max_queue = o.max_queue;
   xo.scheduler.max_batch_size = o.max_batch_size;
   xo.scheduler.max_num_tokens = o.max_num_tokens;
-  xo.scheduler.tokens_per_block = o.tokens_per_block;
   xo.scheduler.enable_kv_cache_reuse = o.enable_kv_cache_reuse;
   xo.scheduler.capacity_policy = parse_capacity_policy(o.capacity_policy);
-  if (o.max_tokens_in_paged_kv_cache > 0)
-    xo.scheduler.num_kv_blocks = (o.max_tokens_in_paged_kv_cache + o.tokens_per_block - 1) / o.tokens_per_block;
   Executor executor(*engine, xo);
 
   server::ServedModel model;
@@ -102,8 +102,6 @@ void serve(const ServeOptions& o) {
               model.name.c_str(), engine->device_name().c_str(), executor.max_batch_size(), executor.max_num_tokens(),
               st.kv_blocks_total, st.tokens_per_block, o.capacity_policy.c_str(),
               executor.kv_reuse_active() ? ", prefix reuse" : "");
-  if (o.enable_kv_cache_reuse && !executor.kv_reuse_active())
-    std::printf("[lamina] note: --enable_kv_cache_reuse is off: this engine keeps KV per slot, not in shared blocks\n");
   std::printf("[lamina] serving on http://%s:%d (Ctrl-C or SIGTERM drains and exits)\n", o.host.c_str(), port);
   std::fflush(stdout);
 
@@ -157,10 +155,11 @@ void register_serve(CLI::App& app) {
   sub->add_option("--tokens_per_block", o->tokens_per_block, "Tokens per KV block")->capture_default_str()
       ->check(CLI::PositiveNumber);
   sub->add_option("--max_tokens_in_paged_kv_cache", o->max_tokens_in_paged_kv_cache,
-                  "Cap the KV pool at this many tokens (default: what the engine holds)")
+                  "KV pool size in tokens (CUDA: an upper bound on the memory-fraction size; CPU default: "
+                  "max_batch_size x max_seq_len)")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--kv_cache_free_gpu_memory_fraction", o->kv_cache_free_gpu_memory_fraction,
-                  "Share of free GPU memory for the KV pool (applies once the engine pages its KV cache)")
+                  "Share of the GPU memory free after weights and activations that the KV pool takes (CUDA)")
       ->capture_default_str();
   sub->add_flag("--enable_kv_cache_reuse", o->enable_kv_cache_reuse, "Reuse the KV of shared prompt prefixes");
   sub->add_option("--http_threads", o->http_threads, "Connections served at once")->capture_default_str()

@@ -3,7 +3,9 @@
 // budget, capacity policy or preemptions; cancellation frees capacity at once.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
+#include <numeric>
 #include <random>
 #include <thread>
 
@@ -38,6 +40,7 @@ class SchedulerTest : public ::testing::Test {
     EngineOptions eo;
     eo.device = Device::CPU;
     eo.num_slots = kSlots;
+    eo.tokens_per_block = 4;  // small blocks: the capacity tests below count them
     engine_ = Engine::load(b.output_dir, eo).release();
   }
   static void TearDownTestSuite() {
@@ -318,6 +321,129 @@ TEST_F(SchedulerTest, ExecutorServesConcurrentSubmitters) {
     EXPECT_EQ(finished[i], 1);
     EXPECT_EQ(got[i], alone(specs[i]).output_ids) << "request " << i;
   }
+}
+
+// The engine reads KV only through the block tables: a sequence whose blocks are scattered over
+// the pool in random order gives exactly the logits of one held in consecutive blocks, through
+// chunked prefill and decode. A bad table is a host-side error.
+TEST_F(SchedulerTest, EngineLogitsDoNotDependOnWhichBlocksHoldTheKV) {
+  const KVCacheLayout& kv = engine_->kv_cache();
+  const int n = 70, steps = 4, need = (n + steps + kv.tokens_per_block - 1) / kv.tokens_per_block;
+  std::mt19937 rng(11);
+  std::vector<int32_t> contiguous(static_cast<size_t>(need)), shuffled(static_cast<size_t>(kv.num_blocks));
+  std::iota(contiguous.begin(), contiguous.end(), 0);
+  std::iota(shuffled.begin(), shuffled.end(), 0);
+  std::shuffle(shuffled.begin(), shuffled.end(), rng);
+  shuffled.resize(size_t(need));
+  const auto prompt = random_specs(1, 12, n, n, 1)[0].prompt;
+  auto run = [&](const std::vector<int32_t>& table) {
+    std::vector<std::vector<float>> logits;
+    StepBatch b;
+    b.block_tables = {table};
+    for (int begin = 0; begin < n; begin += 40) {  // two prefill chunks: 40, then 30 after them
+      const int T = std::min(40, n - begin);
+      b.ids.assign(prompt.begin() + begin, prompt.begin() + begin + T);
+      b.positions.resize(size_t(T));
+      std::iota(b.positions.begin(), b.positions.end(), begin);
+      b.seq_rows.assign(size_t(T), 0);
+      b.logit_rows = {T - 1};
+      logits.push_back(engine_->step(b));
+    }
+    for (int i = 0; i < steps; ++i) {  // greedy decode
+      const auto& l = logits.back();
+      b.ids = {int32_t(std::max_element(l.begin(), l.end()) - l.begin())};
+      b.positions = {n + i};
+      b.seq_rows = {0};
+      b.logit_rows = {0};
+      logits.push_back(engine_->step(b));
+    }
+    return logits;
+  };
+  const auto want = run(contiguous);
+  const auto got = run(shuffled);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], want[i]) << "step " << i;
+
+  StepBatch bad;
+  bad.ids = {1};
+  bad.positions = {5};
+  bad.seq_rows = {0};
+  bad.logit_rows = {0};
+  bad.block_tables = {{int32_t(kv.num_blocks), 0}};  // 5 / 4 = entry 1 is fine, entry 0 is not in the pool
+  EXPECT_THROW(engine_->step(bad), Error);
+  bad.block_tables = {{0}};  // position 5 needs entry 1: missing
+  EXPECT_THROW(engine_->step(bad), Error);
+  bad.block_tables = {{0, 1}};
+  bad.seq_rows = {1};  // no such table
+  EXPECT_THROW(engine_->step(bad), Error);
+}
+
+// Requests sharing a long prefix: with --enable_kv_cache_reuse the later ones take the first one's
+// cached full blocks and compute fewer tokens, and every output equals the output with reuse off.
+TEST_F(SchedulerTest, PrefixReuseComputesFewerTokensWithTheSameOutput) {
+  const auto base = random_specs(1, 13, 61, 61, 1)[0].prompt;  // 15 full blocks of 4 + 1
+  std::vector<RequestSpec> specs(4);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    specs[i].prompt = base;
+    specs[i].max_tokens = 6;
+  }
+  specs[1].prompt.push_back(7);
+  specs[2].prompt.insert(specs[2].prompt.end(), {9, 10, 11, 12, 13});
+  specs[3].prompt.resize(60);  // a prompt of whole cached blocks: its last token is still computed
+  // One request after another, so each finds the blocks the earlier ones published.
+  auto run_in_turn = [&](bool reuse) {
+    SchedulerOptions o;
+    o.enable_kv_cache_reuse = reuse;
+    Scheduler s(*engine_, o);
+    std::vector<std::vector<int32_t>> out;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const auto got = run_all(s, {specs[i]});
+      out.push_back(got.at(1).ids);
+    }
+    EXPECT_EQ(s.stats().kv_blocks_used, 0);
+    return std::pair{out, s.stats()};
+  };
+  const auto [off, off_stats] = run_in_turn(false);
+  const auto [on, on_stats] = run_in_turn(true);
+  EXPECT_EQ(on, off);
+  for (size_t i = 0; i < specs.size(); ++i) EXPECT_EQ(off[i], alone(specs[i]).output_ids) << "request " << i;
+  EXPECT_EQ(off_stats.reused_tokens_total, 0u);
+  EXPECT_EQ(on_stats.reused_tokens_total, uint64_t(60 + 60 + 56));  // whole blocks, never the last token
+  EXPECT_EQ(on_stats.computed_tokens_total + on_stats.reused_tokens_total, off_stats.computed_tokens_total);
+  EXPECT_GT(on_stats.kv_blocks_cached, 0);
+}
+
+// Reuse under memory pressure: preempted requests give back their blocks (shared ones only
+// drop a reference), recompute, and still produce the outputs of reuse off.
+TEST_F(SchedulerTest, PrefixReuseSurvivesPreemptionAndCancellation) {
+  auto specs = random_specs(4, 14, 30, 30, 1);
+  for (size_t i = 1; i < specs.size(); ++i)  // a shared 24-token prefix, different tails
+    std::copy_n(specs[0].prompt.begin(), 24, specs[i].prompt.begin());
+  for (auto& sp : specs) sp.max_tokens = 24;
+  std::vector<std::vector<int32_t>> want;
+  for (const auto& sp : specs) want.push_back(alone(sp).output_ids);
+  SchedulerOptions o;
+  o.capacity_policy = CapacityPolicy::MaxUtilization;
+  o.enable_kv_cache_reuse = true;
+  o.num_kv_blocks = 28;  // 112 tokens: not enough for 4 x 54
+  o.max_num_tokens = 16;
+  Scheduler s(*engine_, o);
+  const auto got = run_all(s, specs);
+  for (size_t i = 0; i < specs.size(); ++i) EXPECT_EQ(got.at(i + 1).ids, want[i]) << "request " << i;
+  EXPECT_GT(s.stats().preemptions_total, 0u);
+  EXPECT_GT(s.stats().reused_tokens_total, 0u);
+  EXPECT_EQ(s.stats().kv_blocks_used, 0);
+
+  // Cancelling a request that shares blocks frees its own and keeps the others' intact.
+  s.add(10, specs[0], nullptr, std::chrono::steady_clock::now());
+  s.add(11, specs[1], nullptr, std::chrono::steady_clock::now());
+  s.step();
+  EXPECT_GT(s.stats().kv_blocks_used, 0);
+  EXPECT_TRUE(s.cancel(10));
+  EXPECT_TRUE(s.cancel(11));
+  EXPECT_EQ(s.stats().kv_blocks_used, 0);
+  const auto again = run_all(s, {specs[1]});
+  EXPECT_EQ(again.at(1).ids, want[1]);
 }
 
 TEST_F(SchedulerTest, ExecutorRefusesWhenTheQueueIsFull) {
