@@ -34,6 +34,8 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
   mlp_ = DeviceBuffer(be_, T * size_t(F_) * act);          // [T, F]
   last_ = DeviceBuffer(be_, T * size_t(H_) * act);         // [rows, H]
   logits_ = DeviceBuffer(be_, T * size_t(vocab_rank_) * act);  // [rows, V_rank]
+  choices_ = DeviceBuffer(be_, T * sizeof(TokenChoice));
+  chosen_ = DeviceBuffer(be_, T * sizeof(int32_t));
 
   const size_t cache_bytes = size_t(limits.num_slots) * size_t(limits.max_seq_len) * size_t(attn_.num_kv_heads) *
                              size_t(attn_.head_dim) * dtype_size(be_->kv_dtype());
@@ -105,6 +107,26 @@ void LlamaForward::run_layers(int T, int R) {
   // logits[R, V_rank] = normed[logit_rows] · lm_head^T
   be_->gather_rows(last_.get(), normed_.get(), rows_.as<int32_t>(), R, H);
   be_->matmul(logits_.get(), last_.get(), w_.lm_head, R, int(vocab_rank_), H);
+}
+
+std::vector<float> LlamaForward::logit_rows_f32(const std::vector<int32_t>& rows) const {
+  const size_t V = size_t(vocab_rank_), row_bytes = V * dtype_size(be_->activation_dtype());
+  std::vector<float> out(rows.size() * V);
+  for (size_t i = 0; i < rows.size(); ++i)
+    be_->activations_to_host_f32(out.data() + i * V, logits_.as<char>() + size_t(rows[i]) * row_bytes, V);
+  return out;
+}
+
+std::vector<int32_t> LlamaForward::choose_tokens(const std::vector<TokenChoice>& choices) {
+  LAMINA_CHECK(vocab_rank_ == cfg_.vocab_size, "choosing tokens on the device needs the whole vocabulary on one rank");
+  const int R = static_cast<int>(choices.size());
+  LAMINA_CHECK(R <= lim_.max_tokens, "more token choices than logit rows");
+  std::vector<int32_t> ids(choices.size());
+  if (R == 0) return ids;
+  be_->copy_to_device(choices_.get(), choices.data(), choices.size() * sizeof(TokenChoice));
+  be_->select_tokens(chosen_.as<int32_t>(), logits_.get(), R, int(vocab_rank_), choices_.as<TokenChoice>());
+  be_->copy_to_host(ids.data(), chosen_.get(), ids.size() * sizeof(int32_t));
+  return ids;
 }
 
 std::vector<float> LlamaForward::logits_f32(int rows) const {

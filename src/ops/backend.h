@@ -17,6 +17,7 @@
 #include <string>
 
 #include "common/dtype.h"
+#include "ops/token_choice.h"
 
 namespace lamina {
 
@@ -87,6 +88,9 @@ class Backend {
   virtual void silu_mul(void* out, const void* gate_up, int T, int F) = 0;
   // out[i,H] = x[rows[i], :] for i < num_rows (rows: device int32), e.g. each sequence's last token.
   virtual void gather_rows(void* out, const void* x, const int32_t* rows, int num_rows, int H) = 0;
+  // ids[r] = the token choices[r] picks from logits[r, 0:V] (activations; ids and choices are
+  // device arrays [R]). See ops/token_choice.h for the definition.
+  virtual void select_tokens(int32_t* ids, const void* logits, int R, int V, const TokenChoice* choices) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

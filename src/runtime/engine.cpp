@@ -138,30 +138,29 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
   return e;
 }
 
-std::vector<float> Engine::step(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
-                                const std::vector<int32_t>& slots, const std::vector<int32_t>& logit_rows) {
+void Engine::forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
+                     const std::vector<int32_t>& slots, const std::vector<int32_t>& logit_rows) {
   const size_t tp = ranks_.size();
-  if (tp == 1) {
-    ranks_[0]->forward->step(ids, positions, slots, logit_rows);
-  } else {
-    // Ranks run in lockstep on their own threads; their all-reduces meet at the barrier.
-    std::vector<std::thread> threads;
-    std::vector<std::exception_ptr> errors(tp);
-    for (size_t r = 0; r < tp; ++r)
-      threads.emplace_back([&, r] {
-        try {
-          ranks_[r]->forward->step(ids, positions, slots, logit_rows);
-        } catch (...) {
-          errors[r] = std::current_exception();
-        }
-      });
-    for (auto& t : threads) t.join();
-    for (auto& err : errors)
-      if (err) std::rethrow_exception(err);
-  }
+  if (tp == 1) return ranks_[0]->forward->step(ids, positions, slots, logit_rows);
+  // Ranks run in lockstep on their own threads; their all-reduces meet at the barrier.
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors(tp);
+  for (size_t r = 0; r < tp; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        ranks_[r]->forward->step(ids, positions, slots, logit_rows);
+      } catch (...) {
+        errors[r] = std::current_exception();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (auto& err : errors)
+    if (err) std::rethrow_exception(err);
+}
+
+std::vector<float> Engine::gather_logits(size_t rows) const {
   // Assemble [rows, vocab] from each rank's vocab slice, dropping the padding rows of lm_head.
-  const size_t rows = logit_rows.size(), V = size_t(cfg_.vocab_size);
-  const size_t Vr = size_t(cfg_.vocab_per_rank());
+  const size_t tp = ranks_.size(), V = size_t(cfg_.vocab_size), Vr = size_t(cfg_.vocab_per_rank());
   if (tp == 1) return ranks_[0]->forward->logits_f32(int(rows));  // one slice, no padding: as is
   std::vector<float> logits(rows * V);
   for (size_t r = 0; r < tp; ++r) {
@@ -170,6 +169,39 @@ std::vector<float> Engine::step(const std::vector<int32_t>& ids, const std::vect
       for (size_t v = 0; v < Vr && r * Vr + v < V; ++v) logits[i * V + r * Vr + v] = part[i * Vr + v];
   }
   return logits;
+}
+
+std::vector<float> Engine::step(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
+                                const std::vector<int32_t>& slots, const std::vector<int32_t>& logit_rows) {
+  forward(ids, positions, slots, logit_rows);
+  return gather_logits(logit_rows.size());
+}
+
+ChosenTokens Engine::step_and_choose(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
+                                     const std::vector<int32_t>& slots, const std::vector<int32_t>& logit_rows,
+                                     const std::vector<TokenChoice>& choices,
+                                     const std::vector<int32_t>& host_rows) {
+  LAMINA_CHECK(choices.size() == logit_rows.size(), "one token choice per logit row is needed (",
+               choices.size(), " for ", logit_rows.size(), " rows)");
+  for (int32_t r : host_rows)
+    LAMINA_CHECK(r >= 0 && size_t(r) < logit_rows.size(), "host row ", r, " is not a logit row");
+  forward(ids, positions, slots, logit_rows);
+  ChosenTokens out;
+  const size_t V = size_t(cfg_.vocab_size);
+  if (ranks_.size() == 1) {
+    LlamaForward& f = *ranks_[0]->forward;
+    out.ids = f.choose_tokens(choices);
+    if (!host_rows.empty()) out.host_logits = f.logit_rows_f32(host_rows);
+    return out;
+  }
+  // Vocabulary split over ranks: gather on the host and choose there, by the same definition.
+  const std::vector<float> logits = gather_logits(logit_rows.size());
+  out.ids.resize(choices.size());
+  for (size_t i = 0; i < choices.size(); ++i) out.ids[i] = choose_token(logits.data() + i * V, int(V), choices[i]);
+  for (int32_t r : host_rows)
+    out.host_logits.insert(out.host_logits.end(), logits.begin() + long(size_t(r) * V),
+                           logits.begin() + long(size_t(r + 1) * V));
+  return out;
 }
 
 }  // namespace lamina

@@ -39,26 +39,36 @@ GenerationResult generate(Engine& engine, const GenerationRequest& req, const To
   Sampler sampler(req.sampling);
   std::vector<int32_t> history = req.prompt;
 
+  // Tokens are chosen where the logits are (on the GPU: only the id comes back), unless the
+  // caller wants the logits themselves or penalties need the history: then the host samples.
+  const bool choose_on_device = !req.return_generation_logits && !sampler.has_penalties();
+  int32_t chosen = -1;  // the device's choice for the next token; -1: sample last_logits here
+
   // Prefill in chunks of at most max_num_tokens; keep logits of every row if asked, else the last.
   std::vector<float> last_logits;
   const int n = int(req.prompt.size());
   for (int begin = 0; begin < n; begin += chunk) {
     const int T = std::min(chunk, n - begin);
+    const bool last_chunk = begin + T == n;
     const std::vector<int32_t> ids(req.prompt.begin() + begin, req.prompt.begin() + begin + T);
     std::vector<int32_t> pos(static_cast<size_t>(T)), slots(static_cast<size_t>(T), slot), rows;
     for (int t = 0; t < T; ++t) pos[size_t(t)] = begin + t;
     if (req.return_context_logits)
       for (int t = 0; t < T; ++t) rows.push_back(t);
-    else if (begin + T == n)
+    else if (last_chunk)
       rows.push_back(T - 1);
+    if (last_chunk && choose_on_device && !req.return_context_logits) {
+      chosen = engine.step_and_choose(ids, pos, slots, rows, {sampler.next_choice()}, {}).ids[0];
+      continue;
+    }
     std::vector<float> logits = engine.step(ids, pos, slots, rows);
     if (req.return_context_logits) res.context_logits.insert(res.context_logits.end(), logits.begin(), logits.end());
-    if (begin + T == n) last_logits.assign(logits.end() - static_cast<long>(V), logits.end());
+    if (last_chunk) last_logits.assign(logits.end() - static_cast<long>(V), logits.end());
   }
 
   for (int i = 0; i < req.max_new_tokens; ++i) {
     if (req.return_generation_logits) res.generation_logits.insert(res.generation_logits.end(), last_logits.begin(), last_logits.end());
-    const int32_t tok = sampler.sample(last_logits.data(), last_logits.size(), history);
+    const int32_t tok = chosen >= 0 ? chosen : sampler.sample(last_logits.data(), last_logits.size(), history);
     if (std::find(req.end_ids.begin(), req.end_ids.end(), tok) != req.end_ids.end()) {
       res.finish_reason = FinishReason::EndId;
       break;
@@ -73,7 +83,11 @@ GenerationResult generate(Engine& engine, const GenerationRequest& req, const To
       break;
     }
     if (!keep_going || i + 1 == req.max_new_tokens) break;
-    last_logits = engine.step({tok}, {int32_t(history.size() - 1)}, {slot}, {0});
+    const int32_t pos = int32_t(history.size() - 1);
+    if (choose_on_device)
+      chosen = engine.step_and_choose({tok}, {pos}, {slot}, {0}, {sampler.next_choice()}, {}).ids[0];
+    else
+      last_logits = engine.step({tok}, {pos}, {slot}, {0});
   }
   return res;
 }

@@ -24,8 +24,9 @@ ScheduledStep build_scheduled_step(const std::vector<ScheduledChunk>& chunks, co
   return b;
 }
 
-std::vector<float> run_step(Engine& engine, const ScheduledStep& step) {
-  return engine.step(step.ids, step.positions, step.slots, step.logit_rows);
+ChosenTokens run_step(Engine& engine, const ScheduledStep& step, const std::vector<TokenChoice>& choices,
+                      const std::vector<int32_t>& host_rows) {
+  return engine.step_and_choose(step.ids, step.positions, step.slots, step.logit_rows, choices, host_rows);
 }
 
 }  // namespace lamina

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/cuda_sampling.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/matmul.h"
 
@@ -159,6 +160,10 @@ class CudaBackend final : public Backend {
   void gather_rows(void* out, const void* x, const int32_t* rows, int num_rows, int H) override {
     use_device();
     launch_gather_rows(act_, out, x, rows, num_rows, H, stream_);
+  }
+  void select_tokens(int32_t* ids, const void* logits, int R, int V, const TokenChoice* choices) override {
+    use_device();
+    launch_sample(act_, logits, R, V, choices, ids, stream_);
   }
 
   // First use of a key runs the ops directly (GEMM plans and kernel attributes are set up on
