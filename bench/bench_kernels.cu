@@ -16,6 +16,7 @@
 
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
 #include "bench_util.h"
 
 using namespace lamina;
@@ -93,6 +94,36 @@ void bench_gemv(Ctx& c, const Gemm& g, int M) {
               gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
   c.out["gemv"].push_back({{"name", g.name}, {"M", M}, {"N", g.N}, {"K", g.K}, {"ms", ms}, {"gb_per_s", gbs},
                            {"fraction_of_copy", gbs / c.copy_gbs}, {"graph", tm.graph}});
+}
+
+// The GEMV's shapes (rows a block R, chunks a row per load group U) on the decode projections, M = 1,
+// bf16, and the SwiGLU-fused down projection, so one run shows which shape to make the default.
+void bench_gemv_variants(Ctx& c, const Gemm& g) {
+  const size_t wbytes = size_t(g.N) * g.K * 2;
+  Rotation w(wbytes, c.min_total, 30, c.stream, 0.05f);
+  Rotation x(size_t(2) * g.K * 2, 0, 40, c.stream);
+  void* out = dmalloc(size_t(g.N) * 2);
+  const int shapes[][2] = {{1, 1}, {1, 2}, {1, 4}, {2, 1}, {2, 2}, {2, 4}, {4, 1}, {4, 2}, {4, 4}, {8, 1}, {8, 2}};
+  for (const auto& rs : shapes) {
+    const Timing tm = time_ms(c.stream, [&](int i) {
+      lamina::cuda::launch_gemv_variant(rs[0], rs[1], static_cast<const __nv_bfloat16*>(x.at(0)),
+                                        static_cast<const __nv_bfloat16*>(w.at(i)), static_cast<__nv_bfloat16*>(out),
+                                        g.N, g.K, c.stream);
+    });
+    const double gbs = (double(wbytes) + 2.0 * (g.K + g.N)) / (tm.ms * 1e-3) / 1e9;
+    std::printf("gemv-shape %-8s R=%d U=%d N=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", g.name, rs[0], rs[1],
+                g.N, g.K, tm.ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
+    c.out["gemv_shapes"].push_back({{"name", g.name}, {"R", rs[0]}, {"U", rs[1]}, {"ms", tm.ms}, {"gb_per_s", gbs},
+                                    {"fraction_of_copy", gbs / c.copy_gbs}});
+  }
+  if (std::string(g.name) == "down") {  // x = gate_up [1, 2F]
+    const Timing tm = time_ms(c.stream, [&](int i) { c.be->swiglu_matmul(out, x.at(0), w.at(i), 1, g.N, g.K); });
+    const double gbs = (double(wbytes) + 2.0 * (2 * g.K + g.N)) / (tm.ms * 1e-3) / 1e9;
+    std::printf("gemv-swiglu down N=%-6d F=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", g.N, g.K, tm.ms, gbs,
+                100.0 * gbs / c.copy_gbs, tag(tm));
+    c.out["gemv_swiglu"] = {{"ms", tm.ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs}};
+  }
+  cudaFree(out);
 }
 
 // Llama-3-8B attention heads: 32 q heads, 8 kv heads, head_dim 128.
@@ -188,6 +219,8 @@ int main(int argc, char** argv) {
   for (const Gemm& g : kGemms) guarded(c, g.name, [&] { bench_gemm(c, g); });
   for (int M : {1, 8})
     for (const Gemm& g : kGemms) guarded(c, g.name, [&] { bench_gemv(c, g, M); });
+  for (const Gemm& g : kGemms)
+    if (std::string(g.name) != "square") guarded(c, g.name, [&] { bench_gemv_variants(c, g); });
   for (int batch : {1, 16})
     for (int seq : {512, 1024, 2048, 4096}) guarded(c, "decode attention", [&] { bench_decode_attention(c, seq, batch); });
   for (int T : {512, 2048}) guarded(c, "prefill attention", [&] { bench_prefill_attention(c, T); });

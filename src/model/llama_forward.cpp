@@ -96,8 +96,10 @@ void LlamaForward::run_layers(int T, int R) {
     be_->add_rms_norm(residual_.get(), proj_.get(), normed_.get(), lw.post_norm, T, H, eps);
     // MLP: down(silu(gate) * up)
     be_->matmul(gate_up_.get(), normed_.get(), lw.gate_up, T, 2 * F, H);
-    be_->silu_mul(mlp_.get(), gate_up_.get(), T, F);
-    be_->matmul(proj_.get(), mlp_.get(), lw.down, T, H, F);
+    if (!be_->swiglu_matmul(proj_.get(), gate_up_.get(), lw.down, T, H, F)) {
+      be_->silu_mul(mlp_.get(), gate_up_.get(), T, F);
+      be_->matmul(proj_.get(), mlp_.get(), lw.down, T, H, F);
+    }
     comm_->all_reduce_sum(proj_.get(), size_t(T) * H, act);
     // residual += mlp out; normed = next layer's input_norm (or the final norm)
     const void* next_norm = l + 1 < w_.layers.size() ? w_.layers[l + 1].input_norm : w_.final_norm;

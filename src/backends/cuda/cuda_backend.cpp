@@ -143,6 +143,12 @@ class CudaBackend final : public Backend {
       gemm_->run(act_, out, x, w, M, N, K, stream_);
     }
   }
+  bool swiglu_matmul(void* out, const void* gate_up, const void* w, int M, int N, int F) override {
+    if (M > kGemvMaxM) return false;
+    use_device();
+    launch_swiglu_gemv(act_, out, gate_up, w, M, N, F, stream_);
+    return true;
+  }
   void rope_kv_write(void* qkv, const int32_t* positions, const int32_t* slots, const float* inv_freq,
                      KVCacheLayer cache, const AttentionShape& s, int T) override {
     use_device();
