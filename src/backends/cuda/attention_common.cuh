@@ -1,4 +1,4 @@
-// What the attention kernels (attention_decode.cu, attention_prefill.cu) and their dispatcher
+// What the attention kernels (attention_decode.cu, attention_prefill*.cu) and their dispatcher
 // (attention.cu) share: launch parameters, and the per-token rules both kernels must apply the
 // same way: which tokens the tiled prefill kernel takes, and how many cache rows a token reads.
 #pragma once
@@ -34,6 +34,13 @@ __device__ __forceinline__ int token_kv_len(int pos, int slot, const AttnParams&
   return pos + 1 < p.max_seq ? pos + 1 : p.max_seq;
 }
 
+// The cache row (Hkv * head_dim elements) that holds position `pos` of the sequence in `slot`:
+// the caches are [num_slots, max_seq, Hkv, head_dim]. The prefill kernels address K/V rows only
+// through this function, so a different cache layout (paged blocks) changes this one place.
+__device__ __forceinline__ long long kv_cache_row(int slot, int pos, const AttnParams& p) {
+  return static_cast<long long>(slot) * p.max_seq + pos;
+}
+
 // Whether the tile holding token t has all its tokens in one slot. Every thread of the block
 // must call it (it synchronizes the block); blockDim.x >= kPrefillTileTokens.
 __device__ __forceinline__ bool tile_is_uniform(const int32_t* slots, int t, int T) {
@@ -53,8 +60,12 @@ void launch_attention_decode(DType dt, void* out, const void* qkv, const int32_t
                              cudaStream_t stream);
 void launch_attention_prefill(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                               KVCacheLayer cache, const AttnParams& p, cudaStream_t stream);
-// Tensor-core variant for float16 / bfloat16 (attention_prefill_tc.cu); launch_attention_prefill
-// forwards to it for those dtypes.
+// Tensor-core kernel for float16 / bfloat16 (attention_prefill_mma.cu: mma.sync, cp.async
+// pipeline); launch_attention_prefill forwards to it for those dtypes.
+void launch_attention_prefill_mma(DType dt, void* out, const void* qkv, const int32_t* positions,
+                                  const int32_t* slots, KVCacheLayer cache, const AttnParams& p, cudaStream_t stream);
+// The previous WMMA kernel (attention_prefill_tc.cu), same contract. No op uses it: it is kept
+// only as the baseline bench/bench_kernels measures the mma.sync kernel against.
 void launch_attention_prefill_tc(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                                  KVCacheLayer cache, const AttnParams& p, cudaStream_t stream);
 bool attention_prefill_supports(int head_dim);

@@ -1,6 +1,6 @@
 // Prefill attention: many query tokens of one sequence, flash-attention style (tiled, online
 // softmax, no [T, T] score matrix in memory). This is the fp32 kernel (CUDA cores); float16 and
-// bfloat16 go to the tensor-core kernel of attention_prefill_tc.cu.
+// bfloat16 go to the tensor-core kernel of attention_prefill_mma.cu.
 //
 //   grid (ceil(T / 64), Hq), 256 threads. A block takes a tile of 64 consecutive tokens and one q
 //   head. Only tiles whose tokens all sit in one slot are taken ("uniform"); the decode kernel
@@ -103,14 +103,16 @@ __global__ void __launch_bounds__(kThreads)
       for (int e = 0; e < 4; ++e) o[i][jj][e] = 0.0f;
 
   const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;
-  const size_t cache_base = static_cast<size_t>(slot) * p.max_seq * pos_stride + static_cast<size_t>(kvh) * D;
+  const size_t head_off = static_cast<size_t>(kvh) * D;  // kv head within a cache row
+  // Element offset of key kv0 + j (a row below kv_len, so the cache holds it).
+  auto kv_off = [&](int kv0, int j) {
+    return static_cast<size_t>(kv_cache_row(slot, kv0 + j, p)) * pos_stride + head_off;
+  };
   for (int kv0 = 0; kv0 < kv_len; kv0 += kBK) {
     const int nk = min(kBK, kv_len - kv0);
-    const T* k_tile = k_cache + cache_base + static_cast<size_t>(kv0) * pos_stride;
-    const T* v_tile = v_cache + cache_base + static_cast<size_t>(kv0) * pos_stride;
     __syncthreads();  // the previous tile's Ks, Vs, Ps are no longer read
-    load_tile<T, D, S::kQK>(Ks, nk, 1.0f, [&](int r) { return k_tile + r * pos_stride; });
-    load_tile<T, D, D>(Vs, nk, 1.0f, [&](int r) { return v_tile + r * pos_stride; });
+    load_tile<T, D, S::kQK>(Ks, nk, 1.0f, [&](int r) { return k_cache + kv_off(kv0, r); });
+    load_tile<T, D, D>(Vs, nk, 1.0f, [&](int r) { return v_cache + kv_off(kv0, r); });
     __syncthreads();
 
     // S = Q K^T for rows ty+16i, keys tx+16j; masked entries -inf.
@@ -241,7 +243,7 @@ bool attention_prefill_supports(int head_dim) { return head_dim == 64 || head_di
 
 void launch_attention_prefill(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                               KVCacheLayer cache, const AttnParams& p, cudaStream_t stream) {
-  if (dt != DType::F32) return launch_attention_prefill_tc(dt, out, qkv, positions, slots, cache, p, stream);
+  if (dt != DType::F32) return launch_attention_prefill_mma(dt, out, qkv, positions, slots, cache, p, stream);
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;
     auto* o = static_cast<E*>(out);

@@ -1,5 +1,7 @@
-// Prefill attention on the tensor cores (float16 / bfloat16), flash-attention style. Same tiles,
-// same "uniform tile" rule and same results as attention_prefill.cu (the fp32 CUDA-core kernel).
+// Prefill attention on the tensor cores (float16 / bfloat16) with WMMA, flash-attention style.
+// Superseded by attention_prefill_mma.cu; kept, unused by the ops, as the baseline that
+// bench/bench_kernels times the mma.sync kernel against (remove it once that comparison is recorded).
+// Same tiles, same "uniform tile" rule and same results as attention_prefill.cu (fp32 kernel).
 //
 //   grid (ceil(T / 64), Hq), 128 threads = 4 warps. A block: 64 consecutive tokens x one q head;
 //   warp w owns query rows 16w..16w+15. Per tile of 64 cache rows (K, V copied raw to shared):
@@ -101,14 +103,16 @@ __global__ void __launch_bounds__(kThreads)
   float m_row = -INFINITY, l_row = 0.0f;
 
   const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;
-  const size_t cache_base = static_cast<size_t>(slot) * p.max_seq * pos_stride + static_cast<size_t>(kvh) * D;
+  const size_t head_off = static_cast<size_t>(kvh) * D;  // kv head within a cache row
+  // Element offset of key kv0 + j (a row below kv_len, so the cache holds it).
+  auto kv_off = [&](int kv0, int j) {
+    return static_cast<size_t>(kv_cache_row(slot, kv0 + j, p)) * pos_stride + head_off;
+  };
   for (int kv0 = 0; kv0 < kv_len; kv0 += kBK) {
     const int nk = min(kBK, kv_len - kv0);
-    const T* k_tile = k_cache + cache_base + static_cast<size_t>(kv0) * pos_stride;
-    const T* v_tile = v_cache + cache_base + static_cast<size_t>(kv0) * pos_stride;
     __syncthreads();  // every warp is done with the previous K, V
-    copy_tile<T, D>(Ks, L::kLdT, nk, [&](int j) { return k_tile + j * pos_stride; });
-    copy_tile<T, D>(Vs, L::kLdT, nk, [&](int j) { return v_tile + j * pos_stride; });
+    copy_tile<T, D>(Ks, L::kLdT, nk, [&](int j) { return k_cache + kv_off(kv0, j); });
+    copy_tile<T, D>(Vs, L::kLdT, nk, [&](int j) { return v_cache + kv_off(kv0, j); });
     __syncthreads();
     if (kv0 > warp_last) continue;  // warp-uniform: nothing visible to this warp's rows
 
