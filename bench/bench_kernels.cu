@@ -110,7 +110,7 @@ void bench_gemv_variants(Ctx& c, const Gemm& g) {
   const int shapes[][2] = {{1, 1}, {1, 2}, {1, 4}, {2, 1}, {2, 2}, {2, 4}, {4, 1}, {4, 2}, {4, 4}, {8, 1}, {8, 2}};
   for (const auto& rs : shapes) {
     const Timing tm = time_ms(c.stream, [&](int i) {
-      lamina::cuda::launch_gemv_variant(rs[0], rs[1], static_cast<const __nv_bfloat16*>(x.at(0)),
+      lamina::cuda::launch_gemv_variant(rs[0], rs[1], false, static_cast<const __nv_bfloat16*>(x.at(0)),
                                         static_cast<const __nv_bfloat16*>(w.at(i)), static_cast<__nv_bfloat16*>(out),
                                         g.N, g.K, c.stream);
     });
@@ -121,6 +121,16 @@ void bench_gemv_variants(Ctx& c, const Gemm& g) {
                                     {"fraction_of_copy", gbs / c.copy_gbs}});
   }
   if (std::string(g.name) == "down") {  // x = gate_up [1, 2F]
+    for (int R : {4, 8, 16}) {
+      const Timing tv = time_ms(c.stream, [&](int i) {
+        lamina::cuda::launch_gemv_variant(R, 1, true, static_cast<const __nv_bfloat16*>(x.at(0)),
+                                          static_cast<const __nv_bfloat16*>(w.at(i)), static_cast<__nv_bfloat16*>(out),
+                                          g.N, g.K, c.stream);
+      });
+      const double gv = (double(wbytes) + 2.0 * (2 * g.K + g.N)) / (tv.ms * 1e-3) / 1e9;
+      std::printf("gemv-shape swiglu   R=%d U=1 N=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", R, g.N, g.K,
+                  tv.ms, gv, 100.0 * gv / c.copy_gbs, tag(tv));
+    }
     const Timing tm = time_ms(c.stream, [&](int i) { c.be->swiglu_matmul(out, x.at(0), w.at(i), 1, g.N, g.K); });
     const double gbs = (double(wbytes) + 2.0 * (2 * g.K + g.N)) / (tm.ms * 1e-3) / 1e9;
     std::printf("gemv-swiglu down N=%-6d F=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", g.N, g.K, tm.ms, gbs,

@@ -58,8 +58,9 @@ void launch_gemv(DType dt, void* out, const void* x, const void* w, int M, int N
 void launch_swiglu_gemv(DType dt, void* out, const void* gate_up, const void* w, int M, int N, int F,
                         cudaStream_t stream);
 // bench_kernels only: the bf16 M = 1 GEMV with R rows a block and U chunks a row per load group
-// (R in {1, 2, 4, 8}, U in {1, 2, 4}; R = 8 with U <= 2). False for other shapes.
-bool launch_gemv_variant(int rows_per_block, int chunks_per_group, const __nv_bfloat16* x, const __nv_bfloat16* w,
+// (R in {1, 2, 4, 8}, U in {1, 2, 4}; R = 8 with U <= 2), or its SwiGLU-fused form (x = gate_up
+// [1, 2K]; R in {4, 8, 16}, U = 1). False for other shapes.
+bool launch_gemv_variant(int rows_per_block, int chunks_per_group, bool swiglu, const __nv_bfloat16* x, const __nv_bfloat16* w,
                          __nv_bfloat16* out, int N, int K, cudaStream_t stream);
 
 }  // namespace lamina::cuda
