@@ -40,6 +40,8 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
   mlp_ = DeviceBuffer(be_, T * size_t(F_) * act);          // [T, F]
   last_ = DeviceBuffer(be_, T * size_t(H_) * act);         // [rows, H]
   logits_ = DeviceBuffer(be_, T * size_t(vocab_rank_) * act);  // [rows, V_rank]
+  choices_ = DeviceBuffer(be_, T * sizeof(TokenChoice));
+  chosen_ = DeviceBuffer(be_, T * sizeof(int32_t));
 
   // Block tables: [max_seqs, max_blocks_per_seq] int32, uploaded each step (rows in use only).
   const size_t table_n = size_t(limits.max_seqs) * size_t(attn_.max_blocks_per_seq);
@@ -145,8 +147,10 @@ void LlamaForward::run_layers(int T, int R) {
     be_->add_rms_norm(residual_.get(), proj_.get(), normed_.get(), lw.post_norm, T, H, eps);
     // MLP: down(silu(gate) * up)
     be_->matmul(gate_up_.get(), normed_.get(), lw.gate_up, T, 2 * F, H);
-    be_->silu_mul(mlp_.get(), gate_up_.get(), T, F);
-    be_->matmul(proj_.get(), mlp_.get(), lw.down, T, H, F);
+    if (!be_->swiglu_matmul(proj_.get(), gate_up_.get(), lw.down, T, H, F)) {
+      be_->silu_mul(mlp_.get(), gate_up_.get(), T, F);
+      be_->matmul(proj_.get(), mlp_.get(), lw.down, T, H, F);
+    }
     comm_->all_reduce_sum(proj_.get(), size_t(T) * H, act);
     // residual += mlp out; normed = next layer's input_norm (or the final norm)
     const void* next_norm = l + 1 < w_.layers.size() ? w_.layers[l + 1].input_norm : w_.final_norm;
@@ -156,6 +160,26 @@ void LlamaForward::run_layers(int T, int R) {
   // logits[R, V_rank] = normed[logit_rows] · lm_head^T
   be_->gather_rows(last_.get(), normed_.get(), rows_.as<int32_t>(), R, H);
   be_->matmul(logits_.get(), last_.get(), w_.lm_head, R, int(vocab_rank_), H);
+}
+
+std::vector<float> LlamaForward::logit_rows_f32(const std::vector<int32_t>& rows) const {
+  const size_t V = size_t(vocab_rank_), row_bytes = V * dtype_size(be_->activation_dtype());
+  std::vector<float> out(rows.size() * V);
+  for (size_t i = 0; i < rows.size(); ++i)
+    be_->activations_to_host_f32(out.data() + i * V, logits_.as<char>() + size_t(rows[i]) * row_bytes, V);
+  return out;
+}
+
+std::vector<int32_t> LlamaForward::choose_tokens(const std::vector<TokenChoice>& choices) {
+  LAMINA_CHECK(vocab_rank_ == cfg_.vocab_size, "choosing tokens on the device needs the whole vocabulary on one rank");
+  const int R = static_cast<int>(choices.size());
+  LAMINA_CHECK(R <= lim_.max_tokens, "more token choices than logit rows");
+  std::vector<int32_t> ids(choices.size());
+  if (R == 0) return ids;
+  be_->copy_to_device(choices_.get(), choices.data(), choices.size() * sizeof(TokenChoice));
+  be_->select_tokens(chosen_.as<int32_t>(), logits_.get(), R, int(vocab_rank_), choices_.as<TokenChoice>());
+  be_->copy_to_host(ids.data(), chosen_.get(), ids.size() * sizeof(int32_t));
+  return ids;
 }
 
 std::vector<float> LlamaForward::logits_f32(int rows) const {

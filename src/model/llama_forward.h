@@ -68,6 +68,11 @@ class LlamaForward {
 
   // Host copy of the last step's logits as float32: [rows, vocab_per_rank].
   std::vector<float> logits_f32(int rows) const;
+  // Host float32 copy of some of the last step's logit rows: [rows.size(), vocab_per_rank].
+  std::vector<float> logit_rows_f32(const std::vector<int32_t>& rows) const;
+  // One token for each of the last step's R logit rows, chosen on the device (choices: [R]);
+  // only the R ids come back to the host. Needs the whole vocabulary on this rank (tp 1).
+  std::vector<int32_t> choose_tokens(const std::vector<TokenChoice>& choices);
   int64_t vocab_per_rank() const { return vocab_rank_; }
   Backend* backend() const { return be_; }
 
@@ -89,6 +94,7 @@ class LlamaForward {
   std::vector<int32_t> tables_host_;             // staging for block_tables_
   DeviceBuffer residual_, normed_, qkv_, attn_out_, proj_, gate_up_, mlp_;
   DeviceBuffer last_, logits_;
+  DeviceBuffer choices_, chosen_;  // TokenChoice [max_tokens], int32 [max_tokens]
   std::vector<DeviceBuffer> k_cache_, v_cache_;
 };
 

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "common/dtype.h"
+#include "ops/token_choice.h"
 
 namespace lamina {
 
@@ -102,8 +103,18 @@ class Backend {
                          KVCacheLayer cache, const AttentionShape& s, int T) = 0;
   // out[T,F] = silu(gate_up[:, :F]) * gate_up[:, F:]   (gate_up: [T, 2F])
   virtual void silu_mul(void* out, const void* gate_up, int T, int F) = 0;
+  // out[T,N] = silu_mul(gate_up) · w[N,F]^T in one pass, where the backend has a fused kernel for
+  // this T (decode); returns false without doing anything otherwise, and the caller runs
+  // silu_mul then matmul. The [T, F] product is not rounded to the activation dtype in between.
+  virtual bool swiglu_matmul(void* out, const void* gate_up, const void* w, int T, int N, int F) {
+    (void)out, (void)gate_up, (void)w, (void)T, (void)N, (void)F;
+    return false;
+  }
   // out[i,H] = x[rows[i], :] for i < num_rows (rows: device int32), e.g. each sequence's last token.
   virtual void gather_rows(void* out, const void* x, const int32_t* rows, int num_rows, int H) = 0;
+  // ids[r] = the token choices[r] picks from logits[r, 0:V] (activations; ids and choices are
+  // device arrays [R]). See ops/token_choice.h for the definition.
+  virtual void select_tokens(int32_t* ids, const void* logits, int R, int V, const TokenChoice* choices) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -168,30 +168,28 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
   return e;
 }
 
-std::vector<float> Engine::step(const StepBatch& batch) {
-  const std::vector<int32_t>& logit_rows = batch.logit_rows;
+void Engine::forward(const StepBatch& batch) {
   const size_t tp = ranks_.size();
-  if (tp == 1) {
-    ranks_[0]->forward->step(batch);
-  } else {
-    // Ranks run in lockstep on their own threads; their all-reduces meet at the barrier.
-    std::vector<std::thread> threads;
-    std::vector<std::exception_ptr> errors(tp);
-    for (size_t r = 0; r < tp; ++r)
-      threads.emplace_back([&, r] {
-        try {
-          ranks_[r]->forward->step(batch);
-        } catch (...) {
-          errors[r] = std::current_exception();
-        }
-      });
-    for (auto& t : threads) t.join();
-    for (auto& err : errors)
-      if (err) std::rethrow_exception(err);
-  }
+  if (tp == 1) return ranks_[0]->forward->step(batch);
+  // Ranks run in lockstep on their own threads; their all-reduces meet at the barrier.
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors(tp);
+  for (size_t r = 0; r < tp; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        ranks_[r]->forward->step(batch);
+      } catch (...) {
+        errors[r] = std::current_exception();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (auto& err : errors)
+    if (err) std::rethrow_exception(err);
+}
+
+std::vector<float> Engine::gather_logits(size_t rows) const {
   // Assemble [rows, vocab] from each rank's vocab slice, dropping the padding rows of lm_head.
-  const size_t rows = logit_rows.size(), V = size_t(cfg_.vocab_size);
-  const size_t Vr = size_t(cfg_.vocab_per_rank());
+  const size_t tp = ranks_.size(), V = size_t(cfg_.vocab_size), Vr = size_t(cfg_.vocab_per_rank());
   if (tp == 1) return ranks_[0]->forward->logits_f32(int(rows));  // one slice, no padding: as is
   std::vector<float> logits(rows * V);
   for (size_t r = 0; r < tp; ++r) {
@@ -200,6 +198,37 @@ std::vector<float> Engine::step(const StepBatch& batch) {
       for (size_t v = 0; v < Vr && r * Vr + v < V; ++v) logits[i * V + r * Vr + v] = part[i * Vr + v];
   }
   return logits;
+}
+
+std::vector<float> Engine::step(const StepBatch& batch) {
+  forward(batch);
+  return gather_logits(batch.logit_rows.size());
+}
+
+ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<TokenChoice>& choices,
+                                     const std::vector<int32_t>& host_rows) {
+  const std::vector<int32_t>& logit_rows = batch.logit_rows;
+  LAMINA_CHECK(choices.size() == logit_rows.size(), "one token choice per logit row is needed (",
+               choices.size(), " for ", logit_rows.size(), " rows)");
+  for (int32_t r : host_rows)
+    LAMINA_CHECK(r >= 0 && size_t(r) < logit_rows.size(), "host row ", r, " is not a logit row");
+  forward(batch);
+  ChosenTokens out;
+  const size_t V = size_t(cfg_.vocab_size);
+  if (ranks_.size() == 1) {
+    LlamaForward& f = *ranks_[0]->forward;
+    out.ids = f.choose_tokens(choices);
+    if (!host_rows.empty()) out.host_logits = f.logit_rows_f32(host_rows);
+    return out;
+  }
+  // Vocabulary split over ranks: gather on the host and choose there, by the same definition.
+  const std::vector<float> logits = gather_logits(logit_rows.size());
+  out.ids.resize(choices.size());
+  for (size_t i = 0; i < choices.size(); ++i) out.ids[i] = choose_token(logits.data() + i * V, int(V), choices[i]);
+  for (int32_t r : host_rows)
+    out.host_logits.insert(out.host_logits.end(), logits.begin() + long(size_t(r) * V),
+                           logits.begin() + long(size_t(r + 1) * V));
+  return out;
 }
 
 }  // namespace lamina

@@ -23,6 +23,12 @@ struct EngineLimits {
   int max_batch_size = 1, max_input_len = 0, max_seq_len = 0, max_num_tokens = 0;
 };
 
+// What Engine::step_and_choose returns for a step with R logit rows.
+struct ChosenTokens {
+  std::vector<int32_t> ids;          // [R] the token each row's TokenChoice picked
+  std::vector<float> host_logits;    // [host_rows.size(), vocab_size] float32, for host-side sampling
+};
+
 struct EngineOptions {
   Device device = Device::Auto;
   bool verify_checksums = true;
@@ -60,9 +66,17 @@ class Engine {
   // One forward step over T tokens (see StepBatch: ids, positions, seq_rows, block_tables,
   // logit_rows); returns float32 logits [logit_rows.size(), vocab_size].
   std::vector<float> step(const StepBatch& batch);
+  // The same step, but each logit row's next token is chosen where the logits are (on the GPU
+  // for a one-GPU engine), by choices[r] (ops/token_choice.h); only the ids cross to the host,
+  // plus the float32 logits of the rows listed in host_rows (indices into logit_rows), for rows
+  // the caller samples itself (penalties, logprobs).
+  ChosenTokens step_and_choose(const StepBatch& batch, const std::vector<TokenChoice>& choices,
+                               const std::vector<int32_t>& host_rows);
 
  private:
   Engine() = default;
+  void forward(const StepBatch& batch);
+  std::vector<float> gather_logits(size_t rows) const;  // [rows, vocab_size] from every rank's slice
   struct Rank;
   std::string dir_;
   ModelConfig cfg_;

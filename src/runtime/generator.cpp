@@ -50,11 +50,17 @@ GenerationResult generate(Engine& engine, const GenerationRequest& req, const To
   for (int i = 0; i < need; ++i) batch.block_tables[0][size_t(i)] = int32_t(first + i);
   std::vector<int32_t> history = req.prompt;
 
+  // Tokens are chosen where the logits are (on the GPU: only the id comes back), unless the
+  // caller wants the logits themselves or penalties need the history: then the host samples.
+  const bool choose_on_device = !req.return_generation_logits && !sampler.has_penalties();
+  int32_t chosen = -1;  // the device's choice for the next token; -1: sample last_logits here
+
   // Prefill in chunks of at most max_num_tokens; keep logits of every row if asked, else the last.
   std::vector<float> last_logits;
   const int n = int(req.prompt.size());
   for (int begin = 0; begin < n; begin += chunk) {
     const int T = std::min(chunk, n - begin);
+    const bool last_chunk = begin + T == n;
     batch.ids.assign(req.prompt.begin() + begin, req.prompt.begin() + begin + T);
     batch.positions.resize(size_t(T));
     batch.seq_rows.assign(size_t(T), 0);
@@ -62,16 +68,20 @@ GenerationResult generate(Engine& engine, const GenerationRequest& req, const To
     for (int t = 0; t < T; ++t) batch.positions[size_t(t)] = begin + t;
     if (req.return_context_logits)
       for (int t = 0; t < T; ++t) batch.logit_rows.push_back(t);
-    else if (begin + T == n)
+    else if (last_chunk)
       batch.logit_rows.push_back(T - 1);
+    if (last_chunk && choose_on_device && !req.return_context_logits) {
+      chosen = engine.step_and_choose(batch, {sampler.next_choice()}, {}).ids[0];
+      continue;
+    }
     std::vector<float> logits = engine.step(batch);
     if (req.return_context_logits) res.context_logits.insert(res.context_logits.end(), logits.begin(), logits.end());
-    if (begin + T == n) last_logits.assign(logits.end() - static_cast<long>(V), logits.end());
+    if (last_chunk) last_logits.assign(logits.end() - static_cast<long>(V), logits.end());
   }
 
   for (int i = 0; i < req.max_new_tokens; ++i) {
     if (req.return_generation_logits) res.generation_logits.insert(res.generation_logits.end(), last_logits.begin(), last_logits.end());
-    const int32_t tok = sampler.sample(last_logits.data(), last_logits.size(), history);
+    const int32_t tok = chosen >= 0 ? chosen : sampler.sample(last_logits.data(), last_logits.size(), history);
     if (std::find(req.end_ids.begin(), req.end_ids.end(), tok) != req.end_ids.end()) {
       res.finish_reason = FinishReason::EndId;
       break;
@@ -90,7 +100,10 @@ GenerationResult generate(Engine& engine, const GenerationRequest& req, const To
     batch.positions = {int32_t(history.size() - 1)};
     batch.seq_rows = {0};
     batch.logit_rows = {0};
-    last_logits = engine.step(batch);
+    if (choose_on_device)
+      chosen = engine.step_and_choose(batch, {sampler.next_choice()}, {}).ids[0];
+    else
+      last_logits = engine.step(batch);
   }
   return res;
 }

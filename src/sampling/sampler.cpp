@@ -35,6 +35,20 @@ int32_t Sampler::sample(const float* logits, size_t vocab, const std::vector<int
   return sample(std::vector<float>(logits, logits + vocab), history);
 }
 
+TokenChoice Sampler::next_choice() {
+  TokenChoice c;
+  if (greedy()) {
+    c.temperature = 0.0f;
+    return c;
+  }
+  c.temperature = p_.temperature;
+  c.top_k = p_.top_k;                                       // 0: off in both
+  c.top_p = p_.top_p > 0.0f && p_.top_p < 1.0f ? p_.top_p : 1.0f;  // 0 or 1: off
+  // Drawn in double and narrowed: a float distribution can round up to 1.0.
+  c.uniform = std::min(float(std::uniform_real_distribution<double>(0.0, 1.0)(rng_)), 0.99999994f);
+  return c;
+}
+
 void apply_penalties(std::vector<float>& logits, const std::vector<int32_t>& history, const SamplingParams& p) {
   if (p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f) return;
   std::unordered_map<int32_t, int> counts;

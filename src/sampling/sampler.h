@@ -6,6 +6,8 @@
 #include <random>
 #include <vector>
 
+#include "ops/token_choice.h"
+
 namespace lamina {
 
 struct SamplingParams {
@@ -29,6 +31,10 @@ class Sampler {
   int32_t sample(const float* logits, size_t vocab, const std::vector<int32_t>& history);
   bool greedy() const;
   bool has_penalties() const;
+  // This step's choice for the device (ops/token_choice.h): the request's temperature, top-k and
+  // top-p, and a fresh number from the seeded generator (none is drawn when greedy). Penalties
+  // need the history: a sampler with penalties samples on the host (sample()) instead.
+  TokenChoice next_choice();
 
  private:
   SamplingParams p_;

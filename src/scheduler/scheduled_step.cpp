@@ -28,6 +28,9 @@ ScheduledStep build_scheduled_step(const std::vector<ScheduledChunk>& chunks, co
   return s;
 }
 
-std::vector<float> run_step(Engine& engine, const ScheduledStep& step) { return engine.step(step.batch); }
+ChosenTokens run_step(Engine& engine, const ScheduledStep& step, const std::vector<TokenChoice>& choices,
+                      const std::vector<int32_t>& host_rows) {
+  return engine.step_and_choose(step.batch, choices, host_rows);
+}
 
 }  // namespace lamina

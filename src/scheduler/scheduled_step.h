@@ -23,7 +23,9 @@ struct ScheduledStep {
 
 ScheduledStep build_scheduled_step(const std::vector<ScheduledChunk>& chunks, const KVBlockManager& kv);
 
-// Runs the step; returns float32 logits [R, vocab].
-std::vector<float> run_step(Engine& engine, const ScheduledStep& step);
+// Runs the step. Each logit row's token is chosen by choices[r] where the logits are; rows listed
+// in host_rows also bring their float32 logits back for host-side sampling.
+ChosenTokens run_step(Engine& engine, const ScheduledStep& step, const std::vector<TokenChoice>& choices,
+                      const std::vector<int32_t>& host_rows);
 
 }  // namespace lamina

@@ -103,12 +103,22 @@ int Scheduler::step() {
     return 0;
   }
   const ScheduledStep batch = build_scheduled_step(chunks, capacity_.kv());
-  for (const ScheduledChunk& c : chunks) stats_.computed_tokens_total += uint64_t(c.count);
 
-  // 3. Engine step. A failure ends the requests of this step with an error; the rest go on.
-  std::vector<float> logits;
+  // 3. Engine step. Tokens are chosen on the device; requests with penalties or logprobs get
+  //    their logits row and sample here. A failure ends the requests of this step with an error;
+  //    the rest go on.
+  std::vector<TokenChoice> choices(batch.row_owner.size());
+  std::vector<int32_t> host_rows;
+  for (size_t i = 0; i < batch.row_owner.size(); ++i) {
+    Request& r = *batch.row_owner[i];
+    if (samples_on_host(r))
+      host_rows.push_back(int32_t(i));
+    else
+      choices[i] = r.sampler->next_choice();
+  }
+  ChosenTokens chosen;
   try {
-    logits = run_step(engine_, batch);
+    chosen = run_step(engine_, batch, choices, host_rows);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "[lamina] engine step failed: %s\n", e.what());
     for (const ScheduledChunk& c : chunks) finish(*c.req, EndReason::Error, {}, e.what());
@@ -117,15 +127,19 @@ int Scheduler::step() {
   }
   ++stats_.steps_total;
   for (const ScheduledChunk& c : chunks) {
+    stats_.computed_tokens_total += uint64_t(c.count);
     c.req->num_computed += c.count;
     capacity_.commit(*c.req);
   }
 
   // 4. Sampling and stop rules for every chunk that reached the end of its request.
   const SteadyTime now = std::chrono::steady_clock::now();
+  size_t next_host = 0;  // host_rows is ascending: host_logits row j belongs to logit row host_rows[j]
   for (size_t i = 0; i < batch.row_owner.size(); ++i) {
     Request& r = *batch.row_owner[i];
-    SampleOutcome o = sample_next(r, logits.data() + i * size_t(vocab_), vocab_);
+    const bool on_host = next_host < host_rows.size() && size_t(host_rows[next_host]) == i;
+    SampleOutcome o = on_host ? sample_next(r, chosen.host_logits.data() + next_host++ * size_t(vocab_), vocab_)
+                              : accept_token(r, chosen.ids[i], nullptr, vocab_);
     std::vector<GeneratedToken> toks;
     if (o.token) {
       toks.push_back(std::move(*o.token));

@@ -34,9 +34,14 @@ void fill_logprobs(const Request& r, const float* logits, int vocab, GeneratedTo
   for (int i = 0; i < k; ++i) out.top.push_back({idx[size_t(i)], x[size_t(idx[size_t(i)])] - log_z});
 }
 
+bool samples_on_host(const Request& r) { return r.sampler->has_penalties() || r.spec.top_logprobs >= 0; }
+
 SampleOutcome sample_next(Request& r, const float* logits, int vocab) {
+  return accept_token(r, r.sampler->sample(logits, size_t(vocab), r.tokens), logits, vocab);
+}
+
+SampleOutcome accept_token(Request& r, int32_t tok, const float* logits, int vocab) {
   SampleOutcome out;
-  const int32_t tok = r.sampler->sample(logits, size_t(vocab), r.tokens);
   const auto& ends = r.spec.end_ids;
   if (std::find(ends.begin(), ends.end(), tok) != ends.end()) {
     out.end = EndReason::EndId;
@@ -44,7 +49,7 @@ SampleOutcome sample_next(Request& r, const float* logits, int vocab) {
   }
   GeneratedToken g;
   g.id = tok;
-  if (r.spec.top_logprobs >= 0) fill_logprobs(r, logits, vocab, g);  // before tok joins the history
+  if (r.spec.top_logprobs >= 0 && logits) fill_logprobs(r, logits, vocab, g);  // before tok joins the history
   r.tokens.push_back(tok);
   out.token = std::move(g);
   for (const auto& w : r.spec.stop_words)

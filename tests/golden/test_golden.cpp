@@ -9,6 +9,7 @@
 #include "runtime/engine.h"
 #include "runtime/generator.h"
 #include "test_support.h"
+#include "token_choice_oracle.h"
 
 namespace lamina {
 namespace {
@@ -121,6 +122,43 @@ TEST(GoldenSharding, TensorParallelSizesAgree) {
     auto res = generate(*engine, req);
     if (tp == 1) base = res.context_logits;
     else EXPECT_LE(test::rel_l2(res.context_logits, base), 1e-5) << "tp " << tp;
+  }
+}
+
+// Engine::step_and_choose picks each row's token where the logits are (the CPU backend's
+// choose_token here; a vocabulary-split engine chooses on the host after gathering): the ids must
+// be what the definition gives over the logits step() returns, and host rows bring those logits.
+TEST(EngineTokenChoice, ChosenIdsFollowTheLogits) {
+  const Reference ref = load_reference("llama31_bf16_sharded");
+  for (int tp : {1, 2}) {
+    ScratchDir scratch("choose");
+    auto engine = make_engine(scratch, "llama31_bf16_sharded", DType::F32, tp);
+    const int T = 24, V = int(engine->config().vocab_size);
+    const std::vector<int32_t> ids(ref.input_ids.begin(), ref.input_ids.begin() + T);
+    std::vector<int32_t> pos(T), slots(T, 0), rows;
+    for (int t = 0; t < T; ++t) pos[size_t(t)] = t;
+    for (int t = 0; t < T; t += 3) rows.push_back(t);
+    // One sequence in blocks 0, 1, ... of the KV pool.
+    StepBatch batch{ids, pos, slots, {{}}, rows};
+    for (int b = 0; b * engine->kv_cache().tokens_per_block < T; ++b) batch.block_tables[0].push_back(b);
+    const std::vector<float> logits = engine->step(batch);
+
+    std::mt19937_64 rng{uint64_t(tp)};
+    std::vector<TokenChoice> choices = test::make_params(rng, int(rows.size()));
+    const std::vector<int32_t> host_rows = {1, 4};
+    // The same step again writes the same KV rows: its logits are step()'s.
+    const ChosenTokens got = engine->step_and_choose(batch, choices, host_rows);
+    ASSERT_EQ(got.ids.size(), rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      SCOPED_TRACE("tp " + std::to_string(tp) + " row " + std::to_string(i));
+      EXPECT_EQ(got.ids[i], choose_token(logits.data() + i * size_t(V), V, choices[i]));
+      test::expect_valid_choice(got.ids[i], logits.data() + i * size_t(V), V, choices[i]);
+    }
+    ASSERT_EQ(got.host_logits.size(), host_rows.size() * size_t(V));
+    for (size_t j = 0; j < host_rows.size(); ++j)
+      EXPECT_TRUE(std::equal(got.host_logits.begin() + long(j * V), got.host_logits.begin() + long((j + 1) * V),
+                             logits.begin() + long(size_t(host_rows[j]) * V)))
+          << "host row " << host_rows[j];
   }
 }
 

@@ -11,6 +11,7 @@
 #include "runtime/engine.h"
 #include "runtime/generator.h"
 #include "test_support.h"
+#include "token_choice_oracle.h"
 
 namespace lamina {
 namespace {
@@ -99,6 +100,33 @@ TEST(GpuDefaultModel, AgreesWithCpuAndTransformers) {
     const size_t agreed = test::expect_greedy_agrees(generate(*gpu, greedy).output_ids, expected, margins,
                                                      dt == DType::F32 ? 1e-2 : 0.25, dtype_user_name(dt));
     EXPECT_GT(agreed, 5u) << dtype_user_name(dt);
+  }
+}
+
+// Tokens chosen on the GPU (bf16 logits read in place) are the ones the definition gives over the
+// logits step() downloads: greedy rows exactly, sampled rows by the oracle.
+TEST(GpuTokenChoice, ChosenIdsFollowTheLogits) {
+  SKIP_WITHOUT_GPU();
+  const auto model = test::source_dir() / "models/lamina-tiny-llama";
+  for (DType dt : {DType::F32, DType::BF16}) {
+    ScratchDir s("gpu-choose");
+    auto engine = make_engine(s, model, dt, Device::CUDA);
+    const int T = 40, V = int(engine->config().vocab_size);
+    std::vector<int32_t> ids(T), pos(T), slots(T, 0), rows;
+    for (int t = 0; t < T; ++t) ids[size_t(t)] = 100 + 37 * t, pos[size_t(t)] = t, rows.push_back(t);
+    // One sequence in blocks 0, 1, ... of the KV pool.
+    StepBatch batch{ids, pos, slots, {{}}, rows};
+    for (int b = 0; b * engine->kv_cache().tokens_per_block < T; ++b) batch.block_tables[0].push_back(b);
+    const std::vector<float> logits = engine->step(batch);
+    std::mt19937_64 rng(7);
+    const std::vector<TokenChoice> choices = test::make_params(rng, T);
+    const ChosenTokens got = engine->step_and_choose(batch, choices, {3});
+    for (int i = 0; i < T; ++i) {
+      SCOPED_TRACE(dtype_user_name(dt) + " row " + std::to_string(i));
+      test::expect_valid_choice(got.ids[size_t(i)], logits.data() + size_t(i) * V, V, choices[size_t(i)]);
+    }
+    ASSERT_EQ(got.host_logits.size(), size_t(V));
+    EXPECT_TRUE(std::equal(got.host_logits.begin(), got.host_logits.end(), logits.begin() + 3 * V));
   }
 }
 

@@ -1,8 +1,10 @@
 // rope_kv_write and attention on the CUDA backend vs the CPU reference: GQA groups 1, 3, 4, 8, 16,
 // head_dim 16/32/64/128/256, several sequences, prefill (one sequence, consecutive positions from
 // a random start, i.e. a chunk after existing cache rows), decode (tokens of random sequences at
-// random positions) and mixed steps. The KV cache is paged: every case runs with 16 and 32 tokens
-// per block and block tables drawn from a shuffled pool (paged_kv_util.h).
+// random positions) and mixed steps; for the prefill kernel, whole prompts up to 2100 tokens,
+// chunks after a cached prefix and several sequences in one step. The KV cache is paged: the
+// cases run with 16 and 32 tokens per block and block tables drawn from a shuffled pool
+// (paged_kv_util.h).
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -120,10 +122,12 @@ TEST_P(AttentionOps, RopeKvWrite) {
   }
 }
 
-void check_attention(Backend& gpu, Backend& cpu, std::mt19937_64& rng, const Case& c, const PagedKV& pk,
-                     Layout layout, int T, double tol, const std::vector<float>& k0, const std::vector<float>& v0,
-                     const std::vector<float>& qkv) {
-  const Tokens tk = make_tokens(rng, layout, T, c, /*unique_rows=*/false);
+// Runs attention on both backends for the tokens tk (q from qkv, caches k0, v0 through the block
+// tables of pk) and compares.
+void compare_attention(Backend& gpu, Backend& cpu, const Case& c, const PagedKV& pk, const Tokens& tk, double tol,
+                       const std::vector<float>& k0, const std::vector<float>& v0, const std::vector<float>& qkv,
+                       const std::string& what) {
+  const int T = static_cast<int>(tk.pos.size());
   const size_t out_n = size_t(T) * c.Hq * c.D;
   auto qkv_g = upload_act(gpu, qkv), qkv_c = upload_act(cpu, qkv);
   DeviceKV kv_g = upload_kv(gpu, pk, k0, v0), kv_c = upload_kv(cpu, pk, k0, v0);
@@ -132,8 +136,15 @@ void check_attention(Backend& gpu, Backend& cpu, std::mt19937_64& rng, const Cas
   auto out_g = poisoned_act(gpu, out_n), out_c = poisoned_act(cpu, out_n);
   gpu.attention(out_g.get(), qkv_g.get(), pos_g.as<int32_t>(), slot_g.as<int32_t>(), kv_g.layer(), pk.shape, T);
   cpu.attention(out_c.get(), qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), kv_c.layer(), pk.shape, T);
-  expect_close(read_act(gpu, out_g, out_n), read_act(cpu, out_c, out_n), tol,
-               std::string("attention ") + layout_name(layout) + " T=" + std::to_string(T) + " " + c.str());
+  expect_close(read_act(gpu, out_g, out_n), read_act(cpu, out_c, out_n), tol, "attention " + what + " " + c.str());
+}
+
+void check_attention(Backend& gpu, Backend& cpu, std::mt19937_64& rng, const Case& c, const PagedKV& pk,
+                     Layout layout, int T, double tol, const std::vector<float>& k0, const std::vector<float>& v0,
+                     const std::vector<float>& qkv) {
+  const Tokens tk = make_tokens(rng, layout, T, c, /*unique_rows=*/false);
+  compare_attention(gpu, cpu, c, pk, tk, tol, k0, v0, qkv,
+                    std::string(layout_name(layout)) + " T=" + std::to_string(T));
 }
 
 TEST_P(AttentionOps, Attention) {
@@ -160,6 +171,80 @@ TEST_P(AttentionOps, LongContext) {
       const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
       check_attention(*gpu_, *cpu_, rng_, c, pk, layout, T, tol(), k0, v0, qkv);
     }
+  }
+}
+
+// Appends `n` tokens of one sequence: slot, positions start .. start + n - 1.
+void add_sequence(Tokens& tk, int slot, int start, int n) {
+  for (int i = 0; i < n; ++i) {
+    tk.slot.push_back(slot);
+    tk.pos.push_back(start + i);
+  }
+}
+
+// Prefill-kernel shapes: GQA 1, 4, 8 and head_dim 64, 128, up to 2100 keys.
+const Case kPrefillCases[] = {
+    {8, 8, 128, 2200, 3},  // G=1
+    {8, 2, 64, 2200, 3},   // G=4
+    {8, 1, 128, 2200, 3},  // G=8
+    {16, 2, 128, 2200, 3}, // G=8, more heads
+};
+
+// Whole prompts from position 0, lengths around and off multiples of 64 (the tile size).
+TEST_P(AttentionOps, PrefillLongPrompts) {
+  const int kShort[] = {17, 63, 64, 65}, kMid[] = {200, 777, 1025};
+  int i = 0;
+  for (Case c : kPrefillCases) {
+    c.tpb = kTokensPerBlock[i % 2];
+    const PagedKV pk = paged(rng_, c);
+    const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
+    // Every case gets a short, a mid and a long prompt; the lengths rotate over the cases.
+    for (int T : {kShort[i % 4], kMid[i % 3], i % 2 == 0 ? 2100 : 1500 + i}) {
+      Tokens tk;
+      add_sequence(tk, std::uniform_int_distribution<int>(0, c.slots - 1)(rng_), 0, T);
+      const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
+      compare_attention(*gpu_, *cpu_, c, pk, tk, tol(), k0, v0, qkv, "prompt T=" + std::to_string(T));
+    }
+    ++i;
+  }
+}
+
+// Chunked prefill: the chunk starts at a position > 0, the earlier rows are already in the cache.
+TEST_P(AttentionOps, ChunkedPrefill) {
+  const int kChunks[][2] = {{64, 129}, {700, 333}, {1500, 600}, {1, 64}, {2000, 100}};  // {start, tokens}
+  int i = 0;
+  for (Case c : kPrefillCases) {
+    c.tpb = kTokensPerBlock[i++ % 2];
+    const PagedKV pk = paged(rng_, c);
+    const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
+    for (const auto& ch : kChunks) {
+      Tokens tk;
+      add_sequence(tk, std::uniform_int_distribution<int>(0, c.slots - 1)(rng_), ch[0], ch[1]);
+      const auto qkv = rnd(size_t(ch[1]) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
+      compare_attention(*gpu_, *cpu_, c, pk, tk, tol(), k0, v0, qkv,
+                        "chunk start=" + std::to_string(ch[0]) + " T=" + std::to_string(ch[1]));
+    }
+  }
+}
+
+// One step holding several sequences: prompt chunks of different slots back to back (tiles that
+// straddle two of them go to the decode kernel), with decode tokens between and after them.
+TEST_P(AttentionOps, SeveralSequencesOneStep) {
+  int i = 0;
+  for (Case c : kPrefillCases) {
+    c.tpb = kTokensPerBlock[i++ % 2];
+    const PagedKV pk = paged(rng_, c);
+    const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
+    Tokens tk;
+    add_sequence(tk, 1, 0, 150);     // a new prompt
+    add_sequence(tk, 0, 300, 70);    // a chunk after a 300-row prefix
+    add_sequence(tk, 2, 1234, 1);    // a decode token
+    add_sequence(tk, 2, 1000, 1);    // another token of the same slot, earlier position
+    add_sequence(tk, 0, 1500, 200);  // a later chunk of slot 0 (positions past the first chunk)
+    add_sequence(tk, 1, 2150, 3);    // decode tokens near the end of the cache
+    const int T = static_cast<int>(tk.pos.size());
+    const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
+    compare_attention(*gpu_, *cpu_, c, pk, tk, tol(), k0, v0, qkv, "several sequences T=" + std::to_string(T));
   }
 }
 

@@ -47,6 +47,31 @@ TEST_P(MatmulOp, GemvAgreesWithGemm) {
                "gemv row vs gemm row");
 }
 
+// The SwiGLU fused into the down projection (decode): the GPU's one-pass kernel against the CPU's
+// silu_mul then matmul. Gate values span [-6, 6] so silu's curved part and both tails are hit.
+TEST_P(MatmulOp, SwigluMatmulMatchesCpu) {
+  const Shape shapes[] = {{96, 4096}, {1000, 512}, {257, 1000}, {37, 99}};
+  for (const Shape& s : shapes) {
+    const int N = s.N, F = s.K;
+    const auto w = rnd(size_t(N) * F);
+    auto w_g = upload_weight(*gpu_, w), w_c = upload_weight(*cpu_, w);
+    for (int M : {1, 3, cuda::kGemvMaxM}) {
+      const auto gu = rnd(size_t(M) * 2 * F, -6.0f, 6.0f);
+      auto gu_g = upload_act(*gpu_, gu), gu_c = upload_act(*cpu_, gu);
+      auto out_g = poisoned_act(*gpu_, size_t(M) * N), out_c = poisoned_act(*cpu_, size_t(M) * N);
+      auto mid_c = poisoned_act(*cpu_, size_t(M) * F);
+      ASSERT_TRUE(gpu_->swiglu_matmul(out_g.get(), gu_g.get(), w_g.get(), M, N, F)) << "no fused path for M=" << M;
+      ASSERT_FALSE(cpu_->swiglu_matmul(out_c.get(), gu_c.get(), w_c.get(), M, N, F));
+      cpu_->silu_mul(mid_c.get(), gu_c.get(), M, F);
+      cpu_->matmul(out_c.get(), mid_c.get(), w_c.get(), M, N, F);
+      expect_close(read_act(*gpu_, out_g, size_t(M) * N), read_act(*cpu_, out_c, size_t(M) * N), tol(),
+                   "swiglu_matmul M=" + std::to_string(M) + " N=" + std::to_string(N) + " F=" + std::to_string(F));
+    }
+  }
+  // Above the GEMV's rows the backend declines and the caller takes the two-op path.
+  EXPECT_FALSE(gpu_->swiglu_matmul(nullptr, nullptr, nullptr, cuda::kGemvMaxM + 1, 8, 8));
+}
+
 LAMINA_INSTANTIATE_DTYPES(MatmulOp);
 
 }  // namespace

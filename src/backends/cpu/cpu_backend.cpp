@@ -203,6 +203,11 @@ class CpuBackend final : public Backend {
       std::memcpy(static_cast<float*>(out) + size_t(i) * H, static_cast<const float*>(x) + size_t(rows[i]) * H,
                   size_t(H) * 4);
   }
+
+  void select_tokens(int32_t* ids, const void* logits, int R, int V, const TokenChoice* choices) override {
+#pragma omp parallel for
+    for (int r = 0; r < R; ++r) ids[r] = choose_token(static_cast<const float*>(logits) + size_t(r) * V, V, choices[r]);
+  }
 };
 
 }  // namespace

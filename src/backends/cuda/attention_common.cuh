@@ -87,8 +87,12 @@ void launch_attention_decode(DType dt, void* out, const void* qkv, const int32_t
                              cudaStream_t stream);
 void launch_attention_prefill(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                               KVCacheLayer cache, const AttnParams& p, cudaStream_t stream);
-// Tensor-core variant for float16 / bfloat16 (attention_prefill_tc.cu); launch_attention_prefill
-// forwards to it for those dtypes.
+// Tensor-core kernel for float16 / bfloat16 (attention_prefill_mma.cu: mma.sync, cp.async
+// pipeline); launch_attention_prefill forwards to it for those dtypes.
+void launch_attention_prefill_mma(DType dt, void* out, const void* qkv, const int32_t* positions,
+                                  const int32_t* slots, KVCacheLayer cache, const AttnParams& p, cudaStream_t stream);
+// The previous WMMA kernel (attention_prefill_tc.cu), same contract. No op uses it: it is kept
+// only as the baseline bench/bench_kernels measures the mma.sync kernel against.
 void launch_attention_prefill_tc(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                                  KVCacheLayer cache, const AttnParams& p, cudaStream_t stream);
 bool attention_prefill_supports(int head_dim);

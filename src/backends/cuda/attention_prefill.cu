@@ -1,6 +1,6 @@
 // Prefill attention: many query tokens of one sequence, flash-attention style (tiled, online
 // softmax, no [T, T] score matrix in memory). This is the fp32 kernel (CUDA cores); float16 and
-// bfloat16 go to the tensor-core kernel of attention_prefill_tc.cu.
+// bfloat16 go to the tensor-core kernel of attention_prefill_mma.cu.
 //
 //   grid (ceil(T / 64), Hq), 256 threads. A block takes a tile of 64 consecutive tokens and one q
 //   head. Only tiles whose tokens all sit in one sequence are taken ("uniform"); the decode kernel
@@ -251,7 +251,7 @@ bool attention_prefill_supports(int head_dim) { return head_dim == 64 || head_di
 
 void launch_attention_prefill(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                               KVCacheLayer cache, const AttnParams& p, cudaStream_t stream) {
-  if (dt != DType::F32) return launch_attention_prefill_tc(dt, out, qkv, positions, slots, cache, p, stream);
+  if (dt != DType::F32) return launch_attention_prefill_mma(dt, out, qkv, positions, slots, cache, p, stream);
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;
     auto* o = static_cast<E*>(out);

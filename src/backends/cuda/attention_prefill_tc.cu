@@ -1,5 +1,7 @@
-// Prefill attention on the tensor cores (float16 / bfloat16), flash-attention style. Same tiles,
-// same "uniform tile" rule and same results as attention_prefill.cu (the fp32 CUDA-core kernel).
+// Prefill attention on the tensor cores (float16 / bfloat16) with WMMA, flash-attention style.
+// Superseded by attention_prefill_mma.cu; kept, unused by the ops, as the baseline that
+// bench/bench_kernels times the mma.sync kernel against (remove it once that comparison is recorded).
+// Same tiles, same "uniform tile" rule and same results as attention_prefill.cu (fp32 kernel).
 //
 //   grid (ceil(T / 64), Hq), 128 threads = 4 warps. A block: 64 consecutive tokens x one q head;
 //   warp w owns query rows 16w..16w+15. Per tile of 64 positions (K, V copied raw to shared from

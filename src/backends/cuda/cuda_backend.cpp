@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/cuda_sampling.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/matmul.h"
 
@@ -148,6 +149,12 @@ class CudaBackend final : public Backend {
       gemm_->run(act_, out, x, w, M, N, K, stream_);
     }
   }
+  bool swiglu_matmul(void* out, const void* gate_up, const void* w, int M, int N, int F) override {
+    if (M > kGemvMaxM) return false;
+    use_device();
+    launch_swiglu_gemv(act_, out, gate_up, w, M, N, F, stream_);
+    return true;
+  }
   void rope_kv_write(void* qkv, const int32_t* positions, const int32_t* slots, const float* inv_freq,
                      KVCacheLayer cache, const AttentionShape& s, int T) override {
     use_device();
@@ -165,6 +172,10 @@ class CudaBackend final : public Backend {
   void gather_rows(void* out, const void* x, const int32_t* rows, int num_rows, int H) override {
     use_device();
     launch_gather_rows(act_, out, x, rows, num_rows, H, stream_);
+  }
+  void select_tokens(int32_t* ids, const void* logits, int R, int V, const TokenChoice* choices) override {
+    use_device();
+    launch_sample(act_, logits, R, V, choices, ids, stream_);
   }
 
   // First use of a key runs the ops directly (GEMM plans and kernel attributes are set up on

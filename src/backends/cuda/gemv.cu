@@ -1,79 +1,139 @@
 // Skinny matmul for decode: out[M,N] = x[M,K] · w[N,K]^T with M <= 8 (one token per sequence).
 // The time is the weight read (N*K elements once), so the kernel is built to stream w:
-//   256 threads = 8 warps a block; each warp owns R rows of w (8R rows a block) and walks K with
-//   16-byte loads, lane l taking chunks l, l+32, ...; U chunks of each row are loaded before any is
-//   used (R*U = 8 loads of w in flight per lane). x (M*K elements, shared by every warp) is read
-//   through the read-only cache. Each lane keeps acc[M][R] in fp32; a warp reduction finishes each
-//   dot product.
+//   a block of 256 threads owns R consecutive rows of w; thread i reads the 16-byte chunks
+//   i, i + 256, i + 512, ... of each row, U chunks of every row at a time (R*U loads), and the
+//   next group is already loading while the current one is multiplied (two groups in flight).
+//   Blocks are small (N/R of them: 1024 for N = 4096 at R = 4), so they spread evenly over the
+//   SMs and the last wave is short. A block reduction finishes each of the M*R dot products.
+//   The first group of weight loads is issued before pdl_wait(): it overlaps the previous kernel.
+//   x (M*K elements, shared by every block) is read through the read-only cache.
+// kSwiGLU: x is silu(gate) * up of an MLP's gate_up [M, 2K] (the SwiGLU fused into the down
+// projection: no [M, F] intermediate is written and read back).
 // Rows of K not a multiple of 8 (16-bit) / 4 (fp32), or unaligned pointers, take a scalar kernel.
 #include <cuda_runtime.h>
 
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "kernels.h"
+#include "pdl.cuh"
 #include "reduce.cuh"
 
 namespace lamina::cuda {
 namespace {
 
-constexpr int kWarps = 8, kThreads = kWarps * 32;
+constexpr int kThreads = 256, kWarps = kThreads / 32;
 
-template <typename T, int M, int kRowsPerWarp, int kUnroll>
+// 16 bytes of w, streamed: not kept in L1 (each weight byte is used once).
+__device__ __forceinline__ uint4 load_stream(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+template <typename T>
+__device__ __forceinline__ void unpack(const uint4& raw, float (&out)[kVec<T>]) {
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < kVec<T>; ++i) out[i] = to_float(e[i]);
+}
+
+// Chunk c (kVec<T> elements) of row m of the GEMV's input.
+template <typename T, bool kSwiGLU>
+__device__ __forceinline__ void load_x(const T* x, int m, int K, int c, float (&out)[kVec<T>]) {
+  constexpr int V = kVec<T>;
+  if constexpr (kSwiGLU) {
+    const T* gate = x + static_cast<size_t>(m) * 2 * K + static_cast<size_t>(c) * V;  // gate_up row m: [gate | up]
+    float g[V], u[V];
+    load_vec_ro(gate, g);
+    load_vec_ro(gate + K, u);
+#pragma unroll
+    for (int e = 0; e < V; ++e) out[e] = g[e] / (1.0f + __expf(-g[e])) * u[e];
+  } else {
+    load_vec_ro(x + static_cast<size_t>(m) * K + static_cast<size_t>(c) * V, out);
+  }
+}
+
+// Issues the loads of chunks c0, c0 + 256, ... (U of them) of each of the R rows.
+template <int R, int U>
+__device__ __forceinline__ void load_group(uint4 (&buf)[U][R], const char* const (&rows)[R], int c0, int chunks) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int c = c0 + u * kThreads;
+#pragma unroll
+    for (int r = 0; r < R; ++r) buf[u][r] = c < chunks ? load_stream(rows[r] + static_cast<size_t>(c) * 16) : uint4{};
+  }
+}
+
+template <typename T, int M, int R, int U, bool kSwiGLU>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w, int N, int K) {
   constexpr int V = kVec<T>;
-  constexpr int kRowsPerBlock = kWarps * kRowsPerWarp;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int n0 = blockIdx.x * kRowsPerBlock + warp * kRowsPerWarp;
-  if (n0 >= N) return;
-  const int rows = min(kRowsPerWarp, N - n0);
+  pdl_launch_dependents();
+  const int n0 = blockIdx.x * R;
   const int chunks = K / V;
-  const T* w_row[kRowsPerWarp];
+  const char* rows[R];
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) w_row[r] = w + static_cast<size_t>(r < rows ? n0 + r : n0) * K;
+  for (int r = 0; r < R; ++r)  // rows past N re-read row N-1; their sums are not stored
+    rows[r] = reinterpret_cast<const char*>(w + static_cast<size_t>(min(n0 + r, N - 1)) * K);
 
-  float acc[M][kRowsPerWarp] = {};
-  for (int c0 = lane; c0 < chunks; c0 += 32 * kUnroll) {
-    float wv[kUnroll][kRowsPerWarp][V];
+  uint4 cur[U][R], next[U][R];
+  int c0 = threadIdx.x;
+  load_group<R, U>(cur, rows, c0, chunks);  // weights only: no wait needed
+  pdl_wait();                               // x (and out) belong to earlier kernels
+
+  float acc[M][R] = {};
+  constexpr int kStep = kThreads * U;
+  for (; c0 < chunks; c0 += kStep) {
+    const bool more = c0 + kStep < chunks;
+    if (more) load_group<R, U>(next, rows, c0 + kStep, chunks);
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int c = c0 + 32 * u;
-#pragma unroll
-      for (int r = 0; r < kRowsPerWarp; ++r) {
-        if (c < chunks) {
-          load_vec_ro(w_row[r] + static_cast<size_t>(c) * V, wv[u][r]);
-        } else {
-#pragma unroll
-          for (int e = 0; e < V; ++e) wv[u][r][e] = 0.0f;
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int c = c0 + 32 * u;
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + u * kThreads;
       if (c >= chunks) break;
+      float wf[R][V];
+#pragma unroll
+      for (int r = 0; r < R; ++r) unpack<T>(cur[u][r], wf[r]);
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         float xv[V];
-        load_vec_ro(x + static_cast<size_t>(m) * K + static_cast<size_t>(c) * V, xv);
+        load_x<T, kSwiGLU>(x, m, K, c, xv);
 #pragma unroll
-        for (int r = 0; r < kRowsPerWarp; ++r)
+        for (int r = 0; r < R; ++r)
 #pragma unroll
-          for (int e = 0; e < V; ++e) acc[m][r] = fmaf(xv[e], wv[u][r][e], acc[m][r]);
+          for (int e = 0; e < V; ++e) acc[m][r] = fmaf(xv[e], wf[r][e], acc[m][r]);
       }
     }
+    if (more) {
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int r = 0; r < R; ++r) cur[u][r] = next[u][r];
+    }
   }
+
+  __shared__ float partial[kWarps][M * R];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
   for (int m = 0; m < M; ++m)
 #pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r) {
+    for (int r = 0; r < R; ++r) {
       const float s = warp_sum(acc[m][r]);
-      if (lane == 0 && r < rows) out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s);
+      if (lane == 0) partial[warp][m * R + r] = s;
     }
+  __syncthreads();
+  if (threadIdx.x < M * R) {
+    const int m = threadIdx.x / R, r = threadIdx.x % R;
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kWarps; ++i) s += partial[i][threadIdx.x];
+    if (n0 + r < N) out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s);
+  }
 }
 
 // Fallback: one warp per (m, n), scalar loads.
-template <typename T>
+template <typename T, bool kSwiGLU>
 __global__ void gemv_scalar_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w, int M,
                                    int N, int K) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -81,23 +141,43 @@ __global__ void gemv_scalar_kernel(T* __restrict__ out, const T* __restrict__ x,
   if (item >= static_cast<long long>(M) * N) return;
   const int m = static_cast<int>(item / N), n = static_cast<int>(item % N);
   float acc = 0.0f;
-  for (int k = lane; k < K; k += 32)
-    acc = fmaf(to_float(x[static_cast<size_t>(m) * K + k]), to_float(w[static_cast<size_t>(n) * K + k]), acc);
+  for (int k = lane; k < K; k += 32) {
+    float xv;
+    if constexpr (kSwiGLU) {
+      const float g = to_float(x[static_cast<size_t>(m) * 2 * K + k]), u = to_float(x[static_cast<size_t>(m) * 2 * K + K + k]);
+      xv = g / (1.0f + __expf(-g)) * u;
+    } else {
+      xv = to_float(x[static_cast<size_t>(m) * K + k]);
+    }
+    acc = fmaf(xv, to_float(w[static_cast<size_t>(n) * K + k]), acc);
+  }
   acc = warp_sum(acc);
   if (lane == 0) out[static_cast<size_t>(m) * N + n] = from_float<T>(acc);
 }
 
-template <typename T, int M>
-void launch_m(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream) {
-  // 2 rows a warp, 4 chunks deep, for every M: 4 rows a warp (fewer x loads per w load) measured
-  // slower at M = 8 on an H100 (N = 4096: 128 blocks for 132 SMs).
-  constexpr int R = 2, U = 4;
-  gemv_kernel<T, M, R, U><<<ceil_div(N, kWarps * R), kThreads, 0, stream>>>(out, x, w, N, K);
+template <typename T, int M, int R, int U, bool kSwiGLU>
+void launch_config(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream) {
+  launch_pdl(gemv_kernel<T, M, R, U, kSwiGLU>, dim3(ceil_div(N, R)), dim3(kThreads), 0, stream, out, x, w, N, K);
 }
 
-}  // namespace
+template <typename T, int M, bool kSwiGLU>
+void launch_m(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream) {
+  // One chunk of each row per group (two groups in flight). Measured on an H100 at M = 1
+  // (bench_kernels' gemv-shape lines): 4 rows a block reach 91-104% of copy bandwidth on the
+  // Llama-3-8B projections, and 1 row a block is best on the long rows of the down projection
+  // (K = 14336: 100.7% against 97.7%); deeper groups (U = 2, 4) lose 4-30%. The SwiGLU input
+  // costs two loads and an exp per x element, read by every block: 8 rows a block halve that.
+  if constexpr (kSwiGLU) {
+    launch_config<T, M, 8, 1, true>(out, x, w, N, K, stream);
+  } else if (M == 1 && K >= 8192) {
+    launch_config<T, M, 1, 1, false>(out, x, w, N, K, stream);
+  } else {
+    launch_config<T, M, 4, 1, false>(out, x, w, N, K, stream);
+  }
+}
 
-void launch_gemv(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream) {
+template <bool kSwiGLU>
+void launch(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream) {
   if (M <= 0 || N <= 0) return;
   LAMINA_CHECK(M <= kGemvMaxM, "gemv takes at most ", kGemvMaxM, " rows, got ", M);
   dispatch_float_type(dt, [&](auto tag) {
@@ -107,21 +187,56 @@ void launch_gemv(DType dt, void* out, const void* x, const void* w, int M, int N
     auto* b = static_cast<const E*>(w);
     if (K % kVec<E> != 0 || !is_aligned16(a) || !is_aligned16(b)) {
       const long long items = static_cast<long long>(M) * N;
-      gemv_scalar_kernel<E><<<static_cast<unsigned>(ceil_div_ll(items, 8)), 256, 0, stream>>>(o, a, b, M, N, K);
-    } else {
-      switch (M) {
-        case 1: launch_m<E, 1>(o, a, b, N, K, stream); break;
-        case 2: launch_m<E, 2>(o, a, b, N, K, stream); break;
-        case 3: launch_m<E, 3>(o, a, b, N, K, stream); break;
-        case 4: launch_m<E, 4>(o, a, b, N, K, stream); break;
-        case 5: launch_m<E, 5>(o, a, b, N, K, stream); break;
-        case 6: launch_m<E, 6>(o, a, b, N, K, stream); break;
-        case 7: launch_m<E, 7>(o, a, b, N, K, stream); break;
-        default: launch_m<E, 8>(o, a, b, N, K, stream); break;
-      }
+      gemv_scalar_kernel<E, kSwiGLU><<<static_cast<unsigned>(ceil_div_ll(items, 8)), 256, 0, stream>>>(o, a, b, M, N, K);
+      CUDA_CHECK_LAUNCH();
+      return;
     }
-    CUDA_CHECK_LAUNCH();
+    switch (M) {
+      case 1: launch_m<E, 1, kSwiGLU>(o, a, b, N, K, stream); break;
+      case 2: launch_m<E, 2, kSwiGLU>(o, a, b, N, K, stream); break;
+      case 3: launch_m<E, 3, kSwiGLU>(o, a, b, N, K, stream); break;
+      case 4: launch_m<E, 4, kSwiGLU>(o, a, b, N, K, stream); break;
+      case 5: launch_m<E, 5, kSwiGLU>(o, a, b, N, K, stream); break;
+      case 6: launch_m<E, 6, kSwiGLU>(o, a, b, N, K, stream); break;
+      case 7: launch_m<E, 7, kSwiGLU>(o, a, b, N, K, stream); break;
+      default: launch_m<E, 8, kSwiGLU>(o, a, b, N, K, stream); break;
+    }
   });
+}
+
+}  // namespace
+
+void launch_gemv(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream) {
+  launch<false>(dt, out, x, w, M, N, K, stream);
+}
+
+void launch_swiglu_gemv(DType dt, void* out, const void* gate_up, const void* w, int M, int N, int F,
+                        cudaStream_t stream) {
+  launch<true>(dt, out, gate_up, w, M, N, F, stream);
+}
+
+bool launch_gemv_variant(int rows_per_block, int chunks_per_group, bool swiglu, const __nv_bfloat16* x, const __nv_bfloat16* w,
+                         __nv_bfloat16* out, int N, int K, cudaStream_t stream) {
+  if (K % kVec<__nv_bfloat16> != 0) return false;
+  const int key = (swiglu ? 1000 : 0) + rows_per_block * 10 + chunks_per_group;
+  switch (key) {
+    case 11: launch_config<__nv_bfloat16, 1, 1, 1, false>(out, x, w, N, K, stream); return true;
+    case 12: launch_config<__nv_bfloat16, 1, 1, 2, false>(out, x, w, N, K, stream); return true;
+    case 14: launch_config<__nv_bfloat16, 1, 1, 4, false>(out, x, w, N, K, stream); return true;
+    case 21: launch_config<__nv_bfloat16, 1, 2, 1, false>(out, x, w, N, K, stream); return true;
+    case 22: launch_config<__nv_bfloat16, 1, 2, 2, false>(out, x, w, N, K, stream); return true;
+    case 24: launch_config<__nv_bfloat16, 1, 2, 4, false>(out, x, w, N, K, stream); return true;
+    case 41: launch_config<__nv_bfloat16, 1, 4, 1, false>(out, x, w, N, K, stream); return true;
+    case 42: launch_config<__nv_bfloat16, 1, 4, 2, false>(out, x, w, N, K, stream); return true;
+    case 44: launch_config<__nv_bfloat16, 1, 4, 4, false>(out, x, w, N, K, stream); return true;
+    case 81: launch_config<__nv_bfloat16, 1, 8, 1, false>(out, x, w, N, K, stream); return true;
+    case 82: launch_config<__nv_bfloat16, 1, 8, 2, false>(out, x, w, N, K, stream); return true;
+    // The SwiGLU-fused kernel (x = gate_up [1, 2K]): keys 1000 + R*10 + U.
+    case 1041: launch_config<__nv_bfloat16, 1, 4, 1, true>(out, x, w, N, K, stream); return true;
+    case 1081: launch_config<__nv_bfloat16, 1, 8, 1, true>(out, x, w, N, K, stream); return true;
+    case 1161: launch_config<__nv_bfloat16, 1, 16, 1, true>(out, x, w, N, K, stream); return true;
+    default: return false;
+  }
 }
 
 }  // namespace lamina::cuda

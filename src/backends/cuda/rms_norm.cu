@@ -6,6 +6,7 @@
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "kernels.h"
+#include "pdl.cuh"
 #include "reduce.cuh"
 
 namespace lamina::cuda {
@@ -18,6 +19,8 @@ template <typename T, int V, bool kAdd>
 __global__ void rms_norm_kernel(T* __restrict__ out, T* __restrict__ residual, const T* __restrict__ x,
                                 const T* __restrict__ w, int H, float eps) {
   __shared__ float scratch[32];
+  pdl_launch_dependents();  // the next GEMV may start streaming its weights now
+  pdl_wait();
   const size_t row = static_cast<size_t>(blockIdx.x) * H;
   const T* src = kAdd ? residual + row : x + row;
   float ss = 0.0f;
@@ -79,9 +82,9 @@ void launch_norm(T* out, T* residual, const T* x, const T* w, int T_rows, int H,
   int threads = ((ceil_div(H, per_thread) + 31) / 32) * 32;
   threads = threads < 64 ? 64 : (threads > 1024 ? 1024 : threads);
   if (vec) {
-    rms_norm_kernel<T, V, kAdd><<<T_rows, threads, 0, stream>>>(out, residual, x, w, H, eps);
+    launch_pdl(rms_norm_kernel<T, V, kAdd>, dim3(T_rows), dim3(threads), 0, stream, out, residual, x, w, H, eps);
   } else {
-    rms_norm_kernel<T, 1, kAdd><<<T_rows, threads, 0, stream>>>(out, residual, x, w, H, eps);
+    launch_pdl(rms_norm_kernel<T, 1, kAdd>, dim3(T_rows), dim3(threads), 0, stream, out, residual, x, w, H, eps);
   }
   CUDA_CHECK_LAUNCH();
 }

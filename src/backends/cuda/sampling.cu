@@ -12,6 +12,7 @@
 
 #include "cuda_check.h"
 #include "cuda_sampling.h"
+#include "cuda_types.cuh"
 #include "reduce.cuh"
 
 namespace lamina::cuda {
@@ -20,6 +21,9 @@ namespace {
 constexpr int kThreads = 1024;
 
 __device__ __forceinline__ float sanitize(float v) { return v != v ? -INFINITY : v; }
+// Logits arrive as float32 or in the engine dtype (float16 / bfloat16): every read widens.
+template <typename T>
+__device__ __forceinline__ float logit(const T* z, int v) { return sanitize(to_float(z[v])); }
 
 // Order-preserving map float -> uint32 (larger float, larger key).
 __device__ __forceinline__ uint32_t float_key(float f) {
@@ -28,13 +32,14 @@ __device__ __forceinline__ uint32_t float_key(float f) {
 }
 
 // The lowest index among the largest values of x[0, V); NaN is skipped. All threads get it.
-__device__ int block_argmax(const float* x, int V) {
+template <typename T>
+__device__ int block_argmax(const T* x, int V) {
   __shared__ float s_val[32];
   __shared__ int s_idx[32];
   float best = -INFINITY;
   int best_i = INT_MAX;
   for (int v = threadIdx.x; v < V; v += blockDim.x) {
-    const float f = sanitize(x[v]);
+    const float f = logit(x, v);
     if (f > best || (f == best && v < best_i)) best = f, best_i = v;
   }
   auto better = [](float a, int ia, float b, int ib) { return a > b || (a == b && ia < ib); };
@@ -59,25 +64,28 @@ __device__ int block_argmax(const float* x, int V) {
   return best_i == INT_MAX ? 0 : best_i;
 }
 
-__global__ void argmax_kernel(const float* __restrict__ logits, int V, int32_t* __restrict__ out) {
+template <typename T>
+__global__ void argmax_kernel(const T* __restrict__ logits, int V, int32_t* __restrict__ out) {
   const int best = block_argmax(logits + static_cast<size_t>(blockIdx.x) * V, V);
   if (threadIdx.x == 0) out[blockIdx.x] = best;
 }
 
 // Everything a pass needs to recompute s_v, its key and p_v from a logit.
+template <typename T>
 struct Row {
-  const float* z;
+  const T* z;
   int V;
   float inv_t;    // 1 / temperature
   float s_max;    // max s_v
-  __device__ float s(int v) const { return sanitize(z[v]) * inv_t; }
+  __device__ float s(int v) const { return logit(z, v) * inv_t; }
   __device__ float p(float s_v) const { return exp2f((s_v - s_max) * 1.4426950408889634f); }
 };
 
 // Largest key θ such that the weight of tokens with key >= max(θ, floor) reaches `target`
 // (weight 1 each, or p_v when `by_mass`). When rounding leaves the target out of reach, the
 // smallest key with weight is returned (every token with weight is kept).
-__device__ uint32_t radix_select(const Row& row, uint32_t floor, bool by_mass, float target) {
+template <typename T>
+__device__ uint32_t radix_select(const Row<T>& row, uint32_t floor, bool by_mass, float target) {
   __shared__ float hist[256];
   __shared__ uint32_t s_prefix;
   __shared__ float s_target;
@@ -141,7 +149,8 @@ __device__ uint32_t radix_select(const Row& row, uint32_t floor, bool by_mass, f
   return prefix;
 }
 
-__global__ void sample_kernel(const float* __restrict__ logits, int V, const SampleParams* __restrict__ params,
+template <typename T>
+__global__ void sample_kernel(const T* __restrict__ logits, int V, const SampleParams* __restrict__ params,
                               int32_t* __restrict__ out) {
   using Scan = cub::BlockScan<float, kThreads>;
   __shared__ typename Scan::TempStorage scan_storage;
@@ -151,13 +160,13 @@ __global__ void sample_kernel(const float* __restrict__ logits, int V, const Sam
 
   const int b = blockIdx.x;
   const SampleParams P = params[b];
-  const float* z = logits + static_cast<size_t>(b) * V;
+  const T* z = logits + static_cast<size_t>(b) * V;
   if (!(P.temperature > 0.0f)) {
     const int best = block_argmax(z, V);
     if (threadIdx.x == 0) out[b] = best;
     return;
   }
-  Row row{z, V, 1.0f / P.temperature, -INFINITY};
+  Row<T> row{z, V, 1.0f / P.temperature, -INFINITY};
   float mx = -INFINITY;
   for (int v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, row.s(v));
   row.s_max = block_max(mx, scratch);
@@ -226,6 +235,16 @@ void launch_sample(const float* logits, int B, int V, const SampleParams* params
                    cudaStream_t stream) {
   if (B <= 0) return;
   sample_kernel<<<B, kThreads, 0, stream>>>(logits, V, params, out_ids);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_sample(DType dt, const void* logits, int B, int V, const SampleParams* params, int32_t* out_ids,
+                   cudaStream_t stream) {
+  if (B <= 0) return;
+  dispatch_float_type(dt, [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    sample_kernel<<<B, kThreads, 0, stream>>>(static_cast<const E*>(logits), V, params, out_ids);
+  });
   CUDA_CHECK_LAUNCH();
 }
 

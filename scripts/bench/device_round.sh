@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One round on a GPU machine, from the repository root: build + GPU tests + kernel benchmarks
+# (scripts/device-check.sh), then the Llama-3-8B-shaped decode/prefill benchmark
+# (scripts/bench/run_8b.sh) and the serving benchmark (scripts/bench/run_8b_serving.sh).
+# Every log and JSON lands in $OUT/round/ and is packed into $OUT/round.tgz; $OUT/summary.txt
+# holds the headline figures.
+#   OUT=/tmp/out bash scripts/bench/device_round.sh
+# Environment: TESTS / GTEST_FILTER / BENCHES as for device-check.sh; SKIP_8B=1, SKIP_SERVING=1;
+# HF_FLAGS=--no_hf skips the transformers baseline; CONCURRENCY for the serving run.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/out}
+R=$OUT/round
+mkdir -p "$R"
+TARGETS=${TARGETS:-"lamina test_ops test_gpu_end_to_end bench_kernels"} TESTS=${TESTS-"test_ops test_gpu_end_to_end"} \
+  BENCHES=${BENCHES-bench_kernels} OUT=$R bash scripts/device-check.sh >/dev/null 2>&1
+cp "$R/summary.txt" "$OUT/summary.txt"
+export LAMINA=$PWD/build-device/tools/lamina/lamina
+if [[ "${SKIP_8B:-0}" != 1 ]]; then
+  OUT=$R bash scripts/bench/run_8b.sh >"$R/run_8b.log" 2>&1 || echo "run_8b.sh FAILED" >>"$OUT/summary.txt"
+  { echo "--- 8B"; grep -hE "^\||convert\+build" "$R/run_8b.log" | tail -20; } >>"$OUT/summary.txt"
+fi
+if [[ "${SKIP_SERVING:-0}" != 1 ]]; then
+  OUT=$R bash scripts/bench/run_8b_serving.sh >"$R/serving.log" 2>&1 || echo "run_8b_serving.sh FAILED" >>"$OUT/summary.txt"
+  { echo "--- serving"; tail -25 "$R/serving.log"; } >>"$OUT/summary.txt"
+fi
+tar -czf "$OUT/round.tgz" -C "$OUT" round
+rm -rf "$R"
+cat "$OUT/summary.txt"

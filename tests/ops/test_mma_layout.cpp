@@ -1,0 +1,142 @@
+// Host check (no GPU) of the fragment bookkeeping of the mma.sync prefill attention kernel
+// (src/backends/cuda/attention_prefill_mma.cu): ldmatrix and mma.sync m16n8k16 are emulated from
+// their PTX ISA definitions, written here independently of src/backends/cuda/mma_layout.h, and
+// one warp's S = Q·K^T and O = P·V are run with the kernel's loop structure and lane addresses,
+// then compared with plain loops. Small integers keep every product exact.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <random>
+#include <vector>
+
+#include "backends/cuda/mma_layout.h"
+
+namespace lamina::optest {
+namespace {
+
+namespace ml = lamina::cuda::mma_layout;
+using Reg = std::array<float, 2>;   // one .b32 register: two 16-bit elements, [0] the low half
+using Frag = std::array<Reg, 4>;    // ldmatrix.x4 result / A fragment
+using Acc = std::array<float, 4>;   // m16n8 fp32 accumulator of one lane
+
+// A row-major shared tile of `ld` elements a row.
+struct Tile {
+  int rows, ld;
+  std::vector<float> v;
+  float at(int r, int c) const { return v[size_t(r) * ld + c]; }
+};
+
+// ldmatrix.sync.m8n8.x4 (.trans): lane 8i + j gives the address of row j of matrix i.
+std::array<Frag, 32> ldmatrix_x4(const Tile& t, int row0, int col0, ml::RowCol (*addr)(int), bool trans) {
+  std::array<std::array<int, 2>, 32> start{};  // (row, col) each lane points at
+  for (int l = 0; l < 32; ++l) {
+    const ml::RowCol a = addr(l);
+    start[l] = {row0 + a.row, col0 + a.col};
+  }
+  std::array<Frag, 32> out{};
+  for (int l = 0; l < 32; ++l)
+    for (int i = 0; i < 4; ++i)
+      for (int h = 0; h < 2; ++h) {
+        // element (r, c) of matrix i is t[start[8i + r].row][start[8i + r].col + c]
+        const int r = trans ? 2 * (l % 4) + h : l / 4, c = trans ? l / 4 : 2 * (l % 4) + h;
+        out[l][i][h] = t.at(start[8 * i + r][0], start[8 * i + r][1] + c);
+      }
+  return out;
+}
+
+// mma.sync.m16n8k16.row.col: d = a · b + c, fragments as the PTX ISA lays them out.
+void mma(std::array<Acc, 32>& c, const std::array<Frag, 32>& a, const std::array<std::array<Reg, 2>, 32>& b) {
+  float A[16][16], B[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, q = l % 4;
+    for (int i = 0; i < 4; ++i)
+      for (int h = 0; h < 2; ++h) A[g + 8 * (i % 2)][2 * q + 8 * (i / 2) + h] = a[l][i][h];
+    for (int i = 0; i < 2; ++i)
+      for (int h = 0; h < 2; ++h) B[2 * q + 8 * i + h][g] = b[l][i][h];
+  }
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, q = l % 4;
+    for (int e = 0; e < 4; ++e) {
+      const int r = g + 8 * (e / 2), n = 2 * q + e % 2;
+      float s = 0;
+      for (int k = 0; k < 16; ++k) s += A[r][k] * B[k][n];
+      c[l][e] += s;
+    }
+  }
+}
+
+std::array<std::array<Reg, 2>, 32> b_pair(const std::array<Frag, 32>& f, int first) {
+  std::array<std::array<Reg, 2>, 32> b{};
+  for (int l = 0; l < 32; ++l) b[l] = {f[l][first], f[l][first + 1]};
+  return b;
+}
+
+Tile random_tile(std::mt19937_64& rng, int rows, int cols, int ld) {
+  std::uniform_int_distribution<int> d(-3, 3);
+  Tile t{rows, ld, std::vector<float>(size_t(rows) * ld, 1e9f)};  // padding must never be read
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) t.v[size_t(r) * ld + c] = float(d(rng));
+  return t;
+}
+
+void check_warp(int D) {
+  std::mt19937_64 rng(1234 + D);
+  const int ld = D + 8, BK = 64, NT = BK / 8, KD = D / 16, warp = 2;
+  const Tile Q = random_tile(rng, 64, D, ld), K = random_tile(rng, BK, D, ld), V = random_tile(rng, BK, D, ld);
+
+  // Q fragments, as the kernel loads them.
+  std::vector<std::array<Frag, 32>> qf(KD);
+  for (int kk = 0; kk < KD; ++kk) qf[kk] = ldmatrix_x4(Q, 16 * warp, 16 * kk, ml::a_x4, false);
+
+  // S = Q_w · K^T.
+  std::vector<std::array<Acc, 32>> s(NT, std::array<Acc, 32>{});
+  for (int kk = 0; kk < KD; ++kk)
+    for (int np = 0; np < NT / 2; ++np) {
+      const auto b = ldmatrix_x4(K, 16 * np, 16 * kk, ml::b_nk_x4, false);
+      mma(s[2 * np], qf[kk], b_pair(b, 0));
+      mma(s[2 * np + 1], qf[kk], b_pair(b, 2));
+    }
+  for (int l = 0; l < 32; ++l)
+    for (int j = 0; j < NT; ++j)
+      for (int e = 0; e < 4; ++e) {
+        const ml::RowCol rc = ml::c_elem(l, e);
+        float want = 0;
+        for (int d = 0; d < D; ++d) want += Q.at(16 * warp + rc.row, d) * K.at(8 * j + rc.col, d);
+        ASSERT_EQ(s[j][l][e], want) << "S lane " << l << " tile " << j << " e " << e << " D " << D;
+      }
+
+  // O = P · V with P taken from the S accumulators (P = S here, to keep integers).
+  std::vector<std::array<Acc, 32>> o(2 * KD, std::array<Acc, 32>{});
+  for (int kk = 0; kk < BK / 16; ++kk) {
+    std::array<Frag, 32> pa{};
+    for (int l = 0; l < 32; ++l) {
+      pa[l][0] = {s[2 * kk][l][0], s[2 * kk][l][1]};
+      pa[l][1] = {s[2 * kk][l][2], s[2 * kk][l][3]};
+      pa[l][2] = {s[2 * kk + 1][l][0], s[2 * kk + 1][l][1]};
+      pa[l][3] = {s[2 * kk + 1][l][2], s[2 * kk + 1][l][3]};
+    }
+    for (int dp = 0; dp < KD; ++dp) {
+      const auto b = ldmatrix_x4(V, 16 * kk, 16 * dp, ml::b_kn_trans_x4, true);
+      mma(o[2 * dp], pa, b_pair(b, 0));
+      mma(o[2 * dp + 1], pa, b_pair(b, 2));
+    }
+  }
+  for (int l = 0; l < 32; ++l)
+    for (int dt = 0; dt < 2 * KD; ++dt)
+      for (int e = 0; e < 4; ++e) {
+        const ml::RowCol rc = ml::c_elem(l, e);
+        double want = 0;
+        for (int key = 0; key < BK; ++key) {
+          double sv = 0;
+          for (int d = 0; d < D; ++d) sv += Q.at(16 * warp + rc.row, d) * K.at(key, d);
+          want += sv * V.at(key, 8 * dt + rc.col);
+        }
+        ASSERT_EQ(o[dt][l][e], want) << "O lane " << l << " tile " << dt << " e " << e << " D " << D;
+      }
+}
+
+TEST(MmaLayout, WarpTileMatchesPlainLoopsD64) { check_warp(64); }
+TEST(MmaLayout, WarpTileMatchesPlainLoopsD128) { check_warp(128); }
+
+}  // namespace
+}  // namespace lamina::optest
