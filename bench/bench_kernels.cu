@@ -142,6 +142,8 @@ void bench_gemv_variants(Ctx& c, const Gemm& g) {
     c.out["gemv_swiglu"] = {{"ms", tm.ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs}};
   }
   cudaFree(out);
+}
+
 // Quantized weights: `copies` device copies of one random [N, K] weight (enough to exceed L2),
 // uploaded through upload_quantized_weight so the backend dispatches on their format.
 struct QuantCopies {
