@@ -3,6 +3,9 @@
 //   copy       device-to-device memcpy bandwidth (bytes read + written): the memory ceiling
 //   gemm       cuBLASLt bf16 TFLOP/s at 8192^3 and at Llama-3-8B prefill shapes (M = 2048)
 //   gemv       the backend's M <= 8 matmul on the same weights, GB/s and % of the copy bandwidth
+//   gemv-q     the same over quantized weights (int8 W8A16, fp8 FP8, int4 W4A16_AWQ) at M = 1 and 8,
+//              bytes = the quantized weight + its scales + x + out
+//   gemm-q     the M = 2048 matmuls over quantized weights (FP8 GEMM; int8/int4 dequantize + GEMM)
 //   attention  decode (split-K) GB/s over the KV cache at seq 512..4096; prefill TFLOP/s at T=512 and
 //              2048 through the op, then the mma.sync and the older WMMA prefill kernels side by side
 // Inputs are random (never zeros) and rotate over copies larger than L2 so DRAM is measured.
@@ -22,6 +25,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
 #include "bench_util.h"
+#include "common/quant.h"
 
 using namespace lamina;
 using namespace lamina::bench;
@@ -138,6 +142,74 @@ void bench_gemv_variants(Ctx& c, const Gemm& g) {
     c.out["gemv_swiglu"] = {{"ms", tm.ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs}};
   }
   cudaFree(out);
+}
+
+// Quantized weights: `copies` device copies of one random [N, K] weight (enough to exceed L2),
+// uploaded through upload_quantized_weight so the backend dispatches on their format.
+struct QuantCopies {
+  Backend* be;
+  std::vector<void*> ptrs;
+  size_t bytes = 0;  // data + scales of one copy
+  QuantCopies(Backend* b, WeightFormat f, int N, int K, size_t min_total) : be(b) {
+    QuantizedWeight q;
+    q.format = f;
+    q.rows = N;
+    q.cols = K;
+    q.group_size = f == WeightFormat::Int4Group ? kInt4GroupSize : 0;
+    std::vector<uint8_t> data(size_t(N) * K / (f == WeightFormat::Int4Group ? 2 : 1));
+    uint32_t h = 12345u;
+    for (auto& d : data) {
+      h = h * 1664525u + 1013904223u;
+      d = uint8_t(h >> 24);
+      if (f == WeightFormat::Fp8PerTensor && (d & 0x7f) == 0x7f) d = 0x38;  // no NaN codes
+    }
+    q.data = data.data();
+    std::vector<float> scales(f == WeightFormat::Fp8PerTensor ? 1 : f == WeightFormat::Int8PerChannel ? size_t(N)
+                                                                     : size_t(N) * (K / kInt4GroupSize),
+                              1e-3f);
+    q.scales = scales.data();
+    bytes = data.size() + scales.size() * sizeof(float);
+    const size_t copies = std::max<size_t>(1, std::min<size_t>(16, (min_total + data.size() - 1) / data.size()));
+    for (size_t i = 0; i < copies; ++i) ptrs.push_back(be->upload_quantized_weight(q));
+  }
+  ~QuantCopies() {
+    for (void* p : ptrs) be->free(p);
+  }
+  void* at(int i) const { return ptrs[size_t(i) % ptrs.size()]; }
+};
+
+const char* format_tag(WeightFormat f) {
+  return f == WeightFormat::Int8PerChannel ? "int8" : f == WeightFormat::Fp8PerTensor ? "fp8" : "int4";
+}
+
+void bench_gemv_quant(Ctx& c, const Gemm& g, WeightFormat f, int M) {
+  QuantCopies w(c.be, f, g.N, g.K, c.min_total);
+  Rotation x(size_t(M) * g.K * 2, 0, 45, c.stream);
+  void* out = dmalloc(size_t(M) * g.N * 2);
+  const Timing tm = time_ms(c.stream, [&](int i) { c.be->matmul(out, x.at(0), w.at(i), M, g.N, g.K); });
+  cudaFree(out);
+  const double ms = tm.ms;
+  const double bytes = double(w.bytes) + 2.0 * M * (g.K + g.N);
+  const double gbs = bytes / (ms * 1e-3) / 1e9;
+  std::printf("gemv-%-4s %-9s M=%-2d N=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", format_tag(f), g.name, M,
+              g.N, g.K, ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
+  c.out["gemv_quant"].push_back({{"format", format_tag(f)}, {"name", g.name}, {"M", M}, {"N", g.N}, {"K", g.K},
+                                 {"ms", ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs},
+                                 {"graph", tm.graph}});
+}
+
+void bench_gemm_quant(Ctx& c, const Gemm& g, WeightFormat f) {
+  QuantCopies w(c.be, f, g.N, g.K, 0);
+  Rotation x(size_t(g.M) * g.K * 2, c.min_total, 25, c.stream);
+  void* out = dmalloc(size_t(g.M) * g.N * 2);
+  const Timing tm = time_ms(c.stream, [&](int i) { c.be->matmul(out, x.at(i), w.at(i), g.M, g.N, g.K); }, 9);
+  cudaFree(out);
+  const double ms = tm.ms;
+  const double tflops = 2.0 * g.M * g.N * g.K / (ms * 1e-3) / 1e12;
+  std::printf("gemm-%-4s %-9s M=%-5d N=%-6d K=%-5d %8.3f ms %8.1f TFLOP/s%s\n", format_tag(f), g.name, g.M, g.N, g.K,
+              ms, tflops, tag(tm));
+  c.out["gemm_quant"].push_back({{"format", format_tag(f)}, {"name", g.name}, {"M", g.M}, {"N", g.N}, {"K", g.K},
+                                 {"ms", ms}, {"tflops", tflops}, {"graph", tm.graph}});
 }
 
 // Llama-3-8B attention heads: 32 q heads, 8 kv heads, head_dim 128.
@@ -320,6 +392,16 @@ int main(int argc, char** argv) {
     for (const Gemm& g : kGemms) guarded(c, g.name, [&] { bench_gemv(c, g, M); });
   for (const Gemm& g : kGemms)
     if (std::string(g.name) != "square") guarded(c, g.name, [&] { bench_gemv_variants(c, g); });
+  const WeightFormat formats[] = {WeightFormat::Int8PerChannel, WeightFormat::Fp8PerTensor, WeightFormat::Int4Group};
+  for (int M : {1, 8})
+    for (WeightFormat f : formats)
+      for (const Gemm& g : kGemms)
+        if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")  // lm_head stays bf16
+          guarded(c, g.name, [&] { bench_gemv_quant(c, g, f, M); });
+  for (WeightFormat f : formats)
+    for (const Gemm& g : kGemms)
+      if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")
+        guarded(c, g.name, [&] { bench_gemm_quant(c, g, f); });
   for (int batch : {1, 16})
     for (int seq : {512, 1024, 2048, 4096}) guarded(c, "decode attention", [&] { bench_decode_attention(c, seq, batch); });
   for (int T : {512, 2048}) guarded(c, "prefill attention", [&] { bench_prefill_attention(c, T); });

@@ -18,7 +18,11 @@ cp "$R/summary.txt" "$OUT/summary.txt"
 export LAMINA=$PWD/build-device/tools/lamina/lamina
 if [[ "${SKIP_8B:-0}" != 1 ]]; then
   OUT=$R bash scripts/bench/run_8b.sh >"$R/run_8b.log" 2>&1 || echo "run_8b.sh FAILED" >>"$OUT/summary.txt"
-  { echo "--- 8B"; grep -hE "^\||convert\+build" "$R/run_8b.log" | tail -20; } >>"$OUT/summary.txt"
+  { echo "--- 8B"; grep -hE "^\||convert\+build|error" "$R/run_8b.log" | tail -40; } >>"$OUT/summary.txt"
+fi
+# The server needs a tokenizer: the Llama 3 one (scripts/make-devdeps.sh copies it into .devdeps).
+if [[ -z "${TOKENIZER_DIR:-}" && -f .devdeps/llama3-tokenizer/tokenizer.json ]]; then
+  export TOKENIZER_DIR=$PWD/.devdeps/llama3-tokenizer
 fi
 if [[ "${SKIP_SERVING:-0}" != 1 ]]; then
   OUT=$R bash scripts/bench/run_8b_serving.sh >"$R/serving.log" 2>&1 || echo "run_8b_serving.sh FAILED" >>"$OUT/summary.txt"

@@ -2,7 +2,7 @@
 # On a GPU machine, after the build: make a Llama-3-8B-shaped random bf16 checkpoint, measure HF
 # transformers on it, then time lamina convert + build + load and bench decode and prefill.
 #   LAMINA=build-device/tools/lamina/lamina OUT=/tmp/out bash scripts/bench/run_8b.sh
-set -euo pipefail
+set -uo pipefail
 LAMINA=${LAMINA:-build-device/tools/lamina/lamina}
 OUT=${OUT:-/tmp/lamina-bench}
 WORK=${WORK:-/tmp/lamina-8b}
@@ -30,3 +30,16 @@ PY
 rm -rf "$WORK/ckpt"
 "$LAMINA" bench --engine_dir "$WORK/engine" --input_len 512 --output_len 256 --warmup 1 --runs 3 --json "$OUT/bench_decode.json"
 "$LAMINA" bench --engine_dir "$WORK/engine" --input_len 2048 --output_len 2 --warmup 1 --runs 5 --skip_checksum --json "$OUT/bench_prefill.json"
+# Quantized engines (QUANTS="FP8 W4A16_AWQ W8A16"): convert + build each, then the same decode
+# and prefill benchmarks.
+for q in ${QUANTS:-}; do
+  t0=$SECONDS
+  "$LAMINA" convert --model_dir "$WORK/hf" --output_dir "$WORK/ckpt-$q" --dtype bfloat16 --quant_algo "$q"
+  "$LAMINA" build --checkpoint_dir "$WORK/ckpt-$q" --output_dir "$WORK/engine-$q" --max_batch_size 8 \
+    --max_input_len 2048 --max_seq_len 4096 --max_num_tokens 2048
+  echo "convert+build $q: $((SECONDS - t0)) s"
+  rm -rf "$WORK/ckpt-$q"
+  "$LAMINA" bench --engine_dir "$WORK/engine-$q" --input_len 512 --output_len 256 --warmup 1 --runs 3 --json "$OUT/bench_decode_$q.json"
+  "$LAMINA" bench --engine_dir "$WORK/engine-$q" --input_len 2048 --output_len 2 --warmup 1 --runs 3 --skip_checksum --json "$OUT/bench_prefill_$q.json"
+  rm -rf "$WORK/engine-$q"
+done

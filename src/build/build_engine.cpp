@@ -1,11 +1,15 @@
 #include "build/build_engine.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <vector>
 
 #include "common/error.h"
 #include "common/paths.h"
 #include "common/progress.h"
+#include "common/quant.h"
 #include "io/engine_file.h"
 #include "io/hf_config.h"
 #include "io/tensor_source.h"
@@ -40,6 +44,20 @@ BuildLimits resolve_limits(const BuildOptions& o, const ModelConfig& cfg) {
   return l;
 }
 
+// A TensorRT-LLM FP8 weight's per-tensor scale ([] or [1] float32).
+float fp8_scale(const TensorSource& ckpt, const std::string& weight) {
+  const std::string name = names::ckpt_weights_scaling_factor_name(weight);
+  if (!ckpt.has(name)) fail("checkpoint tensor ", weight, " is FP8 but ", name, " is missing");
+  const TensorView& s = ckpt.get(name);
+  if (s.dtype != DType::F32 || s.numel() != 1)
+    fail("checkpoint tensor ", name, " must be one float32 (a per-tensor FP8 scale), got ",
+         dtype_safetensors_name(s.dtype), " ", s.shape_str());
+  float v;
+  std::memcpy(&v, s.data, sizeof(v));
+  if (!(v > 0.0f) || !std::isfinite(v)) fail("checkpoint tensor ", name, " holds ", v, ", not a positive scale");
+  return v;
+}
+
 // Writes one rank's engine file: each tensor converted to `dt`, gate/up fused.
 void write_rank(const ModelConfig& cfg, const TensorSource& ckpt, DType dt, const std::string& path, Progress& progress) {
   EngineFileWriter w(path);
@@ -63,14 +81,61 @@ void write_rank(const ModelConfig& cfg, const TensorSource& ckpt, DType dt, cons
     w.add(names::engine_scale_name(engine_name), DType::F32, {shape[0]}, scales.data(), scales.size());
     progress.advance(1, engine_name);
   };
+  // FP8: e4m3 rows are concatenated; fused tensors of different scales (gate and up) are
+  // re-encoded at the larger scale, so the engine tensor keeps one per-tensor scale.
+  auto put_fp8 = [&](const std::string& engine_name, const std::vector<std::string>& sources) {
+    float scale = 0.0f;
+    for (const auto& s : sources) scale = std::max(scale, fp8_scale(ckpt, s));
+    std::vector<int64_t> shape;
+    buf.clear();
+    for (const auto& s : sources) {
+      const TensorView& t = ckpt.get(s);
+      if (t.dtype != DType::F8_E4M3 || t.shape.size() != 2)
+        fail("checkpoint tensor ", s, " is not an F8_E4M3 [rows, cols] weight (quant_algo FP8)");
+      if (shape.empty()) shape = t.shape;
+      else shape[0] += t.shape[0];
+      const size_t at = buf.size();
+      buf.insert(buf.end(), t.data, t.data + t.bytes);
+      requantize_fp8(buf.data() + at, t.bytes, fp8_scale(ckpt, s), scale);
+    }
+    w.add(engine_name, DType::F8_E4M3, shape, buf.data(), buf.size());
+    w.add(names::engine_scale_name(engine_name), DType::F32, {1}, &scale, sizeof(scale));
+    progress.advance(1, engine_name);
+  };
+  // W4A16_AWQ: packed int4 rows [rows, K/2] and their group scales [rows, K/G] are concatenated.
+  auto put_int4 = [&](const std::string& engine_name, const std::vector<std::string>& sources) {
+    std::vector<int64_t> shape, scale_shape;
+    std::vector<uint8_t> scales;
+    buf.clear();
+    for (const auto& s : sources) {
+      const TensorView& t = ckpt.get(s);
+      const TensorView& sc = ckpt.get(names::ckpt_weights_scaling_factor_name(s));
+      const int64_t K = t.shape.size() == 2 ? 2 * t.shape[1] : 0;
+      if (t.dtype != DType::I8 || t.shape.size() != 2 || sc.dtype != DType::F32 ||
+          sc.shape != std::vector<int64_t>{t.shape[0], K / cfg.group_size} || K % cfg.group_size != 0)
+        fail("checkpoint tensors ", s, " and its weights_scaling_factor are not a packed int4 [rows, K/2] weight with "
+             "float32 [rows, K/", cfg.group_size, "] scales (quant_algo W4A16_AWQ)");
+      if (shape.empty()) shape = t.shape, scale_shape = sc.shape;
+      else shape[0] += t.shape[0], scale_shape[0] += sc.shape[0];
+      buf.insert(buf.end(), t.data, t.data + t.bytes);
+      scales.insert(scales.end(), sc.data, sc.data + sc.bytes);
+    }
+    w.add(engine_name, DType::U8, shape, buf.data(), buf.size(), kInt4PackedLayout);
+    w.add(names::engine_scale_name(engine_name), DType::F32, scale_shape, scales.data(), scales.size());
+    progress.advance(1, engine_name);
+  };
   auto put = [&](const std::string& engine_name, const std::vector<std::string>& sources) {
-    if (ckpt.get(sources[0]).dtype == DType::I8) return put_int8(engine_name, sources);
+    const DType src = ckpt.get(sources[0]).dtype;
+    if (cfg.quant_algo == "W4A16_AWQ" && src == DType::I8) return put_int4(engine_name, sources);
+    if (src == DType::I8) return put_int8(engine_name, sources);
+    if (src == DType::F8_E4M3) return put_fp8(engine_name, sources);
     std::vector<int64_t> shape;
     size_t total = 0;
     for (const auto& s : sources) {
       const TensorView& t = ckpt.get(s);
       if (!dtype_is_float(t.dtype) || t.dtype == DType::F8_E4M3)
-        fail("checkpoint tensor '", s, "' has dtype ", dtype_safetensors_name(t.dtype), "; expected F32, F16 or BF16");
+        fail("checkpoint tensor '", s, "' has dtype ", dtype_safetensors_name(t.dtype),
+             "; expected F32, F16 or BF16 (only linear layers are quantized)");
       if (shape.empty()) shape = t.shape;
       else {
         if (t.shape.size() != 2 || shape.size() != 2 || t.shape[1] != shape[1])
@@ -95,6 +160,11 @@ void write_rank(const ModelConfig& cfg, const TensorSource& ckpt, DType dt, cons
       fail("checkpoint tensor '", name, "' has shape ", t.shape_str(), " but config.json implies ",
            TensorView{"", DType::F32, shape, nullptr, 0}.shape_str(), ": the checkpoint does not match its config");
   };
+  // A linear weight [N, K]; W4A16_AWQ stores it packed as [N, K/2].
+  auto expect_linear = [&](const std::string& name, int64_t N, int64_t K) {
+    const bool packed = cfg.quant_algo == "W4A16_AWQ" && ckpt.get(name).dtype == DType::I8;
+    expect(name, {N, packed ? K / 2 : K});
+  };
   const int64_t H = cfg.hidden_size, D = cfg.head_size;
   expect(names::kCkptEmbedding, {cfg.vocab_size, H});
   put(names::kEngEmbedding, {names::kCkptEmbedding});
@@ -102,12 +172,12 @@ void write_rank(const ModelConfig& cfg, const TensorSource& ckpt, DType dt, cons
     using names::ckpt_layer;
     using names::engine_layer;
     expect(ckpt_layer(i, "input_layernorm.weight"), {H});
-    expect(ckpt_layer(i, "attention.qkv.weight"), {cfg.qkv_rows_per_rank(), H});
-    expect(ckpt_layer(i, "attention.dense.weight"), {H, cfg.q_heads_per_rank() * D});
+    expect_linear(ckpt_layer(i, "attention.qkv.weight"), cfg.qkv_rows_per_rank(), H);
+    expect_linear(ckpt_layer(i, "attention.dense.weight"), H, cfg.q_heads_per_rank() * D);
     expect(ckpt_layer(i, "post_layernorm.weight"), {H});
-    expect(ckpt_layer(i, "mlp.fc.weight"), {cfg.intermediate_per_rank(), H});
-    expect(ckpt_layer(i, "mlp.gate.weight"), {cfg.intermediate_per_rank(), H});
-    expect(ckpt_layer(i, "mlp.proj.weight"), {H, cfg.intermediate_per_rank()});
+    expect_linear(ckpt_layer(i, "mlp.fc.weight"), cfg.intermediate_per_rank(), H);
+    expect_linear(ckpt_layer(i, "mlp.gate.weight"), cfg.intermediate_per_rank(), H);
+    expect_linear(ckpt_layer(i, "mlp.proj.weight"), H, cfg.intermediate_per_rank());
     put(engine_layer(i, names::kEngInputNorm), {ckpt_layer(i, "input_layernorm.weight")});
     put(engine_layer(i, names::kEngQkv), {ckpt_layer(i, "attention.qkv.weight")});
     put(engine_layer(i, names::kEngAttnOut), {ckpt_layer(i, "attention.dense.weight")});

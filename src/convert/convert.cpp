@@ -13,7 +13,7 @@
 #include "io/safetensors.h"
 #include "io/tensor_source.h"
 #include "io/tokenizer_files.h"
-#include "model/int8_weights.h"
+#include "common/quant.h"
 #include "model/weight_names.h"
 
 namespace lamina {
@@ -146,8 +146,8 @@ DType storage_dtype(const std::string& name) {
 
 void convert_checkpoint(const ConvertOptions& opts) {
   if (opts.tp_size < 1) fail("--tp_size must be at least 1");
-  if (!opts.quant_algo.empty() && opts.quant_algo != "W8A16")
-    fail("--quant_algo ", opts.quant_algo, " is not supported yet (supported: W8A16, int8 weight-only)");
+  if (!opts.quant_algo.empty() && !quant_algo_supported(opts.quant_algo))
+    fail("unknown --quant_algo '", opts.quant_algo, "' (supported: ", kSupportedQuantAlgos, ")");
   if (opts.pp_size != 1) fail("--pp_size ", opts.pp_size, " is not supported: pipeline parallelism is not implemented; use --pp_size 1");
   ModelConfig cfg = load_hf_config(opts.model_dir);
   cfg.mapping = {opts.tp_size * opts.pp_size, opts.tp_size, opts.pp_size};
@@ -155,6 +155,18 @@ void convert_checkpoint(const ConvertOptions& opts) {
     cfg.validate();
   } catch (const Error& e) {
     fail("cannot convert with --tp_size ", opts.tp_size, ": ", e.what());
+  }
+  if (opts.quant_algo == "W4A16_AWQ") {
+    // Every quantized linear layer's K (input features) must split into whole groups.
+    const int64_t G = kInt4GroupSize;
+    const std::pair<const char*, int64_t> ks[] = {{"hidden_size", cfg.hidden_size},
+                                                   {"attention output (q heads per rank * head_size)",
+                                                    cfg.q_heads_per_rank() * cfg.head_size},
+                                                   {"intermediate_size per rank", cfg.intermediate_per_rank()}};
+    for (const auto& [what, k] : ks)
+      if (k % G != 0)
+        fail("cannot quantize to W4A16_AWQ: ", what, " = ", k, " is not a multiple of the group size ", G,
+             " (use W8A16 or FP8 for this model)");
   }
   const DType out = opts.dtype_given ? opts.dtype : storage_dtype(cfg.dtype);
   cfg.dtype = dtype_user_name(out);
@@ -171,31 +183,58 @@ void convert_checkpoint(const ConvertOptions& opts) {
   for (int r = 0; r < opts.tp_size; ++r) {
     RankWriter rank(cfg, src, out, r);
     std::vector<Job> jobs = rank.jobs();
-    // Under W8A16 a linear weight is stored as int8 followed by its per-channel scales.
-    const bool w8 = opts.quant_algo == "W8A16";
+    // A quantized linear weight is stored as its quantized data followed by its scales
+    // (TensorRT-LLM's names; docs/formats.md):
+    //   W8A16      int8 [N, K]                 + per_channel_scale [N]
+    //   FP8        F8_E4M3 [N, K]              + weights_scaling_factor [1]
+    //   W4A16_AWQ  int8 [N, K/2] (packed int4) + weights_scaling_factor [N, K/128]
+    const std::string& qa = opts.quant_algo;
     std::vector<TensorDecl> decls;
     for (const auto& j : jobs) {
-      if (w8 && j.linear) {
-        decls.push_back({j.decl.name, DType::I8, j.decl.shape});
-        decls.push_back({names::ckpt_scale_name(j.decl.name), DType::F32, {j.decl.shape[0]}});
-      } else {
+      if (qa.empty() || !j.linear) {
         decls.push_back(j.decl);
+        continue;
+      }
+      const int64_t N = j.decl.shape[0], K = j.decl.shape[1];
+      if (qa == "W8A16") {
+        decls.push_back({j.decl.name, DType::I8, {N, K}});
+        decls.push_back({names::ckpt_scale_name(j.decl.name), DType::F32, {N}});
+      } else if (qa == "FP8") {
+        decls.push_back({j.decl.name, DType::F8_E4M3, {N, K}});
+        decls.push_back({names::ckpt_weights_scaling_factor_name(j.decl.name), DType::F32, {1}});
+      } else {
+        decls.push_back({j.decl.name, DType::I8, {N, K / 2}});
+        decls.push_back({names::ckpt_weights_scaling_factor_name(j.decl.name), DType::F32, {N, K / kInt4GroupSize}});
       }
     }
     const std::string path = (staged.path() / ("rank" + std::to_string(r) + ".safetensors")).string();
     SafetensorsWriter writer(path, decls, {{"format", "pt"}, {"producer", "lamina convert"}});
+    std::vector<float> f32, scales;
+    std::vector<uint8_t> q;
     for (auto& j : jobs) {
       DType src_dtype = out;
       j.fill(buf, src_dtype);
       const size_t n = buf.size() / dtype_size(src_dtype);
-      if (w8 && j.linear) {
+      if (!qa.empty() && j.linear) {
         const int64_t rows = j.decl.shape[0], cols = j.decl.shape[1];
-        std::vector<float> f32(n), scales(static_cast<size_t>(rows));
-        std::vector<int8_t> q(n);
+        f32.resize(n);
         convert_to_f32(buf.data(), src_dtype, f32.data(), n);
-        quantize_int8_per_channel(f32.data(), rows, cols, q.data(), scales.data());
+        std::string scale_name = names::ckpt_weights_scaling_factor_name(j.decl.name);
+        if (qa == "W8A16") {
+          q.resize(n);
+          scales.resize(size_t(rows));
+          quantize_int8_per_channel(f32.data(), rows, cols, reinterpret_cast<int8_t*>(q.data()), scales.data());
+          scale_name = names::ckpt_scale_name(j.decl.name);
+        } else if (qa == "FP8") {
+          q.resize(n);
+          scales.assign(1, quantize_fp8_per_tensor(f32.data(), n, q.data()));
+        } else {
+          q.resize(n / 2);
+          scales.resize(size_t(rows * (cols / kInt4GroupSize)));
+          quantize_int4_groups(f32.data(), rows, cols, kInt4GroupSize, q.data(), scales.data());
+        }
         writer.write(j.decl.name, q.data(), q.size());
-        writer.write(names::ckpt_scale_name(j.decl.name), scales.data(), scales.size() * sizeof(float));
+        writer.write(scale_name, scales.data(), scales.size() * sizeof(float));
       } else if (src_dtype == out) {
         writer.write(j.decl.name, buf.data(), buf.size());
       } else {

@@ -14,7 +14,7 @@ struct ConvertOptions {
   bool dtype_given = false;  // false: keep the checkpoint's own dtype
   int tp_size = 1;
   int pp_size = 1;
-  std::string quant_algo;  // "" or "W8A16" (TensorRT-LLM's names; others are refused)
+  std::string quant_algo;  // "", "W8A16", "FP8" or "W4A16_AWQ" (TensorRT-LLM's names; others are refused)
 };
 
 void convert_checkpoint(const ConvertOptions& opts);

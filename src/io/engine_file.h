@@ -22,6 +22,9 @@ namespace lamina {
 
 constexpr uint32_t kEngineFormatVersion = 1;
 
+// Layout of a packed int4 weight (U8 [N, K/2], two k per byte; see common/quant.h).
+inline const std::string kInt4PackedLayout = "int4_packed";
+
 // 64-bit checksum of a byte range (four multiply-xor lanes over 8-byte words; fast enough to
 // check a 16 GB engine at load).
 uint64_t engine_checksum(const uint8_t* data, size_t bytes);

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/quant.h"
 
 namespace lamina {
 
@@ -133,7 +134,7 @@ Json model_config_to_json(const ModelConfig& c) {
       {"mapping", {{"world_size", c.mapping.world_size}, {"tp_size", c.mapping.tp_size}, {"pp_size", c.mapping.pp_size}}},
       {"quantization", {{"quant_algo", c.quant_algo.empty() ? Json(nullptr) : Json(c.quant_algo)},
                         {"kv_cache_quant_algo", nullptr},
-                        {"group_size", 128}}},
+                        {"group_size", c.group_size}}},
   };
 }
 
@@ -168,9 +169,12 @@ ModelConfig model_config_from_json(const Json& j, const std::string& where) {
     const Json& q = j["quantization"];
     if (q.contains("quant_algo") && !q["quant_algo"].is_null()) {
       c.quant_algo = q["quant_algo"].is_string() ? q["quant_algo"].get<std::string>() : q["quant_algo"].dump();
-      if (c.quant_algo != "W8A16")
-        fail(where, ": quant_algo ", q["quant_algo"].dump(), " is not supported (supported: W8A16)");
+      if (!quant_algo_supported(c.quant_algo))
+        fail(where, ": quant_algo ", q["quant_algo"].dump(), " is not supported (supported: ", kSupportedQuantAlgos, ")");
     }
+    c.group_size = json_get_or<int64_t>(q, "group_size", 128);
+    if (c.quant_algo == "W4A16_AWQ" && c.group_size != kInt4GroupSize)
+      fail(where, ": W4A16_AWQ with group_size ", c.group_size, " is not supported (only ", kInt4GroupSize, ")");
     if (q.contains("kv_cache_quant_algo") && !q["kv_cache_quant_algo"].is_null())
       fail(where, ": kv_cache_quant_algo ", q["kv_cache_quant_algo"].dump(), " is not supported yet");
   }

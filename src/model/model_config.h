@@ -22,6 +22,10 @@ struct TpMapping {
   int pp_size = 1;
 };
 
+// --quant_algo values Lamina converts and runs (TensorRT-LLM's spellings).
+inline constexpr const char* kSupportedQuantAlgos = "W8A16, FP8, W4A16_AWQ";
+inline bool quant_algo_supported(const std::string& a) { return a == "W8A16" || a == "FP8" || a == "W4A16_AWQ"; }
+
 struct ModelConfig {
   std::string architecture = "LlamaForCausalLM";
   std::string dtype = "bfloat16";  // storage dtype: float32, float16, bfloat16
@@ -41,9 +45,14 @@ struct ModelConfig {
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;  // any of these ends generation
   TpMapping mapping;
-  // Weight quantization of the linear layers (TensorRT-LLM's name): "" (none) or "W8A16"
-  // (int8 weights, one float scale per output channel; activations stay in the engine dtype).
+  // Weight quantization of the linear layers (TensorRT-LLM's names; docs/quantization.md):
+  //   ""          none
+  //   "W8A16"     int8 weights, one float scale per output channel; activations in the engine dtype
+  //   "FP8"       float8 e4m3 weights, one scale per tensor; activations quantized at run time
+  //   "W4A16_AWQ" int4 weights, one scale per group of group_size input features (round-to-nearest)
+  // The embedding and lm_head are never quantized.
   std::string quant_algo;
+  int64_t group_size = 128;  // W4A16_AWQ only
 
   // Derived sizes for one tensor-parallel rank.
   int64_t q_heads_per_rank() const { return num_attention_heads / mapping.tp_size; }

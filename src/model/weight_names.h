@@ -15,7 +15,12 @@ inline std::string engine_layer(int i, const std::string& rest) { return "layers
 inline std::string ckpt_scale_name(const std::string& weight) {
   return weight.substr(0, weight.size() - std::string(".weight").size()) + ".per_channel_scale";
 }
-// In the engine, an int8 tensor "x" has its scales in "x.scale" [rows] float32.
+// An FP8 or W4A16_AWQ weight's scales (TensorRT-LLM's name): "x.weight" → "x.weights_scaling_factor"
+// (FP8: [1] float32, one per tensor; W4A16_AWQ: [rows, cols / group_size] float32).
+inline std::string ckpt_weights_scaling_factor_name(const std::string& weight) {
+  return weight.substr(0, weight.size() - std::string(".weight").size()) + ".weights_scaling_factor";
+}
+// In the engine, a quantized tensor "x" has its scales in "x.scale" float32 (common/quant.h).
 inline std::string engine_scale_name(const std::string& tensor) { return tensor + ".scale"; }
 
 // Checkpoint (TensorRT-LLM schema)

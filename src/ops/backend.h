@@ -19,8 +19,10 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/dtype.h"
+#include "common/quant.h"
 #include "ops/token_choice.h"
 
 namespace lamina {
@@ -68,6 +70,14 @@ class Backend {
   virtual size_t free_device_memory() { return 0; }
   // Uploads n host elements of `dtype` as a weight; returns device memory the ops read.
   virtual void* upload_weight(const void* host, DType dtype, size_t n) = 0;
+  // Uploads a quantized linear weight (common/quant.h); returns a weight handle that matmul()
+  // takes as `w` and free() releases. A backend with kernels for the format keeps it quantized and
+  // dispatches on it in matmul(); this default (the CPU reference) dequantizes it on the host.
+  virtual void* upload_quantized_weight(const QuantizedWeight& w) {
+    std::vector<float> f(size_t(w.rows) * size_t(w.cols));
+    dequantize(w, f.data());
+    return upload_weight(f.data(), DType::F32, f.size());
+  }
   // Reads n activation elements back to the host as float32.
   virtual void activations_to_host_f32(float* host_dst, const void* src, size_t n) = 0;
 

@@ -4,12 +4,13 @@
 #include <climits>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "common/error.h"
 #include "common/progress.h"
 #include "io/hf_config.h"
-#include "model/int8_weights.h"
+#include "common/quant.h"
 #include "model/weight_names.h"
 #include "runtime/host_communicator.h"
 #if LAMINA_HAVE_CUDA
@@ -34,6 +35,44 @@ bool cuda_available() {
   return false;
 #endif
 }
+
+namespace {
+
+// An engine tensor in a quantized format (docs/formats.md), with its "<name>.scale" tensor:
+//   I8 [N, K] + scale [N]                                 int8 per-channel (W8A16)
+//   F8_E4M3 [N, K] + scale [1]                            fp8 per-tensor (FP8)
+//   U8 [N, K/2], layout "int4_packed" + scale [N, K/G]    int4 group-wise (W4A16_AWQ)
+// Anything else (float tensors) → nullopt.
+std::optional<QuantizedWeight> quantized_view(const EngineFile& file, const EngineTensor& t) {
+  const bool int4 = t.layout == kInt4PackedLayout;
+  if (t.dtype != DType::I8 && t.dtype != DType::F8_E4M3 && !int4) return std::nullopt;
+  const std::string sname = names::engine_scale_name(t.name);
+  if (t.shape.size() != 2 || !file.has(sname))
+    fail("engine tensor '", t.name, "' is quantized (", dtype_safetensors_name(t.dtype), ", layout ", t.layout,
+         ") but is not [rows, cols] with a '", sname, "' tensor: rebuild the engine with lamina build");
+  const EngineTensor& s = file.get(sname);
+  QuantizedWeight q;
+  q.data = t.data;
+  q.scales = reinterpret_cast<const float*>(s.data);
+  q.rows = t.shape[0];
+  q.cols = t.shape[1];
+  if (int4) {
+    q.format = WeightFormat::Int4Group;
+    q.cols = 2 * t.shape[1];
+    if (t.dtype != DType::U8 || s.shape.size() != 2 || s.shape[0] != q.rows || s.shape[1] <= 0 || q.cols % s.shape[1])
+      fail("engine tensor '", t.name, "' (int4) has a bad shape or scale shape: rebuild the engine");
+    q.group_size = int(q.cols / s.shape[1]);
+  } else {
+    q.format = t.dtype == DType::I8 ? WeightFormat::Int8PerChannel : WeightFormat::Fp8PerTensor;
+  }
+  if (s.dtype != DType::F32 || size_t(s.bytes) != q.num_scales() * sizeof(float))
+    fail("engine tensor '", sname, "' has ", s.bytes, " bytes of ", dtype_safetensors_name(s.dtype), "; expected ",
+         q.num_scales(), " float32 scales for ", weight_format_name(q.format));
+  q.validate();
+  return q;
+}
+
+}  // namespace
 
 struct Engine::Rank {
   std::unique_ptr<Backend> backend;
@@ -101,24 +140,21 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
     rank->comm = tp == 1 ? std::unique_ptr<Communicator>(new SoloCommunicator()) : group->make(r);
 
     Backend* be = rank->backend.get();
-    std::vector<float> dequantized;
     auto upload = [&](const std::string& name) -> const void* {
       const EngineTensor& t = rank->file->get(name);
       size_t n = 1;
       for (auto d : t.shape) n *= size_t(d);
       void* p = nullptr;
-      if (t.dtype == DType::I8) {
-        // W8A16 weights are dequantized once here, so the backends' ops read them as usual:
-        // the engine is half the size on disk, but no faster yet (no int8 GEMV kernel).
-        const EngineTensor& s = rank->file->get(names::engine_scale_name(name));
-        dequantized.resize(n);
-        dequantize_int8_per_channel(reinterpret_cast<const int8_t*>(t.data), reinterpret_cast<const float*>(s.data),
-                                    t.shape[0], int64_t(n) / t.shape[0], dequantized.data());
-        p = be->upload_weight(dequantized.data(), DType::F32, n);
+      size_t bytes = t.bytes;
+      if (auto q = quantized_view(*rank->file, t)) {
+        // Quantized linear weights stay quantized: the backend dispatches matmul on their format
+        // (the CPU backend dequantizes them here, as the readable reference).
+        p = be->upload_quantized_weight(*q);
       } else {
         p = be->upload_weight(t.data, t.dtype, n);
+        bytes = n * dtype_size(t.dtype);
       }
-      rank->weights.push_back(DeviceBuffer::adopt(be, p, n * dtype_size(t.dtype)));
+      rank->weights.push_back(DeviceBuffer::adopt(be, p, bytes));
       return p;
     };
     RankWeights w;

@@ -95,11 +95,19 @@ TEST(CliErrors, ShapeMismatch) {
   EXPECT_FALSE(fs::exists(s / "out"));
 }
 
-TEST(CliErrors, UnsupportedQuantAlgo) {
+TEST(CliErrors, UnknownQuantAlgo) {
   ScratchDir s("cli");
   auto r = run_lamina("convert --model_dir " + test::golden_dir("gqa_f32_hub").string() + " --output_dir " +
-                      (s / "out").string() + " --quant_algo FP8");
-  expect_failure(r, "not supported yet");
+                      (s / "out").string() + " --quant_algo INT3");
+  expect_failure(r, "unknown --quant_algo 'INT3' (supported: W8A16, FP8, W4A16_AWQ)");
+  EXPECT_FALSE(fs::exists(s / "out"));
+}
+
+TEST(CliErrors, Int4NeedsKAMultipleOfTheGroupSize) {
+  ScratchDir s("cli");  // intermediate_size 320: the down projection's K is not a multiple of 128
+  auto r = run_lamina("convert --model_dir " + test::golden_dir("llama31_bf16_sharded").string() + " --output_dir " +
+                      (s / "out").string() + " --quant_algo W4A16_AWQ");
+  expect_failure(r, "intermediate_size per rank = 320 is not a multiple of the group size 128");
   EXPECT_FALSE(fs::exists(s / "out"));
 }
 

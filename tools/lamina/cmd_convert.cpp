@@ -15,7 +15,8 @@ void register_convert(CLI::App& app) {
   sub->add_option("--tp_size", opts->tp_size, "Tensor-parallel ranks")->check(CLI::PositiveNumber);
   sub->add_option("--pp_size", opts->pp_size, "Pipeline-parallel ranks (only 1 is supported)");
   sub->add_option("--quant_algo", opts->quant_algo,
-                  "Weight quantization: W8A16 (int8 weights, per-channel scales; FP8 and W4A16_AWQ are not supported yet)");
+                  "Weight quantization (docs/quantization.md): W8A16 (int8, per-channel scales), FP8 (e4m3, per-tensor "
+                  "scales, dynamic activation scales), W4A16_AWQ (int4, group-128 scales; round-to-nearest, no calibration)");
   sub->callback([opts, dtype] {
     if (!dtype->empty() && *dtype != "auto") {
       opts->dtype = dtype_from_user_name(*dtype);

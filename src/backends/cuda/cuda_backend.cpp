@@ -10,6 +10,8 @@
 #include "backends/cuda/cuda_sampling.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/matmul.h"
+#include "backends/cuda/quant_kernels.h"
+#include "common/progress.h"
 
 namespace lamina {
 namespace {
@@ -36,6 +38,8 @@ class CudaBackend final : public Backend {
     gemm_ = std::make_unique<LtGemm>(kGemmWorkspaceBytes);
     CUDA_CHECK(cudaMalloc(&attn_.workspace, kAttentionWorkspaceBytes));
     attn_.workspace_bytes = kAttentionWorkspaceBytes;
+    fp8_tensor_cores_ = prop.major * 10 + prop.minor >= 89;
+    CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&fp8_amax_scale_), 2 * sizeof(float)));
   }
 
   ~CudaBackend() override {
@@ -44,6 +48,11 @@ class CudaBackend final : public Backend {
     for (auto& [key, rec] : recordings_)
       if (rec.exec) cudaGraphExecDestroy(rec.exec);
     gemm_.reset();
+    for (auto& [p, q] : quant_) cudaFree(const_cast<float*>(q.w.scales));
+    for (void* p : retired_) cudaFree(p);
+    cudaFree(dequant_scratch_.p);
+    cudaFree(fp8_act_scratch_.p);
+    cudaFree(fp8_amax_scale_);
     cudaFree(attn_.workspace);
     cudaStreamDestroy(stream_);
   }
@@ -72,6 +81,10 @@ class CudaBackend final : public Backend {
   void free(void* p) override {
     if (!p) return;
     use_device();
+    if (auto it = quant_.find(p); it != quant_.end()) {
+      CUDA_CHECK(cudaFree(const_cast<float*>(it->second.w.scales)));
+      quant_.erase(it);
+    }
     CUDA_CHECK(cudaFree(p));
   }
   size_t free_device_memory() override {
@@ -115,6 +128,24 @@ class CudaBackend final : public Backend {
     }
     return dst;
   }
+  // Keeps the weight quantized on the device; matmul() finds its format by the returned pointer.
+  void* upload_quantized_weight(const QuantizedWeight& q) override {
+    q.validate();
+    LAMINA_CHECK(q.rows <= INT32_MAX && q.cols <= INT32_MAX, "quantized weight too large");
+    auto* data = alloc(q.data_bytes());
+    copy_to_device(data, q.data, q.data_bytes());
+    auto* scales = static_cast<float*>(alloc(q.num_scales() * sizeof(float)));
+    copy_to_device(scales, q.scales, q.num_scales() * sizeof(float));
+    quant_[data] = QuantEntry{{q.format, data, scales, q.group_size}, int(q.rows), int(q.cols)};
+    // The M > 8 path dequantizes into this scratch; sized here, before any graph capture.
+    grow(dequant_scratch_, size_t(q.rows) * size_t(q.cols) * dtype_size(act_));
+    if (q.format == WeightFormat::Fp8PerTensor && !fp8_tensor_cores_ && !warned_no_fp8_) {
+      warned_no_fp8_ = true;
+      log_warn(name_ + " has no FP8 tensor cores (compute capability < 8.9): FP8 weights are dequantized for "
+               "batched matmuls (correct, but slower than on Hopper); decode reads them as FP8");
+    }
+    return data;
+  }
   void activations_to_host_f32(float* dst, const void* src, size_t n) override {
     if (act_ == DType::F32) return copy_to_host(dst, src, n * 4);
     // One staging buffer reused across calls: a batch's logits are ~64 MB a step, and a fresh
@@ -143,6 +174,7 @@ class CudaBackend final : public Backend {
   }
   void matmul(void* out, const void* x, const void* w, int M, int N, int K) override {
     use_device();
+    if (auto it = quant_.find(w); it != quant_.end()) return quantized_matmul(out, x, it->second, M, N, K);
     if (M <= kGemvMaxM) {
       launch_gemv(act_, out, x, w, M, N, K, stream_);
     } else {
@@ -150,7 +182,7 @@ class CudaBackend final : public Backend {
     }
   }
   bool swiglu_matmul(void* out, const void* gate_up, const void* w, int M, int N, int F) override {
-    if (M > kGemvMaxM) return false;
+    if (M > kGemvMaxM || quant_.count(w)) return false;  // quantized weights: silu_mul, then their GEMV
     use_device();
     launch_swiglu_gemv(act_, out, gate_up, w, M, N, F, stream_);
     return true;
@@ -207,6 +239,50 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  struct QuantEntry {
+    DeviceQuantWeight w;
+    int rows = 0, cols = 0;
+  };
+  // Device scratch that only grows. A replaced buffer is kept until the backend dies, since a
+  // recorded graph may still point at it.
+  struct Scratch {
+    void* p = nullptr;
+    size_t bytes = 0;
+  };
+  void* grow(Scratch& s, size_t bytes) {
+    if (bytes > s.bytes) {
+      if (s.p) retired_.push_back(s.p);
+      s.p = alloc(bytes);
+      s.bytes = bytes;
+    }
+    return s.p;
+  }
+
+  // M <= 8: the quantized GEMV reads the weight as stored. Larger M: FP8 weights on FP8 tensor
+  // cores (activations quantized per tensor on the fly); otherwise dequantize into scratch, then
+  // the regular GEMM.
+  void quantized_matmul(void* out, const void* x, const QuantEntry& q, int M, int N, int K) {
+    LAMINA_CHECK(q.rows == N && q.cols == K, "matmul of a quantized [", q.rows, ", ", q.cols, "] weight as [", N, ", ",
+                 K, "]");
+    if (M <= kGemvMaxM) return launch_gemv_quant(act_, out, x, q.w, M, N, K, stream_);
+    if (q.w.format == WeightFormat::Fp8PerTensor && fp8_tensor_cores_ && !fp8_gemm_failed_ && K % 16 == 0 &&
+        N % 8 == 0) {
+      void* xq = grow(fp8_act_scratch_, size_t(M) * size_t(K));
+      try {
+        launch_quantize_fp8_dynamic(act_, x, size_t(M) * size_t(K), xq, fp8_amax_scale_, stream_);
+        gemm_->run_fp8(act_, out, xq, fp8_amax_scale_ + 1, q.w.data, q.w.scales, M, N, K, stream_);
+        return;
+      } catch (const Error& e) {
+        // The activation quantization that ran is harmless; the dequantizing path below overwrites out.
+        fp8_gemm_failed_ = true;
+        log_warn(std::string("FP8 GEMM unavailable (") + e.what() + "); dequantizing FP8 weights for batched matmuls");
+      }
+    }
+    void* w = grow(dequant_scratch_, size_t(N) * size_t(K) * dtype_size(act_));
+    launch_dequantize_weight(act_, w, q.w, N, K, stream_);
+    gemm_->run(act_, out, x, w, M, N, K, stream_);
+  }
+
   // Kernels launch on the calling thread's current device: make it ours (cheap, no sync).
   void use_device() const { CUDA_CHECK(cudaSetDevice(device_)); }
 
@@ -222,6 +298,14 @@ class CudaBackend final : public Backend {
   };
   std::unordered_map<uint64_t, Recording> recordings_;
   std::vector<char> host_stage_;  // activations_to_host_f32's download buffer
+  std::unordered_map<const void*, QuantEntry> quant_;  // quantized weights by data pointer
+  Scratch dequant_scratch_;   // [N, K] activation dtype: the largest quantized weight
+  Scratch fp8_act_scratch_;   // [M, K] e4m3 activations of the FP8 GEMM
+  std::vector<void*> retired_;
+  float* fp8_amax_scale_ = nullptr;  // device [amax bits, x_scale] of the FP8 GEMM
+  bool fp8_tensor_cores_ = false;
+  bool fp8_gemm_failed_ = false;
+  bool warned_no_fp8_ = false;
 };
 
 }  // namespace

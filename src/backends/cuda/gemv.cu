@@ -166,9 +166,10 @@ void launch_m(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream)
   // (bench_kernels' gemv-shape lines): 4 rows a block reach 91-104% of copy bandwidth on the
   // Llama-3-8B projections, and 1 row a block is best on the long rows of the down projection
   // (K = 14336: 100.7% against 97.7%); deeper groups (U = 2, 4) lose 4-30%. The SwiGLU input
-  // costs two loads and an exp per x element, read by every block: 8 rows a block halve that.
+  // costs two loads and an exp per x element, read by every block: 4 rows a block were best
+  // (90% of copy, about even with the unfused silu_mul + down, with one kernel less).
   if constexpr (kSwiGLU) {
-    launch_config<T, M, 8, 1, true>(out, x, w, N, K, stream);
+    launch_config<T, M, 4, 1, true>(out, x, w, N, K, stream);
   } else if (M == 1 && K >= 8192) {
     launch_config<T, M, 1, 1, false>(out, x, w, N, K, stream);
   } else {

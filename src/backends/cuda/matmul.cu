@@ -36,8 +36,9 @@ LtGemm::~LtGemm() {
   if (handle_) cublasLtDestroy(handle_);
 }
 
-LtGemm::Plan& LtGemm::plan_for(DType dt, int M, int N, int K, int align) {
-  const Key key{static_cast<int>(dt), M, N, K, align};
+LtGemm::Plan& LtGemm::plan_for(DType dt, int M, int N, int K, int align, bool fp8, const float* a_scale,
+                               const float* b_scale) {
+  const Key key{static_cast<int>(dt), M, N, K, align, fp8};
   if (auto it = plans_.find(key); it != plans_.end()) return it->second;
 
   const cudaDataType_t type = cuda_data_type(dt);
@@ -46,8 +47,14 @@ LtGemm::Plan& LtGemm::plan_for(DType dt, int M, int N, int K, int align) {
   const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, type, K, N, K));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, type, K, M, K));
+  if (fp8) {  // the heuristic sees scaled inputs, as every later call has them
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)));
+  }
+  // FP8: e4m3 inputs with per-tensor scales (pointers set per call in run_fp8), output in dt.
+  const cudaDataType_t in_type = fp8 ? CUDA_R_8F_E4M3 : type;
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, in_type, K, N, K));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, in_type, K, M, K));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, type, N, M, N));
 
   cublasLtMatmulPreference_t pref = nullptr;
@@ -68,7 +75,7 @@ LtGemm::Plan& LtGemm::plan_for(DType dt, int M, int N, int K, int align) {
     cublasLtMatrixLayoutDestroy(p.b);
     cublasLtMatrixLayoutDestroy(p.c);
     cublasLtMatmulDescDestroy(p.op);
-    fail("cuBLASLt has no algorithm for ", dtype_user_name(dt), " matmul M=", M, " N=", N, " K=", K,
+    fail("cuBLASLt has no algorithm for ", fp8 ? "fp8 -> " : "", dtype_user_name(dt), " matmul M=", M, " N=", N, " K=", K,
          " (alignment ", align, " bytes; status ", cublasLtGetStatusName(st), ")");
   }
   p.algo = result.algo;
@@ -85,6 +92,23 @@ void LtGemm::run(DType dt, void* out, const void* x, const void* w, int M, int N
   Plan& p = plan_for(dt, M, N, K, align);
   const float alpha = 1.0f, beta = 0.0f;
   CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo, workspace_,
+                              workspace_bytes_, stream));
+}
+
+void LtGemm::run_fp8(DType dt, void* out, const void* xq, const float* x_scale, const void* wq, const float* w_scale,
+                     int M, int N, int K, cudaStream_t stream) {
+  if (M <= 0 || N <= 0) return;
+  LAMINA_CHECK(K > 0 && K % 16 == 0, "fp8 matmul needs K a multiple of 16, got K=", K);
+  const uintptr_t bits = reinterpret_cast<uintptr_t>(out) | reinterpret_cast<uintptr_t>(xq) |
+                         reinterpret_cast<uintptr_t>(wq) | uintptr_t{256};
+  const int align = static_cast<int>(bits & (~bits + 1));
+  LAMINA_CHECK(align >= 16, "fp8 matmul needs 16-byte aligned operands");
+  Plan& p = plan_for(dt, M, N, K, align, /*fp8=*/true, w_scale, x_scale);
+  // A = w (scale w_scale), B = x (scale x_scale): D = alpha * a_scale * b_scale * (A^T B).
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof(w_scale)));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scale, sizeof(x_scale)));
+  const float alpha = 1.0f, beta = 0.0f;
+  CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, wq, p.a, xq, p.b, &beta, out, p.c, out, p.c, &p.algo, workspace_,
                               workspace_bytes_, stream));
 }
 

@@ -22,6 +22,11 @@ class LtGemm {
   LtGemm& operator=(const LtGemm&) = delete;
 
   void run(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream);
+  // FP8 (matmul_fp8.cu): out[M,N] (dtype dt) = (*w_scale * *x_scale) * xq[M,K] · wq[N,K]^T with xq and
+  // wq float8 e4m3 and the scales device floats. Needs compute capability 8.9+; throws if cuBLASLt
+  // has no algorithm (the caller falls back to dequantizing).
+  void run_fp8(DType dt, void* out, const void* xq, const float* x_scale, const void* wq, const float* w_scale, int M,
+               int N, int K, cudaStream_t stream);
 
  private:
   struct Plan {
@@ -29,8 +34,9 @@ class LtGemm {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
   };
-  using Key = std::tuple<int, int, int, int, int>;  // dtype, M, N, K, min alignment in bytes
-  Plan& plan_for(DType dt, int M, int N, int K, int align);
+  using Key = std::tuple<int, int, int, int, int, bool>;  // dtype, M, N, K, min alignment in bytes, fp8 inputs
+  Plan& plan_for(DType dt, int M, int N, int K, int align, bool fp8 = false, const float* a_scale = nullptr,
+                 const float* b_scale = nullptr);
 
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;

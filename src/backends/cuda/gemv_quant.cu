@@ -1,0 +1,206 @@
+// Skinny matmul over quantized weights for decode: out[M,N] = x[M,K] · dequant(w)[N,K]^T, M <= 8.
+// The time is the weight read (1 byte a weight for int8/fp8, half a byte for int4), so the kernel
+// streams w like gemv.cu: 256 threads = 8 warps a block; each warp owns R rows and walks K in
+// 16-byte chunks (16 int8/fp8 or 32 int4 weights), lane l taking chunks l, l+32, ...; U chunks
+// of each row are loaded before any is decoded (R*U = 8 loads of w in flight per lane). x is read
+// through the read-only cache. Per chunk, each lane decodes a word of w at a time (quant_decode.cuh)
+// and accumulates x·q in fp32; int4 applies the chunk's group scale to the chunk's partial sums
+// (a group is a multiple of 32 weights, so a chunk never straddles two groups); int8/fp8 apply the
+// row (or tensor) scale once after the warp reduction.
+// K not a multiple of the chunk, or an unaligned x, takes a scalar kernel (one warp per output).
+#include <cuda_runtime.h>
+
+#include "cuda_check.h"
+#include "cuda_types.cuh"
+#include "kernels.h"
+#include "quant_decode.cuh"
+#include "quant_kernels.h"
+#include "reduce.cuh"
+
+namespace lamina::cuda {
+namespace {
+
+constexpr int kWarps = 8, kThreads = kWarps * 32;
+
+// out[i] = float(p[i]) for i < E: E consecutive elements, E * sizeof(T) a multiple of 8 bytes and p
+// aligned to it.
+template <typename T, int E>
+__device__ __forceinline__ void load_x(const T* p, float (&out)[E]) {
+  constexpr int V = kVec<T>;
+  if constexpr (E >= V) {
+#pragma unroll
+    for (int i = 0; i < E / V; ++i) {
+      float t[V];
+      load_vec_ro(p + i * V, t);
+#pragma unroll
+      for (int j = 0; j < V; ++j) out[i * V + j] = t[j];
+    }
+  } else {
+    static_assert(E * sizeof(T) == 8, "x sub-chunk must be 8 or a multiple of 16 bytes");
+    const uint2 raw = __ldg(reinterpret_cast<const uint2*>(p));
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < E; ++i) out[i] = to_float(e[i]);
+  }
+}
+
+__device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+template <typename T, WeightFormat F, int M, int R, int U>
+__global__ void __launch_bounds__(kThreads)
+    gemv_quant_kernel(T* __restrict__ out, const T* __restrict__ x, const uint8_t* __restrict__ w,
+                      const float* __restrict__ scales, int N, int K, int group, int scale_stride) {
+  using D = Decode<F>;
+  constexpr int EW = D::kPerWord;       // weights a 32-bit word
+  constexpr int kPerChunk = 4 * EW;     // weights a 16-byte chunk
+  constexpr bool kGrouped = F == WeightFormat::Int4Group;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int n0 = (blockIdx.x * kWarps + warp) * R;
+  if (n0 >= N) return;
+  const int rows = min(R, N - n0);
+  const int chunks = K / kPerChunk;
+  const size_t row_chunks = static_cast<size_t>(chunks);
+  const int groups = kGrouped ? K / group : 0;
+  const uint4* w_row[R];
+  int row_of[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    row_of[r] = r < rows ? n0 + r : n0;  // rows past N re-read row n0 and are not written
+    w_row[r] = reinterpret_cast<const uint4*>(w) + static_cast<size_t>(row_of[r]) * row_chunks;
+  }
+
+  float acc[M][R] = {};
+  for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
+    uint4 raw[U][R];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + 32 * u;
+#pragma unroll
+      for (int r = 0; r < R; ++r) raw[u][r] = c < chunks ? __ldg(w_row[r] + c) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + 32 * u;
+      if (c >= chunks) break;
+      float part[M][R] = {};
+#pragma unroll
+      for (int wi = 0; wi < 4; ++wi) {
+        float wf[R][EW];
+#pragma unroll
+        for (int r = 0; r < R; ++r) D::word(word_of(raw[u][r], wi), wf[r]);
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          float xv[EW];
+          load_x<T, EW>(x + static_cast<size_t>(m) * K + static_cast<size_t>(c) * kPerChunk + wi * EW, xv);
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int e = 0; e < EW; ++e) part[m][r] = fmaf(xv[e], wf[r][e], part[m][r]);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float s = kGrouped ? __ldg(scales + static_cast<size_t>(row_of[r]) * groups + (c * kPerChunk) / group)
+                                 : 1.0f;
+#pragma unroll
+        for (int m = 0; m < M; ++m) acc[m][r] = fmaf(part[m][r], s, acc[m][r]);
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float s = warp_sum(acc[m][r]);
+      if (lane == 0 && r < rows) {
+        const float scale = kGrouped ? 1.0f : scales[static_cast<size_t>(scale_stride) * (n0 + r)];
+        out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s * scale);
+      }
+    }
+}
+
+// Fallback: one warp per (m, n), scalar decode.
+template <typename T, WeightFormat F>
+__global__ void gemv_quant_scalar_kernel(T* __restrict__ out, const T* __restrict__ x, const uint8_t* __restrict__ w,
+                                         const float* __restrict__ scales, int M, int N, int K, int group,
+                                         int scale_stride) {
+  constexpr bool kGrouped = F == WeightFormat::Int4Group;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const long long item = static_cast<long long>(blockIdx.x) * (blockDim.x / 32) + warp;
+  if (item >= static_cast<long long>(M) * N) return;
+  const int m = static_cast<int>(item / N), n = static_cast<int>(item % N);
+  float acc = 0.0f;
+  for (int k = lane; k < K; k += 32) {
+    float wv = Decode<F>::scalar(w, static_cast<size_t>(n) * K + k);
+    if (kGrouped) wv *= scales[static_cast<size_t>(n) * (K / group) + k / group];
+    acc = fmaf(to_float(x[static_cast<size_t>(m) * K + k]), wv, acc);
+  }
+  acc = warp_sum(acc);
+  if (lane == 0) {
+    const float scale = kGrouped ? 1.0f : scales[static_cast<size_t>(scale_stride) * n];
+    out[static_cast<size_t>(m) * N + n] = from_float<T>(acc * scale);
+  }
+}
+
+template <typename T, WeightFormat F, int M>
+void launch_m(T* out, const T* x, const uint8_t* w, const float* s, int N, int K, int group, int stride,
+              cudaStream_t stream) {
+  // As gemv.cu: 2 rows a warp, 4 chunks deep (8 16-byte loads of w in flight per lane).
+  constexpr int R = 2, U = 4;
+  gemv_quant_kernel<T, F, M, R, U><<<ceil_div(N, kWarps * R), kThreads, 0, stream>>>(out, x, w, s, N, K, group, stride);
+}
+
+template <typename T, WeightFormat F>
+void launch_format(T* out, const T* x, const uint8_t* w, const float* s, int M, int N, int K, int group, int stride,
+                   cudaStream_t stream) {
+  constexpr int kPerChunk = 4 * Decode<F>::kPerWord;
+  if (K % kPerChunk != 0 || !is_aligned16(x) || !is_aligned16(w)) {
+    const long long items = static_cast<long long>(M) * N;
+    gemv_quant_scalar_kernel<T, F><<<static_cast<unsigned>(ceil_div_ll(items, 8)), 256, 0, stream>>>(
+        out, x, w, s, M, N, K, group, stride);
+    return;
+  }
+  switch (M) {
+    case 1: launch_m<T, F, 1>(out, x, w, s, N, K, group, stride, stream); break;
+    case 2: launch_m<T, F, 2>(out, x, w, s, N, K, group, stride, stream); break;
+    case 3: launch_m<T, F, 3>(out, x, w, s, N, K, group, stride, stream); break;
+    case 4: launch_m<T, F, 4>(out, x, w, s, N, K, group, stride, stream); break;
+    case 5: launch_m<T, F, 5>(out, x, w, s, N, K, group, stride, stream); break;
+    case 6: launch_m<T, F, 6>(out, x, w, s, N, K, group, stride, stream); break;
+    case 7: launch_m<T, F, 7>(out, x, w, s, N, K, group, stride, stream); break;
+    default: launch_m<T, F, 8>(out, x, w, s, N, K, group, stride, stream); break;
+  }
+}
+
+}  // namespace
+
+void launch_gemv_quant(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
+                       cudaStream_t stream) {
+  if (M <= 0 || N <= 0) return;
+  LAMINA_CHECK(M <= kGemvMaxM, "gemv takes at most ", kGemvMaxM, " rows, got ", M);
+  const auto* wb = static_cast<const uint8_t*>(w.data);
+  if (w.format == WeightFormat::Int4Group)
+    LAMINA_CHECK(w.group_size > 0 && w.group_size % 32 == 0 && K % w.group_size == 0, "int4 gemv: group size ",
+                 w.group_size, " must be a multiple of 32 dividing K=", K);
+  dispatch_float_type(dt, [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    auto* o = static_cast<E*>(out);
+    auto* a = static_cast<const E*>(x);
+    switch (w.format) {
+      case WeightFormat::Int8PerChannel:
+        launch_format<E, WeightFormat::Int8PerChannel>(o, a, wb, w.scales, M, N, K, 0, 1, stream);
+        break;
+      case WeightFormat::Fp8PerTensor:
+        launch_format<E, WeightFormat::Fp8PerTensor>(o, a, wb, w.scales, M, N, K, 0, 0, stream);
+        break;
+      case WeightFormat::Int4Group:
+        launch_format<E, WeightFormat::Int4Group>(o, a, wb, w.scales, M, N, K, w.group_size, 0, stream);
+        break;
+    }
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace lamina::cuda

@@ -1,0 +1,64 @@
+// FP8 (e4m3) GEMM for M > 8 on GPUs with FP8 tensor cores (compute capability 8.9+, Hopper):
+//   1. x_scale = max|x| / 448 over the whole [M, K] activation (dynamic, per tensor, on the device)
+//   2. xq = e4m3(x / x_scale)                                   (saturating)
+//   3. out = (w_scale * x_scale) * (wq · xq^T) in fp32 by cuBLASLt, written in the activation dtype
+// Steps 1-2 are here; step 3 is LtGemm::run_fp8 (matmul.cu). Steps 1-2 are two kernels and a memset on the stream, so the sequence is graph-capturable.
+// cuBLASLt's FP8 GEMM needs the "TN" form, which is what matmul.cu's layout already issues
+// (A = w transposed, B = x not), 16-byte aligned pointers and K a multiple of 16.
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "cuda_check.h"
+#include "cuda_types.cuh"
+#include "quant_kernels.h"
+#include "reduce.cuh"
+
+namespace lamina::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename T>
+__global__ void amax_kernel(const T* __restrict__ x, size_t n, unsigned* __restrict__ amax_bits) {
+  __shared__ float scratch[32];
+  float m = 0.0f;
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    m = fmaxf(m, fabsf(to_float(x[i])));
+  m = block_max(m, scratch);
+  // Non-negative floats order like their bit patterns, so an unsigned max is a float max.
+  if (threadIdx.x == 0) atomicMax(amax_bits, __float_as_uint(m));
+}
+
+template <typename T>
+__global__ void quantize_fp8_kernel(const T* __restrict__ x, size_t n, __nv_fp8_e4m3* __restrict__ xq,
+                                    const unsigned* __restrict__ amax_bits, float* __restrict__ scale_out) {
+  const float amax = fmaxf(__uint_as_float(*amax_bits), 1e-12f);
+  const float inv = 448.0f / amax;
+  if (blockIdx.x == 0 && threadIdx.x == 0) *scale_out = amax / 448.0f;
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    xq[i] = __nv_fp8_e4m3(to_float(x[i]) * inv);  // the constructor saturates to +-448
+}
+
+}  // namespace
+
+void launch_quantize_fp8_dynamic(DType dt, const void* x, size_t n, void* xq, float* amax_scale,
+                                 cudaStream_t stream) {
+  if (n == 0) return;
+  auto* amax_bits = reinterpret_cast<unsigned*>(amax_scale);
+  CUDA_CHECK(cudaMemsetAsync(amax_bits, 0, sizeof(unsigned), stream));
+  const unsigned blocks = static_cast<unsigned>(std::min<long long>(ceil_div_ll(static_cast<long long>(n), kThreads), 1024));
+  dispatch_float_type(dt, [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    amax_kernel<E><<<blocks, kThreads, 0, stream>>>(static_cast<const E*>(x), n, amax_bits);
+    CUDA_CHECK_LAUNCH();
+    quantize_fp8_kernel<E><<<blocks, kThreads, 0, stream>>>(static_cast<const E*>(x), n,
+                                                             static_cast<__nv_fp8_e4m3*>(xq), amax_bits, amax_scale + 1);
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace lamina::cuda

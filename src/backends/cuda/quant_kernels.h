@@ -1,0 +1,38 @@
+// Host entry points of the quantized-weight kernels (common/quant.h formats). Same rules as
+// kernels.h: each launch_x enqueues on `stream`, no allocation, no synchronization. `dt` is the
+// activation dtype (F32, F16 or BF16); weight data and scales are device memory in the layout of
+// common/quant.h (scales float32).
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/dtype.h"
+#include "common/quant.h"
+
+namespace lamina::cuda {
+
+// A quantized [N, K] weight on the device.
+struct DeviceQuantWeight {
+  WeightFormat format = WeightFormat::Int8PerChannel;
+  const void* data = nullptr;    // int8 / e4m3 [N, K], or packed int4 [N, K/2]
+  const float* scales = nullptr; // [N] / [1] / [N, K/group]
+  int group_size = 0;            // Int4Group only
+};
+
+// gemv_quant.cu — out[M,N] = x[M,K] · dequant(w)[N,K]^T for M <= kGemvMaxM (kernels.h), reading
+// each weight byte once (16-byte loads), fp32 accumulation.
+void launch_gemv_quant(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
+                       cudaStream_t stream);
+
+// dequantize.cu — out[N,K] (activation dtype) = dequant(w): the scratch weight of the
+// dequantize-then-GEMM path for M > kGemvMaxM.
+void launch_dequantize_weight(DType dt, void* out, const DeviceQuantWeight& w, int N, int K, cudaStream_t stream);
+
+// matmul_fp8.cu — dynamic per-tensor FP8 quantization of activations for the FP8 GEMM:
+//   amax = max |x|,  x_scale = amax / 448,  xq = e4m3(x / x_scale) (saturating).
+// `amax_scale` is device float[2]: [0] receives amax (as bits), [1] x_scale.
+void launch_quantize_fp8_dynamic(DType dt, const void* x, size_t n, void* xq, float* amax_scale, cudaStream_t stream);
+
+}  // namespace lamina::cuda
