@@ -43,14 +43,14 @@ TEST_P(GraphCapture, StepReplayMatchesDirectLaunches) {
       g.copy_to_device(buf->get(), raw.data(), raw.size());
     }
   };
+  const KVCacheLayer cache{k.get(), v.get(), d_tables.as<int32_t>()};
   auto step = [&] {
     g.rms_norm(normed.get(), x.get(), w_norm.get(), Tp, H, 1e-5f);
     g.matmul(mm1.get(), normed.get(), w_mat.get(), T, F, H);   // GEMV
     g.matmul(mm2.get(), normed.get(), w_mat.get(), Tp, F, H);  // cuBLASLt
-    g.rope_kv_write(qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), f.as<float>(), KVCacheLayer{k.get(), v.get(), d_tables.as<int32_t>()},
-                    s, Tp);
-    g.attention(att1.get(), qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), KVCacheLayer{k.get(), v.get(), d_tables.as<int32_t>()}, s, T);
-    g.attention(att2.get(), qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), KVCacheLayer{k.get(), v.get(), d_tables.as<int32_t>()}, s, Tp);
+    g.rope_kv_write(qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), f.as<float>(), cache, s, Tp);
+    g.attention(att1.get(), qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), cache, s, T);
+    g.attention(att2.get(), qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), cache, s, Tp);
     g.silu_mul(act.get(), gate_up.get(), T, F);
   };
   auto outputs = [&] {

@@ -115,9 +115,11 @@ void launch_rope_kv_write(DType dt, void* qkv, const int32_t* positions, const i
     const bool vec = (s.head_dim / 2) % V == 0 && is_aligned16(q) && is_aligned16(kc) && is_aligned16(vc);
     const int threads = 128;
     if (vec) {
-      rope_kv_write_kernel<E, V><<<T, threads, 0, stream>>>(q, positions, slots, inv_freq, kc, vc, cache.block_tables, p);
+      rope_kv_write_kernel<E, V>
+          <<<T, threads, 0, stream>>>(q, positions, slots, inv_freq, kc, vc, cache.block_tables, p);
     } else {
-      rope_kv_write_kernel<E, 1><<<T, threads, 0, stream>>>(q, positions, slots, inv_freq, kc, vc, cache.block_tables, p);
+      rope_kv_write_kernel<E, 1>
+          <<<T, threads, 0, stream>>>(q, positions, slots, inv_freq, kc, vc, cache.block_tables, p);
     }
     CUDA_CHECK_LAUNCH();
   });
