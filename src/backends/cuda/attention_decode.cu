@@ -16,6 +16,7 @@
 #include "attention_common.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
+#include "pdl.cuh"
 #include "reduce.cuh"
 
 namespace lamina::cuda {
@@ -53,6 +54,8 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int U = kUnroll<MAXG>;
   __shared__ float sm_m[STREAMS][MAXG], sm_l[STREAMS][MAXG];
   __shared__ float sm_o[STREAMS][MAXG][D];
+  pdl_launch_dependents();  // the reduce (or the next projection) may launch and wait
+  pdl_wait();               // q and the cache rows come from rope_kv_write
 
   const int t = blockIdx.x;
   const int kvh = blockIdx.y / head_chunks, g0 = (blockIdx.y % head_chunks) * MAXG;
@@ -210,6 +213,8 @@ __global__ void __launch_bounds__(kReduceThreads<D>)
   constexpr int NT = kReduceThreads<D>;
   __shared__ float weight[kMaxSplits];
   __shared__ float scratch[32];
+  pdl_launch_dependents();
+  pdl_wait();  // the partials come from the decode kernel
   const int t = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
   if (p.prefill_takes_uniform_tiles && tile_is_uniform(slots, t, p.T)) return;
   const int len = token_kv_len(positions[t], slots[t], p);
@@ -239,13 +244,13 @@ void launch_decode_typed(T* out, const T* qkv, const int32_t* positions, const i
                          const AttnParams& p, int split_len, int num_splits, float* partials, cudaStream_t stream) {
   const int head_chunks = (p.G + MAXG - 1) / MAXG;
   const dim3 grid(p.T, p.Hkv * head_chunks, num_splits);
-  attn_decode_kernel<T, D, MAXG><<<grid, kThreads, 0, stream>>>(
-      out, partials, qkv, positions, slots, static_cast<const T*>(cache.k), static_cast<const T*>(cache.v),
-      cache.block_tables, p, split_len, num_splits, head_chunks);
+  launch_pdl(attn_decode_kernel<T, D, MAXG>, grid, dim3(kThreads), 0, stream, out, partials, qkv, positions, slots,
+             static_cast<const T*>(cache.k), static_cast<const T*>(cache.v), cache.block_tables, p, split_len,
+             num_splits, head_chunks);
   CUDA_CHECK_LAUNCH();
   if (num_splits > 1) {
-    attn_split_reduce_kernel<T, D><<<dim3(p.T, p.Hq), kReduceThreads<D>, 0, stream>>>(out, partials, positions, slots,
-                                                                                      p, split_len, num_splits);
+    launch_pdl(attn_split_reduce_kernel<T, D>, dim3(p.T, p.Hq), dim3(kReduceThreads<D>), 0, stream, out, partials,
+               positions, slots, p, split_len, num_splits);
     CUDA_CHECK_LAUNCH();
   }
 }

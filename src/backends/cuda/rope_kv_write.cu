@@ -13,6 +13,7 @@
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "kernels.h"
+#include "pdl.cuh"
 
 namespace lamina::cuda {
 namespace {
@@ -27,6 +28,8 @@ __global__ void rope_kv_write_kernel(T* __restrict__ qkv, const int32_t* __restr
                                      const int32_t* __restrict__ block_tables, AttnParams p) {
   const int Hq = p.Hq, Hkv = p.Hkv, D = p.head_dim;
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
+  pdl_launch_dependents();
+  pdl_wait();  // qkv comes from the projection
   const int t = blockIdx.x, half = D / 2;
   const int pos = positions[t], slot = slots[t];
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
@@ -115,11 +118,11 @@ void launch_rope_kv_write(DType dt, void* qkv, const int32_t* positions, const i
     const bool vec = (s.head_dim / 2) % V == 0 && is_aligned16(q) && is_aligned16(kc) && is_aligned16(vc);
     const int threads = 128;
     if (vec) {
-      rope_kv_write_kernel<E, V>
-          <<<T, threads, 0, stream>>>(q, positions, slots, inv_freq, kc, vc, cache.block_tables, p);
+      launch_pdl(rope_kv_write_kernel<E, V>, dim3(T), dim3(threads), 0, stream, q, positions, slots, inv_freq, kc, vc,
+                 cache.block_tables, p);
     } else {
-      rope_kv_write_kernel<E, 1>
-          <<<T, threads, 0, stream>>>(q, positions, slots, inv_freq, kc, vc, cache.block_tables, p);
+      launch_pdl(rope_kv_write_kernel<E, 1>, dim3(T), dim3(threads), 0, stream, q, positions, slots, inv_freq, kc, vc,
+                 cache.block_tables, p);
     }
     CUDA_CHECK_LAUNCH();
   });
