@@ -13,7 +13,8 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
   attn_.num_q_heads = static_cast<int>(cfg.q_heads_per_rank());
   attn_.num_kv_heads = static_cast<int>(cfg.kv_heads_per_rank());
   attn_.head_dim = static_cast<int>(cfg.head_size);
-  LAMINA_CHECK(limits.tokens_per_block >= 1, "tokens_per_block must be at least 1 (got ", limits.tokens_per_block, ")");
+  LAMINA_CHECK(limits.tokens_per_block >= 1 && (limits.tokens_per_block & (limits.tokens_per_block - 1)) == 0,
+               "tokens_per_block must be a power of two (got ", limits.tokens_per_block, ")");
   LAMINA_CHECK(limits.max_seqs >= 1, "the forward needs room for at least one sequence");
   attn_.tokens_per_block = limits.tokens_per_block;
   attn_.max_blocks_per_seq = (limits.max_seq_len + limits.tokens_per_block - 1) / limits.tokens_per_block;

@@ -105,7 +105,8 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
   e->lim_.max_seq_len = json_get<int>(bc, "max_seq_len", cfg_path.string());
   e->lim_.max_num_tokens = json_get<int>(bc, "max_num_tokens", cfg_path.string());
   e->num_slots_ = std::max(1, std::min(opts.num_slots, e->lim_.max_batch_size));
-  if (opts.tokens_per_block < 1) fail("--tokens_per_block must be at least 1 (got ", opts.tokens_per_block, ")");
+  if (opts.tokens_per_block < 1 || (opts.tokens_per_block & (opts.tokens_per_block - 1)) != 0)
+    fail("--tokens_per_block must be a power of two (8, 16, 32, 64, ...; got ", opts.tokens_per_block, ")");
   if (opts.max_tokens_in_paged_kv_cache < 0)
     fail("--max_tokens_in_paged_kv_cache must not be negative (got ", opts.max_tokens_in_paged_kv_cache, ")");
   const ModelConfig& cfg = e->cfg_;

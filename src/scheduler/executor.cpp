@@ -1,5 +1,6 @@
 #include "scheduler/executor.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace lamina {
@@ -29,7 +30,10 @@ RequestId Executor::submit(RequestSpec spec, OutputCallback on_output) {
   validate_spec(spec, limits_);  // throws RequestRejected(Invalid) with the field to fix
   std::lock_guard<std::mutex> lk(mu_);
   if (!accepting_) throw RequestRejected(RequestRejected::Kind::ShuttingDown, "the server is shutting down");
-  if (max_queue_ > 0 && int(inbox_.size()) + scheduled_waiting_ >= max_queue_)
+  // Requests that free batch slots will take at the next step are not waiting: a burst of up to
+  // (free slots + max_queue) requests is accepted.
+  const int free_slots = std::max(0, max_batch_size_ - stats_.num_running);
+  if (max_queue_ > 0 && int(inbox_.size()) + scheduled_waiting_ - free_slots >= max_queue_)
     throw RequestRejected(RequestRejected::Kind::QueueFull,
                           "the request queue is full (" + std::to_string(max_queue_) + " requests waiting): retry later");
   const RequestId id = next_id_++;

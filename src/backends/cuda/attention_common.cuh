@@ -25,6 +25,7 @@ struct AttnParams {
   // Paged KV: pools [num_blocks, tokens_per_block, Hkv, head_dim]; block tables
   // [num_seq_rows, max_blocks_per_seq]; max_seq = max_blocks_per_seq * tokens_per_block.
   int tokens_per_block = 0, max_blocks_per_seq = 0, num_blocks = 0, num_seq_rows = 0;
+  int block_shift = 0;  // log2(tokens_per_block): a power of two, so the lookup shifts and masks
   int max_seq = 0;
   float scale_log2 = 0;  // log2(e) / sqrt(head_dim): scores live in the exp2 domain
   // When true, tokens of "uniform" tiles (all tokens of the tile in one slot) belong to the
@@ -40,6 +41,7 @@ inline AttnParams make_attn_params(const AttentionShape& s, int T) {
   p.G = s.num_kv_heads > 0 ? s.num_q_heads / s.num_kv_heads : 1;
   p.head_dim = s.head_dim;
   p.tokens_per_block = s.tokens_per_block;
+  while ((1 << p.block_shift) < s.tokens_per_block) ++p.block_shift;
   p.max_blocks_per_seq = s.max_blocks_per_seq;
   p.num_blocks = s.num_blocks;
   p.num_seq_rows = s.num_seq_rows;
@@ -56,9 +58,9 @@ inline AttnParams make_attn_params(const AttentionShape& s, int T) {
 __device__ __forceinline__ long long kv_cache_row(const int32_t* __restrict__ block_tables, int seq, int pos,
                                                   const AttnParams& p) {
   if (seq < 0 || seq >= p.num_seq_rows || pos < 0 || pos >= p.max_seq) return -1;
-  const int block = block_tables[static_cast<long long>(seq) * p.max_blocks_per_seq + pos / p.tokens_per_block];
+  const int block = __ldg(block_tables + static_cast<long long>(seq) * p.max_blocks_per_seq + (pos >> p.block_shift));
   if (block < 0 || block >= p.num_blocks) return -1;
-  return static_cast<long long>(block) * p.tokens_per_block + pos % p.tokens_per_block;
+  return (static_cast<long long>(block) << p.block_shift) + (pos & (p.tokens_per_block - 1));
 }
 
 // Positions token t attends to: positions[t] + 1, clamped to the cache; 0 when the token's

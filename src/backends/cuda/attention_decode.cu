@@ -112,10 +112,15 @@ __global__ void __launch_bounds__(kThreads)
   for (int jb = start + warp * KPW; jb < end; jb += kWarps * KPW * U) {
     float kf[U][kElems], vf[U][kElems];
     bool valid[U];
+    long long rows[U];  // the U lookups first, so their loads overlap
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int j = jb + u * kWarps * KPW + sub;
-      const long long row = j < end ? kv_cache_row(block_tables, slot, j, p) : -1;  // position j's pool row
+      rows[u] = j < end ? kv_cache_row(block_tables, slot, j, p) : -1;  // position j's pool row
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const long long row = rows[u];
       valid[u] = row >= 0;
       if (valid[u]) {
         load8(k_base + static_cast<size_t>(row) * pos_stride, kf[u]);

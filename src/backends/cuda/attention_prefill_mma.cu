@@ -155,10 +155,19 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int kv0 = it * kBK;
     T* Ks = reinterpret_cast<T*>(smem + L::k + s * L::tile);
     T* Vs = reinterpret_cast<T*>(smem + L::v + s * L::tile);
+    // Every block-table lookup first, then every copy: a lookup is a load, and a cp.async (an
+    // asm with a memory clobber) between two lookups would serialise their latencies.
+    constexpr int kPerThread = kBK * CH / kThreads;
+    long long rows[kPerThread];
 #pragma unroll
-    for (int u = 0; u < kBK * CH / kThreads; ++u) {
+    for (int u = 0; u < kPerThread; ++u) {
+      const int r = (tid + u * kThreads) / CH;
+      rows[u] = kv0 + r < kv_len ? kv_cache_row(block_tables, slot, kv0 + r, p) : -1;
+    }
+#pragma unroll
+    for (int u = 0; u < kPerThread; ++u) {
       const int i = tid + u * kThreads, r = i / CH, c = (i % CH) * 8;
-      const long long row = kv0 + r < kv_len ? kv_cache_row(block_tables, slot, kv0 + r, p) : -1;
+      const long long row = rows[u];
       const bool ok = row >= 0;
       const size_t off = static_cast<size_t>(ok ? row : 0) * pos_stride + head_off + c;
       cp_async16(smem_u32(Ks + r * kLd + c), k_cache + off, ok);
