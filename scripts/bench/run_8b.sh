@@ -28,9 +28,6 @@ print("convert+build:", r)
 json.dump(r, open(sys.argv[4], "w"))
 PY
 rm -rf "$WORK/ckpt"
-# The same decode with programmatic dependent launch, then the GEMVs' L2 weight prefetch, off.
-LAMINA_PDL=0 "$LAMINA" bench --engine_dir "$WORK/engine" --input_len 512 --output_len 256 --warmup 1 --runs 3 --json "$OUT/bench_decode_no_pdl.json"
-LAMINA_L2_PREFETCH=0 "$LAMINA" bench --engine_dir "$WORK/engine" --input_len 512 --output_len 256 --warmup 1 --runs 3 --json "$OUT/bench_decode_no_prefetch.json"
 "$LAMINA" bench --engine_dir "$WORK/engine" --input_len 512 --output_len 256 --warmup 1 --runs 3 --json "$OUT/bench_decode.json"
 "$LAMINA" bench --engine_dir "$WORK/engine" --input_len 2048 --output_len 2 --warmup 1 --runs 5 --skip_checksum --json "$OUT/bench_prefill.json"
 # Quantized engines (QUANTS="FP8 W4A16_AWQ W8A16"): convert + build each, then the same decode

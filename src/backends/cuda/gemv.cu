@@ -15,7 +15,6 @@
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "kernels.h"
-#include "l2_prefetch.cuh"
 #include "pdl.cuh"
 #include "reduce.cuh"
 
@@ -60,7 +59,7 @@ __device__ __forceinline__ void load_group(uint4 (&buf)[U][R], const char* const
 
 template <typename T, int M, int R, int U, bool kSwiGLU>
 __global__ void __launch_bounds__(kThreads)
-    gemv_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w, int N, int K, L2Prefetch pf) {
+    gemv_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w, int N, int K) {
   constexpr int V = kVec<T>;
   pdl_launch_dependents();
   const int n0 = blockIdx.x * R;
@@ -73,8 +72,6 @@ __global__ void __launch_bounds__(kThreads)
   uint4 cur[U][R], next[U][R];
   int c0 = threadIdx.x;
   load_group<R, U>(cur, rows, c0, chunks);  // weights only: no wait needed
-  prefetch_block_rows(reinterpret_cast<const char*>(w), static_cast<size_t>(R) * K * sizeof(T),
-                      static_cast<size_t>(N) * K * sizeof(T), pf);
   pdl_wait();                               // x (and out) belong to earlier kernels
 
   float acc[M][R] = {};
@@ -151,10 +148,7 @@ __global__ void gemv_scalar_kernel(T* __restrict__ out, const T* __restrict__ x,
 
 template <typename T, int M, int R, int U, bool kSwiGLU>
 void launch_config(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream) {
-  const int grid = ceil_div(N, R);
-  const L2Prefetch pf = plan_l2_prefetch(reinterpret_cast<const void*>(gemv_kernel<T, M, R, U, kSwiGLU>), kThreads,
-                                         grid, static_cast<size_t>(R) * K * sizeof(T), stream);
-  launch_pdl(gemv_kernel<T, M, R, U, kSwiGLU>, dim3(grid), dim3(kThreads), 0, stream, out, x, w, N, K, pf);
+  launch_pdl(gemv_kernel<T, M, R, U, kSwiGLU>, dim3(ceil_div(N, R)), dim3(kThreads), 0, stream, out, x, w, N, K);
 }
 
 template <typename T, int M, bool kSwiGLU>

@@ -14,7 +14,6 @@
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "kernels.h"
-#include "l2_prefetch.cuh"
 #include "pdl.cuh"
 #include "quant_decode.cuh"
 #include "quant_kernels.h"
@@ -53,7 +52,7 @@ __device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
 template <typename T, WeightFormat F, int M, int R, int B>
 __global__ void __launch_bounds__(B)
     gemv_quant_kernel(T* __restrict__ out, const T* __restrict__ x, const uint8_t* __restrict__ w,
-                      const float* __restrict__ scales, int N, int K, int group, int scale_stride, L2Prefetch pf) {
+                      const float* __restrict__ scales, int N, int K, int group, int scale_stride) {
   using D = Decode<F>;
   constexpr int EW = D::kPerWord;       // weights a 32-bit word
   constexpr int kPerChunk = 4 * EW;     // weights a 16-byte chunk
@@ -75,8 +74,6 @@ __global__ void __launch_bounds__(B)
   int c = threadIdx.x;
 #pragma unroll
   for (int r = 0; r < R; ++r) cur[r] = c < chunks ? load_stream16(w_row[r] + c) : uint4{};
-  prefetch_block_rows(reinterpret_cast<const char*>(w), static_cast<size_t>(R) * chunks * 16,
-                      static_cast<size_t>(N) * chunks * 16, pf);
   pdl_wait();  // x and out belong to earlier kernels
 
   float acc[M][R] = {};
@@ -165,13 +162,8 @@ void launch_m(T* out, const T* x, const uint8_t* w, const float* s, int N, int K
               cudaStream_t stream) {
   // As gemv.cu: 4 rows a block, one chunk of each row in flight plus the next.
   constexpr int R = 4, B = F == WeightFormat::Int4Group ? 128 : 256;
-  constexpr int kPerChunk = 4 * Decode<F>::kPerWord;
-  const int grid = ceil_div(N, R);
-  const size_t block_bytes = static_cast<size_t>(R) * (K / kPerChunk) * 16;
-  const L2Prefetch pf =
-      plan_l2_prefetch(reinterpret_cast<const void*>(gemv_quant_kernel<T, F, M, R, B>), B, grid, block_bytes, stream);
-  launch_pdl(gemv_quant_kernel<T, F, M, R, B>, dim3(grid), dim3(B), 0, stream, out, x, w, s, N, K, group, stride,
-             pf);
+  launch_pdl(gemv_quant_kernel<T, F, M, R, B>, dim3(ceil_div(N, R)), dim3(B), 0, stream, out, x, w, s, N, K, group,
+             stride);
 }
 
 template <typename T, WeightFormat F>
