@@ -31,7 +31,6 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
   const std::vector<float> inv_freq = rope_inv_freq(cfg);
   inv_freq_ = DeviceBuffer(be_, inv_freq.size() * sizeof(float));
   be_->copy_to_device(inv_freq_.get(), inv_freq.data(), inv_freq.size() * sizeof(float));
-  for (auto* b : {&ids_, &positions_, &slots_, &rows_}) *b = DeviceBuffer(be_, T * sizeof(int32_t));
   residual_ = DeviceBuffer(be_, T * size_t(H_) * act);     // [T, H]
   normed_ = DeviceBuffer(be_, T * size_t(H_) * act);       // [T, H]
   qkv_ = DeviceBuffer(be_, T * size_t(qkv_rows_) * act);   // [T, (Hq + 2 Hkv) D]
@@ -44,11 +43,11 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
   choices_ = DeviceBuffer(be_, T * sizeof(TokenChoice));
   chosen_ = DeviceBuffer(be_, T * sizeof(int32_t));
 
-  // Block tables: [max_seqs, max_blocks_per_seq] int32, uploaded each step (rows in use only).
-  const size_t table_n = size_t(limits.max_seqs) * size_t(attn_.max_blocks_per_seq);
-  block_tables_ = DeviceBuffer(be_, table_n * sizeof(int32_t));
-  tables_host_.assign(table_n, -1);
-  be_->copy_to_device(block_tables_.get(), tables_host_.data(), table_n * sizeof(int32_t));
+  // Step inputs incl. block tables ([max_seqs, max_blocks_per_seq]; rows in use uploaded each step).
+  const size_t inputs_n = 4 * T + size_t(limits.max_seqs) * size_t(attn_.max_blocks_per_seq);
+  step_inputs_ = DeviceBuffer(be_, inputs_n * sizeof(int32_t));
+  inputs_host_.assign(inputs_n, -1);
+  be_->copy_to_device(step_inputs_.get(), inputs_host_.data(), inputs_n * sizeof(int32_t));
   if (limits.num_blocks > 0) allocate_kv_pool(limits.num_blocks);
 }
 
@@ -103,18 +102,22 @@ void LlamaForward::step(const StepBatch& b) {
   }
   for (int32_t r : b.logit_rows) LAMINA_CHECK(r >= 0 && r < T, "logit row ", r, " is not a token of the step");
 
+  // One upload for everything (each copy waits for the device: five of them cost a decode step
+  // tens of microseconds of idle GPU).
   const size_t width = size_t(attn_.max_blocks_per_seq);
+  int32_t* h = inputs_host_.data();
+  std::copy(b.ids.begin(), b.ids.end(), h);
+  std::copy(b.positions.begin(), b.positions.end(), h + T);
+  std::copy(b.seq_rows.begin(), b.seq_rows.end(), h + 2 * T);
+  std::copy(b.logit_rows.begin(), b.logit_rows.end(), h + 3 * T);
+  int32_t* tables = h + 3 * T + R;
   for (int s = 0; s < S; ++s) {
     const std::vector<int32_t>& table = b.block_tables[size_t(s)];
-    int32_t* row = tables_host_.data() + size_t(s) * width;
+    int32_t* row = tables + size_t(s) * width;
     std::copy(table.begin(), table.end(), row);
     std::fill(row + table.size(), row + width, -1);
   }
-  be_->copy_to_device(block_tables_.get(), tables_host_.data(), size_t(S) * width * 4);
-  be_->copy_to_device(ids_.get(), b.ids.data(), size_t(T) * 4);
-  be_->copy_to_device(positions_.get(), b.positions.data(), size_t(T) * 4);
-  be_->copy_to_device(slots_.get(), b.seq_rows.data(), size_t(T) * 4);
-  be_->copy_to_device(rows_.get(), b.logit_rows.data(), size_t(R) * 4);
+  be_->copy_to_device(step_inputs_.get(), h, (size_t(3 * T + R) + size_t(S) * width) * sizeof(int32_t));
 
   // Small steps (decode) repeat with identical shapes: let the backend record and replay them.
   if (T <= kMaxRecordedTokens) {
@@ -124,20 +127,26 @@ void LlamaForward::step(const StepBatch& b) {
   }
 }
 
+LlamaForward::StepInputs LlamaForward::step_inputs(int T, int R) const {
+  const auto* base = step_inputs_.as<int32_t>();
+  return {base, base + T, base + 2 * T, base + 3 * T, base + 3 * T + R};
+}
+
 void LlamaForward::run_layers(int T, int R) {
-  const auto* pos = positions_.as<int32_t>();
-  const auto* slot = slots_.as<int32_t>();
+  const StepInputs in = step_inputs(T, R);
+  const int32_t* pos = in.positions;
+  const int32_t* slot = in.seq_rows;
   const float eps = static_cast<float>(cfg_.norm_epsilon);
   const DType act = be_->activation_dtype();
   const int H = int(H_), F = int(F_);
 
   // residual[T,H] = embedding[ids]; normed = input_norm_0(residual)
-  be_->embedding(residual_.get(), ids_.as<int32_t>(), w_.embedding, T, H);
+  be_->embedding(residual_.get(), in.ids, w_.embedding, T, H);
   be_->rms_norm(normed_.get(), residual_.get(), w_.layers[0].input_norm, T, H, eps);
 
   for (size_t l = 0; l < w_.layers.size(); ++l) {
     const LayerWeights& lw = w_.layers[l];
-    const KVCacheLayer cache{k_cache_[l].get(), v_cache_[l].get(), block_tables_.as<int32_t>()};
+    const KVCacheLayer cache{k_cache_[l].get(), v_cache_[l].get(), in.block_tables};
     // Attention: qkv = normed · Wqkv^T; rotate q,k; append k,v to the cache; attend; project.
     be_->matmul(qkv_.get(), normed_.get(), lw.qkv, T, int(qkv_rows_), H);
     be_->rope_kv_write(qkv_.get(), pos, slot, inv_freq_.as<float>(), cache, attn_, T);
@@ -159,7 +168,7 @@ void LlamaForward::run_layers(int T, int R) {
   }
   if (R == 0) return;
   // logits[R, V_rank] = normed[logit_rows] · lm_head^T
-  be_->gather_rows(last_.get(), normed_.get(), rows_.as<int32_t>(), R, H);
+  be_->gather_rows(last_.get(), normed_.get(), in.logit_rows, R, H);
   be_->matmul(logits_.get(), last_.get(), w_.lm_head, R, int(vocab_rank_), H);
 }
 

@@ -89,9 +89,15 @@ class LlamaForward {
   int64_t H_, F_, qkv_rows_, q_width_, vocab_rank_;
 
   DeviceBuffer inv_freq_;                       // float [D/2]
-  DeviceBuffer ids_, positions_, slots_, rows_;  // int32 [max_tokens] (slots_: sequence rows)
-  DeviceBuffer block_tables_;                    // int32 [max_seqs, max_blocks_per_seq]
-  std::vector<int32_t> tables_host_;             // staging for block_tables_
+  // A step's int32 inputs, packed so they cross in one copy: ids [T], positions [T],
+  // seq_rows [T], logit_rows [R], then block tables [S, max_blocks_per_seq]. The offsets depend on
+  // (T, R) only, which is also a recording's key, so a replayed step reads the same addresses.
+  struct StepInputs {
+    const int32_t *ids, *positions, *seq_rows, *logit_rows, *block_tables;
+  };
+  StepInputs step_inputs(int T, int R) const;
+  DeviceBuffer step_inputs_;           // int32 [3 max_tokens + max_tokens + max_seqs * max_blocks_per_seq]
+  std::vector<int32_t> inputs_host_;   // staging, same layout
   DeviceBuffer residual_, normed_, qkv_, attn_out_, proj_, gate_up_, mlp_;
   DeviceBuffer last_, logits_;
   DeviceBuffer choices_, chosen_;  // TokenChoice [max_tokens], int32 [max_tokens]
