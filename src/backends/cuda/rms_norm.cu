@@ -71,6 +71,44 @@ __global__ void rms_norm_kernel(T* __restrict__ out, T* __restrict__ residual, c
   }
 }
 
+// The same for rows of at most one vector a thread (H <= blockDim.x * V, e.g. H = 4096 in bf16
+// with 512 threads): x, the residual and w are all requested before the reduction and the row
+// stays in registers, so a decode step's norm makes one round trip to memory instead of three.
+template <typename T, int V, bool kAdd>
+__global__ void rms_norm_row_in_registers_kernel(T* __restrict__ out, T* __restrict__ residual,
+                                                 const T* __restrict__ x, const T* __restrict__ w, int H,
+                                                 float eps) {
+  __shared__ float scratch[32];
+  pdl_launch_dependents();
+  const int c = threadIdx.x * V;
+  const bool mine = c < H;
+  float g[V] = {};
+  if (mine) load_vec_ro(w + c, g);  // a weight: no earlier kernel writes it
+  pdl_wait();
+  const size_t row = static_cast<size_t>(blockIdx.x) * H;
+  float v[V] = {};
+  if (mine) {
+    load_vec((kAdd ? residual : x) + row + c, v);
+    if constexpr (kAdd) {
+      float a[V];
+      load_vec(x + row + c, a);
+      // Round the sum to T and square the rounded value: it is what the residual now holds.
+#pragma unroll
+      for (int i = 0; i < V; ++i) v[i] = to_float(from_float<T>(v[i] + a[i]));
+      store_vec(residual + row + c, v);
+    }
+  }
+  float ss = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) ss += v[i] * v[i];
+  const float inv = rsqrtf(block_sum(ss, scratch) / static_cast<float>(H) + eps);
+  if (mine) {
+#pragma unroll
+    for (int i = 0; i < V; ++i) v[i] = v[i] * inv * g[i];
+    store_vec(out + row + c, v);
+  }
+}
+
 template <typename T, bool kAdd>
 void launch_norm(T* out, T* residual, const T* x, const T* w, int T_rows, int H, float eps, cudaStream_t stream) {
   if (T_rows <= 0 || H <= 0) return;
@@ -81,7 +119,10 @@ void launch_norm(T* out, T* residual, const T* x, const T* w, int T_rows, int H,
   // Enough threads that each handles one or two accesses per pass, 64..1024.
   int threads = ((ceil_div(H, per_thread) + 31) / 32) * 32;
   threads = threads < 64 ? 64 : (threads > 1024 ? 1024 : threads);
-  if (vec) {
+  if (vec && H <= threads * V) {
+    launch_pdl(rms_norm_row_in_registers_kernel<T, V, kAdd>, dim3(T_rows), dim3(threads), 0, stream, out, residual, x,
+               w, H, eps);
+  } else if (vec) {
     launch_pdl(rms_norm_kernel<T, V, kAdd>, dim3(T_rows), dim3(threads), 0, stream, out, residual, x, w, H, eps);
   } else {
     launch_pdl(rms_norm_kernel<T, 1, kAdd>, dim3(T_rows), dim3(threads), 0, stream, out, residual, x, w, H, eps);
