@@ -14,6 +14,7 @@ if [ ! -f "$WORK/hf/config.json" ]; then
 fi
 # Drop the page cache's advantage? We can't (no privileges needed for timing honesty here):
 # the convert below reads files just written, as a user converting a fresh download would not.
+if [[ "${SKIP_BF16:-0}" != 1 ]]; then
 t0=$(date +%s.%N)
 "$LAMINA" convert --model_dir "$WORK/hf" --output_dir "$WORK/ckpt" --dtype bfloat16
 t1=$(date +%s.%N)
@@ -30,6 +31,7 @@ PY
 rm -rf "$WORK/ckpt"
 "$LAMINA" bench --engine_dir "$WORK/engine" --input_len 512 --output_len 256 --warmup 1 --runs 3 --json "$OUT/bench_decode.json"
 "$LAMINA" bench --engine_dir "$WORK/engine" --input_len 2048 --output_len 2 --warmup 1 --runs 5 --skip_checksum --json "$OUT/bench_prefill.json"
+fi  # SKIP_BF16
 # Quantized engines (QUANTS="FP8 W4A16_AWQ W8A16"): convert + build each, then the same decode
 # and prefill benchmarks.
 for q in ${QUANTS:-}; do
