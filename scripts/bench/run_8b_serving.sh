@@ -22,3 +22,6 @@ for _ in $(seq 120); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && b
 "$LAMINA" bench_serving --server "http://127.0.0.1:$PORT" --concurrency "$CONCURRENCY" --num_requests 1024 \
   --isl 128 --osl 128 --vocab_size 128000 --json "$OUT/serving_8b.json"
 kill -TERM $server; wait $server || true
+# The same load offline (engine + scheduler in-process, no HTTP): what the server adds is the difference.
+"$LAMINA" bench_serving --engine_dir "$WORK/engine-serve" --skip_checksum --concurrency "$CONCURRENCY" \
+  --num_requests 1024 --isl 128 --osl 128 --vocab_size 128000 --json "$OUT/serving_8b_offline.json"

@@ -1,8 +1,12 @@
-// lamina bench_serving --server URL --concurrency C --num_requests N --isl I --osl O [--request_rate R]
-// Load test of a running `lamina serve` (or any OpenAI-compatible server): N streamed completions of
-// I random prompt tokens and exactly O output tokens (ignore_eos), at most C in flight, arriving as a
-// Poisson process of rate R (default: all at once). Prints output tok/s, TTFT and inter-token
-// latency percentiles, and writes them as JSON.
+// lamina bench_serving {--server URL | --engine_dir DIR} --concurrency C --num_requests N --isl I --osl O
+//                      [--request_rate R]
+// Load test: N requests of I random prompt tokens and exactly O output tokens (ignore_eos), at
+// most C in flight, arriving as a Poisson process of rate R (default: all at once).
+//   --server: streamed completions against a running `lamina serve` (or any OpenAI-compatible
+//     server), over HTTP.
+//   --engine_dir: offline, as trtllm-bench does: the engine and the in-flight batching scheduler
+//     (Executor) in this process, no HTTP; what the server adds is the difference of the two.
+// Prints output tok/s, TTFT and inter-token latency percentiles, and writes them as JSON.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -12,9 +16,13 @@
 #include <random>
 #include <thread>
 
+#include <condition_variable>
+
 #include "commands.h"
 #include "common/error.h"
 #include "common/json.h"
+#include "runtime/engine.h"
+#include "scheduler/executor.h"
 
 #if LAMINA_HAVE_SERVER
 #include <httplib.h>
@@ -26,12 +34,13 @@ namespace {
 
 struct BenchServingOptions {
   std::string server = "http://127.0.0.1:8000", model, json_path;
+  std::string engine_dir, device = "auto";  // offline mode
+  bool skip_checksum = false;
+  double kv_cache_free_gpu_memory_fraction = 0.9;
   int concurrency = 8, num_requests = 64, isl = 128, osl = 128, vocab_size = 256;
   double request_rate = 0;  // requests/s; 0 = as fast as concurrency allows
   uint64_t seed = 0;
 };
-
-#if LAMINA_HAVE_SERVER
 
 using Clock = std::chrono::steady_clock;
 
@@ -56,6 +65,104 @@ double mean(const std::vector<double>& v) {
   for (double x : v) s += x;
   return v.empty() ? 0 : s / double(v.size());
 }
+
+// The workload: prompts of random ids and their arrival times (a Poisson process of rate R, or
+// all at t = 0).
+struct Workload {
+  std::vector<std::vector<int>> prompts;
+  std::vector<double> arrival;
+};
+
+Workload make_workload(const BenchServingOptions& o) {
+  Workload w;
+  std::mt19937_64 rng(o.seed);
+  std::uniform_int_distribution<int> tok(0, o.vocab_size - 1);
+  for (int i = 0; i < o.num_requests; ++i) {
+    std::vector<int> ids(static_cast<size_t>(o.isl));
+    for (int& t : ids) t = tok(rng);
+    w.prompts.push_back(std::move(ids));
+  }
+  w.arrival.assign(w.prompts.size(), 0.0);
+  std::exponential_distribution<double> gap(o.request_rate > 0 ? o.request_rate : 1.0);
+  for (size_t i = 1; i < w.arrival.size() && o.request_rate > 0; ++i) w.arrival[i] = w.arrival[i - 1] + gap(rng);
+  return w;
+}
+
+void report(const BenchServingOptions& o, const std::string& target, const std::vector<RequestResult>& results,
+            double duration);
+
+// Offline: the Executor in this process. A request is submitted when its arrival time has come
+// and fewer than C are in flight; its tokens are timed as the scheduler hands them out.
+void bench_offline(const BenchServingOptions& o) {
+  if (!(o.kv_cache_free_gpu_memory_fraction > 0 && o.kv_cache_free_gpu_memory_fraction <= 1))
+    fail("--kv_cache_free_gpu_memory_fraction must be in (0, 1] (got ", o.kv_cache_free_gpu_memory_fraction, ")");
+  const Workload w = make_workload(o);
+  EngineOptions eo;
+  eo.device = parse_device(o.device);
+  eo.verify_checksums = !o.skip_checksum;
+  eo.num_slots = 1 << 20;  // the engine caps it at its max_batch_size
+  eo.kv_cache_free_gpu_memory_fraction = o.kv_cache_free_gpu_memory_fraction;  // CUDA only
+  auto engine = Engine::load(o.engine_dir, eo);
+  if (o.vocab_size > engine->config().vocab_size)
+    fail("--vocab_size ", o.vocab_size, " exceeds the engine's vocabulary (", engine->config().vocab_size, ")");
+  Executor executor(*engine, ExecutorOptions{});
+
+  std::vector<RequestResult> results(w.prompts.size());
+  std::vector<Clock::time_point> start(w.prompts.size()), last(w.prompts.size());
+  std::mutex mu;
+  std::condition_variable cv;
+  int in_flight = 0, finished = 0;
+  const auto t0 = Clock::now();
+  for (size_t i = 0; i < w.prompts.size(); ++i) {
+    std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(w.arrival[i])));
+    {
+      std::unique_lock<std::mutex> lk(mu);
+      cv.wait(lk, [&] { return in_flight < o.concurrency; });
+      ++in_flight;
+      start[i] = Clock::now();
+    }
+    RequestSpec spec;
+    spec.prompt.assign(w.prompts[i].begin(), w.prompts[i].end());
+    spec.max_tokens = o.osl;  // no end ids: exactly osl tokens (ignore_eos)
+    // Runs on the scheduler thread: record and return.
+    auto on_output = [&, i](RequestOutput&& out) {
+      const auto now = Clock::now();
+      std::lock_guard<std::mutex> lk(mu);
+      RequestResult& r = results[i];
+      if (!out.tokens.empty()) {
+        if (r.output_tokens == 0) r.ttft = std::chrono::duration<double>(now - start[i]).count();
+        else r.gaps.push_back(std::chrono::duration<double>(now - last[i]).count());
+        r.output_tokens += int(out.tokens.size());
+        last[i] = now;
+      }
+      if (out.finished) {
+        r.latency = std::chrono::duration<double>(now - start[i]).count();
+        if (out.end_reason == EndReason::Error) r.error = out.error;
+        else if (r.output_tokens != o.osl) r.error = "ended after " + std::to_string(r.output_tokens) + " tokens";
+        r.ok = r.error.empty();
+        --in_flight;
+        ++finished;
+        cv.notify_all();
+      }
+    };
+    try {
+      executor.submit(std::move(spec), on_output);
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lk(mu);
+      results[i].error = e.what();
+      --in_flight;
+      ++finished;
+    }
+  }
+  {
+    std::unique_lock<std::mutex> lk(mu);
+    cv.wait(lk, [&] { return finished == int(w.prompts.size()); });
+  }
+  const double duration = std::chrono::duration<double>(Clock::now() - t0).count();
+  report(o, "offline " + o.engine_dir + " (" + engine->device_name() + ")", results, duration);
+}
+
+#if LAMINA_HAVE_SERVER
 
 // One streamed completion; parses the SSE events as they arrive.
 RequestResult run_one(httplib::Client& cli, const Json& body) {
@@ -100,42 +207,38 @@ RequestResult run_one(httplib::Client& cli, const Json& body) {
   return r;
 }
 
-void bench_serving(const BenchServingOptions& o) {
-  // Request bodies: random token ids (exact input length), exact output length.
-  std::mt19937_64 rng(o.seed);
-  std::uniform_int_distribution<int> tok(0, o.vocab_size - 1);
+void bench_server(const BenchServingOptions& o) {
+  const Workload w = make_workload(o);
   std::vector<Json> bodies;
-  for (int i = 0; i < o.num_requests; ++i) {
-    std::vector<int> ids(static_cast<size_t>(o.isl));
-    for (int& t : ids) t = tok(rng);
+  for (const auto& ids : w.prompts) {
     Json b = {{"prompt", ids}, {"max_tokens", o.osl}, {"temperature", 0}, {"ignore_eos", true}, {"stream", true},
               {"stream_options", {{"include_usage", true}}}};
     if (!o.model.empty()) b["model"] = o.model;
     bodies.push_back(std::move(b));
   }
-  // Arrival times: a Poisson process of rate R, or all at t = 0.
-  std::vector<double> arrival(bodies.size(), 0.0);
-  std::exponential_distribution<double> gap(o.request_rate > 0 ? o.request_rate : 1.0);
-  for (size_t i = 1; i < arrival.size() && o.request_rate > 0; ++i) arrival[i] = arrival[i - 1] + gap(rng);
-
   std::vector<RequestResult> results(bodies.size());
   std::atomic<size_t> next{0};
   const auto t0 = Clock::now();
   std::vector<std::thread> workers;
-  for (int w = 0; w < o.concurrency; ++w)
+  for (int k = 0; k < o.concurrency; ++k)
     workers.emplace_back([&] {
       httplib::Client cli(o.server);
       cli.set_read_timeout(600);
       cli.set_keep_alive(true);
       cli.set_tcp_nodelay(true);  // else Nagle + delayed ACK add 40 ms to every request
       for (size_t i; (i = next++) < bodies.size();) {
-        std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(arrival[i])));
+        std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(w.arrival[i])));
         results[i] = run_one(cli, bodies[i]);
       }
     });
   for (auto& t : workers) t.join();
-  const double duration = std::chrono::duration<double>(Clock::now() - t0).count();
+  report(o, o.server, results, std::chrono::duration<double>(Clock::now() - t0).count());
+}
 
+#endif  // LAMINA_HAVE_SERVER
+
+void report(const BenchServingOptions& o, const std::string& target, const std::vector<RequestResult>& results,
+            double duration) {
   std::vector<double> ttft, itl, tpot, latency;
   int ok = 0;
   long output_tokens = 0;
@@ -149,11 +252,11 @@ void bench_serving(const BenchServingOptions& o) {
     if (r.output_tokens > 1) tpot.push_back((r.latency - r.ttft) * 1e3 / (r.output_tokens - 1));
   }
   const int failed = o.num_requests - ok;
-  std::printf("| server | requests | failed | concurrency | rate | ISL | OSL | duration s | req/s | output tok/s |"
+  std::printf("| target | requests | failed | concurrency | rate | ISL | OSL | duration s | req/s | output tok/s |"
               " TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | TPOT mean ms |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   std::printf("| %s | %d | %d | %d | %s | %d | %d | %.2f | %.2f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f |\n",
-              o.server.c_str(), o.num_requests, failed, o.concurrency,
+              target.c_str(), o.num_requests, failed, o.concurrency,
               o.request_rate > 0 ? std::to_string(o.request_rate).c_str() : "inf", o.isl, o.osl, duration,
               ok / duration, double(output_tokens) / duration, percentile(ttft, 50), percentile(ttft, 99),
               percentile(itl, 50), percentile(itl, 99), mean(tpot));
@@ -163,9 +266,9 @@ void bench_serving(const BenchServingOptions& o) {
       break;
     }
   if (!o.json_path.empty()) {
-    const Json j = {{"server", o.server}, {"num_requests", o.num_requests}, {"failed", failed},
-                    {"concurrency", o.concurrency}, {"request_rate", o.request_rate}, {"isl", o.isl}, {"osl", o.osl},
-                    {"duration_s", duration}, {"request_throughput", ok / duration},
+    const Json j = {{"target", target}, {"offline", !o.engine_dir.empty()}, {"num_requests", o.num_requests},
+                    {"failed", failed}, {"concurrency", o.concurrency}, {"request_rate", o.request_rate},
+                    {"isl", o.isl}, {"osl", o.osl}, {"duration_s", duration}, {"request_throughput", ok / duration},
                     {"output_tokens", output_tokens}, {"output_token_throughput", double(output_tokens) / duration},
                     {"ttft_ms", {{"mean", mean(ttft)}, {"p50", percentile(ttft, 50)}, {"p99", percentile(ttft, 99)}}},
                     {"itl_ms", {{"mean", mean(itl)}, {"p50", percentile(itl, 50)}, {"p99", percentile(itl, 99)}}},
@@ -177,14 +280,19 @@ void bench_serving(const BenchServingOptions& o) {
   if (failed > 0) fail(failed, " of ", o.num_requests, " requests failed");
 }
 
-#endif  // LAMINA_HAVE_SERVER
-
 }  // namespace
 
 void register_bench_serving(CLI::App& app) {
-  auto* sub = app.add_subcommand("bench_serving", "Load-test an OpenAI-compatible server (lamina serve)");
+  auto* sub = app.add_subcommand("bench_serving",
+                                 "Load-test a server (lamina serve) or, offline, an engine with in-flight batching");
   auto o = std::make_shared<BenchServingOptions>();
-  sub->add_option("--server", o->server, "Base URL")->capture_default_str();
+  auto* server = sub->add_option("--server", o->server, "Base URL of an OpenAI-compatible server")->capture_default_str();
+  sub->add_option("--engine_dir", o->engine_dir, "Offline: run this engine in-process (no HTTP)")->excludes(server);
+  sub->add_option("--device", o->device, "Offline: cuda or cpu")->check(CLI::IsMember({"auto", "cuda", "gpu", "cpu"}));
+  sub->add_flag("--skip_checksum", o->skip_checksum, "Offline: do not verify engine checksums at load");
+  sub->add_option("--kv_cache_free_gpu_memory_fraction", o->kv_cache_free_gpu_memory_fraction,
+                  "Offline: share of free GPU memory for the paged KV cache")
+      ->capture_default_str();
   sub->add_option("--concurrency", o->concurrency, "Requests in flight at most")->capture_default_str()
       ->check(CLI::PositiveNumber);
   sub->add_option("--num_requests", o->num_requests, "Requests in all")->capture_default_str()->check(CLI::PositiveNumber);
@@ -199,15 +307,14 @@ void register_bench_serving(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--seed", o->seed, "Seed for prompts and arrivals")->capture_default_str();
   sub->add_option("--json", o->json_path, "Also write the figures as JSON here");
-#if LAMINA_HAVE_SERVER
-  sub->callback([o] { bench_serving(*o); });
-#else
-  // The options were bound to *o: the callback must keep it alive even when it only fails.
   sub->callback([o] {
-    (void)o;
-    fail("this lamina was built without cpp-httplib: install libcpp-httplib-dev and rebuild");
-  });
+    if (!o->engine_dir.empty()) return bench_offline(*o);
+#if LAMINA_HAVE_SERVER
+    bench_server(*o);
+#else
+    fail("this lamina was built without cpp-httplib: install libcpp-httplib-dev and rebuild (or use --engine_dir)");
 #endif
+  });
 }
 
 }  // namespace lamina::cli

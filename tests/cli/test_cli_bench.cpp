@@ -1,0 +1,67 @@
+// lamina bench_serving --engine_dir: the offline load test (engine + in-flight batching scheduler
+// in-process, no HTTP) on the bundled model, CPU backend.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+#include "test_support.h"
+
+namespace lamina {
+namespace {
+
+using Json = nlohmann::json;
+using test::run_lamina;
+using test::ScratchDir;
+
+class OfflineBench : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    scratch_ = new ScratchDir("bench_offline");
+    const auto model = test::source_dir() / "models/lamina-tiny-llama";
+    auto r = run_lamina("convert --model_dir " + model.string() + " --output_dir " + (*scratch_ / "ckpt").string() +
+                        " --dtype float32");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    r = run_lamina("build --checkpoint_dir " + (*scratch_ / "ckpt").string() + " --output_dir " +
+                   (*scratch_ / "engine").string() + " --max_batch_size 4 --max_input_len 32 --max_seq_len 64");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  static void TearDownTestSuite() { delete scratch_; }
+  static std::string engine() { return (*scratch_ / "engine").string(); }
+  static ScratchDir* scratch_;
+};
+ScratchDir* OfflineBench::scratch_ = nullptr;
+
+TEST_F(OfflineBench, ReportsEveryTokenOfEveryRequest) {
+  const auto json = *scratch_ / "offline.json";
+  const auto r = run_lamina("bench_serving --engine_dir " + engine() + " --device cpu --concurrency 4 --num_requests 10" +
+                            " --isl 12 --osl 6 --vocab_size 4000 --request_rate 200 --json " + json.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("output tok/s"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("offline"), std::string::npos) << r.output;
+  std::ifstream in(json);
+  const Json j = Json::parse(in, nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  EXPECT_EQ(j["failed"], 0);
+  EXPECT_EQ(j["offline"], true);
+  EXPECT_EQ(j["output_tokens"], 60);  // exactly osl tokens each: no end id stops them
+  EXPECT_GT(j["output_token_throughput"].get<double>(), 0);
+  EXPECT_GT(j["ttft_ms"]["p50"].get<double>(), 0);
+  EXPECT_GE(j["itl_ms"]["p99"].get<double>(), j["itl_ms"]["p50"].get<double>());
+}
+
+TEST_F(OfflineBench, RefusesPromptIdsOutsideTheVocabulary) {
+  const auto r = run_lamina("bench_serving --engine_dir " + engine() + " --device cpu --num_requests 1 --isl 4" +
+                            " --osl 2 --vocab_size 999999");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("exceeds the engine's vocabulary"), std::string::npos) << r.output;
+}
+
+TEST_F(OfflineBench, ServerAndEngineAreExclusive) {
+  const auto r = run_lamina("bench_serving --engine_dir " + engine() + " --server http://127.0.0.1:1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("excludes"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace lamina
