@@ -16,6 +16,9 @@
 #if LAMINA_HAVE_CUDA
 #include "backends/cuda/cuda_backend.h"
 #endif
+#if LAMINA_HAVE_NCCL
+#include "backends/cuda/nccl_communicator.h"
+#endif
 
 namespace lamina {
 
@@ -82,7 +85,11 @@ struct Engine::Rank {
   std::unique_ptr<LlamaForward> forward;
 };
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  // Backends first: their CUDA graphs captured the NCCL all-reduces of the group, which goes last.
+  ranks_.clear();
+  comm_group_.reset();
+}
 
 std::string Engine::device_name() const { return ranks_.empty() ? "none" : ranks_[0]->backend->name(); }
 
@@ -122,11 +129,31 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
          " (this lamina was built without CUDA)"
 #endif
          , ": use --device cpu");
-  if (device == Device::CUDA && tp > 1)
-    fail("engine has tp_size ", tp, ": multi-GPU tensor parallelism is not available yet; run it with --device cpu");
-
-  auto group = std::make_shared<HostCommGroup>(tp);
-  e->comm_group_ = group;
+  // Ranks talk through NCCL on GPUs (rank r on GPU r, docs/tensor-parallel.md), through host
+  // memory on the CPU.
+  std::shared_ptr<HostCommGroup> host_group;
+#if LAMINA_HAVE_NCCL
+  std::shared_ptr<NcclGroup> nccl_group;
+#endif
+  if (device == Device::CUDA && tp > 1) {
+#if LAMINA_HAVE_NCCL
+    const int gpus = cuda_device_count();
+    if (gpus < tp)
+      fail("engine has tp_size ", tp, " but only ", gpus, " GPUs are visible: it runs one rank per GPU ",
+           "(check CUDA_VISIBLE_DEVICES), or run it with --device cpu");
+    std::vector<int> devices(static_cast<size_t>(tp));
+    for (int r = 0; r < tp; ++r) devices[size_t(r)] = r;
+    nccl_group = NcclGroup::create_local(devices);
+    e->comm_group_ = nccl_group;
+#else
+    fail("engine has tp_size ", tp, ": running it on GPUs needs NCCL, and this lamina was built without it ",
+         "(install NCCL, e.g. libnccl-dev, and rebuild; CMake reports 'NCCL: ...' when it finds it), ",
+         "or run it with --device cpu");
+#endif
+  } else if (tp > 1) {
+    host_group = std::make_shared<HostCommGroup>(tp);
+    e->comm_group_ = host_group;
+  }
   Progress progress("load", size_t(tp));
   for (int r = 0; r < tp; ++r) {
     auto rank = std::make_unique<Rank>();
@@ -138,7 +165,12 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
     if (device == Device::CUDA) rank->backend = make_cuda_backend(r, dtype_from_user_name(cfg.dtype));
 #endif
     if (!rank->backend) rank->backend = make_cpu_backend();
-    rank->comm = tp == 1 ? std::unique_ptr<Communicator>(new SoloCommunicator()) : group->make(r);
+    if (tp == 1) rank->comm = std::make_unique<SoloCommunicator>();
+    else if (host_group) rank->comm = host_group->make(r);
+#if LAMINA_HAVE_NCCL
+    else rank->comm = nccl_group->make(size_t(r), *rank->backend);
+#endif
+    LAMINA_CHECK(rank->comm, "no communicator for rank ", r);
 
     Backend* be = rank->backend.get();
     auto upload = [&](const std::string& name) -> const void* {
@@ -224,17 +256,23 @@ void Engine::forward(const StepBatch& batch) {
     if (err) std::rethrow_exception(err);
 }
 
+namespace {
+// [rows, V] from every rank's [rows, V_rank] vocab slice, dropping the padding of the last slice.
+std::vector<float> join_vocab_slices(const std::vector<std::vector<float>>& parts, size_t rows, size_t V, size_t Vr) {
+  std::vector<float> logits(rows * V);
+  for (size_t r = 0; r < parts.size(); ++r)
+    for (size_t i = 0; i < rows; ++i)
+      for (size_t v = 0; v < Vr && r * Vr + v < V; ++v) logits[i * V + r * Vr + v] = parts[r][i * Vr + v];
+  return logits;
+}
+}  // namespace
+
 std::vector<float> Engine::gather_logits(size_t rows) const {
-  // Assemble [rows, vocab] from each rank's vocab slice, dropping the padding rows of lm_head.
   const size_t tp = ranks_.size(), V = size_t(cfg_.vocab_size), Vr = size_t(cfg_.vocab_per_rank());
   if (tp == 1) return ranks_[0]->forward->logits_f32(int(rows));  // one slice, no padding: as is
-  std::vector<float> logits(rows * V);
-  for (size_t r = 0; r < tp; ++r) {
-    const std::vector<float> part = ranks_[r]->forward->logits_f32(int(rows));
-    for (size_t i = 0; i < rows; ++i)
-      for (size_t v = 0; v < Vr && r * Vr + v < V; ++v) logits[i * V + r * Vr + v] = part[i * Vr + v];
-  }
-  return logits;
+  std::vector<std::vector<float>> parts;
+  for (size_t r = 0; r < tp; ++r) parts.push_back(ranks_[r]->forward->logits_f32(int(rows)));
+  return join_vocab_slices(parts, rows, V, Vr);
 }
 
 std::vector<float> Engine::step(const StepBatch& batch) {
@@ -258,7 +296,28 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
     if (!host_rows.empty()) out.host_logits = f.logit_rows_f32(host_rows);
     return out;
   }
-  // Vocabulary split over ranks: gather on the host and choose there, by the same definition.
+  const size_t tp = ranks_.size(), Vr = size_t(cfg_.vocab_per_rank());
+  const bool all_greedy =
+      std::all_of(choices.begin(), choices.end(), [](const TokenChoice& c) { return !(c.temperature > 0.0f); });
+  if (all_greedy) {
+    // Vocabulary split over ranks, greedy rows: each rank finds its slice's argmax where its
+    // logits are; the host joins the (value, index) pairs, exactly as a whole-row argmax.
+    std::vector<std::vector<SliceArgmax>> parts;
+    for (size_t r = 0; r < tp; ++r) parts.push_back(ranks_[r]->forward->slice_argmax(int(logit_rows.size())));
+    std::vector<SliceArgmax> row(tp);
+    out.ids.resize(choices.size());
+    for (size_t i = 0; i < choices.size(); ++i) {
+      for (size_t r = 0; r < tp; ++r) row[r] = parts[r][i];
+      out.ids[i] = combine_slice_argmax(row.data(), int(tp), int64_t(Vr));
+    }
+    if (!host_rows.empty()) {
+      std::vector<std::vector<float>> slices;
+      for (size_t r = 0; r < tp; ++r) slices.push_back(ranks_[r]->forward->logit_rows_f32(host_rows));
+      out.host_logits = join_vocab_slices(slices, host_rows.size(), V, Vr);
+    }
+    return out;
+  }
+  // Sampled rows: gather whole rows on the host and choose there, by the same definition.
   const std::vector<float> logits = gather_logits(logit_rows.size());
   out.ids.resize(choices.size());
   for (size_t i = 0; i < choices.size(); ++i) out.ids[i] = choose_token(logits.data() + i * V, int(V), choices[i]);
