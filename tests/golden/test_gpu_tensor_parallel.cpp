@@ -100,7 +100,9 @@ TEST_P(GpuTensorParallel, MatchesOneGpu) {
                                c.fixture + " tp " + std::to_string(tp));
     // And against tp 1 itself on the first token, where its margin is clear.
     ASSERT_FALSE(r.output_ids.empty());
-    if (!margins.empty() && margins[0] > 50 * c.tolerance) EXPECT_EQ(r.output_ids[0], base.output_ids[0]);
+    if (!margins.empty() && margins[0] > 50 * c.tolerance) {
+      EXPECT_EQ(r.output_ids[0], base.output_ids[0]);
+    }
   }
 }
 
