@@ -4,6 +4,7 @@
 #include <climits>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <thread>
 
@@ -73,6 +74,24 @@ std::optional<QuantizedWeight> quantized_view(const EngineFile& file, const Engi
          q.num_scales(), " float32 scales for ", weight_format_name(q.format));
   q.validate();
   return q;
+}
+
+// fn(r) for every rank r, each on its own thread: the ranks' collectives (host barrier or NCCL)
+// wait for one another, so one thread may not run two ranks. Rethrows the first rank's error.
+void on_rank_threads(size_t tp, const std::function<void(size_t)>& fn) {
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors(tp);
+  for (size_t r = 0; r < tp; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        fn(r);
+      } catch (...) {
+        errors[r] = std::current_exception();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (auto& err : errors)
+    if (err) std::rethrow_exception(err);
 }
 
 }  // namespace
@@ -211,6 +230,22 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
     progress.advance(1);
   }
   progress.finish();
+  if (device == Device::CUDA && tp > 1) {
+    // NCCL connects peers and allocates its buffers on a communicator's first collectives: run
+    // them now (one token's and a full step's size), before the KV pool takes the memory left
+    // and before any decode step is captured into a CUDA graph.
+    const size_t big = size_t(e->lim_.max_num_tokens) * size_t(cfg.hidden_size);
+    on_rank_threads(size_t(tp), [&](size_t r) {
+      Rank& rk = *e->ranks_[r];
+      const DType act = rk.backend->activation_dtype();
+      DeviceBuffer buf(rk.backend.get(), big * dtype_size(act));
+      const std::vector<char> zeros(big * dtype_size(act), 0);
+      rk.backend->copy_to_device(buf.get(), zeros.data(), zeros.size());
+      rk.comm->all_reduce_sum(buf.get(), size_t(cfg.hidden_size), act);
+      rk.comm->all_reduce_sum(buf.get(), big, act);
+      rk.backend->synchronize();
+    });
+  }
 
   // KV pool size (EngineOptions): the same block count on every rank.
   const LlamaForward& f0 = *e->ranks_[0]->forward;
@@ -237,23 +272,12 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
   return e;
 }
 
+
 void Engine::forward(const StepBatch& batch) {
   const size_t tp = ranks_.size();
   if (tp == 1) return ranks_[0]->forward->step(batch);
-  // Ranks run in lockstep on their own threads; their all-reduces meet at the barrier.
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(tp);
-  for (size_t r = 0; r < tp; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        ranks_[r]->forward->step(batch);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& err : errors)
-    if (err) std::rethrow_exception(err);
+  // Ranks run in lockstep on their own threads; their all-reduces meet in the communicator.
+  on_rank_threads(tp, [&](size_t r) { ranks_[r]->forward->step(batch); });
 }
 
 namespace {
@@ -297,8 +321,11 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
     return out;
   }
   const size_t tp = ranks_.size(), Vr = size_t(cfg_.vocab_per_rank());
-  const bool all_greedy =
-      std::all_of(choices.begin(), choices.end(), [](const TokenChoice& c) { return !(c.temperature > 0.0f); });
+  // Host rows come back whole anyway: their ids are chosen from those rows, whatever their choice.
+  std::vector<char> on_host(choices.size(), 0);
+  for (int32_t r : host_rows) on_host[size_t(r)] = 1;
+  bool all_greedy = true;
+  for (size_t i = 0; i < choices.size(); ++i) all_greedy &= on_host[i] || !(choices[i].temperature > 0.0f);
   if (all_greedy) {
     // Vocabulary split over ranks, greedy rows: each rank finds its slice's argmax where its
     // logits are; the host joins the (value, index) pairs, exactly as a whole-row argmax.
@@ -314,6 +341,10 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
       std::vector<std::vector<float>> slices;
       for (size_t r = 0; r < tp; ++r) slices.push_back(ranks_[r]->forward->logit_rows_f32(host_rows));
       out.host_logits = join_vocab_slices(slices, host_rows.size(), V, Vr);
+      for (size_t j = 0; j < host_rows.size(); ++j) {
+        const size_t i = size_t(host_rows[j]);
+        out.ids[i] = choose_token(out.host_logits.data() + j * V, int(V), choices[i]);
+      }
     }
     return out;
   }

@@ -161,8 +161,10 @@ TEST(EngineTokenChoice, ChosenIdsFollowTheLogits) {
                              logits.begin() + long(size_t(host_rows[j]) * V)))
           << "host row " << host_rows[j];
 
-    // Every row greedy: a vocabulary-split engine joins per-rank (value, index) pairs instead.
-    for (TokenChoice& c : choices) c.temperature = 0.0f;
+    // Every row greedy but host rows (any choice): a vocabulary-split engine joins per-rank
+    // (value, index) pairs instead, and chooses host rows from their gathered logits.
+    for (size_t i = 0; i < choices.size(); ++i)
+      if (std::find(host_rows.begin(), host_rows.end(), int32_t(i)) == host_rows.end()) choices[i].temperature = 0.0f;
     const ChosenTokens greedy = engine->step_and_choose(batch, choices, host_rows);
     ASSERT_EQ(greedy.ids.size(), rows.size());
     for (size_t i = 0; i < rows.size(); ++i)
