@@ -1,6 +1,8 @@
 #include "model/llama_forward.h"
 
 #include <algorithm>
+#include <climits>
+#include <limits>
 
 #include "common/error.h"
 #include "model/rope.h"
@@ -190,6 +192,41 @@ std::vector<int32_t> LlamaForward::choose_tokens(const std::vector<TokenChoice>&
   be_->select_tokens(chosen_.as<int32_t>(), logits_.get(), R, int(vocab_rank_), choices_.as<TokenChoice>());
   be_->copy_to_host(ids.data(), chosen_.get(), ids.size() * sizeof(int32_t));
   return ids;
+}
+
+std::vector<SliceArgmax> LlamaForward::slice_argmax(int R) {
+  LAMINA_CHECK(R >= 0 && R <= lim_.max_tokens, "more argmax rows than logit rows");
+  std::vector<SliceArgmax> out(static_cast<size_t>(R));
+  if (R == 0) return out;
+  const int64_t first = int64_t(comm_->rank()) * vocab_rank_;
+  const int64_t valid = std::min<int64_t>(vocab_rank_, cfg_.vocab_size - first);  // tokens of the slice, no padding
+  if (valid <= 0) {  // a slice of padding only: no candidate
+    for (auto& s : out) s.value = std::numeric_limits<float>::quiet_NaN();
+    return out;
+  }
+  LAMINA_CHECK(int64_t(R) * vocab_rank_ <= INT32_MAX, "logits too large for the slice argmax");
+  const std::vector<TokenChoice> greedy(size_t(R), TokenChoice{0.0f, 0, 1.0f, 0.0f});
+  be_->copy_to_device(choices_.get(), greedy.data(), greedy.size() * sizeof(TokenChoice));
+  int32_t* ids_dev = chosen_.as<int32_t>();
+  const size_t row_bytes = size_t(vocab_rank_) * dtype_size(be_->activation_dtype());
+  if (valid == vocab_rank_) {
+    be_->select_tokens(ids_dev, logits_.get(), R, int(valid), choices_.as<TokenChoice>());
+  } else {  // rows are vocab_rank_ apart but only `valid` of them count: one row at a time
+    for (int r = 0; r < R; ++r)
+      be_->select_tokens(ids_dev + r, logits_.as<char>() + size_t(r) * row_bytes, 1, int(valid),
+                         choices_.as<TokenChoice>() + r);
+  }
+  std::vector<int32_t> idx(static_cast<size_t>(R));
+  be_->copy_to_host(idx.data(), ids_dev, idx.size() * sizeof(int32_t));
+  // The chosen logits: gather element r * V_rank + idx[r] of logits viewed as [R * V_rank, 1].
+  std::vector<int32_t> flat(static_cast<size_t>(R));
+  for (int r = 0; r < R; ++r) flat[size_t(r)] = int32_t(int64_t(r) * vocab_rank_ + idx[size_t(r)]);
+  be_->copy_to_device(ids_dev, flat.data(), flat.size() * sizeof(int32_t));
+  be_->gather_rows(last_.get(), logits_.get(), ids_dev, R, 1);  // last_ is free after the lm_head
+  std::vector<float> values(static_cast<size_t>(R));
+  be_->activations_to_host_f32(values.data(), last_.get(), values.size());
+  for (int r = 0; r < R; ++r) out[size_t(r)] = {values[size_t(r)], idx[size_t(r)]};
+  return out;
 }
 
 std::vector<float> LlamaForward::logits_f32(int rows) const {

@@ -73,6 +73,10 @@ class LlamaForward {
   // One token for each of the last step's R logit rows, chosen on the device (choices: [R]);
   // only the R ids come back to the host. Needs the whole vocabulary on this rank (tp 1).
   std::vector<int32_t> choose_tokens(const std::vector<TokenChoice>& choices);
+  // The greedy argmax of each of the last step's R logit rows inside this rank's vocabulary slice
+  // (its valid tokens: the last slice's padding rows never count), found on the device; only
+  // 2 numbers a row come back. combine_slice_argmax (ops/token_choice.h) joins the ranks'.
+  std::vector<SliceArgmax> slice_argmax(int R);
   int64_t vocab_per_rank() const { return vocab_rank_; }
   Backend* backend() const { return be_; }
 

@@ -28,4 +28,15 @@ struct TokenChoice {
 // The CPU reference of the definition above over logits[V] (src/backends/cpu/token_choice.cpp).
 int32_t choose_token(const float* logits, int V, const TokenChoice& c);
 
+// Greedy over a vocabulary split into tp consecutive slices of vocab_per_rank tokens (the
+// tensor-parallel lm_head): each rank reports its slice's argmax, and only these cross.
+struct SliceArgmax {
+  float value = 0;    // the slice's largest logit (NaN only when every logit of the slice is NaN)
+  int32_t index = 0;  // its index inside the slice, the lowest on ties
+};
+// The global greedy token of one row from the tp slices' argmaxes (slices[r] is rank r's), equal
+// to choose_token's greedy over the whole row: the largest value wins, ties go to the lowest
+// global index (r * vocab_per_rank + index), NaN never wins, and 0 when every logit is NaN.
+int32_t combine_slice_argmax(const SliceArgmax* slices, int tp, int64_t vocab_per_rank);
+
 }  // namespace lamina

@@ -4,6 +4,7 @@
 #include <climits>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <thread>
 
@@ -15,6 +16,9 @@
 #include "runtime/host_communicator.h"
 #if LAMINA_HAVE_CUDA
 #include "backends/cuda/cuda_backend.h"
+#endif
+#if LAMINA_HAVE_NCCL
+#include "backends/cuda/nccl_communicator.h"
 #endif
 
 namespace lamina {
@@ -72,6 +76,24 @@ std::optional<QuantizedWeight> quantized_view(const EngineFile& file, const Engi
   return q;
 }
 
+// fn(r) for every rank r, each on its own thread: the ranks' collectives (host barrier or NCCL)
+// wait for one another, so one thread may not run two ranks. Rethrows the first rank's error.
+void on_rank_threads(size_t tp, const std::function<void(size_t)>& fn) {
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors(tp);
+  for (size_t r = 0; r < tp; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        fn(r);
+      } catch (...) {
+        errors[r] = std::current_exception();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (auto& err : errors)
+    if (err) std::rethrow_exception(err);
+}
+
 }  // namespace
 
 struct Engine::Rank {
@@ -82,7 +104,11 @@ struct Engine::Rank {
   std::unique_ptr<LlamaForward> forward;
 };
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  // Backends first: their CUDA graphs captured the NCCL all-reduces of the group, which goes last.
+  ranks_.clear();
+  comm_group_.reset();
+}
 
 std::string Engine::device_name() const { return ranks_.empty() ? "none" : ranks_[0]->backend->name(); }
 
@@ -122,11 +148,31 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
          " (this lamina was built without CUDA)"
 #endif
          , ": use --device cpu");
-  if (device == Device::CUDA && tp > 1)
-    fail("engine has tp_size ", tp, ": multi-GPU tensor parallelism is not available yet; run it with --device cpu");
-
-  auto group = std::make_shared<HostCommGroup>(tp);
-  e->comm_group_ = group;
+  // Ranks talk through NCCL on GPUs (rank r on GPU r, docs/tensor-parallel.md), through host
+  // memory on the CPU.
+  std::shared_ptr<HostCommGroup> host_group;
+#if LAMINA_HAVE_NCCL
+  std::shared_ptr<NcclGroup> nccl_group;
+#endif
+  if (device == Device::CUDA && tp > 1) {
+#if LAMINA_HAVE_NCCL
+    const int gpus = cuda_device_count();
+    if (gpus < tp)
+      fail("engine has tp_size ", tp, " but only ", gpus, " GPUs are visible: it runs one rank per GPU ",
+           "(check CUDA_VISIBLE_DEVICES), or run it with --device cpu");
+    std::vector<int> devices(static_cast<size_t>(tp));
+    for (int r = 0; r < tp; ++r) devices[size_t(r)] = r;
+    nccl_group = NcclGroup::create_local(devices);
+    e->comm_group_ = nccl_group;
+#else
+    fail("engine has tp_size ", tp, ": running it on GPUs needs NCCL, and this lamina was built without it ",
+         "(install NCCL, e.g. libnccl-dev, and rebuild; CMake reports 'NCCL: ...' when it finds it), ",
+         "or run it with --device cpu");
+#endif
+  } else if (tp > 1) {
+    host_group = std::make_shared<HostCommGroup>(tp);
+    e->comm_group_ = host_group;
+  }
   Progress progress("load", size_t(tp));
   for (int r = 0; r < tp; ++r) {
     auto rank = std::make_unique<Rank>();
@@ -138,7 +184,12 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
     if (device == Device::CUDA) rank->backend = make_cuda_backend(r, dtype_from_user_name(cfg.dtype));
 #endif
     if (!rank->backend) rank->backend = make_cpu_backend();
-    rank->comm = tp == 1 ? std::unique_ptr<Communicator>(new SoloCommunicator()) : group->make(r);
+    if (tp == 1) rank->comm = std::make_unique<SoloCommunicator>();
+    else if (host_group) rank->comm = host_group->make(r);
+#if LAMINA_HAVE_NCCL
+    else rank->comm = nccl_group->make(size_t(r), *rank->backend);
+#endif
+    LAMINA_CHECK(rank->comm, "no communicator for rank ", r);
 
     Backend* be = rank->backend.get();
     auto upload = [&](const std::string& name) -> const void* {
@@ -179,6 +230,22 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
     progress.advance(1);
   }
   progress.finish();
+  if (device == Device::CUDA && tp > 1) {
+    // NCCL connects peers and allocates its buffers on a communicator's first collectives: run
+    // them now (one token's and a full step's size), before the KV pool takes the memory left
+    // and before any decode step is captured into a CUDA graph.
+    const size_t big = size_t(e->lim_.max_num_tokens) * size_t(cfg.hidden_size);
+    on_rank_threads(size_t(tp), [&](size_t r) {
+      Rank& rk = *e->ranks_[r];
+      const DType act = rk.backend->activation_dtype();
+      DeviceBuffer buf(rk.backend.get(), big * dtype_size(act));
+      const std::vector<char> zeros(big * dtype_size(act), 0);
+      rk.backend->copy_to_device(buf.get(), zeros.data(), zeros.size());
+      rk.comm->all_reduce_sum(buf.get(), size_t(cfg.hidden_size), act);
+      rk.comm->all_reduce_sum(buf.get(), big, act);
+      rk.backend->synchronize();
+    });
+  }
 
   // KV pool size (EngineOptions): the same block count on every rank.
   const LlamaForward& f0 = *e->ranks_[0]->forward;
@@ -205,36 +272,31 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
   return e;
 }
 
+
 void Engine::forward(const StepBatch& batch) {
   const size_t tp = ranks_.size();
   if (tp == 1) return ranks_[0]->forward->step(batch);
-  // Ranks run in lockstep on their own threads; their all-reduces meet at the barrier.
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(tp);
-  for (size_t r = 0; r < tp; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        ranks_[r]->forward->step(batch);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& err : errors)
-    if (err) std::rethrow_exception(err);
+  // Ranks run in lockstep on their own threads; their all-reduces meet in the communicator.
+  on_rank_threads(tp, [&](size_t r) { ranks_[r]->forward->step(batch); });
 }
 
+namespace {
+// [rows, V] from every rank's [rows, V_rank] vocab slice, dropping the padding of the last slice.
+std::vector<float> join_vocab_slices(const std::vector<std::vector<float>>& parts, size_t rows, size_t V, size_t Vr) {
+  std::vector<float> logits(rows * V);
+  for (size_t r = 0; r < parts.size(); ++r)
+    for (size_t i = 0; i < rows; ++i)
+      for (size_t v = 0; v < Vr && r * Vr + v < V; ++v) logits[i * V + r * Vr + v] = parts[r][i * Vr + v];
+  return logits;
+}
+}  // namespace
+
 std::vector<float> Engine::gather_logits(size_t rows) const {
-  // Assemble [rows, vocab] from each rank's vocab slice, dropping the padding rows of lm_head.
   const size_t tp = ranks_.size(), V = size_t(cfg_.vocab_size), Vr = size_t(cfg_.vocab_per_rank());
   if (tp == 1) return ranks_[0]->forward->logits_f32(int(rows));  // one slice, no padding: as is
-  std::vector<float> logits(rows * V);
-  for (size_t r = 0; r < tp; ++r) {
-    const std::vector<float> part = ranks_[r]->forward->logits_f32(int(rows));
-    for (size_t i = 0; i < rows; ++i)
-      for (size_t v = 0; v < Vr && r * Vr + v < V; ++v) logits[i * V + r * Vr + v] = part[i * Vr + v];
-  }
-  return logits;
+  std::vector<std::vector<float>> parts;
+  for (size_t r = 0; r < tp; ++r) parts.push_back(ranks_[r]->forward->logits_f32(int(rows)));
+  return join_vocab_slices(parts, rows, V, Vr);
 }
 
 std::vector<float> Engine::step(const StepBatch& batch) {
@@ -258,7 +320,35 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
     if (!host_rows.empty()) out.host_logits = f.logit_rows_f32(host_rows);
     return out;
   }
-  // Vocabulary split over ranks: gather on the host and choose there, by the same definition.
+  const size_t tp = ranks_.size(), Vr = size_t(cfg_.vocab_per_rank());
+  // Host rows come back whole anyway: their ids are chosen from those rows, whatever their choice.
+  std::vector<char> on_host(choices.size(), 0);
+  for (int32_t r : host_rows) on_host[size_t(r)] = 1;
+  bool all_greedy = true;
+  for (size_t i = 0; i < choices.size(); ++i) all_greedy &= on_host[i] || !(choices[i].temperature > 0.0f);
+  if (all_greedy) {
+    // Vocabulary split over ranks, greedy rows: each rank finds its slice's argmax where its
+    // logits are; the host joins the (value, index) pairs, exactly as a whole-row argmax.
+    std::vector<std::vector<SliceArgmax>> parts;
+    for (size_t r = 0; r < tp; ++r) parts.push_back(ranks_[r]->forward->slice_argmax(int(logit_rows.size())));
+    std::vector<SliceArgmax> row(tp);
+    out.ids.resize(choices.size());
+    for (size_t i = 0; i < choices.size(); ++i) {
+      for (size_t r = 0; r < tp; ++r) row[r] = parts[r][i];
+      out.ids[i] = combine_slice_argmax(row.data(), int(tp), int64_t(Vr));
+    }
+    if (!host_rows.empty()) {
+      std::vector<std::vector<float>> slices;
+      for (size_t r = 0; r < tp; ++r) slices.push_back(ranks_[r]->forward->logit_rows_f32(host_rows));
+      out.host_logits = join_vocab_slices(slices, host_rows.size(), V, Vr);
+      for (size_t j = 0; j < host_rows.size(); ++j) {
+        const size_t i = size_t(host_rows[j]);
+        out.ids[i] = choose_token(out.host_logits.data() + j * V, int(V), choices[i]);
+      }
+    }
+    return out;
+  }
+  // Sampled rows: gather whole rows on the host and choose there, by the same definition.
   const std::vector<float> logits = gather_logits(logit_rows.size());
   out.ids.resize(choices.size());
   for (size_t i = 0; i < choices.size(); ++i) out.ids[i] = choose_token(logits.data() + i * V, int(V), choices[i]);

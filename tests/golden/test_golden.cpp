@@ -126,11 +126,12 @@ TEST(GoldenSharding, TensorParallelSizesAgree) {
 }
 
 // Engine::step_and_choose picks each row's token where the logits are (the CPU backend's
-// choose_token here; a vocabulary-split engine chooses on the host after gathering): the ids must
-// be what the definition gives over the logits step() returns, and host rows bring those logits.
+// choose_token here; a vocabulary-split engine samples on the host after gathering, and joins
+// the ranks' slice argmaxes when every row is greedy): the ids must be what the definition gives
+// over the logits step() returns, and host rows bring those logits.
 TEST(EngineTokenChoice, ChosenIdsFollowTheLogits) {
   const Reference ref = load_reference("llama31_bf16_sharded");
-  for (int tp : {1, 2}) {
+  for (int tp : {1, 2, 4}) {
     ScratchDir scratch("choose");
     auto engine = make_engine(scratch, "llama31_bf16_sharded", DType::F32, tp);
     const int T = 24, V = int(engine->config().vocab_size);
@@ -159,6 +160,22 @@ TEST(EngineTokenChoice, ChosenIdsFollowTheLogits) {
       EXPECT_TRUE(std::equal(got.host_logits.begin() + long(j * V), got.host_logits.begin() + long((j + 1) * V),
                              logits.begin() + long(size_t(host_rows[j]) * V)))
           << "host row " << host_rows[j];
+
+    // Every row greedy but host rows (any choice): a vocabulary-split engine joins per-rank
+    // (value, index) pairs instead, and chooses host rows from their gathered logits.
+    for (size_t i = 0; i < choices.size(); ++i)
+      if (std::find(host_rows.begin(), host_rows.end(), int32_t(i)) == host_rows.end()) choices[i].temperature = 0.0f;
+    const ChosenTokens greedy = engine->step_and_choose(batch, choices, host_rows);
+    ASSERT_EQ(greedy.ids.size(), rows.size());
+    for (size_t i = 0; i < rows.size(); ++i)
+      EXPECT_EQ(greedy.ids[i], choose_token(logits.data() + i * size_t(V), V, choices[i]))
+          << "tp " << tp << " greedy row " << i;
+    ASSERT_EQ(greedy.host_logits.size(), host_rows.size() * size_t(V));
+    for (size_t j = 0; j < host_rows.size(); ++j)
+      EXPECT_TRUE(std::equal(greedy.host_logits.begin() + long(j * V),
+                             greedy.host_logits.begin() + long((j + 1) * V),
+                             logits.begin() + long(size_t(host_rows[j]) * V)))
+          << "tp " << tp << " greedy, host row " << host_rows[j];
   }
 }
 

@@ -73,4 +73,17 @@ int32_t choose_token(const float* z, int V, const TokenChoice& c) {
   return last < 0 ? greedy(z, V) : last;
 }
 
+int32_t combine_slice_argmax(const SliceArgmax* slices, int tp, int64_t vocab_per_rank) {
+  // A slice's argmax is NaN only when the whole slice is NaN: it has no candidate. Ranks are
+  // visited in vocabulary order, so keeping the first of equal values keeps the lowest index.
+  int64_t best = -1;
+  float best_v = -INFINITY;
+  for (int r = 0; r < tp; ++r) {
+    const float v = slices[r].value;
+    if (std::isnan(v)) continue;
+    if (best < 0 || v > best_v) best = int64_t(r) * vocab_per_rank + slices[r].index, best_v = v;
+  }
+  return best < 0 ? 0 : static_cast<int32_t>(best);
+}
+
 }  // namespace lamina

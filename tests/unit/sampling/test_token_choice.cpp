@@ -3,6 +3,7 @@
 // the mapping from a request's sampling parameters to a choice.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <limits>
 #include <random>
 
@@ -41,6 +42,46 @@ TEST(TokenChoice, GreedyTiesAndNaN) {
   EXPECT_EQ(choose_token(z.data(), 5, top1), 2);
   top1.uniform = 0.99f;
   EXPECT_EQ(choose_token(z.data(), 5, top1), 3);
+}
+
+// A vocabulary split over tp ranks (padding in the last slice, as the lm_head has when tp does
+// not divide the vocabulary): combining each slice's argmax gives choose_token's greedy over the
+// whole row, including ties across slices, -inf and NaN slices.
+TEST(TokenChoice, SliceArgmaxCombinesToTheWholeRowGreedy) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::mt19937_64 rng(8);
+  TokenChoice greedy;
+  greedy.temperature = 0.0f;
+  auto check = [&](const std::vector<float>& row, int tp) {
+    const int V = int(row.size());
+    const int64_t Vr = (V + tp - 1) / tp;
+    std::vector<SliceArgmax> slices(static_cast<size_t>(tp));
+    for (int r = 0; r < tp; ++r) {
+      // What a rank's device argmax reports: choose_token's greedy over its valid tokens.
+      const int64_t begin = std::min<int64_t>(int64_t(r) * Vr, V), n = std::min<int64_t>(Vr, V - begin);
+      SliceArgmax& s = slices[size_t(r)];
+      s.index = n > 0 ? choose_token(row.data() + begin, int(n), greedy) : 0;
+      s.value = n > 0 ? row[size_t(begin + s.index)] : nan;
+    }
+    EXPECT_EQ(combine_slice_argmax(slices.data(), tp, Vr), choose_token(row.data(), V, greedy)) << "tp " << tp;
+  };
+  for (int tp : {1, 2, 3, 4, 8}) {
+    for (int V : {1, 5, 384, 1001}) {
+      std::uniform_int_distribution<int> small(-3, 3);  // few distinct values: many ties
+      for (int trial = 0; trial < 20; ++trial) {
+        std::vector<float> row(static_cast<size_t>(V));
+        for (float& x : row) x = float(small(rng));
+        if (trial % 4 == 1)
+          for (float& x : row) x = small(rng) < -1 ? nan : x;
+        if (trial % 4 == 2)
+          for (float& x : row) x = small(rng) < 0 ? -inf : x;
+        if (trial % 4 == 3) std::fill(row.begin(), row.begin() + (V + 1) / 2, nan);
+        check(row, tp);
+      }
+      check(std::vector<float>(size_t(V), nan), tp);
+      check(std::vector<float>(size_t(V), -inf), tp);
+    }
+  }
 }
 
 TEST(TokenChoice, UniformWalksTheVocabularyInOrder) {
