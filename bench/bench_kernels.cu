@@ -7,7 +7,7 @@
 //              bytes = the quantized weight + its scales + x + out
 //   gemm-q     the M = 2048 matmuls over quantized weights (FP8 GEMM; int8/int4 dequantize + GEMM)
 //   attention  decode (split-K) GB/s over the KV cache at seq 512..4096; prefill TFLOP/s at T=512 and
-//              2048 through the op, then the mma.sync and the older WMMA prefill kernels side by side
+//              2048 through the op
 // Inputs are random (never zeros) and rotate over copies larger than L2 so DRAM is measured.
 #include <cuda_runtime.h>
 
@@ -295,68 +295,6 @@ void bench_prefill_attention(Ctx& c, int T) {
   c.out["attention_prefill"].push_back({{"T", T}, {"ms", ms}, {"tflops", tflops}, {"graph", tm.graph}});
 }
 
-// The prefill kernels alone, launched directly on the same inputs: the mma.sync kernel the op uses
-// and the WMMA kernel it replaced, so one run shows both; their outputs are compared too.
-void bench_prefill_kernels(Ctx& c, int T) {
-  const size_t kv_bytes = size_t(T) * kHkv * kD * 2, out_n = size_t(T) * kHq * kD;
-  Rotation k(kv_bytes, 0, 80, c.stream), v(kv_bytes, 0, 90, c.stream);
-  Rotation qkv(size_t(T) * (kHq + 2 * kHkv) * kD * 2, 0, 100, c.stream, 3.0f);
-  void* out[2] = {dmalloc(out_n * 2), dmalloc(out_n * 2)};
-  std::vector<int32_t> pos(T), slot(T, 0);
-  for (int t = 0; t < T; ++t) pos[t] = t;
-  auto* d_pos = static_cast<int32_t*>(dmalloc(T * 4));
-  auto* d_slot = static_cast<int32_t*>(dmalloc(T * 4));
-  c.be->copy_to_device(d_pos, pos.data(), T * 4);
-  c.be->copy_to_device(d_slot, slot.data(), T * 4);
-  int32_t* d_tables = nullptr;
-  cuda::AttnParams p = cuda::make_attn_params(paged_shape(c, T, 1, &d_tables), T);
-  p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(double(kD)));
-  using Launch = void (*)(DType, void*, const void*, const int32_t*, const int32_t*, KVCacheLayer,
-                          const cuda::AttnParams&, cudaStream_t);
-  const struct {
-    const char* name;
-    Launch launch;
-  } kernels[] = {{"mma", cuda::launch_attention_prefill_mma}, {"wmma", cuda::launch_attention_prefill_tc}};
-  const double flops = 4.0 * kD * kHq * (double(T) * (T + 1) / 2);
-  for (int i = 0; i < 2; ++i) {
-    auto run = [&] {
-      kernels[i].launch(DType::BF16, out[i], qkv.at(0), d_pos, d_slot, KVCacheLayer{k.at(0), v.at(0), d_tables}, p,
-                        c.stream);
-    };
-    const Timing tm = time_ms(c.stream, [&](int) { run(); }, 9);
-    const double tflops = flops / (tm.ms * 1e-3) / 1e12;
-    std::printf("attn prefill kernel %-5s T=%-5d %8.3f ms %8.1f TFLOP/s%s\n", kernels[i].name, T, tm.ms, tflops,
-                tag(tm));
-    c.out["attention_prefill_kernels"].push_back(
-        {{"kernel", kernels[i].name}, {"T", T}, {"ms", tm.ms}, {"tflops", tflops}, {"graph", tm.graph}});
-  }
-  // Both outputs were last written from the same inputs: they must agree to bf16 rounding.
-  std::vector<uint16_t> a(out_n), b(out_n);
-  CUDA_CHECK(cudaStreamSynchronize(c.stream));
-  CUDA_CHECK(cudaMemcpy(a.data(), out[0], out_n * 2, cudaMemcpyDeviceToHost));
-  CUDA_CHECK(cudaMemcpy(b.data(), out[1], out_n * 2, cudaMemcpyDeviceToHost));
-  auto f32 = [](uint16_t h) {
-    const uint32_t u = uint32_t(h) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return double(f);
-  };
-  double diff = 0, ref = 0;
-  for (size_t i = 0; i < out_n; ++i) {
-    diff += (f32(a[i]) - f32(b[i])) * (f32(a[i]) - f32(b[i]));
-    ref += f32(b[i]) * f32(b[i]);
-  }
-  const double rel = std::sqrt(diff / ref);
-  std::printf("attn prefill kernel mma vs wmma T=%-5d relative L2 difference %.2e%s\n", T, rel,
-              rel < 1e-2 && std::isfinite(rel) ? "" : "  MISMATCH");
-  c.out["attention_prefill_kernels_rel_l2"].push_back({{"T", T}, {"rel_l2", rel}});
-  if (!(rel < 1e-2)) c.out["errors"].push_back("prefill kernels mma and wmma disagree at T=" + std::to_string(T));
-  for (void* o : out) cudaFree(o);
-  cudaFree(d_pos);
-  cudaFree(d_slot);
-  cudaFree(d_tables);
-}
-
 template <typename F>
 void guarded(Ctx& c, const char* what, F&& f) {
   try {
@@ -405,7 +343,6 @@ int main(int argc, char** argv) {
   for (int batch : {1, 16})
     for (int seq : {512, 1024, 2048, 4096}) guarded(c, "decode attention", [&] { bench_decode_attention(c, seq, batch); });
   for (int T : {512, 2048}) guarded(c, "prefill attention", [&] { bench_prefill_attention(c, T); });
-  for (int T : {512, 2048}) guarded(c, "prefill attention kernels", [&] { bench_prefill_kernels(c, T); });
 
   if (!json_path.empty()) {
     std::ofstream(json_path) << c.out.dump(2) << "\n";

@@ -93,10 +93,6 @@ void launch_attention_prefill(DType dt, void* out, const void* qkv, const int32_
 // pipeline); launch_attention_prefill forwards to it for those dtypes.
 void launch_attention_prefill_mma(DType dt, void* out, const void* qkv, const int32_t* positions,
                                   const int32_t* slots, KVCacheLayer cache, const AttnParams& p, cudaStream_t stream);
-// The previous WMMA kernel (attention_prefill_tc.cu), same contract. No op uses it: it is kept
-// only as the baseline bench/bench_kernels measures the mma.sync kernel against.
-void launch_attention_prefill_tc(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
-                                 KVCacheLayer cache, const AttnParams& p, cudaStream_t stream);
 bool attention_prefill_supports(int head_dim);
 bool attention_decode_supports(int head_dim);
 

@@ -1,7 +1,7 @@
 // Prefill attention on the tensor cores (float16 / bfloat16), FlashAttention-2 style: mma.sync
 // m16n8k16 with fp32 accumulation, ldmatrix fragment loads, cp.async double-buffered K/V tiles,
 // and the online softmax kept in registers. Same tiles, "uniform tile" rule and results as the
-// other prefill kernels (attention_prefill.cu, attention_prefill_tc.cu).
+// fp32 prefill kernel (attention_prefill.cu).
 //
 //   grid (Hq, ceil(T / 64)), 128 threads = 4 warps. A block: one q head x 64 consecutive tokens
 //   (tiles with the most keys start first); warp w owns query rows 16w..16w+15. Per tile of 64
