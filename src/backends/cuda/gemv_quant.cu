@@ -112,21 +112,9 @@ __global__ void __launch_bounds__(B)
     }
   }
 
-  __shared__ float partial[kBlockWarps][M * R];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-#pragma unroll
-  for (int m = 0; m < M; ++m)
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const float s = warp_sum(acc[m][r]);
-      if (lane == 0) partial[warp][m * R + r] = s;
-    }
-  __syncthreads();
-  if (threadIdx.x < M * R) {
+  float s;
+  if (block_sum_each<kBlockWarps>(acc, s)) {
     const int m = threadIdx.x / R, r = threadIdx.x % R;
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kBlockWarps; ++i) s += partial[i][threadIdx.x];
     if (n0 + r < N) {
       const float scale = kGrouped ? 1.0f : scales[static_cast<size_t>(scale_stride) * (n0 + r)];
       out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s * scale);
