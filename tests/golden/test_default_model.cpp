@@ -25,10 +25,10 @@ std::unique_ptr<Engine> build_default(const test::ScratchDir& s, DType dtype, co
                                               .max_seq_len = 1024, .max_num_tokens = 256, .quant_algo = quant});
 }
 
-// Mean negative log-likelihood of `tokens` given [BOS] + previous tokens, as eval.json measured.
-double heldout_mean_nll(Engine& engine, const std::vector<int32_t>& ids, int32_t bos, int window) {
-  double nll = 0;
-  size_t count = 0;
+// Log-softmax of every held-out position's logits (row i predicts token i), windows as eval.json.
+std::vector<std::vector<float>> heldout_logprobs(Engine& engine, const std::vector<int32_t>& ids, int32_t bos,
+                                                 int window) {
+  std::vector<std::vector<float>> rows;
   const size_t V = size_t(engine.config().vocab_size);
   for (size_t begin = 0; begin < ids.size(); begin += size_t(window - 1)) {
     const size_t end = std::min(ids.size(), begin + size_t(window - 1));
@@ -38,16 +38,25 @@ double heldout_mean_nll(Engine& engine, const std::vector<int32_t>& ids, int32_t
     req.max_new_tokens = 1;
     req.return_context_logits = true;
     const GenerationResult r = generate(engine, req);
-    for (size_t i = 0; i + 1 < req.prompt.size(); ++i) {  // row i predicts prompt[i + 1]
+    for (size_t i = 0; i + 1 < req.prompt.size(); ++i) {
       const float* row = r.context_logits.data() + i * V;
       double mx = row[0], sum = 0;
       for (size_t v = 1; v < V; ++v) mx = std::max(mx, double(row[v]));
       for (size_t v = 0; v < V; ++v) sum += std::exp(double(row[v]) - mx);
-      nll += std::log(sum) + mx - row[size_t(req.prompt[i + 1])];
-      ++count;
+      const double lse = std::log(sum) + mx;
+      std::vector<float> lp(V);
+      for (size_t v = 0; v < V; ++v) lp[v] = float(double(row[v]) - lse);
+      rows.push_back(std::move(lp));
     }
   }
-  return nll / double(count);
+  return rows;
+}
+
+// exp(mean NLL) of the held-out tokens under logprobs from heldout_logprobs (row i predicts ids[i]).
+double heldout_ppl(const std::vector<std::vector<float>>& lp, const std::vector<int32_t>& ids) {
+  double nll = 0;
+  for (size_t i = 0; i < lp.size(); ++i) nll -= lp[i][size_t(ids[i])];
+  return std::exp(nll / double(lp.size()));
 }
 
 TEST(DefaultModel, GreedyIdsMatchTransformers) {
@@ -77,42 +86,15 @@ TEST(DefaultModel, HeldoutPerplexityMatchesTransformers) {
   {
     test::ScratchDir s("ppl32");
     auto engine = build_default(s, DType::F32);
-    const double ppl = std::exp(heldout_mean_nll(*engine, ids, bos, e["window"].get<int>()));
+    const double ppl = heldout_ppl(heldout_logprobs(*engine, ids, bos, e["window"].get<int>()), ids);
     EXPECT_NEAR(ppl, ref_ppl, ref_ppl * 1e-3);
   }
   {
     test::ScratchDir s("ppl16");  // bf16 storage is the model's own: same weights, same answer
     auto engine = build_default(s, DType::BF16);
-    const double ppl = std::exp(heldout_mean_nll(*engine, ids, bos, e["window"].get<int>()));
+    const double ppl = heldout_ppl(heldout_logprobs(*engine, ids, bos, e["window"].get<int>()), ids);
     EXPECT_LE(ppl, ref_ppl * 1.01);
   }
-}
-
-// Log-softmax of every held-out position's logits (row i predicts token i), windows as eval.json.
-std::vector<std::vector<float>> heldout_logprobs(Engine& engine, const std::vector<int32_t>& ids, int32_t bos,
-                                                 int window) {
-  std::vector<std::vector<float>> rows;
-  const size_t V = size_t(engine.config().vocab_size);
-  for (size_t begin = 0; begin < ids.size(); begin += size_t(window - 1)) {
-    const size_t end = std::min(ids.size(), begin + size_t(window - 1));
-    GenerationRequest req;
-    req.prompt = {bos};
-    req.prompt.insert(req.prompt.end(), ids.begin() + long(begin), ids.begin() + long(end));
-    req.max_new_tokens = 1;
-    req.return_context_logits = true;
-    const GenerationResult r = generate(engine, req);
-    for (size_t i = 0; i + 1 < req.prompt.size(); ++i) {
-      const float* row = r.context_logits.data() + i * V;
-      double mx = row[0], sum = 0;
-      for (size_t v = 1; v < V; ++v) mx = std::max(mx, double(row[v]));
-      for (size_t v = 0; v < V; ++v) sum += std::exp(double(row[v]) - mx);
-      const double lse = std::log(sum) + mx;
-      std::vector<float> lp(V);
-      for (size_t v = 0; v < V; ++v) lp[v] = float(double(row[v]) - lse);
-      rows.push_back(std::move(lp));
-    }
-  }
-  return rows;
 }
 
 // Each --quant_algo on the bundled model against the unquantized bf16 engine: held-out perplexity
@@ -126,11 +108,6 @@ TEST(DefaultModel, QuantizedHeldoutPerplexityAndKL) {
   const std::vector<int32_t> ids = tok.encode(read_file((kModel / "heldout.txt").string()), false);
   const int32_t bos = e["special_token_ids"]["<|begin_of_text|>"].get<int32_t>();
   const int window = e["window"].get<int>();
-  auto ppl_of = [&](const std::vector<std::vector<float>>& lp) {
-    double nll = 0;
-    for (size_t i = 0; i < lp.size(); ++i) nll -= lp[i][size_t(ids[i])];
-    return std::exp(nll / double(lp.size()));
-  };
   std::vector<std::vector<float>> base;
   {
     test::ScratchDir s("ppl-base");
@@ -138,7 +115,7 @@ TEST(DefaultModel, QuantizedHeldoutPerplexityAndKL) {
     base = heldout_logprobs(*engine, ids, bos, window);
   }
   ASSERT_EQ(base.size(), ids.size());
-  const double base_ppl = ppl_of(base);
+  const double base_ppl = heldout_ppl(base, ids);
   std::printf("[ metric   ] bf16 held-out perplexity %.4f over %zu tokens\n", base_ppl, ids.size());
   const struct {
     const char* algo;
@@ -153,7 +130,7 @@ TEST(DefaultModel, QuantizedHeldoutPerplexityAndKL) {
     for (size_t i = 0; i < lp.size(); ++i)
       for (size_t v = 0; v < lp[i].size(); ++v) kl += std::exp(double(base[i][v])) * (double(base[i][v]) - lp[i][v]);
     kl /= double(lp.size());
-    const double ppl = ppl_of(lp);
+    const double ppl = heldout_ppl(lp, ids);
     std::printf("[ metric   ] %-9s held-out perplexity %.4f (%+.2f%% vs bf16), mean KL(bf16 || %s) %.5f nats\n",
                 a.algo, ppl, 100.0 * (ppl / base_ppl - 1.0), a.algo, kl);
     EXPECT_LE(ppl, base_ppl * a.max_ratio) << a.algo;
