@@ -114,4 +114,17 @@ void OpTest::TearDown() {
 
 std::string dtype_param_name(const ::testing::TestParamInfo<DType>& info) { return dtype_user_name(info.param); }
 
+void expect_last_row_alone_matches_batched(Backend& gpu, const void* w, const std::vector<float>& x, int M, int N,
+                                           int K, double tol, const std::string& what) {
+  auto x_g = upload_act(gpu, x);
+  auto full = poisoned_act(gpu, size_t(M) * N);
+  gpu.matmul(full.get(), x_g.get(), w, M, N, K);
+  const auto all = read_act(gpu, full, size_t(M) * N);
+  const int row = M - 1;
+  auto x_row = upload_act(gpu, std::vector<float>(x.begin() + size_t(row) * K, x.begin() + size_t(row + 1) * K));
+  auto one = poisoned_act(gpu, N);
+  gpu.matmul(one.get(), x_row.get(), w, 1, N, K);
+  expect_close(read_act(gpu, one, N), std::vector<float>(all.begin() + size_t(row) * N, all.end()), tol, what);
+}
+
 }  // namespace lamina::optest

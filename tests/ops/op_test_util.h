@@ -40,6 +40,11 @@ double tolerance(DType dt);  // f32: 1e-5, f16/bf16: 1e-2
 void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol, const std::string& what);
 
 // ---- buffers on a backend ----
+// Runs matmul over weight w (already on `gpu`) for x [M, K] (a batched path when M > kGemvMaxM),
+// then for x's last row alone (the GEMV): the lone row must equal the batched one within tol.
+void expect_last_row_alone_matches_batched(Backend& gpu, const void* w, const std::vector<float>& x, int M, int N,
+                                           int K, double tol, const std::string& what);
+
 DeviceBuffer upload_act(Backend& b, const std::vector<float>& v);      // in b.activation_dtype()
 DeviceBuffer upload_weight(Backend& b, const std::vector<float>& v);   // through upload_weight(F32)
 DeviceBuffer upload_i32(Backend& b, const std::vector<int32_t>& v);
