@@ -81,6 +81,12 @@ TEST_P(GpuTensorParallel, MatchesOneGpu) {
   req.max_new_tokens = int(greedy.size());  // decode steps: recorded, then replayed from CUDA graphs
   req.return_context_logits = true;
 
+  // The one-GPU test's rule (test_gpu_end_to_end.cpp): on these random weights transformers' own
+  // bf16 forward is ~2e-2 from its fp32 one, and tp N rounds each rank's partial sum to bf16 before
+  // the all-reduce, so a bf16 engine is held to 1e-2 or 1.5x that noise, whichever is larger. The
+  // bundled model (real weights, below) is held to 1e-2 flat.
+  double tol = c.tolerance;
+  if (c.dtype == DType::BF16 && ref.contains("hf_bf16_rel_l2")) tol = std::max(tol, 1.5 * ref["hf_bf16_rel_l2"].get<double>());
   ScratchDir s1("tp1");
   const GenerationResult base = generate(*make_engine(s1, dir, c.dtype, 1), req);
   const std::vector<int> sizes = tp_sizes(dir);
@@ -93,21 +99,20 @@ TEST_P(GpuTensorParallel, MatchesOneGpu) {
     const GenerationResult r = generate(*engine, req);
     const double err = test::rel_l2(r.context_logits, base.context_logits);
     std::printf("[ metric   ] %s %s tp %d vs tp 1 context logits rel_l2 %.3g (bound %.3g)\n", c.fixture.c_str(),
-                dtype_user_name(c.dtype).c_str(), tp, err, c.tolerance);
-    EXPECT_LE(err, c.tolerance);
+                dtype_user_name(c.dtype).c_str(), tp, err, tol);
+    EXPECT_LE(err, tol);
     // Greedy ids: tp N against transformers where its margin is clear, as the one-GPU test does.
-    test::expect_greedy_agrees(r.output_ids, greedy, margins, c.dtype == DType::F32 ? 1e-2 : 50 * c.tolerance,
+    test::expect_greedy_agrees(r.output_ids, greedy, margins, c.dtype == DType::F32 ? 1e-2 : 50 * tol,
                                c.fixture + " tp " + std::to_string(tp));
     // And against tp 1 itself on the first token, where its margin is clear.
     ASSERT_FALSE(r.output_ids.empty());
-    if (!margins.empty() && margins[0] > 50 * c.tolerance) {
+    if (!margins.empty() && margins[0] > 50 * tol) {
       EXPECT_EQ(r.output_ids[0], base.output_ids[0]);
     }
   }
 }
 
-// bf16/f16 tolerance 1e-2 (docs: DESIGN.md §5); the sums of the all-reduce round to the activation
-// dtype once per layer and rank count, as a one-GPU matmul's output does once.
+// bf16/f16 tolerance 1e-2 (DESIGN.md §5), widened for bf16 on random weights as the test says.
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuTensorParallel,
                          ::testing::Values(Case{"llama31_bf16_sharded", DType::F32, 1e-4},
                                            Case{"gqa_f32_hub", DType::F32, 1e-4},
@@ -117,6 +122,37 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GpuTensorParallel,
                          [](const ::testing::TestParamInfo<Case>& i) {
                            return i.param.fixture + "_" + dtype_user_name(i.param.dtype);
                          });
+
+// The bundled model (trained weights, 8 q / 2 kv heads): tp 2 context logits within 1e-2 of tp 1's
+// in bf16 and 1e-4 in f32, and tp 2's greedy continuation equal to transformers' fp32 one
+// (eval.json) wherever its margin is clear.
+TEST(GpuTensorParallelDefaultModel, MatchesOneGpu) {
+  SKIP_WITHOUT_GPUS(2);
+  const auto model = test::source_dir() / "models/lamina-tiny-llama";
+  const Json e = read_json_file((model / "eval.json").string());
+  const Json sample = e["greedy_fp32"]["samples"][1];
+  const auto expected = sample["output_ids"].get<std::vector<int32_t>>();
+  const auto margins = sample["top2_logit_margins"].get<std::vector<double>>();
+  GenerationRequest req;
+  req.prompt = sample["prompt_ids"].get<std::vector<int32_t>>();
+  req.prompt.insert(req.prompt.end(), expected.begin(), expected.end());  // a longer, real-text context
+  req.max_new_tokens = 1;
+  req.return_context_logits = true;
+  for (DType dt : {DType::F32, DType::BF16}) {
+    ScratchDir s1("default-tp1"), s2("default-tp2");
+    auto one = make_engine(s1, model, dt, 1);
+    auto two = make_engine(s2, model, dt, 2);
+    const double err = test::rel_l2(generate(*two, req).context_logits, generate(*one, req).context_logits);
+    std::printf("[ metric   ] default model %s tp 2 vs tp 1 context logits rel_l2 %.3g\n", dtype_user_name(dt).c_str(), err);
+    EXPECT_LE(err, dt == DType::F32 ? 1e-4 : 1e-2) << dtype_user_name(dt);
+    GenerationRequest greedy;
+    greedy.prompt = sample["prompt_ids"].get<std::vector<int32_t>>();
+    greedy.max_new_tokens = int(expected.size());
+    const size_t agreed = test::expect_greedy_agrees(generate(*two, greedy).output_ids, expected, margins,
+                                                     dt == DType::F32 ? 1e-2 : 0.25, dtype_user_name(dt) + " tp 2");
+    EXPECT_GT(agreed, 5u) << dtype_user_name(dt);
+  }
+}
 
 // step_and_choose on a vocabulary split over GPUs: greedy rows (joined per-rank argmaxes) give
 // exactly the argmax of the logits step() gathers; sampled rows follow the definition; host
