@@ -64,6 +64,78 @@ TEST_P(MatmulOp, SwigluMatmulMatchesCpu) {
   EXPECT_FALSE(gpu_->swiglu_matmul(nullptr, nullptr, nullptr, cuda::kGemvMaxM + 1, 8, 8));
 }
 
+// The decode fusions: the norm folded into the projection that reads it, and the residual add into
+// the projection that produces it, against the CPU's separate ops. Shapes take the vector path
+// (K a multiple of 8) and the scalar one (odd K).
+TEST_P(MatmulOp, FusedDecodeProjectionsMatchCpu) {
+  const Shape shapes[] = {{96, 4096}, {1000, 512}, {257, 1000}, {37, 99}};
+  const float eps = 1e-5f;
+  for (const Shape& s : shapes) {
+    const int N = s.N, K = s.K;
+    const auto w = rnd(size_t(N) * K);
+    auto w_g = upload_weight(*gpu_, w), w_c = upload_weight(*cpu_, w);
+    ASSERT_EQ(gpu_->fused_decode_max_rows(w_g.get()), cuda::kGemvMaxM);
+    ASSERT_EQ(cpu_->fused_decode_max_rows(w_c.get()), 0);
+    const auto gamma = rnd(size_t(K), 0.5f, 1.5f);
+    auto gamma_g = upload_weight(*gpu_, gamma), gamma_c = upload_weight(*cpu_, gamma);
+    for (int M : {1, 3, cuda::kGemvMaxM}) {
+      const std::string what = " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K);
+      {  // out = rms_norm(x) * gamma · w^T; x spans [-3, 3] so the rms is not ~1
+        const auto x = rnd(size_t(M) * K, -3.0f, 3.0f);
+        auto x_g = upload_act(*gpu_, x), x_c = upload_act(*cpu_, x);
+        auto out_g = poisoned_act(*gpu_, size_t(M) * N), out_c = poisoned_act(*cpu_, size_t(M) * N);
+        auto normed_c = poisoned_act(*cpu_, size_t(M) * K);
+        gpu_->rms_norm_matmul(out_g.get(), x_g.get(), gamma_g.get(), eps, w_g.get(), M, N, K);
+        cpu_->rms_norm(normed_c.get(), x_c.get(), gamma_c.get(), M, K, eps);
+        cpu_->matmul(out_c.get(), normed_c.get(), w_c.get(), M, N, K);
+        expect_close(read_act(*gpu_, out_g, size_t(M) * N), read_act(*cpu_, out_c, size_t(M) * N), tol(),
+                     "rms_norm_matmul" + what);
+      }
+      {  // residual += x · w^T
+        const auto x = rnd(size_t(M) * K), res = rnd(size_t(M) * N, -4.0f, 4.0f);
+        auto x_g = upload_act(*gpu_, x), x_c = upload_act(*cpu_, x);
+        auto res_g = upload_act(*gpu_, res), res_c = upload_act(*cpu_, res);
+        auto proj_c = poisoned_act(*cpu_, size_t(M) * N);
+        gpu_->matmul_add(res_g.get(), x_g.get(), w_g.get(), M, N, K);
+        cpu_->matmul(proj_c.get(), x_c.get(), w_c.get(), M, N, K);
+        cpu_->add(res_c.get(), proj_c.get(), size_t(M) * N);
+        expect_close(read_act(*gpu_, res_g, size_t(M) * N), read_act(*cpu_, res_c, size_t(M) * N), tol(),
+                     "matmul_add" + what);
+      }
+      {  // residual += silu_mul(gate_up) · w^T  (F = K)
+        const auto gu = rnd(size_t(M) * 2 * K, -6.0f, 6.0f), res = rnd(size_t(M) * N, -4.0f, 4.0f);
+        auto gu_g = upload_act(*gpu_, gu), gu_c = upload_act(*cpu_, gu);
+        auto res_g = upload_act(*gpu_, res), res_c = upload_act(*cpu_, res);
+        auto mid_c = poisoned_act(*cpu_, size_t(M) * K), proj_c = poisoned_act(*cpu_, size_t(M) * N);
+        gpu_->swiglu_matmul_add(res_g.get(), gu_g.get(), w_g.get(), M, N, K);
+        cpu_->silu_mul(mid_c.get(), gu_c.get(), M, K);
+        cpu_->matmul(proj_c.get(), mid_c.get(), w_c.get(), M, N, K);
+        cpu_->add(res_c.get(), proj_c.get(), size_t(M) * N);
+        expect_close(read_act(*gpu_, res_g, size_t(M) * N), read_act(*cpu_, res_c, size_t(M) * N), tol(),
+                     "swiglu_matmul_add" + what);
+      }
+    }
+  }
+}
+
+// The fused residual add rounds the product to the dtype before adding, as the separate GEMV and
+// add do: on the GPU both routes give the same bits.
+TEST_P(MatmulOp, MatmulAddEqualsGemvThenAdd) {
+  const int N = 512, K = 4096;
+  const auto w = rnd(size_t(N) * K);
+  auto w_g = upload_weight(*gpu_, w);
+  for (int M : {1, 5}) {
+    const auto x = rnd(size_t(M) * K), res = rnd(size_t(M) * N, -4.0f, 4.0f);
+    auto x_g = upload_act(*gpu_, x);
+    auto fused = upload_act(*gpu_, res), split = upload_act(*gpu_, res);
+    auto proj = poisoned_act(*gpu_, size_t(M) * N);
+    gpu_->matmul_add(fused.get(), x_g.get(), w_g.get(), M, N, K);
+    gpu_->matmul(proj.get(), x_g.get(), w_g.get(), M, N, K);
+    gpu_->add(split.get(), proj.get(), size_t(M) * N);
+    EXPECT_EQ(read_act(*gpu_, fused, size_t(M) * N), read_act(*gpu_, split, size_t(M) * N)) << "M=" << M;
+  }
+}
+
 LAMINA_INSTANTIATE_DTYPES(MatmulOp);
 
 }  // namespace
