@@ -53,12 +53,14 @@ __device__ __forceinline__ void copy_unit(T* dst, const T* src, size_t u, size_t
   }
 }
 
-// buf[n] = Σ_q staging[q][half][n] in rank order, for world ranks. Block b owns units
+// buf[n] = Σ_q staging[q][half][n] in rank order, for W ranks. Block b owns units
 // [b * per_block, (b + 1) * per_block) on every rank, so it waits only for block b of its peers.
+// peers is __grid_constant__: indexing a by-value parameter array with a runtime index (rank,
+// threadIdx.x) would otherwise copy all of it to local memory in every thread.
 template <typename T, int W>
 __global__ void __launch_bounds__(kThreads)
-    peer_all_reduce_kernel(PeerPtrs peers, uint32_t* epochs, int rank, T* buf, size_t n, size_t half_elems,
-                           bool aligned_buf) {
+    peer_all_reduce_kernel(const __grid_constant__ PeerPtrs peers, uint32_t* epochs, int rank, T* buf, size_t n,
+                           size_t half_elems, bool aligned_buf) {
   constexpr int V = kVec<T>;
   // The kernels before this one on the stream wrote buf (and, for an all-reduce, our counters).
   cuda::pdl_wait();
