@@ -6,7 +6,6 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
-#include <thread>
 
 #include "common/error.h"
 #include "common/progress.h"
@@ -14,6 +13,7 @@
 #include "common/quant.h"
 #include "model/weight_names.h"
 #include "runtime/host_communicator.h"
+#include "runtime/rank_workers.h"
 #if LAMINA_HAVE_CUDA
 #include "backends/cuda/cuda_backend.h"
 #endif
@@ -74,24 +74,6 @@ std::optional<QuantizedWeight> quantized_view(const EngineFile& file, const Engi
          q.num_scales(), " float32 scales for ", weight_format_name(q.format));
   q.validate();
   return q;
-}
-
-// fn(r) for every rank r, each on its own thread: the ranks' collectives (host barrier or NCCL)
-// wait for one another, so one thread may not run two ranks. Rethrows the first rank's error.
-void on_rank_threads(size_t tp, const std::function<void(size_t)>& fn) {
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(tp);
-  for (size_t r = 0; r < tp; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        fn(r);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& err : errors)
-    if (err) std::rethrow_exception(err);
 }
 
 }  // namespace
@@ -173,6 +155,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
     host_group = std::make_shared<HostCommGroup>(tp);
     e->comm_group_ = host_group;
   }
+  if (tp > 1) e->workers_ = std::make_unique<RankWorkers>(size_t(tp));
   Progress progress("load", size_t(tp));
   for (int r = 0; r < tp; ++r) {
     auto rank = std::make_unique<Rank>();
@@ -235,7 +218,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
     // them now (one token's and a full step's size), before the KV pool takes the memory left
     // and before any decode step is captured into a CUDA graph.
     const size_t big = size_t(e->lim_.max_num_tokens) * size_t(cfg.hidden_size);
-    on_rank_threads(size_t(tp), [&](size_t r) {
+    e->workers_->run([&](size_t r) {
       Rank& rk = *e->ranks_[r];
       const DType act = rk.backend->activation_dtype();
       DeviceBuffer buf(rk.backend.get(), big * dtype_size(act));
@@ -277,7 +260,7 @@ void Engine::forward(const StepBatch& batch) {
   const size_t tp = ranks_.size();
   if (tp == 1) return ranks_[0]->forward->step(batch);
   // Ranks run in lockstep on their own threads; their all-reduces meet in the communicator.
-  on_rank_threads(tp, [&](size_t r) { ranks_[r]->forward->step(batch); });
+  workers_->run([&](size_t r) { ranks_[r]->forward->step(batch); });
 }
 
 namespace {

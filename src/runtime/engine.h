@@ -51,6 +51,8 @@ struct KVCacheLayout {
   size_t block_bytes = 0;      // bytes one block takes over all layers, k and v, on one rank
 };
 
+class RankWorkers;
+
 class Engine {
  public:
   static std::unique_ptr<Engine> load(const std::string& engine_dir, const EngineOptions& opts = {});
@@ -84,6 +86,7 @@ class Engine {
   int num_slots_ = 1;
   KVCacheLayout kv_;
   std::vector<std::unique_ptr<Rank>> ranks_;
+  std::unique_ptr<RankWorkers> workers_;  // tp_size > 1: runs the ranks of a step at once
   std::shared_ptr<void> comm_group_;
 };
 

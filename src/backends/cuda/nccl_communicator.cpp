@@ -7,7 +7,10 @@
 
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/peer_all_reduce.h"
 #include "common/error.h"
+#include "common/progress.h"
+#include "ops/split_communicator.h"
 
 namespace lamina {
 
@@ -64,6 +67,8 @@ struct NcclGroup::Impl {
   std::vector<ncclComm_t> comms;  // local ranks
   std::vector<int> devices;       // device of each local rank
   std::vector<int> ranks;         // global rank of each local rank
+  // Local groups with peer access between all GPUs: small messages (decode) go through it.
+  std::unique_ptr<PeerAllReduce> peer;
 };
 
 void nccl_disable_nvls_unless_set() {
@@ -102,6 +107,11 @@ std::unique_ptr<NcclGroup> NcclGroup::create_local(const std::vector<int>& devic
   g->impl_->devices = devices;
   for (int r = 0; r < g->world_; ++r) g->impl_->ranks.push_back(r);
   NCCL_CHECK(ncclCommInitAll(g->impl_->comms.data(), g->world_, devices.data()));
+  if (g->world_ >= 2 && g->world_ <= kPeerMaxRanks && custom_all_reduce_enabled()) {
+    std::string why_not;
+    g->impl_->peer = PeerAllReduce::create(devices, kPeerAllReduceDefaultCapacity, &why_not);
+    if (!g->impl_->peer) log_info("all-reduce: NCCL only (" + why_not + ")");
+  }
   return g;
 }
 
@@ -134,8 +144,11 @@ NcclGroup::~NcclGroup() {
 
 std::unique_ptr<Communicator> NcclGroup::make(size_t i, Backend& backend) {
   LAMINA_CHECK(i < impl_->comms.size(), "NCCL group has ", impl_->comms.size(), " local ranks, not ", i + 1);
-  return std::make_unique<NcclCommunicator>(impl_->comms[i], impl_->ranks[i], world_, impl_->devices[i],
-                                            cuda_stream_of(backend));
+  auto nccl = std::make_unique<NcclCommunicator>(impl_->comms[i], impl_->ranks[i], world_, impl_->devices[i],
+                                                 cuda_stream_of(backend));
+  if (!impl_->peer) return nccl;
+  return std::make_unique<SplitCommunicator>(impl_->peer->make(int(i), backend), std::move(nccl),
+                                             impl_->peer->capacity_bytes());
 }
 
 }  // namespace lamina

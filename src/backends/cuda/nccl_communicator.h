@@ -10,6 +10,9 @@
 // backend's CUDA graphs like any kernel (NCCL ≥ 2.9 supports stream capture).
 // NVLink SHARP / multicast (NVLS) is turned off: NCCL_NVLS_ENABLE is set to 0 before the first
 // communicator is made unless the user has set it (docs/tensor-parallel.md says why).
+// create_local groups whose GPUs all reach one another peer-to-peer send messages of up to
+// 512 KiB (decode) through PeerAllReduce (peer_all_reduce.h) instead, unless
+// LAMINA_CUSTOM_ALL_REDUCE=0 is set.
 // Built only when NCCL is found (LAMINA_HAVE_NCCL).
 #pragma once
 #include <array>

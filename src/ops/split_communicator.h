@@ -1,0 +1,36 @@
+// A communicator that sends small messages one way and large ones another: on GPUs, decode's
+// all-reduces (tokens × hidden, a few KiB) through peer-to-peer memory, prefill's through NCCL.
+// The choice depends only on the message's size, which every rank passes alike, so all ranks
+// always take the same path.
+#pragma once
+#include <memory>
+#include <utility>
+
+#include "common/error.h"
+#include "ops/communicator.h"
+
+namespace lamina {
+
+class SplitCommunicator final : public Communicator {
+ public:
+  // Messages of at most max_small_bytes go to `small`, the others to `large`; both for the same
+  // rank of the same group.
+  SplitCommunicator(std::unique_ptr<Communicator> small, std::unique_ptr<Communicator> large, size_t max_small_bytes)
+      : small_(std::move(small)), large_(std::move(large)), max_small_bytes_(max_small_bytes) {
+    LAMINA_CHECK(small_ && large_, "a split communicator needs both communicators");
+    LAMINA_CHECK(small_->rank() == large_->rank() && small_->world_size() == large_->world_size(),
+                 "a split communicator's two communicators must be the same rank of the same group");
+  }
+  int rank() const override { return large_->rank(); }
+  int world_size() const override { return large_->world_size(); }
+  bool takes_small_path(size_t n, DType dtype) const { return n * dtype_size(dtype) <= max_small_bytes_; }
+  void all_reduce_sum(void* buf, size_t n, DType dtype) override {
+    (takes_small_path(n, dtype) ? small_ : large_)->all_reduce_sum(buf, n, dtype);
+  }
+
+ private:
+  std::unique_ptr<Communicator> small_, large_;
+  size_t max_small_bytes_;
+};
+
+}  // namespace lamina

@@ -1,0 +1,44 @@
+// Persistent threads for the tensor-parallel ranks of one engine. The ranks of a step must run at
+// once (their all-reduces wait for one another, so one thread cannot run two ranks); starting tp
+// threads for every step costs tens of microseconds, so these live as long as the engine.
+// Rank 0 runs on the calling thread; ranks 1..tp-1 each have their own worker.
+#pragma once
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace lamina {
+
+class RankWorkers {
+ public:
+  explicit RankWorkers(size_t ranks);  // starts ranks - 1 threads
+  ~RankWorkers();                      // stops and joins them
+  RankWorkers(const RankWorkers&) = delete;
+  RankWorkers& operator=(const RankWorkers&) = delete;
+
+  size_t ranks() const { return ranks_; }
+  // fn(r) for every rank r at once; returns when all have returned, then rethrows the error of
+  // the lowest rank that threw. One run at a time (concurrent callers wait their turn).
+  void run(const std::function<void(size_t)>& fn);
+
+ private:
+  void work(size_t rank);
+
+  size_t ranks_;
+  std::mutex run_mutex_;  // serializes run()
+  std::mutex mutex_;      // guards everything below
+  std::condition_variable start_cv_, done_cv_;
+  const std::function<void(size_t)>* job_ = nullptr;
+  uint64_t generation_ = 0;  // bumped once per run: a worker runs the job of each generation once
+  size_t pending_ = 0;       // workers still running this generation's job
+  bool stop_ = false;
+  std::vector<std::exception_ptr> errors_;  // [rank]
+  std::vector<std::thread> threads_;        // ranks 1..ranks-1
+};
+
+}  // namespace lamina
