@@ -6,8 +6,10 @@
 //   gemv-q     the same over quantized weights (int8 W8A16, fp8 FP8, int4 W4A16_AWQ) at M = 1 and 8,
 //              bytes = the quantized weight + its scales + x + out
 //   gemm-q     the M = 2048 matmuls over quantized weights (FP8 GEMM; int8/int4 dequantize + GEMM)
-//   attention  decode (split-K) GB/s over the KV cache at seq 512..4096; prefill TFLOP/s at T=512 and
-//              2048 through the op
+//   attention  decode: GB/s over the KV cache (% of copy) at batch 1 (seq 512, 2048, 4096), 16 (512,
+//              2048), 256 and 1024 (256), shuffled block tables; LAMINA_ATTN_DECODE=legacy times the
+//              kernel before the fused split merge. Prefill TFLOP/s at T=512 and 2048 through the op.
+// --only WORD runs only the cases whose name holds WORD (e.g. "attention"), plus copy.
 // Inputs are random (never zeros) and rotate over copies larger than L2 so DRAM is measured.
 #include <cuda_runtime.h>
 
@@ -15,6 +17,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
+#include <random>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -25,6 +29,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
 #include "bench_util.h"
+#include "legacy_attention_decode.h"
 #include "common/quant.h"
 
 using namespace lamina;
@@ -50,6 +55,7 @@ struct Ctx {
   size_t min_total;  // rotation sets exceed this many bytes (> L2)
   double copy_gbs = 0;
   Json out = Json::object();
+  std::string only;  // --only WORD: run the cases whose name holds WORD (and copy)
 };
 
 // Marks timings that could not be taken from graph replays.
@@ -234,10 +240,18 @@ AttentionShape paged_shape(Ctx& c, int seq, int seqs, int32_t** d_tables) {
   return s;
 }
 
-void bench_decode_attention(Ctx& c, int seq, int batch) {
+// Decode attention of `batch` tokens, each the last of its own sequence of `seq` cached rows, in a
+// cache of max_seq rows a sequence (the split plan is made for max_seq, as in the engine), with
+// shuffled block tables. bytes = batch * seq * Hkv * D * 2 (K, V) * 2 bytes. LAMINA_ATTN_DECODE=legacy
+// times the kernel before the fused split merge (legacy_attention_decode.cu) instead.
+void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq) {
+  const char* mode = std::getenv("LAMINA_ATTN_DECODE");
+  const bool legacy = mode != nullptr && std::string(mode) == "legacy";
   const size_t slot_bytes = size_t(seq) * kHkv * kD * 2;  // one of k or v
   const int slots = std::max(batch, static_cast<int>((c.min_total / 2 + slot_bytes - 1) / slot_bytes));
-  Rotation k(slot_bytes * slots, 0, 50, c.stream), v(slot_bytes * slots, 0, 60, c.stream);
+  const int used_blocks = (seq + kTokensPerBlock - 1) / kTokensPerBlock;  // blocks a sequence fills
+  Rotation k(size_t(used_blocks) * kTokensPerBlock * kHkv * kD * 2 * slots, 0, 50, c.stream),
+      v(size_t(used_blocks) * kTokensPerBlock * kHkv * kD * 2 * slots, 0, 60, c.stream);
   Rotation qkv(size_t(batch) * (kHq + 2 * kHkv) * kD * 2, 0, 70, c.stream, 3.0f);
   void* out = dmalloc(size_t(batch) * kHq * kD * 2);
   // Rotate which slots the batch reads: set r uses slots r*batch .. r*batch + batch - 1 (mod slots).
@@ -248,12 +262,42 @@ void bench_decode_attention(Ctx& c, int seq, int batch) {
   auto* d_pos = static_cast<int32_t*>(dmalloc(host_pos.size() * 4));
   c.be->copy_to_device(d_slots, host_slots.data(), host_slots.size() * 4);
   c.be->copy_to_device(d_pos, host_pos.data(), host_pos.size() * 4);
-  int32_t* d_tables = nullptr;
-  const AttentionShape shape = paged_shape(c, seq, slots, &d_tables);
+  // Block tables [slots, max_seq / 32]: the filled blocks are a shuffled draw from the pool; the
+  // entries past `seq` (never read) point at block 0.
+  AttentionShape shape;
+  shape.num_q_heads = kHq;
+  shape.num_kv_heads = kHkv;
+  shape.head_dim = kD;
+  shape.tokens_per_block = kTokensPerBlock;
+  shape.max_blocks_per_seq = (max_seq + kTokensPerBlock - 1) / kTokensPerBlock;
+  shape.num_seq_rows = slots;
+  shape.num_blocks = slots * used_blocks;
+  std::vector<int32_t> ids(size_t(shape.num_blocks));
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i);
+  std::mt19937 rng(7);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  std::vector<int32_t> tables(size_t(slots) * shape.max_blocks_per_seq, 0);
+  for (int s = 0; s < slots; ++s)
+    for (int b = 0; b < used_blocks; ++b) tables[size_t(s) * shape.max_blocks_per_seq + b] = ids[size_t(s) * used_blocks + b];
+  auto* d_tables = static_cast<int32_t*>(dmalloc(tables.size() * 4));
+  c.be->copy_to_device(d_tables, tables.data(), tables.size() * 4);
+  cuda::AttentionLaunch how;  // the legacy path's own workspace (the backend's is private)
+  if (legacy) {
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    how.num_sms = prop.multiProcessorCount;
+    how.workspace_bytes = size_t(64) << 20;
+    how.workspace = dmalloc(how.workspace_bytes);
+  }
   const Timing tm = time_ms(c.stream, [&](int i) {
-    c.be->attention(out, qkv.at(0), d_pos, d_slots + size_t(i % sets) * batch, KVCacheLayer{k.at(0), v.at(0), d_tables},
-                    shape, batch);
+    const KVCacheLayer cache{k.at(0), v.at(0), d_tables};
+    const int32_t* slots_i = d_slots + size_t(i % sets) * batch;
+    if (legacy)
+      legacy_attention(DType::BF16, out, qkv.at(0), d_pos, slots_i, cache, shape, batch, how, c.stream);
+    else
+      c.be->attention(out, qkv.at(0), d_pos, slots_i, cache, shape, batch);
   });
+  cudaFree(how.workspace);
   cudaFree(out);
   cudaFree(d_tables);
   cudaFree(d_slots);
@@ -261,10 +305,11 @@ void bench_decode_attention(Ctx& c, int seq, int batch) {
   const double ms = tm.ms;
   const double bytes = 2.0 * batch * slot_bytes;
   const double gbs = bytes / (ms * 1e-3) / 1e9;
-  std::printf("attn decode seq=%-5d batch=%-3d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", seq, batch, ms, gbs,
-              100.0 * gbs / c.copy_gbs, tag(tm));
-  c.out["attention_decode"].push_back(
-      {{"seq", seq}, {"batch", batch}, {"ms", ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs}, {"graph", tm.graph}});
+  std::printf("attn decode%s seq=%-5d batch=%-4d max_seq=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n",
+              legacy ? " (legacy)" : "", seq, batch, max_seq, ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
+  c.out["attention_decode"].push_back({{"seq", seq}, {"batch", batch}, {"max_seq", max_seq}, {"legacy", legacy},
+                                       {"ms", ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs},
+                                       {"graph", tm.graph}});
 }
 
 void bench_prefill_attention(Ctx& c, int T) {
@@ -297,6 +342,7 @@ void bench_prefill_attention(Ctx& c, int T) {
 
 template <typename F>
 void guarded(Ctx& c, const char* what, F&& f) {
+  if (!c.only.empty() && std::string(what).find(c.only) == std::string::npos && std::string(what) != "copy") return;
   try {
     f();
   } catch (const std::exception& e) {
@@ -312,6 +358,9 @@ int main(int argc, char** argv) {
   if (const char* o = std::getenv("OUT")) json_path = std::string(o) + "/bench_kernels.json";
   for (int i = 1; i + 1 < argc; ++i)
     if (std::string(argv[i]) == "--json") json_path = argv[i + 1];
+  std::string only;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--only") only = argv[i + 1];
   if (cuda_device_count() == 0) {
     std::printf("bench_kernels: no CUDA device, nothing to measure\n");
     return 0;
@@ -322,6 +371,7 @@ int main(int argc, char** argv) {
   Ctx c{be.get(), cuda_stream_of(*be), std::max<size_t>(size_t(256) << 20, size_t(4) * prop.l2CacheSize)};
   std::printf("device: %s, %d SMs, L2 %d MB; rotating inputs over >= %zu MB\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize >> 20, c.min_total >> 20);
+  c.only = only;
   c.out["device"] = {{"name", prop.name}, {"sms", prop.multiProcessorCount}, {"l2_bytes", prop.l2CacheSize}};
 
   guarded(c, "copy", [&] { bench_copy(c); });
@@ -340,8 +390,11 @@ int main(int argc, char** argv) {
     for (const Gemm& g : kGemms)
       if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")
         guarded(c, g.name, [&] { bench_gemm_quant(c, g, f); });
-  for (int batch : {1, 16})
-    for (int seq : {512, 1024, 2048, 4096}) guarded(c, "decode attention", [&] { bench_decode_attention(c, seq, batch); });
+  // Decode attention {batch, seq, max_seq}: one sequence (latency), a small batch, serving batches.
+  const int kDecodeAttn[][3] = {{1, 512, 4096},   {1, 2048, 4096},  {1, 4096, 4096},  {16, 512, 4096},
+                                {16, 2048, 4096}, {256, 256, 2048}, {1024, 256, 2048}};
+  for (const auto& a : kDecodeAttn)
+    guarded(c, "decode attention", [&] { bench_decode_attention(c, a[1], a[0], a[2]); });
   for (int T : {512, 2048}) guarded(c, "prefill attention", [&] { bench_prefill_attention(c, T); });
 
   if (!json_path.empty()) {

@@ -182,6 +182,52 @@ void add_sequence(Tokens& tk, int slot, int start, int n) {
   }
 }
 
+// Decode tokens of very different lengths in one step, each in its own sequence row: the decode
+// kernel spreads each token's rows over the split slots by its own length (a length-1 token has one
+// split, a 4096-row token many), and the last split to finish merges. Three rounds on one backend
+// (one workspace): an arrival counter left non-zero by a round would break the next. The appended
+// invalid token (position -1) must come out as zeros.
+TEST_P(AttentionOps, DecodeUnevenSplits) {
+  const Case cases[] = {
+      {8, 2, 128, 4096, 9, 32},   // G=4
+      {16, 1, 64, 2048, 9, 16},   // G=16: two head chunks of 8
+      {4, 4, 256, 1100, 9, 32},   // G=1, D=256
+  };
+  for (const Case& c : cases) {
+    const PagedKV pk = paged(rng_, c);
+    const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
+    DeviceKV kv_g = upload_kv(*gpu_, pk, k0, v0), kv_c = upload_kv(*cpu_, pk, k0, v0);
+    // Lengths (positions + 1): 1, one minimum split, one past it, split-boundary multiples, the full cache.
+    const int M = c.max_seq;
+    const std::vector<std::vector<int>> rounds = {
+        {1, 64, 65, 128, M, M - 1, M / 2, 513, 2},
+        {M, 1, 33, 1, 64 * 7, 64 * 7 + 1, 3, M - 64, 1000 % M},
+        {2, M - 3, 1, 1, 63, 127, 256, M, 5},
+    };
+    for (size_t r = 0; r < rounds.size(); ++r) {
+      Tokens tk;
+      for (size_t i = 0; i < rounds[r].size(); ++i) add_sequence(tk, int(i), std::min(rounds[r][i], M) - 1, 1);
+      const int T = int(tk.pos.size());
+      const size_t row = size_t(c.Hq) * c.D, out_n = size_t(T) * row;
+      const auto qkv = rnd(size_t(T + 1) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
+      // GPU: the T tokens and an invalid one; CPU: the T tokens.
+      Tokens tk_g = tk;
+      add_sequence(tk_g, 0, -1, 1);
+      auto qkv_g = upload_act(*gpu_, qkv), qkv_c = upload_act(*cpu_, qkv);
+      auto pos_g = upload_i32(*gpu_, tk_g.pos), pos_c = upload_i32(*cpu_, tk.pos);
+      auto slot_g = upload_i32(*gpu_, tk_g.slot), slot_c = upload_i32(*cpu_, tk.slot);
+      auto out_g = poisoned_act(*gpu_, out_n + row), out_c = poisoned_act(*cpu_, out_n);
+      gpu_->attention(out_g.get(), qkv_g.get(), pos_g.as<int32_t>(), slot_g.as<int32_t>(), kv_g.layer(), pk.shape,
+                      T + 1);
+      cpu_->attention(out_c.get(), qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), kv_c.layer(), pk.shape, T);
+      const auto got = read_act(*gpu_, out_g, out_n + row);
+      const std::string what = "uneven decode round " + std::to_string(r) + " " + c.str();
+      expect_close(std::vector<float>(got.begin(), got.begin() + out_n), read_act(*cpu_, out_c, out_n), tol(), what);
+      for (size_t i = out_n; i < got.size(); ++i) ASSERT_EQ(got[i], 0.0f) << "invalid token not zero, " << what;
+    }
+  }
+}
+
 // Prefill-kernel shapes: GQA 1, 4, 8 and head_dim 64, 128, up to 2100 keys.
 const Case kPrefillCases[] = {
     {8, 8, 128, 2200, 3},  // G=1

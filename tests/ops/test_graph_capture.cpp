@@ -3,6 +3,9 @@
 // prefill attention, SwiGLU) on the backend's stream, replay it, and compare with direct launches.
 #include <cuda_runtime_api.h>
 
+#include <string>
+#include <vector>
+
 #include "op_test_util.h"
 #include "paged_kv_util.h"
 
@@ -86,6 +89,59 @@ TEST_P(GraphCapture, StepReplayMatchesDirectLaunches) {
 
   const char* names[] = {"gemv", "gemm", "decode attention", "prefill attention", "silu_mul", "k cache"};
   for (size_t i = 0; i < direct.size(); ++i) expect_close(replay[i], direct[i], 1e-6, names[i]);
+}
+
+// Decode attention captured once and replayed with new positions each time (what a decode step's
+// graph does): the split plan follows each replay's lengths, and the arrival counters the kernel
+// leaves at zero let every replay merge its splits. Each replay is checked against the CPU.
+TEST_P(GraphCapture, DecodeAttentionReplaysWithNewLengths) {
+  const int T = 6, max_seq = 2048;
+  const PagedKV pk = make_paged_kv(rng_, 32, 8, 128, max_seq, T, 32, /*shuffled=*/true);
+  const AttentionShape& s = pk.shape;
+  const size_t out_n = size_t(T) * s.num_q_heads * s.head_dim;
+  const auto qkv0 = rnd(size_t(T) * (s.num_q_heads + 2 * s.num_kv_heads) * s.head_dim, -3.0f, 3.0f);
+  const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
+  std::vector<int32_t> slot(T);
+  for (int t = 0; t < T; ++t) slot[t] = t;
+  Backend& g = *gpu_;
+  auto qkv = upload_act(g, qkv0), k = upload_act(g, k0), v = upload_act(g, v0);
+  auto d_tables = upload_i32(g, pk.tables), d_slot = upload_i32(g, slot);
+  auto d_pos = upload_i32(g, std::vector<int32_t>(T, 0));
+  auto out = poisoned_act(g, out_n);
+  const KVCacheLayer cache{k.get(), v.get(), d_tables.as<int32_t>()};
+  auto attend = [&] { g.attention(out.get(), qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), cache, s, T); };
+  attend();  // direct launch first: makes the shared-memory opt-in outside the capture
+  g.synchronize();
+
+  cudaStream_t stream = cuda_stream_of(g);
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  attend();
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+
+  auto c_qkv = upload_act(*cpu_, qkv0), c_k = upload_act(*cpu_, k0), c_v = upload_act(*cpu_, v0);
+  auto c_tables = upload_i32(*cpu_, pk.tables), c_slot = upload_i32(*cpu_, slot);
+  const KVCacheLayer c_cache{c_k.get(), c_v.get(), c_tables.as<int32_t>()};
+  const std::vector<std::vector<int32_t>> lengths = {
+      {1, 64, 65, 2048, 1000, 129}, {2048, 2047, 1, 1, 300, 64}, {5, 128, 2, 1536, 2048, 777}, {1, 1, 1, 1, 1, 1}};
+  for (size_t r = 0; r < lengths.size(); ++r) {
+    std::vector<int32_t> pos(T);
+    for (int t = 0; t < T; ++t) pos[t] = lengths[r][t] - 1;
+    g.copy_to_device(d_pos.get(), pos.data(), pos.size() * 4);
+    const std::vector<unsigned char> nan_bytes(out.bytes(), 0xFF);  // a row the replay skips stays NaN
+    g.copy_to_device(out.get(), nan_bytes.data(), nan_bytes.size());
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    g.synchronize();
+    auto c_pos = upload_i32(*cpu_, pos);
+    auto c_out = poisoned_act(*cpu_, out_n);
+    cpu_->attention(c_out.get(), c_qkv.get(), c_pos.as<int32_t>(), c_slot.as<int32_t>(), c_cache, s, T);
+    expect_close(read_act(g, out, out_n), read_act(*cpu_, c_out, out_n), tol(),
+                 "decode attention replay " + std::to_string(r));
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
 }
 
 LAMINA_INSTANTIATE_DTYPES(GraphCapture);

@@ -3,8 +3,10 @@
 //   T <= kAttentionDecodeMaxTokens: the split-K decode kernel takes every token.
 //   larger T: the tiled prefill kernel takes the tiles of 64 consecutive tokens of one sequence, and
 //   the decode kernel (told to skip those tiles) takes the rest; both run, each skips the other's.
-// Split-K: splits of at least 64 cache rows, enough of them to give ~4 blocks per SM at the cache's
-// full length, capped by the workspace (partials are [T, Hq, splits, head_dim + 2] fp32).
+// Split-K: Z split slots per token, enough to give ~4 blocks per SM, no more than the cache's full
+// length holds splits of kDecodeMinSplitLen rows, capped by the workspace (after its arrival
+// counters, partials are [T, Hq, Z, head_dim + 2] fp32). The decode kernel picks each token's split
+// length from its own length, so only blocks with rows run; the last block of a token merges.
 #include <cmath>
 #include <mutex>
 #include <set>
@@ -44,23 +46,24 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
   p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(s.head_dim)));
   p.prefill_takes_uniform_tiles = T > kAttentionDecodeMaxTokens && attention_prefill_supports(s.head_dim);
 
-  // Split-K plan for the decode kernel.
-  constexpr int kMinSplitLen = 64;
+  // Split-K plan for the decode kernel: Z split slots per token, sized for the cache's full
+  // length; the kernel spreads each token's actual rows over them (split_len from len).
   const long long blocks_per_split = static_cast<long long>(T) * p.Hkv;
   int splits = static_cast<int>(ceil_div_ll(4LL * how.num_sms, blocks_per_split));
-  const long long max_useful = ceil_div_ll(p.max_seq, kMinSplitLen);
+  const long long max_useful = ceil_div_ll(p.max_seq, kDecodeMinSplitLen);
   if (splits > max_useful) splits = static_cast<int>(max_useful);
   if (splits > kMaxSplits) splits = kMaxSplits;
   const size_t per_split = static_cast<size_t>(T) * p.Hq * (s.head_dim + 2) * sizeof(float);
-  const size_t fit = how.workspace == nullptr ? 0 : how.workspace_bytes / per_split;
+  const bool have_workspace = how.workspace != nullptr && how.workspace_bytes > kAttentionCounterBytes &&
+                              static_cast<size_t>(T) * p.Hq <= kAttentionCounterBytes / sizeof(int);
+  const size_t fit = have_workspace ? (how.workspace_bytes - kAttentionCounterBytes) / per_split : 0;
   if (static_cast<size_t>(splits) > fit) splits = static_cast<int>(fit);
   if (splits < 1) splits = 1;
-  int split_len = ceil_div(p.max_seq, splits);
-  split_len = ceil_div(split_len, kMinSplitLen) * kMinSplitLen;
-  splits = ceil_div(p.max_seq, split_len);
+  auto* counters = static_cast<int*>(how.workspace);
+  auto* partials = have_workspace ? reinterpret_cast<float*>(static_cast<char*>(how.workspace) + kAttentionCounterBytes)
+                                  : nullptr;
 
-  launch_attention_decode(dt, out, qkv, positions, slots, cache, p, split_len, splits,
-                          static_cast<float*>(how.workspace), stream);
+  launch_attention_decode(dt, out, qkv, positions, slots, cache, p, splits, partials, counters, stream);
   if (p.prefill_takes_uniform_tiles) launch_attention_prefill(dt, out, qkv, positions, slots, cache, p, stream);
 }
 

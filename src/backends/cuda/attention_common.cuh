@@ -15,8 +15,10 @@ namespace lamina::cuda {
 
 // The prefill kernel works on tiles of this many consecutive tokens.
 inline constexpr int kPrefillTileTokens = 64;
-// Split-K splits of one token's sequence at most (the reduce keeps one weight per split in shared).
+// Split-K splits of one token's sequence at most.
 inline constexpr int kMaxSplits = 256;
+// The decode kernel's splits hold at least this many cache rows (it rounds up to its key tile).
+inline constexpr int kDecodeMinSplitLen = 64;
 
 struct AttnParams {
   int T = 0;          // tokens this step
@@ -84,8 +86,10 @@ __device__ __forceinline__ bool tile_is_uniform(const int32_t* slots, int t, int
 // opt-in is made once per (kernel, device), so later calls, e.g. under graph capture, only launch.
 void allow_dynamic_smem(const void* kernel, size_t smem_bytes);
 
+// Decode kernel over num_splits (Z) split slots per token. With Z > 1 it needs `partials`
+// ([T, Hq, Z, head_dim + 2] fp32) and `counters` (T * Hq ints, zero on entry; left zero).
 void launch_attention_decode(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
-                             KVCacheLayer cache, const AttnParams& p, int split_len, int num_splits, float* partials,
+                             KVCacheLayer cache, const AttnParams& p, int num_splits, float* partials, int* counters,
                              cudaStream_t stream);
 void launch_attention_prefill(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                               KVCacheLayer cache, const AttnParams& p, cudaStream_t stream);

@@ -1,32 +1,65 @@
-// Decode attention: few query tokens, each over its own sequence's cache. Split-K over the
-// sequence, then a reduce. Key j of a token is read from the pool row kv_cache_row(block_tables,
-// seq row, j) (paged KV; attention_common.cuh).
+// Decode attention: few query tokens, each over its own sequence's cache, split-K over the
+// sequence with the split merge fused in (one launch). Key j of a token is read from the pool row
+// kv_cache_row(block_tables, seq row, j) (paged KV; attention_common.cuh).
 //
-//   grid (T, Hkv * head_chunks, num_splits), 128 threads. A block takes one token t, one kv head
-//   and up to MAXG of the q heads that read it (GQA: K/V rows are loaded once for all of them),
-//   and cache rows [split * split_len, min(len, (split + 1) * split_len)).
-//   Lanes: a key row of D elements is read by D/8 lanes, 8 elements (16 bytes for 16-bit types)
-//   each, so a warp reads 32/(D/8) keys at once. Each group of lanes keeps an online softmax
-//   (running max m, sum l, unnormalised output acc) per q head; the block merges them in shared
-//   memory. With one split the block writes the output; otherwise it writes (acc, m, l) partials:
-//   partials = o [T, Hq, num_splits, D] then ml [T, Hq, num_splits, 2], merged by the reduce kernel.
+//   grid (T, Hkv * head_chunks, Z), 128 threads. A block takes one token t, one kv head and up to
+//   MAXG of the q heads that read it (GQA: K/V rows are loaded once for all of them), and one
+//   split of the token's cache rows. The split length is chosen here from the token's length
+//   (graph-safe: nothing on the host depends on it):
+//     split_len = round_up(max(kDecodeMinSplitLen, ceil(len / Z)), NK),  n = ceil(len / split_len)
+//   so the n <= Z splits that have work are balanced and blocks z >= n exit at once.
+//   K/V tiles: NK keys (16 KB of K and V per tile) are copied to shared memory with cp.async in a
+//   3-stage pipeline (two tiles in flight while one is used); the block-table lookups of a tile are
+//   issued before the wait for the previous one, so their latency overlaps it.
+//   Lanes: a key row of D elements is read by D/8 lanes, 8 elements each, so a warp takes 32/(D/8)
+//   keys at once. Each group of lanes keeps an online softmax (running max m, sum l, unnormalised
+//   output acc) per q head; the block merges them in shared memory (reusing the tile buffers).
+//   n == 1: the block writes the output. Otherwise it writes its partial (acc, m, l) to
+//     partials = o [T, Hq, Z, D] then ml [T, Hq, Z, 2]    (fp32)
+//   and bumps the arrival counter of (t, blockIdx.y); the last of the n blocks to arrive merges
+//   the n partials, writes the output and sets the counter back to 0 for the next launch (CUDA
+//   graph replays reuse the same counters).
 // Scores are in the exp2 domain (q pre-scaled by log2(e)/sqrt(D)); all softmax math is fp32.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "attention_common.cuh"
+#include "cp_async.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "pdl.cuh"
-#include "reduce.cuh"
 
 namespace lamina::cuda {
 namespace {
 
 constexpr int kWarps = 4, kThreads = kWarps * 32;
-constexpr int kElems = 8;  // head dims per lane
-// Keys per lane group loaded before any is used (fewer with 8 q heads: registers).
-template <int MAXG>
-inline constexpr int kUnroll = MAXG >= 8 ? 2 : 4;
+constexpr int kElems = 8;              // head dims per lane
+constexpr int kStages = 3;             // K/V tiles in shared memory: two loading, one in use
+constexpr int kStageBytes = 16 << 10;  // K and V of one tile
+
+// Shapes of the kernel for element type T, head_dim D and up to MAXG q heads a block.
+template <typename T, int D, int MAXG>
+struct DecodeShape {
+  static constexpr int LPK = D / kElems;                      // lanes per key row
+  static constexpr int KPW = 32 / LPK;                        // keys a warp reads at once
+  static constexpr int STREAMS = kWarps * KPW;                // lane groups = keys per pass
+  static constexpr int NK = kStageBytes / (2 * D * int(sizeof(T)));  // keys per tile
+  static constexpr int PASSES = NK / STREAMS;                 // passes over a tile
+  static constexpr int U = std::min(PASSES, MAXG >= 8 ? 2 : 4);  // keys per online-softmax update
+  static constexpr int CH = D * int(sizeof(T)) / 16;          // 16-byte chunks per key row
+  static constexpr int ROWS_PER_ROUND = kThreads / CH;        // rows one round of copies covers
+  static constexpr int ROUNDS = NK / ROWS_PER_ROUND;          // copies of K (and of V) per thread per tile
+  // Shared memory: tiles [kStages][K: NK x D, V: NK x D] T, then valid [kStages][NK] uint8;
+  // after the loop the front is reused for the lane-group merge: o [STREAMS][MAXG][D], m, l
+  // [STREAMS][MAXG] fp32. The last-block flag sits past both.
+  static constexpr size_t valid_off = size_t(kStages) * kStageBytes;
+  static constexpr size_t merge_bytes = size_t(STREAMS) * MAXG * (D + 2) * 4;
+  static constexpr size_t flag_off = (std::max(valid_off + kStages * NK, merge_bytes) + 15) / 16 * 16;
+  static constexpr size_t bytes = flag_off + 16;
+  static_assert(PASSES >= 1 && PASSES % U == 0 && ROUNDS >= 1 && NK % ROWS_PER_ROUND == 0, "tile shape");
+  static_assert(NK * kElems * LPK * 2 * int(sizeof(T)) == kStageBytes, "a tile is one stage");
+};
 
 template <typename T>
 __device__ __forceinline__ void load8(const T* p, float (&o)[kElems]) {
@@ -43,24 +76,21 @@ __device__ __forceinline__ void load8(const T* p, float (&o)[kElems]) {
 
 template <typename T, int D, int MAXG>
 __global__ void __launch_bounds__(kThreads)
-    attn_decode_kernel(T* __restrict__ out, float* __restrict__ partials, const T* __restrict__ qkv,
-                       const int32_t* __restrict__ positions, const int32_t* __restrict__ slots,
-                       const T* __restrict__ k_cache, const T* __restrict__ v_cache,
-                       const int32_t* __restrict__ block_tables, AttnParams p, int split_len, int num_splits,
+    attn_decode_kernel(T* __restrict__ out, float* __restrict__ partials, int* __restrict__ counters,
+                       const T* __restrict__ qkv, const int32_t* __restrict__ positions,
+                       const int32_t* __restrict__ slots, const T* __restrict__ k_cache,
+                       const T* __restrict__ v_cache, const int32_t* __restrict__ block_tables, AttnParams p,
                        int head_chunks) {
-  constexpr int LPK = D / kElems;        // lanes per key row
-  constexpr int KPW = 32 / LPK;          // keys a warp reads at once
-  constexpr int STREAMS = kWarps * KPW;  // lane groups, each with its own online softmax
-  constexpr int U = kUnroll<MAXG>;
-  __shared__ float sm_m[STREAMS][MAXG], sm_l[STREAMS][MAXG];
-  __shared__ float sm_o[STREAMS][MAXG][D];
-  pdl_launch_dependents();  // the reduce (or the next projection) may launch and wait
+  using S = DecodeShape<T, D, MAXG>;
+  constexpr int LPK = S::LPK, KPW = S::KPW, STREAMS = S::STREAMS, NK = S::NK, U = S::U;
+  extern __shared__ __align__(16) unsigned char smem[];
+  pdl_launch_dependents();  // the next projection may launch and wait
   pdl_wait();               // q and the cache rows come from rope_kv_write
 
   const int t = blockIdx.x;
   const int kvh = blockIdx.y / head_chunks, g0 = (blockIdx.y % head_chunks) * MAXG;
   const int ng = min(MAXG, p.G - g0);
-  const int split = blockIdx.z;
+  const int split = blockIdx.z, num_splits = gridDim.z;
   if (p.prefill_takes_uniform_tiles && tile_is_uniform(slots, t, p.T)) return;
 
   const int pos = positions[t], slot = slots[t];
@@ -72,11 +102,16 @@ __global__ void __launch_bounds__(kThreads)
       for (int i = threadIdx.x; i < ng * D; i += kThreads) out_t[i] = from_float<T>(0.0f);
     return;
   }
+  // This token's split plan (every block of (t, blockIdx.y) computes the same one).
+  int split_len = max(kDecodeMinSplitLen, (len + num_splits - 1) / num_splits);
+  split_len = (split_len + NK - 1) / NK * NK;
+  const int n_splits = (len + split_len - 1) / split_len;
+  if (split >= n_splits) return;  // no rows for this split; it never touches the counter
   const int start = split * split_len;
-  if (start >= len) return;  // this split lies past the sequence; the reduce skips it
   const int end = min(len, start + split_len);
+  const int n_tiles = (end - start + NK - 1) / NK;
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int sub = lane / LPK, d0 = (lane % LPK) * kElems;
   const int stream_id = warp * KPW + sub;
 
@@ -95,6 +130,36 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 
+  // ---- K/V tile copies: this thread copies 16-byte chunk cp_col of rows cp_row0 + r * ROWS_PER_ROUND.
+  const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;  // elements between pool rows
+  const size_t head_off = static_cast<size_t>(kvh) * D;
+  const int cp_row0 = tid / S::CH, cp_col = (tid % S::CH) * (16 / int(sizeof(T)));
+  long long rows[S::ROUNDS];
+  // The pool rows of tile `tile`'s keys (-1 past `end` or without a pool row): loads only.
+  auto lookup = [&](int tile) {
+    const int j0 = start + tile * NK + cp_row0;
+#pragma unroll
+    for (int r = 0; r < S::ROUNDS; ++r) {
+      const int j = j0 + r * S::ROWS_PER_ROUND;
+      rows[r] = j < end ? kv_cache_row(block_tables, slot, j, p) : -1;
+    }
+  };
+  // Copies of those rows into `stage`; missing rows become zeros and are flagged invalid.
+  auto issue = [&](int stage) {
+    T* ks = reinterpret_cast<T*>(smem + static_cast<size_t>(stage) * kStageBytes);
+    T* vs = ks + NK * D;
+    unsigned char* valid = smem + S::valid_off + stage * NK;
+#pragma unroll
+    for (int r = 0; r < S::ROUNDS; ++r) {
+      const int kk = cp_row0 + r * S::ROWS_PER_ROUND;
+      const bool ok = rows[r] >= 0;
+      const size_t off = static_cast<size_t>(ok ? rows[r] : 0) * pos_stride + head_off + cp_col;
+      cp_async16(smem_u32(ks + kk * D + cp_col), k_cache + off, ok);
+      cp_async16(smem_u32(vs + kk * D + cp_col), v_cache + off, ok);
+      if (cp_col == 0) valid[kk] = ok;
+    }
+  };
+
   float m[MAXG], l[MAXG], acc[MAXG][kElems];
 #pragma unroll
   for (int g = 0; g < MAXG; ++g) {
@@ -104,171 +169,171 @@ __global__ void __launch_bounds__(kThreads)
     for (int e = 0; e < kElems; ++e) acc[g][e] = 0.0f;
   }
 
-  const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;  // elements between pool rows
-  const T* k_base = k_cache + static_cast<size_t>(kvh) * D + d0;
-  const T* v_base = v_cache + static_cast<size_t>(kvh) * D + d0;
+  // Pipeline: one commit group per tile; tiles 0 .. kStages-2 before the loop.
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < n_tiles) {
+      lookup(s);
+      issue(s);
+    }
+    cp_async_commit();
+  }
+  for (int it = 0; it < n_tiles; ++it) {
+    const int next = it + kStages - 1;  // goes to stage (it - 1) % kStages, last read in iteration it - 1
+    if (next < n_tiles) lookup(next);   // its loads overlap the wait below
+    cp_async_wait<kStages - 2>();       // this thread's copies of tile `it` have landed
+    __syncthreads();                    // everyone's; and iteration it - 1 is done with its stage
+    if (next < n_tiles) issue(next % kStages);
+    cp_async_commit();  // possibly empty: keeps one group per tile
 
-  // Warp-uniform loop (the shuffles need every lane): key j = jb + u * (kWarps*KPW) + sub.
-  for (int jb = start + warp * KPW; jb < end; jb += kWarps * KPW * U) {
-    float kf[U][kElems], vf[U][kElems];
-    bool valid[U];
-    long long rows[U];  // the U lookups first, so their loads overlap
+    const int stage = it % kStages;
+    const T* ks = reinterpret_cast<const T*>(smem + static_cast<size_t>(stage) * kStageBytes);
+    const T* vs = ks + NK * D;
+    const unsigned char* valid = smem + S::valid_off + stage * NK;
+    // Key kk of the tile = pass * STREAMS + stream_id; U keys per online-softmax update.
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int j = jb + u * kWarps * KPW + sub;
-      rows[u] = j < end ? kv_cache_row(block_tables, slot, j, p) : -1;  // position j's pool row
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const long long row = rows[u];
-      valid[u] = row >= 0;
-      if (valid[u]) {
-        load8(k_base + static_cast<size_t>(row) * pos_stride, kf[u]);
-        load8(v_base + static_cast<size_t>(row) * pos_stride, vf[u]);
-      } else {
-#pragma unroll
-        for (int e = 0; e < kElems; ++e) kf[u][e] = vf[u][e] = 0.0f;
-      }
-    }
-    // Per q head: the U scores, then one online-softmax update for all of them.
-#pragma unroll
-    for (int g = 0; g < MAXG; ++g) {
-      float s[U];
+    for (int u0 = 0; u0 < S::PASSES; u0 += U) {
+      float s[MAXG][U];  // scores, then probabilities
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        float d = 0.0f;
+        const int kk = (u0 + u) * STREAMS + stream_id;
+        float kf[kElems];
+        load8(ks + kk * D + d0, kf);
+        const bool ok = valid[kk] != 0;
 #pragma unroll
-        for (int e = 0; e < kElems; ++e) d = fmaf(q[g][e], kf[u][e], d);
+        for (int g = 0; g < MAXG; ++g) {
+          float d = 0.0f;
 #pragma unroll
-        for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-        s[u] = valid[u] ? d : -INFINITY;
+          for (int e = 0; e < kElems; ++e) d = fmaf(q[g][e], kf[e], d);
+#pragma unroll
+          for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);  // all lanes: uniform loop
+          s[g][u] = ok ? d : -INFINITY;
+        }
       }
-      if (g < ng) {
+#pragma unroll
+      for (int g = 0; g < MAXG; ++g) {
         float m_new = m[g];
 #pragma unroll
-        for (int u = 0; u < U; ++u) m_new = fmaxf(m_new, s[u]);
-        if (m_new != -INFINITY) {  // else no valid key yet: nothing to add
-          const float alpha = exp2f(m[g] - m_new);
-          float pr[U], psum = 0.0f;
+        for (int u = 0; u < U; ++u) m_new = fmaxf(m_new, s[g][u]);
+        if (g >= ng || m_new == -INFINITY) {  // unused head, or no valid key yet: nothing to add
 #pragma unroll
-          for (int u = 0; u < U; ++u) psum += (pr[u] = exp2f(s[u] - m_new));
-          l[g] = fmaf(l[g], alpha, psum);
-#pragma unroll
-          for (int e = 0; e < kElems; ++e) {
-            float a = acc[g][e] * alpha;
-#pragma unroll
-            for (int u = 0; u < U; ++u) a = fmaf(pr[u], vf[u][e], a);
-            acc[g][e] = a;
-          }
-          m[g] = m_new;
+          for (int u = 0; u < U; ++u) s[g][u] = 0.0f;
+          continue;
         }
+        const float alpha = exp2f(m[g] - m_new);
+        float psum = 0.0f;
+#pragma unroll
+        for (int u = 0; u < U; ++u) psum += (s[g][u] = exp2f(s[g][u] - m_new));
+        l[g] = fmaf(l[g], alpha, psum);
+#pragma unroll
+        for (int e = 0; e < kElems; ++e) acc[g][e] *= alpha;
+        m[g] = m_new;
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int kk = (u0 + u) * STREAMS + stream_id;
+        float vf[kElems];
+        load8(vs + kk * D + d0, vf);
+#pragma unroll
+        for (int g = 0; g < MAXG; ++g)
+#pragma unroll
+          for (int e = 0; e < kElems; ++e) acc[g][e] = fmaf(s[g][u], vf[e], acc[g][e]);
       }
     }
   }
+  cp_async_wait<0>();  // only empty groups can be left; the tile buffers become the merge buffers
+  __syncthreads();     // every thread is done reading the last tile
 
-  // Merge the lane groups' states.
+  // Merge the lane groups' states: sm_o [STREAMS][MAXG][D], sm_m, sm_l [STREAMS][MAXG].
+  float* sm_o = reinterpret_cast<float*>(smem);
+  float* sm_m = sm_o + STREAMS * MAXG * D;
+  float* sm_l = sm_m + STREAMS * MAXG;
 #pragma unroll
   for (int g = 0; g < MAXG; ++g) {
     if (lane % LPK == 0) {
-      sm_m[stream_id][g] = m[g];
-      sm_l[stream_id][g] = l[g];
+      sm_m[stream_id * MAXG + g] = m[g];
+      sm_l[stream_id * MAXG + g] = l[g];
     }
 #pragma unroll
-    for (int e = 0; e < kElems; ++e) sm_o[stream_id][g][d0 + e] = acc[g][e];
+    for (int e = 0; e < kElems; ++e) sm_o[(stream_id * MAXG + g) * D + d0 + e] = acc[g][e];
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < ng * D; i += kThreads) {
+  const size_t pi_h0 = (static_cast<size_t>(t) * p.Hq + h0) * num_splits;  // partial index of (t, h0, split 0)
+  float* ml = partials + static_cast<size_t>(p.T) * p.Hq * num_splits * D;  // [T, Hq, Z, 2]
+  for (int i = tid; i < ng * D; i += kThreads) {
     const int g = i / D, d = i % D;
     float M = -INFINITY;
 #pragma unroll
-    for (int s = 0; s < STREAMS; ++s) M = fmaxf(M, sm_m[s][g]);
+    for (int s = 0; s < STREAMS; ++s) M = fmaxf(M, sm_m[s * MAXG + g]);
     float L = 0.0f, O = 0.0f;  // M is finite: key `start` was read by stream 0
 #pragma unroll
     for (int s = 0; s < STREAMS; ++s) {
-      const float w = exp2f(sm_m[s][g] - M);  // 0 for streams that read nothing
-      L = fmaf(sm_l[s][g], w, L);
-      O = fmaf(sm_o[s][g][d], w, O);
+      const float w = exp2f(sm_m[s * MAXG + g] - M);  // 0 for streams that read nothing
+      L = fmaf(sm_l[s * MAXG + g], w, L);
+      O = fmaf(sm_o[(s * MAXG + g) * D + d], w, O);
     }
-    if (num_splits == 1) {
+    if (n_splits == 1) {
       out_t[i] = from_float<T>(O / L);
     } else {
-      const size_t pi = (static_cast<size_t>(t) * p.Hq + h0 + g) * num_splits + split;
+      const size_t pi = pi_h0 + static_cast<size_t>(g) * num_splits + split;
       partials[pi * D + d] = O;
       if (d == 0) {
-        float* ml = partials + static_cast<size_t>(p.T) * p.Hq * num_splits * D;
         ml[pi * 2] = M;
         ml[pi * 2 + 1] = L;
       }
     }
   }
-}
+  if (n_splits == 1) return;
 
-// out[t, h, :] = merge of the splits that cover token t's rows. grid (T, Hq), max(D, 32) threads
-// (the block reductions need whole warps; threads d >= D only help with the split weights).
-// The splits' (m, l) are read in parallel and turned into weights in shared memory; the weighted
-// sum of partial outputs is unrolled so several loads are in flight.
-template <int D>
-inline constexpr int kReduceThreads = D < 32 ? 32 : D;
-
-template <typename T, int D>
-__global__ void __launch_bounds__(kReduceThreads<D>)
-    attn_split_reduce_kernel(T* __restrict__ out, const float* __restrict__ partials,
-                             const int32_t* __restrict__ positions, const int32_t* __restrict__ slots, AttnParams p,
-                             int split_len, int num_splits) {
-  constexpr int NT = kReduceThreads<D>;
-  __shared__ float weight[kMaxSplits];
-  __shared__ float scratch[32];
-  pdl_launch_dependents();
-  pdl_wait();  // the partials come from the decode kernel
-  const int t = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
-  if (p.prefill_takes_uniform_tiles && tile_is_uniform(slots, t, p.T)) return;
-  const int len = token_kv_len(positions[t], slots[t], p);
-  if (len == 0) return;  // zeros were written by the decode kernel
-  const int n = (len + split_len - 1) / split_len;
-  const size_t pi0 = (static_cast<size_t>(t) * p.Hq + h) * num_splits;
-  const float* ml = partials + static_cast<size_t>(p.T) * p.Hq * num_splits * D + pi0 * 2;
-  float mx = -INFINITY;
-  for (int s = d; s < n; s += NT) mx = fmaxf(mx, ml[2 * s]);
-  const float M = block_max(mx, scratch);
-  float lsum = 0.0f;
-  for (int s = d; s < n; s += NT) {
-    const float w = exp2f(ml[2 * s] - M);
-    weight[s] = w;
-    lsum = fmaf(ml[2 * s + 1], w, lsum);
+  // Last block to arrive merges the n_splits partials ("threadFenceReduction" pattern): each
+  // thread's partial writes are made visible device-wide before thread 0 counts the arrival.
+  int* counter = counters + static_cast<size_t>(t) * gridDim.y + blockIdx.y;
+  int* is_last = reinterpret_cast<int*>(smem + S::flag_off);
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) *is_last = atomicAdd(counter, 1) == n_splits - 1;
+  __syncthreads();
+  if (!*is_last) return;
+  __threadfence();  // the other blocks' partials are visible; read them through L2 (__ldcg)
+  for (int i = tid; i < ng * D; i += kThreads) {
+    const int g = i / D, d = i % D;
+    const size_t pg = pi_h0 + static_cast<size_t>(g) * num_splits;  // partial index of (t, h0 + g, 0)
+    float M = -INFINITY;
+    for (int s = 0; s < n_splits; ++s) M = fmaxf(M, __ldcg(ml + (pg + s) * 2));
+    float L = 0.0f, O = 0.0f;
+#pragma unroll 4
+    for (int s = 0; s < n_splits; ++s) {
+      const float w = exp2f(__ldcg(ml + (pg + s) * 2) - M);
+      L = fmaf(__ldcg(ml + (pg + s) * 2 + 1), w, L);
+      O = fmaf(__ldcg(partials + (pg + s) * D + d), w, O);
+    }
+    out_t[i] = from_float<T>(O / L);
   }
-  const float L = block_sum(lsum, scratch);  // its barrier also publishes weight[]
-  if (d >= D) return;
-  const float* part = partials + pi0 * D + d;
-  float O = 0.0f;
-#pragma unroll 8
-  for (int s = 0; s < n; ++s) O = fmaf(part[static_cast<size_t>(s) * D], weight[s], O);
-  out[(static_cast<size_t>(t) * p.Hq + h) * D + d] = from_float<T>(O / L);
+  if (tid == 0) *counter = 0;  // all n_splits blocks have arrived: nobody else touches it this launch
 }
+
 template <typename T, int D, int MAXG>
 void launch_decode_typed(T* out, const T* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
-                         const AttnParams& p, int split_len, int num_splits, float* partials, cudaStream_t stream) {
+                         const AttnParams& p, int num_splits, float* partials, int* counters, cudaStream_t stream) {
+  using S = DecodeShape<T, D, MAXG>;
   const int head_chunks = (p.G + MAXG - 1) / MAXG;
   const dim3 grid(p.T, p.Hkv * head_chunks, num_splits);
-  launch_pdl(attn_decode_kernel<T, D, MAXG>, grid, dim3(kThreads), 0, stream, out, partials, qkv, positions, slots,
-             static_cast<const T*>(cache.k), static_cast<const T*>(cache.v), cache.block_tables, p, split_len,
-             num_splits, head_chunks);
+  auto* kernel = attn_decode_kernel<T, D, MAXG>;
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), S::bytes);
+  launch_pdl(kernel, grid, dim3(kThreads), S::bytes, stream, out, partials, counters, qkv, positions, slots,
+             static_cast<const T*>(cache.k), static_cast<const T*>(cache.v), cache.block_tables, p, head_chunks);
   CUDA_CHECK_LAUNCH();
-  if (num_splits > 1) {
-    launch_pdl(attn_split_reduce_kernel<T, D>, dim3(p.T, p.Hq), dim3(kReduceThreads<D>), 0, stream, out, partials,
-               positions, slots, p, split_len, num_splits);
-    CUDA_CHECK_LAUNCH();
-  }
 }
 
 template <typename T, int D>
 void launch_decode_d(T* out, const T* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
-                     const AttnParams& p, int split_len, int num_splits, float* partials, cudaStream_t stream) {
+                     const AttnParams& p, int num_splits, float* partials, int* counters, cudaStream_t stream) {
   if (p.G == 1) {
-    launch_decode_typed<T, D, 1>(out, qkv, positions, slots, cache, p, split_len, num_splits, partials, stream);
+    launch_decode_typed<T, D, 1>(out, qkv, positions, slots, cache, p, num_splits, partials, counters, stream);
   } else if (p.G <= 4) {
-    launch_decode_typed<T, D, 4>(out, qkv, positions, slots, cache, p, split_len, num_splits, partials, stream);
+    launch_decode_typed<T, D, 4>(out, qkv, positions, slots, cache, p, num_splits, partials, counters, stream);
   } else {  // G > 8 runs as several chunks of 8 q heads
-    launch_decode_typed<T, D, 8>(out, qkv, positions, slots, cache, p, split_len, num_splits, partials, stream);
+    launch_decode_typed<T, D, 8>(out, qkv, positions, slots, cache, p, num_splits, partials, counters, stream);
   }
 }
 
@@ -279,18 +344,20 @@ bool attention_decode_supports(int head_dim) {
 }
 
 void launch_attention_decode(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
-                             KVCacheLayer cache, const AttnParams& p, int split_len, int num_splits, float* partials,
+                             KVCacheLayer cache, const AttnParams& p, int num_splits, float* partials, int* counters,
                              cudaStream_t stream) {
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;
     auto* o = static_cast<E*>(out);
     auto* q = static_cast<const E*>(qkv);
     switch (p.head_dim) {
-      case 16: return launch_decode_d<E, 16>(o, q, positions, slots, cache, p, split_len, num_splits, partials, stream);
-      case 32: return launch_decode_d<E, 32>(o, q, positions, slots, cache, p, split_len, num_splits, partials, stream);
-      case 64: return launch_decode_d<E, 64>(o, q, positions, slots, cache, p, split_len, num_splits, partials, stream);
-      case 128: return launch_decode_d<E, 128>(o, q, positions, slots, cache, p, split_len, num_splits, partials, stream);
-      case 256: return launch_decode_d<E, 256>(o, q, positions, slots, cache, p, split_len, num_splits, partials, stream);
+      case 16: return launch_decode_d<E, 16>(o, q, positions, slots, cache, p, num_splits, partials, counters, stream);
+      case 32: return launch_decode_d<E, 32>(o, q, positions, slots, cache, p, num_splits, partials, counters, stream);
+      case 64: return launch_decode_d<E, 64>(o, q, positions, slots, cache, p, num_splits, partials, counters, stream);
+      case 128:
+        return launch_decode_d<E, 128>(o, q, positions, slots, cache, p, num_splits, partials, counters, stream);
+      case 256:
+        return launch_decode_d<E, 256>(o, q, positions, slots, cache, p, num_splits, partials, counters, stream);
       default: fail("head_dim ", p.head_dim, " is not supported by the CUDA attention kernels (16, 32, 64, 128 or 256)");
     }
   });

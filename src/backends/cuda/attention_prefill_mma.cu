@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "attention_common.cuh"
+#include "cp_async.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "mma_layout.h"
@@ -44,21 +45,6 @@ struct MmaSmem {
   static constexpr size_t bytes = kv_len + 16;
   static_assert(tile % 16 == 0 && (kLd * 2) % 16 == 0, "cp.async and ldmatrix need 16-byte rows");
 };
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, asynchronously; with valid == false nothing is read and zeros land.
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"

@@ -19,7 +19,7 @@ namespace {
 using namespace lamina::cuda;
 
 constexpr size_t kGemmWorkspaceBytes = 32u << 20;       // cuBLASLt's recommendation for Hopper
-constexpr size_t kAttentionWorkspaceBytes = 64u << 20;  // split-K partials
+constexpr size_t kAttentionWorkspaceBytes = 64u << 20;  // decode arrival counters + split-K partials
 constexpr size_t kUploadChunkElems = 16u << 20;         // host staging for dtype conversion
 
 class CudaBackend final : public Backend {
@@ -38,6 +38,8 @@ class CudaBackend final : public Backend {
     gemm_ = std::make_unique<LtGemm>(kGemmWorkspaceBytes);
     CUDA_CHECK(cudaMalloc(&attn_.workspace, kAttentionWorkspaceBytes));
     attn_.workspace_bytes = kAttentionWorkspaceBytes;
+    CUDA_CHECK(cudaMemsetAsync(attn_.workspace, 0, kAttentionCounterBytes, stream_));  // decode arrival counters
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
     fp8_tensor_cores_ = prop.major * 10 + prop.minor >= 89;
     CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&fp8_amax_scale_), 2 * sizeof(float)));
   }

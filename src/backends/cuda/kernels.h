@@ -38,7 +38,11 @@ void launch_rope_kv_write(DType dt, void* qkv, const int32_t* positions, const i
                           KVCacheLayer cache, const AttentionShape& s, int T, cudaStream_t stream);
 
 // attention.cu — causal GQA attention of qkv's q over the cache (see Backend::attention).
-// `workspace` (device, workspace_bytes) holds split-K partial results.
+// `workspace` (device, workspace_bytes): its first kAttentionCounterBytes are the decode kernel's
+// per-(token, head group) arrival counters, which must be zero before the first launch (zero them
+// once when the workspace is allocated; every launch leaves them zero); the rest holds split-K
+// partial results.
+inline constexpr size_t kAttentionCounterBytes = size_t(256) << 10;
 struct AttentionLaunch {
   void* workspace = nullptr;
   size_t workspace_bytes = 0;

@@ -1,0 +1,304 @@
+// The decode attention kernel as it was before the fused split merge (decode kernel writing
+// (acc, m, l) partials, then a separate reduce kernel; split length fixed on the host from the
+// cache's full length), kept for A/B timings only: bench_kernels times it instead of the backend's
+// kernel when LAMINA_ATTN_DECODE=legacy. Not used by the library.
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "backends/cuda/attention_common.cuh"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/cuda_types.cuh"
+#include "backends/cuda/kernels.h"
+#include "backends/cuda/pdl.cuh"
+#include "backends/cuda/reduce.cuh"
+#include "legacy_attention_decode.h"
+
+namespace lamina::bench {
+using namespace lamina::cuda;
+
+namespace {
+
+constexpr int kWarps = 4, kThreads = kWarps * 32;
+constexpr int kElems = 8;  // head dims per lane
+// Keys per lane group loaded before any is used (fewer with 8 q heads: registers).
+template <int MAXG>
+inline constexpr int kUnroll = MAXG >= 8 ? 2 : 4;
+
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, float (&o)[kElems]) {
+  if constexpr (kVec<T> == kElems) {
+    load_vec(p, o);
+  } else {
+    float a[4], b[4];
+    load_vec(p, a);
+    load_vec(p + 4, b);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o[i] = a[i], o[4 + i] = b[i];
+  }
+}
+
+template <typename T, int D, int MAXG>
+__global__ void __launch_bounds__(kThreads)
+    attn_decode_kernel(T* __restrict__ out, float* __restrict__ partials, const T* __restrict__ qkv,
+                       const int32_t* __restrict__ positions, const int32_t* __restrict__ slots,
+                       const T* __restrict__ k_cache, const T* __restrict__ v_cache,
+                       const int32_t* __restrict__ block_tables, AttnParams p, int split_len, int num_splits,
+                       int head_chunks) {
+  constexpr int LPK = D / kElems;        // lanes per key row
+  constexpr int KPW = 32 / LPK;          // keys a warp reads at once
+  constexpr int STREAMS = kWarps * KPW;  // lane groups, each with its own online softmax
+  constexpr int U = kUnroll<MAXG>;
+  __shared__ float sm_m[STREAMS][MAXG], sm_l[STREAMS][MAXG];
+  __shared__ float sm_o[STREAMS][MAXG][D];
+  pdl_launch_dependents();  // the reduce (or the next projection) may launch and wait
+  pdl_wait();               // q and the cache rows come from rope_kv_write
+
+  const int t = blockIdx.x;
+  const int kvh = blockIdx.y / head_chunks, g0 = (blockIdx.y % head_chunks) * MAXG;
+  const int ng = min(MAXG, p.G - g0);
+  const int split = blockIdx.z;
+  if (p.prefill_takes_uniform_tiles && tile_is_uniform(slots, t, p.T)) return;
+
+  const int pos = positions[t], slot = slots[t];
+  const int len = token_kv_len(pos, slot, p);
+  const int h0 = kvh * p.G + g0;  // first q head of this block
+  T* out_t = out + (static_cast<size_t>(t) * p.Hq + h0) * D;
+  if (len == 0) {  // invalid token: zeros (written once, by split 0)
+    if (split == 0)
+      for (int i = threadIdx.x; i < ng * D; i += kThreads) out_t[i] = from_float<T>(0.0f);
+    return;
+  }
+  const int start = split * split_len;
+  if (start >= len) return;  // this split lies past the sequence; the reduce skips it
+  const int end = min(len, start + split_len);
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int sub = lane / LPK, d0 = (lane % LPK) * kElems;
+  const int stream_id = warp * KPW + sub;
+
+  // q[g][e] = q head (h0 + g), dims d0..d0+7, pre-scaled.
+  float q[MAXG][kElems];
+  const T* q_row = qkv + static_cast<size_t>(t) * (p.Hq + 2 * p.Hkv) * D + static_cast<size_t>(h0) * D + d0;
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g) {
+    if (g < ng) {
+      load8(q_row + static_cast<size_t>(g) * D, q[g]);
+#pragma unroll
+      for (int e = 0; e < kElems; ++e) q[g][e] *= p.scale_log2;
+    } else {
+#pragma unroll
+      for (int e = 0; e < kElems; ++e) q[g][e] = 0.0f;
+    }
+  }
+
+  float m[MAXG], l[MAXG], acc[MAXG][kElems];
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < kElems; ++e) acc[g][e] = 0.0f;
+  }
+
+  const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;  // elements between pool rows
+  const T* k_base = k_cache + static_cast<size_t>(kvh) * D + d0;
+  const T* v_base = v_cache + static_cast<size_t>(kvh) * D + d0;
+
+  // Warp-uniform loop (the shuffles need every lane): key j = jb + u * (kWarps*KPW) + sub.
+  for (int jb = start + warp * KPW; jb < end; jb += kWarps * KPW * U) {
+    float kf[U][kElems], vf[U][kElems];
+    bool valid[U];
+    long long rows[U];  // the U lookups first, so their loads overlap
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int j = jb + u * kWarps * KPW + sub;
+      rows[u] = j < end ? kv_cache_row(block_tables, slot, j, p) : -1;  // position j's pool row
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const long long row = rows[u];
+      valid[u] = row >= 0;
+      if (valid[u]) {
+        load8(k_base + static_cast<size_t>(row) * pos_stride, kf[u]);
+        load8(v_base + static_cast<size_t>(row) * pos_stride, vf[u]);
+      } else {
+#pragma unroll
+        for (int e = 0; e < kElems; ++e) kf[u][e] = vf[u][e] = 0.0f;
+      }
+    }
+    // Per q head: the U scores, then one online-softmax update for all of them.
+#pragma unroll
+    for (int g = 0; g < MAXG; ++g) {
+      float s[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        float d = 0.0f;
+#pragma unroll
+        for (int e = 0; e < kElems; ++e) d = fmaf(q[g][e], kf[u][e], d);
+#pragma unroll
+        for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        s[u] = valid[u] ? d : -INFINITY;
+      }
+      if (g < ng) {
+        float m_new = m[g];
+#pragma unroll
+        for (int u = 0; u < U; ++u) m_new = fmaxf(m_new, s[u]);
+        if (m_new != -INFINITY) {  // else no valid key yet: nothing to add
+          const float alpha = exp2f(m[g] - m_new);
+          float pr[U], psum = 0.0f;
+#pragma unroll
+          for (int u = 0; u < U; ++u) psum += (pr[u] = exp2f(s[u] - m_new));
+          l[g] = fmaf(l[g], alpha, psum);
+#pragma unroll
+          for (int e = 0; e < kElems; ++e) {
+            float a = acc[g][e] * alpha;
+#pragma unroll
+            for (int u = 0; u < U; ++u) a = fmaf(pr[u], vf[u][e], a);
+            acc[g][e] = a;
+          }
+          m[g] = m_new;
+        }
+      }
+    }
+  }
+
+  // Merge the lane groups' states.
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g) {
+    if (lane % LPK == 0) {
+      sm_m[stream_id][g] = m[g];
+      sm_l[stream_id][g] = l[g];
+    }
+#pragma unroll
+    for (int e = 0; e < kElems; ++e) sm_o[stream_id][g][d0 + e] = acc[g][e];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < ng * D; i += kThreads) {
+    const int g = i / D, d = i % D;
+    float M = -INFINITY;
+#pragma unroll
+    for (int s = 0; s < STREAMS; ++s) M = fmaxf(M, sm_m[s][g]);
+    float L = 0.0f, O = 0.0f;  // M is finite: key `start` was read by stream 0
+#pragma unroll
+    for (int s = 0; s < STREAMS; ++s) {
+      const float w = exp2f(sm_m[s][g] - M);  // 0 for streams that read nothing
+      L = fmaf(sm_l[s][g], w, L);
+      O = fmaf(sm_o[s][g][d], w, O);
+    }
+    if (num_splits == 1) {
+      out_t[i] = from_float<T>(O / L);
+    } else {
+      const size_t pi = (static_cast<size_t>(t) * p.Hq + h0 + g) * num_splits + split;
+      partials[pi * D + d] = O;
+      if (d == 0) {
+        float* ml = partials + static_cast<size_t>(p.T) * p.Hq * num_splits * D;
+        ml[pi * 2] = M;
+        ml[pi * 2 + 1] = L;
+      }
+    }
+  }
+}
+
+// out[t, h, :] = merge of the splits that cover token t's rows. grid (T, Hq), max(D, 32) threads
+// (the block reductions need whole warps; threads d >= D only help with the split weights).
+// The splits' (m, l) are read in parallel and turned into weights in shared memory; the weighted
+// sum of partial outputs is unrolled so several loads are in flight.
+template <int D>
+inline constexpr int kReduceThreads = D < 32 ? 32 : D;
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kReduceThreads<D>)
+    attn_split_reduce_kernel(T* __restrict__ out, const float* __restrict__ partials,
+                             const int32_t* __restrict__ positions, const int32_t* __restrict__ slots, AttnParams p,
+                             int split_len, int num_splits) {
+  constexpr int NT = kReduceThreads<D>;
+  __shared__ float weight[kMaxSplits];
+  __shared__ float scratch[32];
+  pdl_launch_dependents();
+  pdl_wait();  // the partials come from the decode kernel
+  const int t = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+  if (p.prefill_takes_uniform_tiles && tile_is_uniform(slots, t, p.T)) return;
+  const int len = token_kv_len(positions[t], slots[t], p);
+  if (len == 0) return;  // zeros were written by the decode kernel
+  const int n = (len + split_len - 1) / split_len;
+  const size_t pi0 = (static_cast<size_t>(t) * p.Hq + h) * num_splits;
+  const float* ml = partials + static_cast<size_t>(p.T) * p.Hq * num_splits * D + pi0 * 2;
+  float mx = -INFINITY;
+  for (int s = d; s < n; s += NT) mx = fmaxf(mx, ml[2 * s]);
+  const float M = block_max(mx, scratch);
+  float lsum = 0.0f;
+  for (int s = d; s < n; s += NT) {
+    const float w = exp2f(ml[2 * s] - M);
+    weight[s] = w;
+    lsum = fmaf(ml[2 * s + 1], w, lsum);
+  }
+  const float L = block_sum(lsum, scratch);  // its barrier also publishes weight[]
+  if (d >= D) return;
+  const float* part = partials + pi0 * D + d;
+  float O = 0.0f;
+#pragma unroll 8
+  for (int s = 0; s < n; ++s) O = fmaf(part[static_cast<size_t>(s) * D], weight[s], O);
+  out[(static_cast<size_t>(t) * p.Hq + h) * D + d] = from_float<T>(O / L);
+}
+template <typename T, int D, int MAXG>
+void launch_decode_typed(T* out, const T* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
+                         const AttnParams& p, int split_len, int num_splits, float* partials, cudaStream_t stream) {
+  const int head_chunks = (p.G + MAXG - 1) / MAXG;
+  const dim3 grid(p.T, p.Hkv * head_chunks, num_splits);
+  launch_pdl(attn_decode_kernel<T, D, MAXG>, grid, dim3(kThreads), 0, stream, out, partials, qkv, positions, slots,
+             static_cast<const T*>(cache.k), static_cast<const T*>(cache.v), cache.block_tables, p, split_len,
+             num_splits, head_chunks);
+  CUDA_CHECK_LAUNCH();
+  if (num_splits > 1) {
+    launch_pdl(attn_split_reduce_kernel<T, D>, dim3(p.T, p.Hq), dim3(kReduceThreads<D>), 0, stream, out, partials,
+               positions, slots, p, split_len, num_splits);
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
+template <typename T, int D>
+void launch_decode_d(T* out, const T* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
+                     const AttnParams& p, int split_len, int num_splits, float* partials, cudaStream_t stream) {
+  if (p.G == 1) {
+    launch_decode_typed<T, D, 1>(out, qkv, positions, slots, cache, p, split_len, num_splits, partials, stream);
+  } else if (p.G <= 4) {
+    launch_decode_typed<T, D, 4>(out, qkv, positions, slots, cache, p, split_len, num_splits, partials, stream);
+  } else {  // G > 8 runs as several chunks of 8 q heads
+    launch_decode_typed<T, D, 8>(out, qkv, positions, slots, cache, p, split_len, num_splits, partials, stream);
+  }
+}
+
+}  // namespace
+
+void legacy_attention(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
+                      KVCacheLayer cache, const AttentionShape& s, int T, const cuda::AttentionLaunch& how,
+                      cudaStream_t stream) {
+  AttnParams p = make_attn_params(s, T);
+  p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(s.head_dim)));
+  p.prefill_takes_uniform_tiles = T > kAttentionDecodeMaxTokens && attention_prefill_supports(s.head_dim);
+  constexpr int kMinSplitLen = 64;
+  const long long blocks_per_split = static_cast<long long>(T) * p.Hkv;
+  int splits = static_cast<int>(ceil_div_ll(4LL * how.num_sms, blocks_per_split));
+  const long long max_useful = ceil_div_ll(p.max_seq, kMinSplitLen);
+  if (splits > max_useful) splits = static_cast<int>(max_useful);
+  if (splits > kMaxSplits) splits = kMaxSplits;
+  const size_t per_split = static_cast<size_t>(T) * p.Hq * (s.head_dim + 2) * sizeof(float);
+  const size_t fit = how.workspace == nullptr ? 0 : how.workspace_bytes / per_split;
+  if (static_cast<size_t>(splits) > fit) splits = static_cast<int>(fit);
+  if (splits < 1) splits = 1;
+  int split_len = ceil_div(p.max_seq, splits);
+  split_len = ceil_div(split_len, kMinSplitLen) * kMinSplitLen;
+  splits = ceil_div(p.max_seq, split_len);
+  dispatch_float_type(dt, [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    auto* o = static_cast<E*>(out);
+    auto* q = static_cast<const E*>(qkv);
+    auto* w = static_cast<float*>(how.workspace);
+    LAMINA_CHECK(s.head_dim == 128, "the legacy decode kernel is kept for head_dim 128 only");
+    launch_decode_d<E, 128>(o, q, positions, slots, cache, p, split_len, splits, w, stream);
+  });
+  if (p.prefill_takes_uniform_tiles) launch_attention_prefill(dt, out, qkv, positions, slots, cache, p, stream);
+}
+
+}  // namespace lamina::bench
