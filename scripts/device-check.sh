@@ -9,6 +9,7 @@
 #   TARGETS="test_ops bench_kernels"  targets to build (default: these two)
 #   TESTS="test_ops"                  test binaries to run (gtest; GTEST_FILTER is honoured)
 #   BENCHES="bench_kernels"           benchmark binaries to run ("" to skip)
+#   BENCH_ONLY="decode attention"     passed as --only to each benchmark binary (its matching cases)
 #   HARNESS=1                         build from a scratch project holding only src/common,
 #                                     src/ops, src/backends/{cpu,cuda}, tests/ops and bench (used
 #                                     automatically when the top-level configure fails or lacks a
@@ -145,7 +146,7 @@ for b in $BENCHES; do
   bin=$(find_bin "$b")
   if [[ -z $bin ]]; then note "bench $b" "NOT BUILT"; failed=1; continue; fi
   t0=$(stamp)
-  "$bin" 2>&1 | tee -a "$OUT/bench.log"
+  "$bin" ${BENCH_ONLY:+--only "$BENCH_ONLY"} 2>&1 | tee -a "$OUT/bench.log"
   rc=${PIPESTATUS[0]}
   if ((rc == 0)); then note "bench $b" "ok $(($(stamp) - t0)) s"; else note "bench $b" "FAILED (rc $rc)"; failed=1; fi
 done

@@ -7,6 +7,7 @@
 #   OUT=/tmp/out bash scripts/bench/device_round.sh
 # Environment: TESTS / GTEST_FILTER / BENCHES as for device-check.sh; SKIP_8B=1, SKIP_SERVING=1;
 # HF_FLAGS=--no_hf skips the transformers baseline; CONCURRENCY for the serving run;
+# EXTRA="command" runs last, logged to round/extra.log;
 # TP_SIZES="1 2" (on a machine of 2+ GPUs) adds the tensor-parallel test and scripts/bench/run_8b_tp.sh.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,7 +22,7 @@ export LAMINA=$PWD/build-device/tools/lamina/lamina
 if [[ -n "${TP_SIZES:-}" ]]; then
   OUT=$R/tp WORK=/tmp/lamina-8b TP_SIZES=$TP_SIZES bash scripts/bench/run_8b_tp.sh >"$R/tp.log" 2>&1 \
     || echo "run_8b_tp.sh FAILED" >>"$OUT/summary.txt"
-  { echo "--- tensor parallel"; grep -hE "^tp |convert\+build|rror" "$R/tp.log" | tail -20; } >>"$OUT/summary.txt"
+  { echo "--- tensor parallel"; grep -hE "^tp|convert\+build|rror" "$R/tp.log" | tail -20; } >>"$OUT/summary.txt"
 fi
 if [[ "${SKIP_8B:-0}" != 1 ]]; then
   OUT=$R bash scripts/bench/run_8b.sh >"$R/run_8b.log" 2>&1 || echo "run_8b.sh FAILED" >>"$OUT/summary.txt"
@@ -35,6 +36,8 @@ if [[ "${SKIP_SERVING:-0}" != 1 ]]; then
   OUT=$R bash scripts/bench/run_8b_serving.sh >"$R/serving.log" 2>&1 || echo "run_8b_serving.sh FAILED" >>"$OUT/summary.txt"
   { echo "--- serving"; tail -25 "$R/serving.log"; } >>"$OUT/summary.txt"
 fi
+# EXTRA="command": run last (logs into $R/extra.log), e.g. a benchmark A/B.
+if [[ -n "${EXTRA:-}" ]]; then bash -c "$EXTRA" >"$R/extra.log" 2>&1; tail -30 "$R/extra.log" >>"$OUT/summary.txt"; fi
 tar -czf "$OUT/round.tgz" -C "$OUT" round
 rm -rf "$R"
 cat "$OUT/summary.txt"

@@ -5,6 +5,8 @@
 # prints ms_per_token of each tp against tp 1.
 #   LAMINA=build-device/tools/lamina/lamina OUT=/tmp/out bash scripts/bench/run_8b_tp.sh
 # NVLink multicast stays off (NCCL_NVLS_ENABLE=0, docs/tensor-parallel.md); NCCL_DEBUG=WARN.
+# AB_TP1="LAMINA_FUSED_DECODE=0" / AB_TPN="LAMINA_CUSTOM_ALL_REDUCE=0": extra decode runs of tp 1 /
+# tp > 1 with each VAR=VALUE set (A/B of a switch on the same engine), as bench_decode_tpN_VAR.json.
 set -uo pipefail
 LAMINA=${LAMINA:-build-device/tools/lamina/lamina}
 OUT=${OUT:-/tmp/lamina-bench-tp}
@@ -26,6 +28,11 @@ for tp in $TP_SIZES; do
   rm -rf "$WORK/ckpt-tp$tp"
   "$LAMINA" bench --engine_dir "$WORK/engine-tp$tp" --input_len 512 --output_len 256 --warmup 1 --runs 3 \
     --json "$OUT/bench_decode_tp$tp.json" || exit 1
+  if [ "$tp" = 1 ]; then ab=${AB_TP1:-}; else ab=${AB_TPN:-}; fi
+  for kv in $ab; do
+    env "$kv" "$LAMINA" bench --engine_dir "$WORK/engine-tp$tp" --input_len 512 --output_len 256 --warmup 1 --runs 3 \
+      --json "$OUT/bench_decode_tp${tp}_${kv%%=*}.json" || exit 1
+  done
   "$LAMINA" bench --engine_dir "$WORK/engine-tp$tp" --input_len 2048 --output_len 2 --warmup 1 --runs 3 \
     --skip_checksum --json "$OUT/bench_prefill_tp$tp.json" || exit 1
   rm -rf "$WORK/engine-tp$tp"
@@ -44,5 +51,11 @@ for tp in sizes:
     summary[tp] = r
     print(f"tp {tp}: {r['ms_per_token']:.3f} ms/token" + (f" ({r['vs_tp1']:.2f}x of tp 1; goal for tp 2: <= 0.6x)" if base else "")
           + f", prefill 2048 TTFT {r['ttft_ms_2048']:.1f} ms")
+import glob, os
+for f in sorted(glob.glob(f"{out}/bench_decode_tp*_*.json")):
+    name = os.path.basename(f)[len("bench_decode_"):-len(".json")]
+    ms = json.load(open(f))["ms_per_token"]
+    summary[name] = {"ms_per_token": ms}
+    print(f"{name}: {ms:.3f} ms/token" + (f" ({ms / base:.2f}x of tp 1)" if base else ""))
 json.dump(summary, open(f"{out}/tp_summary.json", "w"), indent=1)
 PY
