@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
-#include <string>
 #include <limits>
 
 #include "common/error.h"
@@ -53,17 +51,6 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
   inputs_host_.assign(inputs_n, -1);
   be_->copy_to_device(step_inputs_.get(), inputs_host_.data(), inputs_n * sizeof(int32_t));
   if (limits.num_blocks > 0) allocate_kv_pool(limits.num_blocks);
-
-  // Decode steps of up to fused_rows_ tokens take the fused projections when every layer
-  // projection allows them (not quantized ones) and no all-reduce follows a projection.
-  fused_rows_ = 0;
-  if (comm_->world_size() == 1 && !w_.layers.empty()) {
-    fused_rows_ = INT_MAX;
-    for (const LayerWeights& lw : w_.layers)
-      for (const void* w : {lw.qkv, lw.attn_out, lw.gate_up, lw.down})
-        fused_rows_ = std::min(fused_rows_, be_->fused_decode_max_rows(w));
-  }
-  if (const char* env = std::getenv("LAMINA_FUSED_DECODE"); env && std::string(env) == "0") fused_rows_ = 0;
 }
 
 size_t LlamaForward::kv_block_bytes() const {
@@ -148,7 +135,6 @@ LlamaForward::StepInputs LlamaForward::step_inputs(int T, int R) const {
 }
 
 void LlamaForward::run_layers(int T, int R) {
-  if (T <= fused_rows_) return run_layers_fused(T, R);
   const StepInputs in = step_inputs(T, R);
   const int32_t* pos = in.positions;
   const int32_t* slot = in.seq_rows;
@@ -186,41 +172,6 @@ void LlamaForward::run_layers(int T, int R) {
   // logits[R, V_rank] = normed[logit_rows] · lm_head^T
   be_->gather_rows(last_.get(), normed_.get(), in.logit_rows, R, H);
   be_->matmul(logits_.get(), last_.get(), w_.lm_head, R, int(vocab_rank_), H);
-}
-
-// The same layers for a decode step on one rank, with the backend's fused projections: each norm
-// is done by the projection that reads it, and each residual add by the projection that produces
-// it, so a layer is 5 kernels besides attention instead of 7 (no all-reduce sits between a
-// projection and its residual add here: fused_rows_ is 0 for tp > 1).
-void LlamaForward::run_layers_fused(int T, int R) {
-  const StepInputs in = step_inputs(T, R);
-  const int32_t* pos = in.positions;
-  const int32_t* slot = in.seq_rows;
-  const float eps = static_cast<float>(cfg_.norm_epsilon);
-  const int H = int(H_), F = int(F_);
-
-  be_->embedding(residual_.get(), in.ids, w_.embedding, T, H);  // residual[T,H]
-  for (size_t l = 0; l < w_.layers.size(); ++l) {
-    const LayerWeights& lw = w_.layers[l];
-    const KVCacheLayer cache{k_cache_[l].get(), v_cache_[l].get(), in.block_tables};
-    // qkv = input_norm(residual) · Wqkv^T; rope + cache write; attention; residual += o-proj.
-    be_->rms_norm_matmul(qkv_.get(), residual_.get(), lw.input_norm, eps, lw.qkv, T, int(qkv_rows_), H);
-    be_->rope_kv_write(qkv_.get(), pos, slot, inv_freq_.as<float>(), cache, attn_, T);
-    be_->attention(attn_out_.get(), qkv_.get(), pos, slot, cache, attn_, T);
-    be_->matmul_add(residual_.get(), attn_out_.get(), lw.attn_out, T, H, int(q_width_));
-    // gate_up = post_norm(residual) · Wgu^T; residual += down(silu(gate) * up).
-    be_->rms_norm_matmul(gate_up_.get(), residual_.get(), lw.post_norm, eps, lw.gate_up, T, 2 * F, H);
-    be_->swiglu_matmul_add(residual_.get(), gate_up_.get(), lw.down, T, H, F);
-  }
-  if (R == 0) return;
-  // logits[R, V_rank] = final_norm(residual[logit_rows]) · lm_head^T
-  be_->gather_rows(last_.get(), residual_.get(), in.logit_rows, R, H);
-  if (R <= be_->fused_decode_max_rows(w_.lm_head)) {
-    be_->rms_norm_matmul(logits_.get(), last_.get(), w_.final_norm, eps, w_.lm_head, R, int(vocab_rank_), H);
-  } else {
-    be_->rms_norm(normed_.get(), last_.get(), w_.final_norm, R, H, eps);
-    be_->matmul(logits_.get(), normed_.get(), w_.lm_head, R, int(vocab_rank_), H);
-  }
 }
 
 std::vector<float> LlamaForward::logit_rows_f32(const std::vector<int32_t>& rows) const {

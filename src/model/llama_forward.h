@@ -83,7 +83,6 @@ class LlamaForward {
  private:
   static constexpr int kMaxRecordedTokens = 8;
   void run_layers(int T, int R);  // every op of one step, on already-uploaded inputs
-  void run_layers_fused(int T, int R);  // the same for a decode step, with fused projections
 
   ModelConfig cfg_;
   Backend* be_;
@@ -92,7 +91,6 @@ class LlamaForward {
   ForwardLimits lim_;
   AttentionShape attn_;
   int64_t H_, F_, qkv_rows_, q_width_, vocab_rank_;
-  int fused_rows_ = 0;  // steps of at most this many tokens run run_layers_fused
 
   DeviceBuffer inv_freq_;                       // float [D/2]
   // A step's int32 inputs, packed so they cross in one copy: ids [T], positions [T],

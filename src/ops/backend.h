@@ -22,7 +22,6 @@
 #include <vector>
 
 #include "common/dtype.h"
-#include "common/error.h"
 #include "common/quant.h"
 #include "ops/token_choice.h"
 
@@ -120,31 +119,6 @@ class Backend {
   virtual bool swiglu_matmul(void* out, const void* gate_up, const void* w, int T, int N, int F) {
     (void)out, (void)gate_up, (void)w, (void)T, (void)N, (void)F;
     return false;
-  }
-  // ---- decode fusions (the CUDA GEMV path; the CPU reference has none) ----
-  // Each fused op gives what its parts give; the forward uses them only for T up to
-  // fused_decode_max_rows(w) of every weight w involved (0: never), so a step either takes all of
-  // them or none. They fold the norms into the projections that read them and the residual adds
-  // into the projections that produce them:
-  //   rms_norm_matmul:   out[T,N] = rms_norm(x[T,K]) * norm_w · w[N,K]^T
-  //   matmul_add:        residual[T,N] += x[T,K] · w[N,K]^T
-  //   swiglu_matmul_add: residual[T,N] += silu_mul(gate_up[T,2F]) · w[N,F]^T
-  virtual int fused_decode_max_rows(const void* w) const {
-    (void)w;
-    return 0;
-  }
-  virtual void rms_norm_matmul(void* out, const void* x, const void* norm_w, float eps, const void* w, int T, int N,
-                               int K) {
-    (void)out, (void)x, (void)norm_w, (void)eps, (void)w, (void)T, (void)N, (void)K;
-    fail(name(), " has no fused rms_norm_matmul");
-  }
-  virtual void matmul_add(void* residual, const void* x, const void* w, int T, int N, int K) {
-    (void)residual, (void)x, (void)w, (void)T, (void)N, (void)K;
-    fail(name(), " has no fused matmul_add");
-  }
-  virtual void swiglu_matmul_add(void* residual, const void* gate_up, const void* w, int T, int N, int F) {
-    (void)residual, (void)gate_up, (void)w, (void)T, (void)N, (void)F;
-    fail(name(), " has no fused swiglu_matmul_add");
   }
   // out[i,H] = x[rows[i], :] for i < num_rows (rows: device int32), e.g. each sequence's last token.
   virtual void gather_rows(void* out, const void* x, const int32_t* rows, int num_rows, int H) = 0;

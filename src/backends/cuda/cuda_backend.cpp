@@ -189,23 +189,6 @@ class CudaBackend final : public Backend {
     launch_swiglu_gemv(act_, out, gate_up, w, M, N, F, stream_);
     return true;
   }
-  int fused_decode_max_rows(const void* w) const override { return quant_.count(w) ? 0 : kGemvMaxM; }
-  void rms_norm_matmul(void* out, const void* x, const void* norm_w, float eps, const void* w, int M, int N,
-                       int K) override {
-    LAMINA_CHECK(M <= fused_decode_max_rows(w), "rms_norm_matmul: ", M, " rows or a quantized weight");
-    use_device();
-    launch_rms_norm_gemv(act_, out, x, norm_w, eps, w, M, N, K, stream_);
-  }
-  void matmul_add(void* residual, const void* x, const void* w, int M, int N, int K) override {
-    LAMINA_CHECK(M <= fused_decode_max_rows(w), "matmul_add: ", M, " rows or a quantized weight");
-    use_device();
-    launch_gemv_accumulate(act_, residual, x, w, M, N, K, stream_);
-  }
-  void swiglu_matmul_add(void* residual, const void* gate_up, const void* w, int M, int N, int F) override {
-    LAMINA_CHECK(M <= fused_decode_max_rows(w), "swiglu_matmul_add: ", M, " rows or a quantized weight");
-    use_device();
-    launch_swiglu_gemv_accumulate(act_, residual, gate_up, w, M, N, F, stream_);
-  }
   void rope_kv_write(void* qkv, const int32_t* positions, const int32_t* slots, const float* inv_freq,
                      KVCacheLayer cache, const AttentionShape& s, int T) override {
     use_device();

@@ -7,16 +7,8 @@
 //   SMs and the last wave is short. A block reduction finishes each of the M*R dot products.
 //   The first group of weight loads is issued before pdl_wait(): it overlaps the previous kernel.
 //   x (M*K elements, shared by every block) is read through the read-only cache.
-// What x is (XIn):
-//   Plain   x[M, K] as stored;
-//   SwiGLU  silu(gate) * up of an MLP's gate_up [M, 2K] (the SwiGLU fused into the down
-//           projection: no [M, F] intermediate is written and read back);
-//   RmsNorm rms_norm(x) * norm_w, rounded to T as the RMSNorm kernel's output is: every block
-//           first sums the squares of its M rows of x (K elements each, L2-resident, while its
-//           first weight loads are in flight), so the norm needs no kernel of its own.
-// kAccumulate: out[M, N] += the product, as the residual add after attention-out and MLP-down
-// (the product is rounded to T first, then added and rounded again: the same values as a
-// separate GEMV and add).
+// kSwiGLU: x is silu(gate) * up of an MLP's gate_up [M, 2K] (the SwiGLU fused into the down
+// projection: no [M, F] intermediate is written and read back).
 // Rows of K not a multiple of 8 (16-bit) / 4 (fp32), or unaligned pointers, take a scalar kernel.
 #include <cuda_runtime.h>
 
@@ -38,13 +30,11 @@ __device__ __forceinline__ void unpack(const uint4& raw, float (&out)[kVec<T>]) 
   for (int i = 0; i < kVec<T>; ++i) out[i] = to_float(e[i]);
 }
 
-enum class XIn { Plain, SwiGLU, RmsNorm };
-
-// Chunk c (kVec<T> elements) of row m of the GEMV's input, before any norm.
-template <typename T, XIn kIn>
+// Chunk c (kVec<T> elements) of row m of the GEMV's input.
+template <typename T, bool kSwiGLU>
 __device__ __forceinline__ void load_x(const T* x, int m, int K, int c, float (&out)[kVec<T>]) {
   constexpr int V = kVec<T>;
-  if constexpr (kIn == XIn::SwiGLU) {
+  if constexpr (kSwiGLU) {
     const T* gate = x + static_cast<size_t>(m) * 2 * K + static_cast<size_t>(c) * V;  // gate_up row m: [gate | up]
     float g[V], u[V];
     load_vec_ro(gate, g);
@@ -67,43 +57,9 @@ __device__ __forceinline__ void load_group(uint4 (&buf)[U][R], const char* const
   }
 }
 
-// 1 / sqrt(mean(x[m]^2) + eps) for each of the M rows, in every thread (one block reduction).
-template <typename T, int M>
-__device__ __forceinline__ void rms_inverse(const T* x, int K, float eps, float (&inv)[M]) {
-  constexpr int V = kVec<T>;
-  __shared__ float inv_sm[M];
-  float ss[M][1];
-#pragma unroll
-  for (int m = 0; m < M; ++m) {
-    ss[m][0] = 0.0f;
-    for (int c = threadIdx.x; c < K / V; c += kThreads) {
-      float v[V];
-      load_vec_ro(x + static_cast<size_t>(m) * K + static_cast<size_t>(c) * V, v);
-#pragma unroll
-      for (int e = 0; e < V; ++e) ss[m][0] = fmaf(v[e], v[e], ss[m][0]);
-    }
-  }
-  float sum;
-  if (block_sum_each<kWarps>(ss, sum)) inv_sm[threadIdx.x] = rsqrtf(sum / static_cast<float>(K) + eps);
-  __syncthreads();
-#pragma unroll
-  for (int m = 0; m < M; ++m) inv[m] = inv_sm[m];
-}
-
-// Stores (or, kAccumulate, adds) a finished dot product.
-template <typename T, bool kAccumulate>
-__device__ __forceinline__ void store_out(T* o, float s) {
-  if constexpr (kAccumulate) {
-    *o = from_float<T>(to_float(*o) + to_float(from_float<T>(s)));
-  } else {
-    *o = from_float<T>(s);
-  }
-}
-
-template <typename T, int M, int R, int U, XIn kIn, bool kAccumulate>
+template <typename T, int M, int R, int U, bool kSwiGLU>
 __global__ void __launch_bounds__(kThreads)
-    gemv_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w, int N, int K,
-                const T* __restrict__ norm_w, float eps) {
+    gemv_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w, int N, int K) {
   constexpr int V = kVec<T>;
   pdl_launch_dependents();
   const int n0 = blockIdx.x * R;
@@ -117,8 +73,6 @@ __global__ void __launch_bounds__(kThreads)
   int c0 = threadIdx.x;
   load_group<R, U>(cur, rows, c0, chunks);  // weights only: no wait needed
   pdl_wait();                               // x (and out) belong to earlier kernels
-  float inv[M];
-  if constexpr (kIn == XIn::RmsNorm) rms_inverse<T, M>(x, K, eps, inv);
 
   float acc[M][R] = {};
   constexpr int kStep = kThreads * U;
@@ -129,18 +83,13 @@ __global__ void __launch_bounds__(kThreads)
     for (int u = 0; u < U; ++u) {
       const int c = c0 + u * kThreads;
       if (c >= chunks) break;
-      float wf[R][V], gv[V];
+      float wf[R][V];
 #pragma unroll
       for (int r = 0; r < R; ++r) unpack<T>(cur[u][r], wf[r]);
-      if constexpr (kIn == XIn::RmsNorm) load_vec_ro(norm_w + static_cast<size_t>(c) * V, gv);
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         float xv[V];
-        load_x<T, kIn>(x, m, K, c, xv);
-        if constexpr (kIn == XIn::RmsNorm) {
-#pragma unroll
-          for (int e = 0; e < V; ++e) xv[e] = to_float(from_float<T>(xv[e] * inv[m] * gv[e]));
-        }
+        load_x<T, kSwiGLU>(x, m, K, c, xv);
 #pragma unroll
         for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -158,103 +107,79 @@ __global__ void __launch_bounds__(kThreads)
   float s;
   if (block_sum_each<kWarps>(acc, s)) {
     const int m = threadIdx.x / R, r = threadIdx.x % R;
-    if (n0 + r < N) store_out<T, kAccumulate>(out + static_cast<size_t>(m) * N + n0 + r, s);
+    if (n0 + r < N) out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s);
   }
 }
 
-// Fallback: one warp per (m, n), scalar loads (a norm's sum of squares is redone by each warp).
-template <typename T, XIn kIn, bool kAccumulate>
+// Fallback: one warp per (m, n), scalar loads.
+template <typename T, bool kSwiGLU>
 __global__ void gemv_scalar_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w, int M,
-                                   int N, int K, const T* __restrict__ norm_w, float eps) {
+                                   int N, int K) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const long long item = static_cast<long long>(blockIdx.x) * (blockDim.x / 32) + warp;
   if (item >= static_cast<long long>(M) * N) return;
   const int m = static_cast<int>(item / N), n = static_cast<int>(item % N);
-  float inv = 1.0f;
-  if constexpr (kIn == XIn::RmsNorm) {
-    float ss = 0.0f;
-    for (int k = lane; k < K; k += 32) {
-      const float v = to_float(x[static_cast<size_t>(m) * K + k]);
-      ss = fmaf(v, v, ss);
-    }
-    inv = rsqrtf(warp_sum(ss) / static_cast<float>(K) + eps);
-  }
   float acc = 0.0f;
   for (int k = lane; k < K; k += 32) {
     float xv;
-    if constexpr (kIn == XIn::SwiGLU) {
+    if constexpr (kSwiGLU) {
       const float g = to_float(x[static_cast<size_t>(m) * 2 * K + k]), u = to_float(x[static_cast<size_t>(m) * 2 * K + K + k]);
       xv = g / (1.0f + __expf(-g)) * u;
     } else {
       xv = to_float(x[static_cast<size_t>(m) * K + k]);
-      if constexpr (kIn == XIn::RmsNorm) xv = to_float(from_float<T>(xv * inv * to_float(norm_w[k])));
     }
     acc = fmaf(xv, to_float(w[static_cast<size_t>(n) * K + k]), acc);
   }
   acc = warp_sum(acc);
-  if (lane == 0) store_out<T, kAccumulate>(out + static_cast<size_t>(m) * N + n, acc);
+  if (lane == 0) out[static_cast<size_t>(m) * N + n] = from_float<T>(acc);
 }
 
-// Everything a launch needs besides the shape's template arguments.
-template <typename T>
-struct GemvArgs {
-  T* out;
-  const T* x;
-  const T* w;
-  int N, K;
-  const T* norm_w;  // XIn::RmsNorm only
-  float eps;
-};
-
-template <typename T, int M, int R, int U, XIn kIn, bool kAccumulate>
-void launch_config(const GemvArgs<T>& a, cudaStream_t stream) {
-  launch_pdl(gemv_kernel<T, M, R, U, kIn, kAccumulate>, dim3(ceil_div(a.N, R)), dim3(kThreads), 0, stream, a.out, a.x,
-             a.w, a.N, a.K, a.norm_w, a.eps);
+template <typename T, int M, int R, int U, bool kSwiGLU>
+void launch_config(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream) {
+  launch_pdl(gemv_kernel<T, M, R, U, kSwiGLU>, dim3(ceil_div(N, R)), dim3(kThreads), 0, stream, out, x, w, N, K);
 }
 
-template <typename T, int M, XIn kIn, bool kAccumulate>
-void launch_m(const GemvArgs<T>& a, cudaStream_t stream) {
+template <typename T, int M, bool kSwiGLU>
+void launch_m(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream) {
   // One chunk of each row per group (two groups in flight). Measured on an H100 at M = 1
   // (bench_kernels' gemv-shape lines): 4 rows a block reach 91-104% of copy bandwidth on the
   // Llama-3-8B projections, and 1 row a block is best on the long rows of the down projection
   // (K = 14336: 100.7% against 97.7%); deeper groups (U = 2, 4) lose 4-30%. The SwiGLU input
   // costs two loads and an exp per x element, read by every block: 4 rows a block were best
   // (90% of copy, about even with the unfused silu_mul + down, with one kernel less).
-  if constexpr (kIn == XIn::SwiGLU) {
-    launch_config<T, M, 4, 1, kIn, kAccumulate>(a, stream);
-  } else if (M == 1 && a.K >= 8192) {
-    launch_config<T, M, 1, 1, kIn, kAccumulate>(a, stream);
+  if constexpr (kSwiGLU) {
+    launch_config<T, M, 4, 1, true>(out, x, w, N, K, stream);
+  } else if (M == 1 && K >= 8192) {
+    launch_config<T, M, 1, 1, false>(out, x, w, N, K, stream);
   } else {
-    launch_config<T, M, 4, 1, kIn, kAccumulate>(a, stream);
+    launch_config<T, M, 4, 1, false>(out, x, w, N, K, stream);
   }
 }
 
-template <XIn kIn, bool kAccumulate>
-void launch(DType dt, void* out, const void* x, const void* w, int M, int N, int K, const void* norm_w, float eps,
-            cudaStream_t stream) {
+template <bool kSwiGLU>
+void launch(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream) {
   if (M <= 0 || N <= 0) return;
   LAMINA_CHECK(M <= kGemvMaxM, "gemv takes at most ", kGemvMaxM, " rows, got ", M);
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;
-    const GemvArgs<E> a{static_cast<E*>(out), static_cast<const E*>(x), static_cast<const E*>(w), N, K,
-                        static_cast<const E*>(norm_w), eps};
-    if (K % kVec<E> != 0 || !is_aligned16(a.x) || !is_aligned16(a.w) ||
-        (kIn == XIn::RmsNorm && !is_aligned16(a.norm_w))) {
+    auto* o = static_cast<E*>(out);
+    auto* a = static_cast<const E*>(x);
+    auto* b = static_cast<const E*>(w);
+    if (K % kVec<E> != 0 || !is_aligned16(a) || !is_aligned16(b)) {
       const long long items = static_cast<long long>(M) * N;
-      gemv_scalar_kernel<E, kIn, kAccumulate><<<static_cast<unsigned>(ceil_div_ll(items, 8)), 256, 0, stream>>>(
-          a.out, a.x, a.w, M, N, K, a.norm_w, eps);
+      gemv_scalar_kernel<E, kSwiGLU><<<static_cast<unsigned>(ceil_div_ll(items, 8)), 256, 0, stream>>>(o, a, b, M, N, K);
       CUDA_CHECK_LAUNCH();
       return;
     }
     switch (M) {
-      case 1: launch_m<E, 1, kIn, kAccumulate>(a, stream); break;
-      case 2: launch_m<E, 2, kIn, kAccumulate>(a, stream); break;
-      case 3: launch_m<E, 3, kIn, kAccumulate>(a, stream); break;
-      case 4: launch_m<E, 4, kIn, kAccumulate>(a, stream); break;
-      case 5: launch_m<E, 5, kIn, kAccumulate>(a, stream); break;
-      case 6: launch_m<E, 6, kIn, kAccumulate>(a, stream); break;
-      case 7: launch_m<E, 7, kIn, kAccumulate>(a, stream); break;
-      default: launch_m<E, 8, kIn, kAccumulate>(a, stream); break;
+      case 1: launch_m<E, 1, kSwiGLU>(o, a, b, N, K, stream); break;
+      case 2: launch_m<E, 2, kSwiGLU>(o, a, b, N, K, stream); break;
+      case 3: launch_m<E, 3, kSwiGLU>(o, a, b, N, K, stream); break;
+      case 4: launch_m<E, 4, kSwiGLU>(o, a, b, N, K, stream); break;
+      case 5: launch_m<E, 5, kSwiGLU>(o, a, b, N, K, stream); break;
+      case 6: launch_m<E, 6, kSwiGLU>(o, a, b, N, K, stream); break;
+      case 7: launch_m<E, 7, kSwiGLU>(o, a, b, N, K, stream); break;
+      default: launch_m<E, 8, kSwiGLU>(o, a, b, N, K, stream); break;
     }
   });
 }
@@ -262,50 +187,34 @@ void launch(DType dt, void* out, const void* x, const void* w, int M, int N, int
 }  // namespace
 
 void launch_gemv(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream) {
-  launch<XIn::Plain, false>(dt, out, x, w, M, N, K, nullptr, 0.0f, stream);
+  launch<false>(dt, out, x, w, M, N, K, stream);
 }
 
 void launch_swiglu_gemv(DType dt, void* out, const void* gate_up, const void* w, int M, int N, int F,
                         cudaStream_t stream) {
-  launch<XIn::SwiGLU, false>(dt, out, gate_up, w, M, N, F, nullptr, 0.0f, stream);
-}
-
-void launch_rms_norm_gemv(DType dt, void* out, const void* x, const void* norm_w, float eps, const void* w, int M,
-                          int N, int K, cudaStream_t stream) {
-  launch<XIn::RmsNorm, false>(dt, out, x, w, M, N, K, norm_w, eps, stream);
-}
-
-void launch_gemv_accumulate(DType dt, void* out, const void* x, const void* w, int M, int N, int K,
-                            cudaStream_t stream) {
-  launch<XIn::Plain, true>(dt, out, x, w, M, N, K, nullptr, 0.0f, stream);
-}
-
-void launch_swiglu_gemv_accumulate(DType dt, void* out, const void* gate_up, const void* w, int M, int N, int F,
-                                   cudaStream_t stream) {
-  launch<XIn::SwiGLU, true>(dt, out, gate_up, w, M, N, F, nullptr, 0.0f, stream);
+  launch<true>(dt, out, gate_up, w, M, N, F, stream);
 }
 
 bool launch_gemv_variant(int rows_per_block, int chunks_per_group, bool swiglu, const __nv_bfloat16* x, const __nv_bfloat16* w,
                          __nv_bfloat16* out, int N, int K, cudaStream_t stream) {
   if (K % kVec<__nv_bfloat16> != 0) return false;
   const int key = (swiglu ? 1000 : 0) + rows_per_block * 10 + chunks_per_group;
-  const GemvArgs<__nv_bfloat16> a{out, x, w, N, K, nullptr, 0.0f};
   switch (key) {
-    case 11: launch_config<__nv_bfloat16, 1, 1, 1, XIn::Plain, false>(a, stream); return true;
-    case 12: launch_config<__nv_bfloat16, 1, 1, 2, XIn::Plain, false>(a, stream); return true;
-    case 14: launch_config<__nv_bfloat16, 1, 1, 4, XIn::Plain, false>(a, stream); return true;
-    case 21: launch_config<__nv_bfloat16, 1, 2, 1, XIn::Plain, false>(a, stream); return true;
-    case 22: launch_config<__nv_bfloat16, 1, 2, 2, XIn::Plain, false>(a, stream); return true;
-    case 24: launch_config<__nv_bfloat16, 1, 2, 4, XIn::Plain, false>(a, stream); return true;
-    case 41: launch_config<__nv_bfloat16, 1, 4, 1, XIn::Plain, false>(a, stream); return true;
-    case 42: launch_config<__nv_bfloat16, 1, 4, 2, XIn::Plain, false>(a, stream); return true;
-    case 44: launch_config<__nv_bfloat16, 1, 4, 4, XIn::Plain, false>(a, stream); return true;
-    case 81: launch_config<__nv_bfloat16, 1, 8, 1, XIn::Plain, false>(a, stream); return true;
-    case 82: launch_config<__nv_bfloat16, 1, 8, 2, XIn::Plain, false>(a, stream); return true;
+    case 11: launch_config<__nv_bfloat16, 1, 1, 1, false>(out, x, w, N, K, stream); return true;
+    case 12: launch_config<__nv_bfloat16, 1, 1, 2, false>(out, x, w, N, K, stream); return true;
+    case 14: launch_config<__nv_bfloat16, 1, 1, 4, false>(out, x, w, N, K, stream); return true;
+    case 21: launch_config<__nv_bfloat16, 1, 2, 1, false>(out, x, w, N, K, stream); return true;
+    case 22: launch_config<__nv_bfloat16, 1, 2, 2, false>(out, x, w, N, K, stream); return true;
+    case 24: launch_config<__nv_bfloat16, 1, 2, 4, false>(out, x, w, N, K, stream); return true;
+    case 41: launch_config<__nv_bfloat16, 1, 4, 1, false>(out, x, w, N, K, stream); return true;
+    case 42: launch_config<__nv_bfloat16, 1, 4, 2, false>(out, x, w, N, K, stream); return true;
+    case 44: launch_config<__nv_bfloat16, 1, 4, 4, false>(out, x, w, N, K, stream); return true;
+    case 81: launch_config<__nv_bfloat16, 1, 8, 1, false>(out, x, w, N, K, stream); return true;
+    case 82: launch_config<__nv_bfloat16, 1, 8, 2, false>(out, x, w, N, K, stream); return true;
     // The SwiGLU-fused kernel (x = gate_up [1, 2K]): keys 1000 + R*10 + U.
-    case 1041: launch_config<__nv_bfloat16, 1, 4, 1, XIn::SwiGLU, false>(a, stream); return true;
-    case 1081: launch_config<__nv_bfloat16, 1, 8, 1, XIn::SwiGLU, false>(a, stream); return true;
-    case 1161: launch_config<__nv_bfloat16, 1, 16, 1, XIn::SwiGLU, false>(a, stream); return true;
+    case 1041: launch_config<__nv_bfloat16, 1, 4, 1, true>(out, x, w, N, K, stream); return true;
+    case 1081: launch_config<__nv_bfloat16, 1, 8, 1, true>(out, x, w, N, K, stream); return true;
+    case 1161: launch_config<__nv_bfloat16, 1, 16, 1, true>(out, x, w, N, K, stream); return true;
     default: return false;
   }
 }

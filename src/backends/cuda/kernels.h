@@ -61,16 +61,6 @@ void launch_gemv(DType dt, void* out, const void* x, const void* w, int M, int N
 // out[M,N] = (silu(gate_up[:, :F]) * gate_up[:, F:]) · w[N,F]^T for M <= kGemvMaxM (gate_up: [M, 2F]).
 void launch_swiglu_gemv(DType dt, void* out, const void* gate_up, const void* w, int M, int N, int F,
                         cudaStream_t stream);
-// Decode fusions (M <= kGemvMaxM), the same values as the separate kernels:
-//   out[M,N] = rms_norm(x[M,K], norm_w, eps) · w^T (the norm's output rounded to the dtype);
-//   out[M,N] += x · w^T and out[M,N] += swiglu(gate_up) · w^T (the residual adds; the product
-//   is rounded to the dtype before the add, as a GEMV then an add would).
-void launch_rms_norm_gemv(DType dt, void* out, const void* x, const void* norm_w, float eps, const void* w, int M,
-                          int N, int K, cudaStream_t stream);
-void launch_gemv_accumulate(DType dt, void* out, const void* x, const void* w, int M, int N, int K,
-                            cudaStream_t stream);
-void launch_swiglu_gemv_accumulate(DType dt, void* out, const void* gate_up, const void* w, int M, int N, int F,
-                                   cudaStream_t stream);
 // bench_kernels only: the bf16 M = 1 GEMV with R rows a block and U chunks a row per load group
 // (R in {1, 2, 4, 8}, U in {1, 2, 4}; R = 8 with U <= 2), or its SwiGLU-fused form (x = gate_up
 // [1, 2K]; R in {4, 8, 16}, U = 1). False for other shapes.
