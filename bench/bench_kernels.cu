@@ -6,9 +6,10 @@
 //   gemv-q     the same over quantized weights (int8 W8A16, fp8 FP8, int4 W4A16_AWQ) at M = 1 and 8,
 //              bytes = the quantized weight + its scales + x + out
 //   gemm-q     the M = 2048 matmuls over quantized weights (FP8 GEMM; int8/int4 dequantize + GEMM)
-//   attention  decode: GB/s over the KV cache (% of copy) at batch 1 (seq 512, 2048, 4096), 16 (512,
-//              2048), 256 and 1024 (256), shuffled block tables; LAMINA_ATTN_DECODE=legacy times the
-//              kernel before the fused split merge. Prefill TFLOP/s at T=512 and 2048 through the op.
+//   attention  decode: GB/s over the KV cache (% of copy) at batch 1 (seq 512, 2048, 4096), 4 and 8
+//              (512), 16 (512, 2048), 256 and 1024 (256), shuffled block tables;
+//              LAMINA_ATTN_DECODE=latency|pipelined times one kernel at every batch. Prefill TFLOP/s
+//              at T=512 and 2048 through the op.
 // --only WORD runs only the cases whose name holds WORD (e.g. "attention"), plus copy.
 // Inputs are random (never zeros) and rotate over copies larger than L2 so DRAM is measured.
 #include <cuda_runtime.h>
@@ -29,7 +30,6 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
 #include "bench_util.h"
-#include "legacy_attention_decode.h"
 #include "common/quant.h"
 
 using namespace lamina;
@@ -242,11 +242,11 @@ AttentionShape paged_shape(Ctx& c, int seq, int seqs, int32_t** d_tables) {
 
 // Decode attention of `batch` tokens, each the last of its own sequence of `seq` cached rows, in a
 // cache of max_seq rows a sequence (the split plan is made for max_seq, as in the engine), with
-// shuffled block tables. bytes = batch * seq * Hkv * D * 2 (K, V) * 2 bytes. LAMINA_ATTN_DECODE=legacy
-// times the kernel before the fused split merge (legacy_attention_decode.cu) instead.
+// shuffled block tables. bytes = batch * seq * Hkv * D * 2 (K, V) * 2 bytes. LAMINA_ATTN_DECODE=latency
+// or =pipelined times that kernel for every batch (the default picks by batch, as the engine does).
 void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq) {
   const char* mode = std::getenv("LAMINA_ATTN_DECODE");
-  const bool legacy = mode != nullptr && std::string(mode) == "legacy";
+  const std::string kernel = mode != nullptr && *mode ? mode : "auto";
   const size_t slot_bytes = size_t(seq) * kHkv * kD * 2;  // one of k or v
   const int slots = std::max(batch, static_cast<int>((c.min_total / 2 + slot_bytes - 1) / slot_bytes));
   const int used_blocks = (seq + kTokensPerBlock - 1) / kTokensPerBlock;  // blocks a sequence fills
@@ -281,23 +281,10 @@ void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq) {
     for (int b = 0; b < used_blocks; ++b) tables[size_t(s) * shape.max_blocks_per_seq + b] = ids[size_t(s) * used_blocks + b];
   auto* d_tables = static_cast<int32_t*>(dmalloc(tables.size() * 4));
   c.be->copy_to_device(d_tables, tables.data(), tables.size() * 4);
-  cuda::AttentionLaunch how;  // the legacy path's own workspace (the backend's is private)
-  if (legacy) {
-    cudaDeviceProp prop{};
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    how.num_sms = prop.multiProcessorCount;
-    how.workspace_bytes = size_t(64) << 20;
-    how.workspace = dmalloc(how.workspace_bytes);
-  }
   const Timing tm = time_ms(c.stream, [&](int i) {
     const KVCacheLayer cache{k.at(0), v.at(0), d_tables};
-    const int32_t* slots_i = d_slots + size_t(i % sets) * batch;
-    if (legacy)
-      legacy_attention(DType::BF16, out, qkv.at(0), d_pos, slots_i, cache, shape, batch, how, c.stream);
-    else
-      c.be->attention(out, qkv.at(0), d_pos, slots_i, cache, shape, batch);
+    c.be->attention(out, qkv.at(0), d_pos, d_slots + size_t(i % sets) * batch, cache, shape, batch);
   });
-  cudaFree(how.workspace);
   cudaFree(out);
   cudaFree(d_tables);
   cudaFree(d_slots);
@@ -305,9 +292,9 @@ void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq) {
   const double ms = tm.ms;
   const double bytes = 2.0 * batch * slot_bytes;
   const double gbs = bytes / (ms * 1e-3) / 1e9;
-  std::printf("attn decode%s seq=%-5d batch=%-4d max_seq=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n",
-              legacy ? " (legacy)" : "", seq, batch, max_seq, ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
-  c.out["attention_decode"].push_back({{"seq", seq}, {"batch", batch}, {"max_seq", max_seq}, {"legacy", legacy},
+  std::printf("attn decode (%s) seq=%-5d batch=%-4d max_seq=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n",
+              kernel.c_str(), seq, batch, max_seq, ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
+  c.out["attention_decode"].push_back({{"seq", seq}, {"batch", batch}, {"max_seq", max_seq}, {"kernel", kernel},
                                        {"ms", ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs},
                                        {"graph", tm.graph}});
 }
@@ -391,8 +378,9 @@ int main(int argc, char** argv) {
       if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")
         guarded(c, g.name, [&] { bench_gemm_quant(c, g, f); });
   // Decode attention {batch, seq, max_seq}: one sequence (latency), a small batch, serving batches.
-  const int kDecodeAttn[][3] = {{1, 512, 4096},   {1, 2048, 4096},  {1, 4096, 4096},  {16, 512, 4096},
-                                {16, 2048, 4096}, {256, 256, 2048}, {1024, 256, 2048}};
+  const int kDecodeAttn[][3] = {{1, 512, 4096},   {1, 2048, 4096},  {1, 4096, 4096},   {4, 512, 4096},
+                                {8, 512, 4096},   {16, 512, 4096},  {16, 2048, 4096},  {256, 256, 2048},
+                                {1024, 256, 2048}};
   for (const auto& a : kDecodeAttn)
     guarded(c, "decode attention", [&] { bench_decode_attention(c, a[1], a[0], a[2]); });
   for (int T : {512, 2048}) guarded(c, "prefill attention", [&] { bench_prefill_attention(c, T); });

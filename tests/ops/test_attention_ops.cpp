@@ -203,6 +203,7 @@ TEST_P(AttentionOps, DecodeUnevenSplits) {
         {1, 64, 65, 128, M, M - 1, M / 2, 513, 2},
         {M, 1, 33, 1, 64 * 7, 64 * 7 + 1, 3, M - 64, 1000 % M},
         {2, M - 3, 1, 1, 63, 127, 256, M, 5},
+        {M, 65, 1},  // 3 tokens + the invalid one: the latency kernel (kAttentionLatencyMaxTokens)
     };
     for (size_t r = 0; r < rounds.size(); ++r) {
       Tokens tk;

@@ -3,11 +3,16 @@
 //   T <= kAttentionDecodeMaxTokens: the split-K decode kernel takes every token.
 //   larger T: the tiled prefill kernel takes the tiles of 64 consecutive tokens of one sequence, and
 //   the decode kernel (told to skip those tiles) takes the rest; both run, each skips the other's.
-// Split-K: Z split slots per token, enough to give ~4 blocks per SM, no more than the cache's full
+// T <= kAttentionLatencyMaxTokens: the latency kernel (attention_decode_latency.cu: split lengths
+// fixed for max_seq, a separate reduce); more tokens: the pipelined kernel (attention_decode.cu).
+// Split-K of the pipelined kernel: Z split slots per token, enough to give ~4 blocks per SM, no more than the cache's full
 // length holds splits of kDecodeMinSplitLen rows, capped by the workspace (after its arrival
 // counters, partials are [T, Hq, Z, head_dim + 2] fp32). The decode kernel picks each token's split
 // length from its own length, so only blocks with rows run; the last block of a token merges.
 #include <cmath>
+#include <algorithm>
+#include <string>
+#include <cstdlib>
 #include <mutex>
 #include <set>
 #include <utility>
@@ -30,6 +35,21 @@ void allow_dynamic_smem(const void* kernel, size_t smem_bytes) {
   opted_in.insert({kernel, device});
 }
 
+namespace {
+// LAMINA_ATTN_DECODE=latency / pipelined forces one decode kernel for every T (benchmarks, A/B).
+enum class DecodeKernel { Auto, Latency, Pipelined };
+DecodeKernel forced_decode_kernel() {
+  static const DecodeKernel k = [] {
+    const char* e = std::getenv("LAMINA_ATTN_DECODE");
+    if (e == nullptr || *e == 0 || std::string(e) == "auto") return DecodeKernel::Auto;
+    if (std::string(e) == "latency") return DecodeKernel::Latency;
+    if (std::string(e) == "pipelined") return DecodeKernel::Pipelined;
+    fail("LAMINA_ATTN_DECODE must be auto, latency or pipelined, not '", e, "'");
+  }();
+  return k;
+}
+}  // namespace
+
 void launch_attention(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                       KVCacheLayer cache, const AttentionShape& s, int T, const AttentionLaunch& how,
                       cudaStream_t stream) {
@@ -46,6 +66,30 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
   p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(s.head_dim)));
   p.prefill_takes_uniform_tiles = T > kAttentionDecodeMaxTokens && attention_prefill_supports(s.head_dim);
 
+  const size_t per_split = static_cast<size_t>(T) * p.Hq * (s.head_dim + 2) * sizeof(float);
+  const bool have_workspace = how.workspace != nullptr && how.workspace_bytes > kAttentionCounterBytes &&
+                              static_cast<size_t>(T) * p.Hq <= kAttentionCounterBytes / sizeof(int);
+  const size_t fit = have_workspace ? (how.workspace_bytes - kAttentionCounterBytes) / per_split : 0;
+  auto* counters = static_cast<int*>(how.workspace);
+  auto* partials = have_workspace ? reinterpret_cast<float*>(static_cast<char*>(how.workspace) + kAttentionCounterBytes)
+                                  : nullptr;
+  const DecodeKernel forced = forced_decode_kernel();
+  if (forced == DecodeKernel::Latency || (forced == DecodeKernel::Auto && T <= kAttentionLatencyMaxTokens)) {
+    // Latency kernel: splits of at least kDecodeMinSplitLen rows, enough for ~4 blocks per SM at
+    // the cache's full length, fixed here for max_seq.
+    int splits = static_cast<int>(ceil_div_ll(4LL * how.num_sms, static_cast<long long>(T) * p.Hkv));
+    splits = static_cast<int>(std::min<long long>(splits, ceil_div_ll(p.max_seq, kDecodeMinSplitLen)));
+    splits = std::min(splits, kMaxSplits);
+    if (static_cast<size_t>(splits) > fit) splits = static_cast<int>(fit);
+    if (splits < 1) splits = 1;
+    int split_len = ceil_div(p.max_seq, splits);
+    split_len = ceil_div(split_len, kDecodeMinSplitLen) * kDecodeMinSplitLen;
+    splits = ceil_div(p.max_seq, split_len);
+    launch_attention_decode_latency(dt, out, qkv, positions, slots, cache, p, split_len, splits, partials, stream);
+    if (p.prefill_takes_uniform_tiles) launch_attention_prefill(dt, out, qkv, positions, slots, cache, p, stream);
+    return;
+  }
+
   // Split-K plan for the decode kernel: Z split slots per token, sized for the cache's full
   // length; the kernel spreads each token's actual rows over them (split_len from len).
   const long long blocks_per_split = static_cast<long long>(T) * p.Hkv;
@@ -53,15 +97,8 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
   const long long max_useful = ceil_div_ll(p.max_seq, kDecodeMinSplitLen);
   if (splits > max_useful) splits = static_cast<int>(max_useful);
   if (splits > kMaxSplits) splits = kMaxSplits;
-  const size_t per_split = static_cast<size_t>(T) * p.Hq * (s.head_dim + 2) * sizeof(float);
-  const bool have_workspace = how.workspace != nullptr && how.workspace_bytes > kAttentionCounterBytes &&
-                              static_cast<size_t>(T) * p.Hq <= kAttentionCounterBytes / sizeof(int);
-  const size_t fit = have_workspace ? (how.workspace_bytes - kAttentionCounterBytes) / per_split : 0;
   if (static_cast<size_t>(splits) > fit) splits = static_cast<int>(fit);
   if (splits < 1) splits = 1;
-  auto* counters = static_cast<int*>(how.workspace);
-  auto* partials = have_workspace ? reinterpret_cast<float*>(static_cast<char*>(how.workspace) + kAttentionCounterBytes)
-                                  : nullptr;
 
   launch_attention_decode(dt, out, qkv, positions, slots, cache, p, splits, partials, counters, stream);
   if (p.prefill_takes_uniform_tiles) launch_attention_prefill(dt, out, qkv, positions, slots, cache, p, stream);

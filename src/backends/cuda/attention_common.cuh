@@ -86,6 +86,12 @@ __device__ __forceinline__ bool tile_is_uniform(const int32_t* slots, int t, int
 // opt-in is made once per (kernel, device), so later calls, e.g. under graph capture, only launch.
 void allow_dynamic_smem(const void* kernel, size_t smem_bytes);
 
+// Decode kernel for T <= kAttentionLatencyMaxTokens (lowest latency at batch 1): num_splits splits
+// of split_len rows; with num_splits > 1 it needs `partials` ([T, Hq, num_splits, head_dim + 2] fp32).
+inline constexpr int kAttentionLatencyMaxTokens = 4;
+void launch_attention_decode_latency(DType dt, void* out, const void* qkv, const int32_t* positions,
+                                     const int32_t* slots, KVCacheLayer cache, const AttnParams& p, int split_len,
+                                     int num_splits, float* partials, cudaStream_t stream);
 // Decode kernel over num_splits (Z) split slots per token. With Z > 1 it needs `partials`
 // ([T, Hq, Z, head_dim + 2] fp32) and `counters` (T * Hq ints, zero on entry; left zero).
 void launch_attention_decode(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,

@@ -1,22 +1,29 @@
-// The decode attention kernel as it was before the fused split merge (decode kernel writing
-// (acc, m, l) partials, then a separate reduce kernel; split length fixed on the host from the
-// cache's full length), kept for A/B timings only: bench_kernels times it instead of the backend's
-// kernel when LAMINA_ATTN_DECODE=legacy. Not used by the library.
+// Decode attention for a handful of tokens (batch-1 latency): split-K over the sequence with
+// per-split lengths fixed at launch, then a separate reduce kernel. Measured on an H100 (bench_kernels,
+// Llama-3-8B heads, paged bf16): 10.9 us at one token of 512 rows against 13.9 us for the
+// pipelined kernel of attention_decode.cu, which wins from 16 tokens up (24 us against 57 us at
+// 16 x 512); launch_attention picks between them by token count (kAttentionLatencyMaxTokens).
+// Key j of a token is read from the pool row kv_cache_row(block_tables, seq row, j) (paged KV;
+// attention_common.cuh).
+//
+//   grid (T, Hkv * head_chunks, num_splits), 128 threads. A block takes one token t, one kv head
+//   and up to MAXG of the q heads that read it (GQA: K/V rows are loaded once for all of them),
+//   and cache rows [split * split_len, min(len, (split + 1) * split_len)).
+//   Lanes: a key row of D elements is read by D/8 lanes, 8 elements (16 bytes for 16-bit types)
+//   each, so a warp reads 32/(D/8) keys at once. Each group of lanes keeps an online softmax
+//   (running max m, sum l, unnormalised output acc) per q head; the block merges them in shared
+//   memory. With one split the block writes the output; otherwise it writes (acc, m, l) partials:
+//   partials = o [T, Hq, num_splits, D] then ml [T, Hq, num_splits, 2], merged by the reduce kernel.
+// Scores are in the exp2 domain (q pre-scaled by log2(e)/sqrt(D)); all softmax math is fp32.
 #include <cuda_runtime.h>
 
-#include <cmath>
+#include "attention_common.cuh"
+#include "cuda_check.h"
+#include "cuda_types.cuh"
+#include "pdl.cuh"
+#include "reduce.cuh"
 
-#include "backends/cuda/attention_common.cuh"
-#include "backends/cuda/cuda_check.h"
-#include "backends/cuda/cuda_types.cuh"
-#include "backends/cuda/kernels.h"
-#include "backends/cuda/pdl.cuh"
-#include "backends/cuda/reduce.cuh"
-#include "legacy_attention_decode.h"
-
-namespace lamina::bench {
-using namespace lamina::cuda;
-
+namespace lamina::cuda {
 namespace {
 
 constexpr int kWarps = 4, kThreads = kWarps * 32;
@@ -271,34 +278,23 @@ void launch_decode_d(T* out, const T* qkv, const int32_t* positions, const int32
 
 }  // namespace
 
-void legacy_attention(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
-                      KVCacheLayer cache, const AttentionShape& s, int T, const cuda::AttentionLaunch& how,
-                      cudaStream_t stream) {
-  AttnParams p = make_attn_params(s, T);
-  p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(s.head_dim)));
-  p.prefill_takes_uniform_tiles = T > kAttentionDecodeMaxTokens && attention_prefill_supports(s.head_dim);
-  constexpr int kMinSplitLen = 64;
-  const long long blocks_per_split = static_cast<long long>(T) * p.Hkv;
-  int splits = static_cast<int>(ceil_div_ll(4LL * how.num_sms, blocks_per_split));
-  const long long max_useful = ceil_div_ll(p.max_seq, kMinSplitLen);
-  if (splits > max_useful) splits = static_cast<int>(max_useful);
-  if (splits > kMaxSplits) splits = kMaxSplits;
-  const size_t per_split = static_cast<size_t>(T) * p.Hq * (s.head_dim + 2) * sizeof(float);
-  const size_t fit = how.workspace == nullptr ? 0 : how.workspace_bytes / per_split;
-  if (static_cast<size_t>(splits) > fit) splits = static_cast<int>(fit);
-  if (splits < 1) splits = 1;
-  int split_len = ceil_div(p.max_seq, splits);
-  split_len = ceil_div(split_len, kMinSplitLen) * kMinSplitLen;
-  splits = ceil_div(p.max_seq, split_len);
+
+void launch_attention_decode_latency(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
+                             KVCacheLayer cache, const AttnParams& p, int split_len, int num_splits, float* partials,
+                             cudaStream_t stream) {
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;
     auto* o = static_cast<E*>(out);
     auto* q = static_cast<const E*>(qkv);
-    auto* w = static_cast<float*>(how.workspace);
-    LAMINA_CHECK(s.head_dim == 128, "the legacy decode kernel is kept for head_dim 128 only");
-    launch_decode_d<E, 128>(o, q, positions, slots, cache, p, split_len, splits, w, stream);
+    switch (p.head_dim) {
+      case 16: return launch_decode_d<E, 16>(o, q, positions, slots, cache, p, split_len, num_splits, partials, stream);
+      case 32: return launch_decode_d<E, 32>(o, q, positions, slots, cache, p, split_len, num_splits, partials, stream);
+      case 64: return launch_decode_d<E, 64>(o, q, positions, slots, cache, p, split_len, num_splits, partials, stream);
+      case 128: return launch_decode_d<E, 128>(o, q, positions, slots, cache, p, split_len, num_splits, partials, stream);
+      case 256: return launch_decode_d<E, 256>(o, q, positions, slots, cache, p, split_len, num_splits, partials, stream);
+      default: fail("head_dim ", p.head_dim, " is not supported by the CUDA attention kernels (16, 32, 64, 128 or 256)");
+    }
   });
-  if (p.prefill_takes_uniform_tiles) launch_attention_prefill(dt, out, qkv, positions, slots, cache, p, stream);
 }
 
-}  // namespace lamina::bench
+}  // namespace lamina::cuda
