@@ -37,12 +37,14 @@ std::unique_ptr<Engine> load_engine_or_follow(const std::string& engine_dir, Eng
   eo.mpi = MpiSession::joined();
   auto engine = Engine::load(engine_dir, eo);
   if (!engine->is_follower()) return engine;
-  // serve blocks SIGINT/SIGTERM for its sigwait; a follower lets them end it, as mpirun expects.
+  // The leader decides when the job ends (serve drains on SIGINT/SIGTERM, and its steps need
+  // every rank): mpirun's forwarded signals must not end a follower first. Should the leader die
+  // instead, mpirun kills the followers.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   engine->run_follower();
   return nullptr;
 }
