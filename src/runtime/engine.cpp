@@ -374,6 +374,7 @@ std::vector<std::vector<SliceArgmax>> Engine::rank_slice_argmax(int rows) const 
 
 template <class Fn>
 auto Engine::lead(const StepBatch& batch, Fn&& fn) -> decltype(fn()) {
+  LAMINA_CHECK(!follower_mpi_, "process ", follower_mpi_->rank(), " of an mpirun job follows: it calls run_follower()");
   if (!followers_) return fn();
   ranks_[0]->forward->check_step(batch);  // a bad batch fails here, before the followers hear of it
   try {
