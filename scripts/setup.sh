@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(cmake ninja-build g++ ccache pkg-config nlohmann-json3-dev libcli11-dev libonig-dev libgtest-dev
           libgmock-dev libcpp-httplib-dev)
+# Open MPI: lamina loads libmpi at run time only under mpirun; tests/cli/test_cli_mpi.cpp runs
+# `mpirun -n 2 lamina run` with it (and skips without it).
+PACKAGES+=(openmpi-bin libopenmpi3)
 # node/npm fetch the reference tokenizer for tests; they may come from outside Debian.
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 missing=()

@@ -72,7 +72,7 @@ void LlamaForward::allocate_kv_pool(int num_blocks) {
   attn_.num_blocks = num_blocks;
 }
 
-void LlamaForward::step(const StepBatch& b) {
+void LlamaForward::check_step(const StepBatch& b) const {
   const int T = static_cast<int>(b.ids.size());
   const int R = static_cast<int>(b.logit_rows.size());
   const int S = static_cast<int>(b.block_tables.size());
@@ -103,6 +103,13 @@ void LlamaForward::step(const StepBatch& b) {
                  b.block_tables[size_t(seq)].size());
   }
   for (int32_t r : b.logit_rows) LAMINA_CHECK(r >= 0 && r < T, "logit row ", r, " is not a token of the step");
+}
+
+void LlamaForward::step(const StepBatch& b) {
+  check_step(b);
+  const int T = static_cast<int>(b.ids.size());
+  const int R = static_cast<int>(b.logit_rows.size());
+  const int S = static_cast<int>(b.block_tables.size());
 
   // One upload for everything (each copy waits for the device: five of them cost a decode step
   // tens of microseconds of idle GPU).

@@ -65,6 +65,9 @@ class LlamaForward {
   // then writes the logits of the rows listed in logit_rows (e.g. each sequence's last token) into
   // this rank's logits buffer: [logit_rows.size(), vocab_per_rank] in activation dtype.
   void step(const StepBatch& batch);
+  // The checks step() makes first, alone: the leader of an mpirun job runs them before it sends
+  // the batch anywhere, so a bad batch fails on it alone (runtime/follower_ranks.h).
+  void check_step(const StepBatch& batch) const;
 
   // Host copy of the last step's logits as float32: [rows, vocab_per_rank].
   std::vector<float> logits_f32(int rows) const;

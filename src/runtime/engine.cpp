@@ -12,7 +12,10 @@
 #include "io/hf_config.h"
 #include "common/quant.h"
 #include "model/weight_names.h"
+#include "runtime/follower_ranks.h"
 #include "runtime/host_communicator.h"
+#include "runtime/mpi_communicator.h"
+#include "runtime/mpi_session.h"
 #include "runtime/rank_workers.h"
 #if LAMINA_HAVE_CUDA
 #include "backends/cuda/cuda_backend.h"
@@ -76,6 +79,20 @@ std::optional<QuantizedWeight> quantized_view(const EngineFile& file, const Engi
   return q;
 }
 
+// Under mpirun, process r runs rank r: the job needs one process per rank, and every process the
+// same device kind (the all-reduces would not meet otherwise).
+void check_mpi_job(MpiSession& mpi, int tp, Device device) {
+  if (mpi.world_size() != tp)
+    fail("launched by mpirun with ", mpi.world_size(), " processes but the engine has tp_size ", tp,
+         ": start one process per rank (mpirun -n ", tp, " ...)");
+  int32_t leader = int32_t(device);
+  mpi.broadcast(&leader, sizeof(leader));
+  auto name = [](int32_t d) { return d == int32_t(Device::CUDA) ? "CUDA GPUs" : "the CPU"; };
+  if (leader != int32_t(device))
+    fail("rank ", mpi.rank(), " would run on ", name(int32_t(device)), " but rank 0 runs on ", name(leader),
+         ": give every process the same --device, and GPUs to each when it is cuda");
+}
+
 }  // namespace
 
 struct Engine::Rank {
@@ -87,6 +104,7 @@ struct Engine::Rank {
 };
 
 Engine::~Engine() {
+  followers_.reset();  // the followers leave their loop first (a shutdown command), then exit
   // Backends first: their CUDA graphs captured the NCCL all-reduces of the group, which goes last.
   ranks_.clear();
   comm_group_.reset();
@@ -130,13 +148,42 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
          " (this lamina was built without CUDA)"
 #endif
          , ": use --device cpu");
-  // Ranks talk through NCCL on GPUs (rank r on GPU r, docs/tensor-parallel.md), through host
-  // memory on the CPU.
+  // The ranks this process runs, and rank r's GPU: every rank, r on GPU r; or, as one process of
+  // an mpirun job, its own rank only, on the GPU of its index among the job's processes on this
+  // host (docs/tensor-parallel.md).
+  MpiSession* mpi = opts.mpi;
+  std::vector<int> local_ranks;
+  if (mpi) {
+    check_mpi_job(*mpi, tp, device);
+    local_ranks = {mpi->rank()};
+  } else {
+    for (int r = 0; r < tp; ++r) local_ranks.push_back(r);
+  }
+  [[maybe_unused]] auto gpu_of = [&](int r) { return mpi ? mpi->local_rank() : r; };
+  // Ranks talk through NCCL on GPUs (bootstrapped over MPI under mpirun), through host memory on
+  // the CPU (MPI_Allreduce under mpirun).
   std::shared_ptr<HostCommGroup> host_group;
 #if LAMINA_HAVE_NCCL
   std::shared_ptr<NcclGroup> nccl_group;
 #endif
-  if (device == Device::CUDA && tp > 1) {
+  if (mpi && device == Device::CUDA) {
+#if LAMINA_HAVE_NCCL
+    const int gpus = cuda_device_count();
+    if (gpus < mpi->local_size())
+      fail("this host runs ", mpi->local_size(), " processes of the mpirun job but only ", gpus,
+           " GPUs are visible: one process per GPU (check CUDA_VISIBLE_DEVICES and mpirun's -n / hostfile slots)");
+    NcclId id{};
+    if (mpi->rank() == 0) id = nccl_unique_id();
+    mpi->broadcast(id.data(), id.size());
+    nccl_group = NcclGroup::create_rank(id, tp, mpi->rank(), gpu_of(mpi->rank()));
+    e->comm_group_ = nccl_group;
+#else
+    fail("engine has tp_size ", tp, ": running it on GPUs needs NCCL, and this lamina was built without it ",
+         "(install NCCL, e.g. libnccl-dev, and rebuild), or run it with --device cpu");
+#endif
+  } else if (mpi) {
+    // One MPI communicator per process, made with the rank below.
+  } else if (device == Device::CUDA && tp > 1) {
 #if LAMINA_HAVE_NCCL
     const int gpus = cuda_device_count();
     if (gpus < tp)
@@ -155,23 +202,26 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
     host_group = std::make_shared<HostCommGroup>(tp);
     e->comm_group_ = host_group;
   }
-  if (tp > 1) e->workers_ = std::make_unique<RankWorkers>(size_t(tp));
-  Progress progress("load", size_t(tp));
-  for (int r = 0; r < tp; ++r) {
+  // The ranks of this process run at once, each on its own thread (rank 0 on the caller's).
+  e->workers_ = std::make_unique<RankWorkers>(local_ranks.size());
+  Progress progress("load", local_ranks.size());
+  for (size_t local = 0; local < local_ranks.size(); ++local) {
+    const int r = local_ranks[local];
     auto rank = std::make_unique<Rank>();
     const fs::path path = dir / ("rank" + std::to_string(r) + ".engine");
     if (!fs::exists(path)) fail("engine '", engine_dir, "' is incomplete: ", path.filename().string(), " is missing");
     rank->file = std::make_unique<EngineFile>(path.string());
     if (opts.verify_checksums) rank->file->verify();
 #if LAMINA_HAVE_CUDA
-    if (device == Device::CUDA) rank->backend = make_cuda_backend(r, dtype_from_user_name(cfg.dtype));
+    if (device == Device::CUDA) rank->backend = make_cuda_backend(gpu_of(r), dtype_from_user_name(cfg.dtype));
 #endif
     if (!rank->backend) rank->backend = make_cpu_backend();
     if (tp == 1) rank->comm = std::make_unique<SoloCommunicator>();
     else if (host_group) rank->comm = host_group->make(r);
 #if LAMINA_HAVE_NCCL
-    else rank->comm = nccl_group->make(size_t(r), *rank->backend);
+    else if (nccl_group) rank->comm = nccl_group->make(local, *rank->backend);
 #endif
+    else if (mpi) rank->comm = make_mpi_communicator(*mpi);
     LAMINA_CHECK(rank->comm, "no communicator for rank ", r);
 
     Backend* be = rank->backend.get();
@@ -249,14 +299,18 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
            "): build with smaller --max_batch_size/--max_num_tokens or use a larger GPU");
     blocks = cap > 0 ? std::min(cap, by_memory) : by_memory;
   }
+  if (mpi) blocks = mpi->min_over_ranks(blocks);  // processes may have different free memory
   LAMINA_CHECK(blocks >= 1 && blocks <= INT32_MAX, "bad KV pool size: ", blocks, " blocks");
   kv.num_blocks = int(blocks);
   for (auto& r : e->ranks_) r->forward->allocate_kv_pool(kv.num_blocks);
+  if (mpi && mpi->rank() == 0) e->followers_ = std::make_unique<FollowerRanks>(*mpi);
+  if (mpi && mpi->rank() != 0) e->follower_mpi_ = mpi;
   return e;
 }
 
 
 void Engine::forward(const StepBatch& batch) {
+  if (followers_) followers_->step(batch);  // they run theirs while this process runs rank 0
   const size_t tp = ranks_.size();
   if (tp == 1) return ranks_[0]->forward->step(batch);
   // Ranks run in lockstep on their own threads; their all-reduces meet in the communicator.
@@ -275,16 +329,56 @@ std::vector<float> join_vocab_slices(const std::vector<std::vector<float>>& part
 }  // namespace
 
 std::vector<float> Engine::gather_logits(size_t rows) const {
-  const size_t tp = ranks_.size(), V = size_t(cfg_.vocab_size), Vr = size_t(cfg_.vocab_per_rank());
+  const size_t tp = tp_size(), V = size_t(cfg_.vocab_size), Vr = size_t(cfg_.vocab_per_rank());
   if (tp == 1) return ranks_[0]->forward->logits_f32(int(rows));  // one slice, no padding: as is
-  std::vector<std::vector<float>> parts;
-  for (size_t r = 0; r < tp; ++r) parts.push_back(ranks_[r]->forward->logits_f32(int(rows)));
-  return join_vocab_slices(parts, rows, V, Vr);
+  return join_vocab_slices(rank_logits(rows), rows, V, Vr);
 }
 
+// ---- Every rank's output: the in-process ranks', then (leader of an mpirun job) the followers'.
+std::vector<std::vector<float>> Engine::rank_logits(size_t rows) const {
+  if (followers_) return followers_->logits(int(rows), ranks_[0]->forward->logits_f32(int(rows)));
+  std::vector<std::vector<float>> parts;
+  for (auto& rk : ranks_) parts.push_back(rk->forward->logits_f32(int(rows)));
+  return parts;
+}
+
+std::vector<std::vector<float>> Engine::rank_logit_rows(const std::vector<int32_t>& rows) const {
+  if (followers_) return followers_->logit_rows(rows, ranks_[0]->forward->logit_rows_f32(rows));
+  std::vector<std::vector<float>> parts;
+  for (auto& rk : ranks_) parts.push_back(rk->forward->logit_rows_f32(rows));
+  return parts;
+}
+
+std::vector<std::vector<SliceArgmax>> Engine::rank_slice_argmax(int rows) const {
+  if (followers_) return followers_->slice_argmax(rows, ranks_[0]->forward->slice_argmax(rows));
+  std::vector<std::vector<SliceArgmax>> parts;
+  for (auto& rk : ranks_) parts.push_back(rk->forward->slice_argmax(rows));
+  return parts;
+}
+
+template <class Fn>
+auto Engine::lead(const StepBatch& batch, Fn&& fn) -> decltype(fn()) {
+  LAMINA_CHECK(!follower_mpi_, "process ", follower_mpi_->rank(), " of an mpirun job follows: it calls run_follower()");
+  if (!followers_) return fn();
+  ranks_[0]->forward->check_step(batch);  // a bad batch fails here, before the followers hear of it
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    followers_->mpi().abort_after_error(e.what());
+  }
+}
+
+void Engine::run_follower() {
+  LAMINA_CHECK(follower_mpi_, "run_follower() is for the processes r > 0 of an mpirun job");
+  follow_leader(*follower_mpi_, *ranks_[0]->forward);
+}
+// ----
+
 std::vector<float> Engine::step(const StepBatch& batch) {
-  forward(batch);
-  return gather_logits(batch.logit_rows.size());
+  return lead(batch, [&] {
+    forward(batch);
+    return gather_logits(batch.logit_rows.size());
+  });
 }
 
 ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<TokenChoice>& choices,
@@ -294,16 +388,23 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
                choices.size(), " for ", logit_rows.size(), " rows)");
   for (int32_t r : host_rows)
     LAMINA_CHECK(r >= 0 && size_t(r) < logit_rows.size(), "host row ", r, " is not a logit row");
-  forward(batch);
+  return lead(batch, [&] {
+    forward(batch);
+    return choose(choices, host_rows);
+  });
+}
+
+// The tokens of the step forward() just ran, one per logit row (choices.size() of them).
+ChosenTokens Engine::choose(const std::vector<TokenChoice>& choices, const std::vector<int32_t>& host_rows) {
   ChosenTokens out;
   const size_t V = size_t(cfg_.vocab_size);
-  if (ranks_.size() == 1) {
+  if (tp_size() == 1) {
     LlamaForward& f = *ranks_[0]->forward;
     out.ids = f.choose_tokens(choices);
     if (!host_rows.empty()) out.host_logits = f.logit_rows_f32(host_rows);
     return out;
   }
-  const size_t tp = ranks_.size(), Vr = size_t(cfg_.vocab_per_rank());
+  const size_t tp = tp_size(), Vr = size_t(cfg_.vocab_per_rank());
   // Host rows come back whole anyway: their ids are chosen from those rows, whatever their choice.
   std::vector<char> on_host(choices.size(), 0);
   for (int32_t r : host_rows) on_host[size_t(r)] = 1;
@@ -312,8 +413,7 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
   if (all_greedy) {
     // Vocabulary split over ranks, greedy rows: each rank finds its slice's argmax where its
     // logits are; the host joins the (value, index) pairs, exactly as a whole-row argmax.
-    std::vector<std::vector<SliceArgmax>> parts;
-    for (size_t r = 0; r < tp; ++r) parts.push_back(ranks_[r]->forward->slice_argmax(int(logit_rows.size())));
+    const std::vector<std::vector<SliceArgmax>> parts = rank_slice_argmax(int(choices.size()));
     std::vector<SliceArgmax> row(tp);
     out.ids.resize(choices.size());
     for (size_t i = 0; i < choices.size(); ++i) {
@@ -321,9 +421,7 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
       out.ids[i] = combine_slice_argmax(row.data(), int(tp), int64_t(Vr));
     }
     if (!host_rows.empty()) {
-      std::vector<std::vector<float>> slices;
-      for (size_t r = 0; r < tp; ++r) slices.push_back(ranks_[r]->forward->logit_rows_f32(host_rows));
-      out.host_logits = join_vocab_slices(slices, host_rows.size(), V, Vr);
+      out.host_logits = join_vocab_slices(rank_logit_rows(host_rows), host_rows.size(), V, Vr);
       for (size_t j = 0; j < host_rows.size(); ++j) {
         const size_t i = size_t(host_rows[j]);
         out.ids[i] = choose_token(out.host_logits.data() + j * V, int(V), choices[i]);
@@ -332,7 +430,7 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
     return out;
   }
   // Sampled rows: gather whole rows on the host and choose there, by the same definition.
-  const std::vector<float> logits = gather_logits(logit_rows.size());
+  const std::vector<float> logits = gather_logits(choices.size());
   out.ids.resize(choices.size());
   for (size_t i = 0; i < choices.size(); ++i) out.ids[i] = choose_token(logits.data() + i * V, int(V), choices[i]);
   for (int32_t r : host_rows)

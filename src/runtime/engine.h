@@ -1,6 +1,8 @@
 // A loaded engine: its config, limits, tokenizer files and one LlamaForward per rank.
 // Engine::step runs every rank (a thread each when tp_size > 1) and returns full-vocab logits.
 // Each rank owns a paged KV pool of the same number of blocks; one StepBatch drives them all.
+// Under mpirun (EngineOptions::mpi) each process holds one rank: process 0 leads, the others
+// follow (runtime/follower_ranks.h); the leader's API is the same as a one-process engine's.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -14,6 +16,9 @@
 #include "ops/backend.h"
 
 namespace lamina {
+
+class MpiSession;
+class FollowerRanks;
 
 enum class Device { Auto, CPU, CUDA };
 Device parse_device(const std::string& s);  // "cuda", "cpu", "auto"
@@ -41,6 +46,9 @@ struct EngineOptions {
   int tokens_per_block = 32;
   int64_t max_tokens_in_paged_kv_cache = 0;
   double kv_cache_free_gpu_memory_fraction = 0;
+  // Set: this process is one rank of an mpirun job with one process per rank (its rank is its
+  // MPI rank; docs/tensor-parallel.md). Null: every rank runs in this process.
+  MpiSession* mpi = nullptr;
 };
 
 // The paged KV cache an engine allocated.
@@ -75,10 +83,26 @@ class Engine {
   ChosenTokens step_and_choose(const StepBatch& batch, const std::vector<TokenChoice>& choices,
                                const std::vector<int32_t>& host_rows);
 
+  // Process r > 0 of an mpirun job: it holds rank r only and must call run_follower(), which runs
+  // that rank for the leader (process 0) until the leader shuts down; step() is not for it.
+  bool is_follower() const { return follower_mpi_ != nullptr; }
+  void run_follower();
+
  private:
   Engine() = default;
   void forward(const StepBatch& batch);
   std::vector<float> gather_logits(size_t rows) const;  // [rows, vocab_size] from every rank's slice
+  ChosenTokens choose(const std::vector<TokenChoice>& choices, const std::vector<int32_t>& host_rows);
+  // Every rank's part of the last step's output, in rank order: this process's ranks' and, on
+  // the leader of an mpirun job, its followers'.
+  std::vector<std::vector<float>> rank_logits(size_t rows) const;
+  std::vector<std::vector<float>> rank_logit_rows(const std::vector<int32_t>& rows) const;
+  std::vector<std::vector<SliceArgmax>> rank_slice_argmax(int rows) const;
+  // fn() = one step; on the leader of an mpirun job, the batch is checked first and an error
+  // inside the step ends the job (the followers would wait in a collective forever).
+  template <class Fn>
+  auto lead(const StepBatch& batch, Fn&& fn) -> decltype(fn());
+  size_t tp_size() const { return size_t(cfg_.mapping.tp_size); }
   struct Rank;
   std::string dir_;
   ModelConfig cfg_;
@@ -88,6 +112,8 @@ class Engine {
   std::vector<std::unique_ptr<Rank>> ranks_;
   std::unique_ptr<RankWorkers> workers_;  // tp_size > 1: runs the ranks of a step at once
   std::shared_ptr<void> comm_group_;
+  std::unique_ptr<FollowerRanks> followers_;  // the leader of an mpirun job: ranks 1..N-1
+  MpiSession* follower_mpi_ = nullptr;        // a follower: the job it follows in
 };
 
 }  // namespace lamina

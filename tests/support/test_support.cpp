@@ -50,7 +50,11 @@ size_t expect_greedy_agrees(const std::vector<int32_t>& got, const std::vector<i
 }
 
 CommandResult run_lamina(const std::string& args) {
-  const std::string cmd = "LAMINA_QUIET=1 " + lamina_binary().string() + " " + args + " 2>&1";
+  return run_shell("LAMINA_QUIET=1 " + lamina_binary().string() + " " + args);
+}
+
+CommandResult run_shell(const std::string& command) {
+  const std::string cmd = command + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) throw std::runtime_error("popen failed");
   CommandResult r{0, ""};

@@ -39,6 +39,8 @@ struct CommandResult {
   int exit_code;
   std::string output;  // stdout + stderr
 };
+// Runs a shell command and captures what it printed (stdout + stderr).
+CommandResult run_shell(const std::string& command);
 // Runs `lamina ARGS` through the shell and captures what it printed.
 CommandResult run_lamina(const std::string& args);
 

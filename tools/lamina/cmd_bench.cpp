@@ -7,6 +7,7 @@
 #include <random>
 
 #include "commands.h"
+#include "mpi_job.h"
 #include "common/json.h"
 #include "common/paths.h"
 #include "runtime/engine.h"
@@ -32,7 +33,8 @@ void bench(const BenchOptions& o) {
   eo.device = parse_device(o.device);
   eo.verify_checksums = !o.skip_checksum;
   const auto t_load = std::chrono::steady_clock::now();
-  auto engine = Engine::load(o.engine_dir, eo);
+  auto engine = load_engine_or_follow(o.engine_dir, eo);
+  if (!engine) return;  // a follower process of an mpirun job: its rank ran until the leader ended
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
 
   std::mt19937 rng(0);

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "mpi_job.h"
 #include "common/error.h"
 #include "common/progress.h"
 #include "io/npy.h"
@@ -70,7 +71,8 @@ void run(const RunOptions& o) {
   EngineOptions eo;
   eo.device = parse_device(o.device);
   eo.verify_checksums = !o.skip_checksum;
-  auto engine = Engine::load(o.engine_dir, eo);
+  auto engine = load_engine_or_follow(o.engine_dir, eo);
+  if (!engine) return;  // a follower process of an mpirun job: its rank ran until the leader ended
   const ModelConfig& cfg = engine->config();
 
   const std::string tok_dir = o.tokenizer_dir.empty() ? o.engine_dir : o.tokenizer_dir;

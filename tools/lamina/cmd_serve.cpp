@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "mpi_job.h"
 #include "common/error.h"
 
 #if LAMINA_HAVE_SERVER
@@ -64,7 +65,8 @@ void serve(const ServeOptions& o) {
   eo.tokens_per_block = o.tokens_per_block;
   eo.max_tokens_in_paged_kv_cache = o.max_tokens_in_paged_kv_cache;
   eo.kv_cache_free_gpu_memory_fraction = o.kv_cache_free_gpu_memory_fraction;  // CUDA only
-  auto engine = Engine::load(o.engine_dir, eo);
+  auto engine = load_engine_or_follow(o.engine_dir, eo);
+  if (!engine) return;  // a follower process of an mpirun job: its rank ran until the leader ended
 
   ExecutorOptions xo;
   xo.max_queue = o.max_queue;

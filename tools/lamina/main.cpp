@@ -3,6 +3,7 @@
 
 #include "commands.h"
 #include "common/error.h"
+#include "mpi_job.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Lamina: a C++/CUDA inference engine for LLaMA 3 checkpoints\n"
@@ -20,16 +21,16 @@ int main(int argc, char** argv) {
   lamina::cli::register_tokenize(app);
   lamina::cli::register_serve(app);
   lamina::cli::register_bench_serving(app);
+  // Under mpirun, every exit goes through end_mpi_job: an error must end the whole job.
+  using lamina::cli::end_mpi_job;
   try {
+    lamina::cli::join_mpi_job_if_launched(argc, argv);
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  } catch (const lamina::Error& e) {
-    std::fprintf(stderr, "[lamina] error: %s\n", e.what());
-    return 1;
+    const int code = app.exit(e);
+    return end_mpi_job(code, "invalid command line (see above)");
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "[lamina] error: %s\n", e.what());
-    return 1;
+    return end_mpi_job(1, e.what());
   }
-  return 0;
+  return end_mpi_job(0, "");
 }
