@@ -5,8 +5,9 @@
 # prints ms_per_token of each tp against tp 1.
 #   LAMINA=build-device/tools/lamina/lamina OUT=/tmp/out bash scripts/bench/run_8b_tp.sh
 # NVLink multicast stays off (NCCL_NVLS_ENABLE=0, docs/tensor-parallel.md); NCCL_DEBUG=WARN.
-# AB_TP1="LAMINA_FUSED_DECODE=0" / AB_TPN="LAMINA_CUSTOM_ALL_REDUCE=0": extra decode runs of tp 1 /
-# tp > 1 with each VAR=VALUE set (A/B of a switch on the same engine), as bench_decode_tpN_VAR.json.
+# AB_TP1="LAMINA_ATTN_DECODE=pipelined" / AB_TPN="LAMINA_CUSTOM_ALL_REDUCE=0": extra decode runs of
+# tp 1 / tp > 1, one per space-separated variant VAR=VALUE[,VAR=VALUE...] (A/B of switches on the
+# same engine), as bench_decode_tpN_<variant>.json.
 set -uo pipefail
 LAMINA=${LAMINA:-build-device/tools/lamina/lamina}
 OUT=${OUT:-/tmp/lamina-bench-tp}
@@ -29,9 +30,10 @@ for tp in $TP_SIZES; do
   "$LAMINA" bench --engine_dir "$WORK/engine-tp$tp" --input_len 512 --output_len 256 --warmup 1 --runs 3 \
     --json "$OUT/bench_decode_tp$tp.json" || exit 1
   if [ "$tp" = 1 ]; then ab=${AB_TP1:-}; else ab=${AB_TPN:-}; fi
-  for kv in $ab; do
-    env "$kv" "$LAMINA" bench --engine_dir "$WORK/engine-tp$tp" --input_len 512 --output_len 256 --warmup 1 --runs 3 \
-      --json "$OUT/bench_decode_tp${tp}_${kv%%=*}.json" || exit 1
+  for kv in $ab; do  # one variant: VAR=VALUE[,VAR=VALUE...]
+    name=$(echo "$kv" | tr -c 'A-Za-z0-9_\n' '_')
+    env $(echo "$kv" | tr , ' ') "$LAMINA" bench --engine_dir "$WORK/engine-tp$tp" --input_len 512 --output_len 256 \
+      --warmup 1 --runs 3 --json "$OUT/bench_decode_tp${tp}_${name}.json" || exit 1
   done
   "$LAMINA" bench --engine_dir "$WORK/engine-tp$tp" --input_len 2048 --output_len 2 --warmup 1 --runs 3 \
     --skip_checksum --json "$OUT/bench_prefill_tp$tp.json" || exit 1

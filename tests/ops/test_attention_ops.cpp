@@ -203,7 +203,7 @@ TEST_P(AttentionOps, DecodeUnevenSplits) {
         {1, 64, 65, 128, M, M - 1, M / 2, 513, 2},
         {M, 1, 33, 1, 64 * 7, 64 * 7 + 1, 3, M - 64, 1000 % M},
         {2, M - 3, 1, 1, 63, 127, 256, M, 5},
-        {M, 65, 1},  // 3 tokens + the invalid one: the latency kernel (kAttentionLatencyMaxTokens)
+        {M, 65, 1},  // a small step: 3 tokens + the invalid one
     };
     for (size_t r = 0; r < rounds.size(); ++r) {
       Tokens tk;
@@ -225,6 +225,36 @@ TEST_P(AttentionOps, DecodeUnevenSplits) {
       const std::string what = "uneven decode round " + std::to_string(r) + " " + c.str();
       expect_close(std::vector<float>(got.begin(), got.begin() + out_n), read_act(*cpu_, out_c, out_n), tol(), what);
       for (size_t i = out_n; i < got.size(); ++i) ASSERT_EQ(got[i], 0.0f) << "invalid token not zero, " << what;
+    }
+  }
+}
+
+// One token a step (the latency kernel, kAttentionLatencyMaxTokens): lengths at and around the split
+// boundaries and the full cache, one step after another on one backend, so split merges that leave
+// state behind (an arrival counter not reset) break the next step.
+TEST_P(AttentionOps, DecodeOneTokenSteps) {
+  const Case cases[] = {
+      {32, 8, 128, 4096, 1, 32},  // Llama-3-8B heads
+      {16, 1, 64, 2048, 1, 16},   // G=16: two head chunks of 8
+  };
+  for (const Case& c : cases) {
+    const PagedKV pk = paged(rng_, c);
+    const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
+    DeviceKV kv_g = upload_kv(*gpu_, pk, k0, v0), kv_c = upload_kv(*cpu_, pk, k0, v0);
+    const int M = c.max_seq;
+    for (int len : {1, 31, 32, 33, 64, 65, 513, 640, M - 1, M, 2, 777}) {
+      Tokens tk;
+      add_sequence(tk, 0, len - 1, 1);
+      const size_t row = size_t(c.Hq) * c.D;
+      const auto qkv = rnd(size_t(c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
+      auto qkv_g = upload_act(*gpu_, qkv), qkv_c = upload_act(*cpu_, qkv);
+      auto pos_g = upload_i32(*gpu_, tk.pos), pos_c = upload_i32(*cpu_, tk.pos);
+      auto slot_g = upload_i32(*gpu_, tk.slot), slot_c = upload_i32(*cpu_, tk.slot);
+      auto out_g = poisoned_act(*gpu_, row), out_c = poisoned_act(*cpu_, row);
+      gpu_->attention(out_g.get(), qkv_g.get(), pos_g.as<int32_t>(), slot_g.as<int32_t>(), kv_g.layer(), pk.shape, 1);
+      cpu_->attention(out_c.get(), qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), kv_c.layer(), pk.shape, 1);
+      expect_close(read_act(*gpu_, out_g, row), read_act(*cpu_, out_c, row), tol(),
+                   "one-token decode len " + std::to_string(len) + " " + c.str());
     }
   }
 }

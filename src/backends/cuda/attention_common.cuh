@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "common/dtype.h"
+#include "cuda_types.cuh"
 #include "ops/backend.h"
 
 namespace lamina::cuda {
@@ -82,16 +83,59 @@ __device__ __forceinline__ bool tile_is_uniform(const int32_t* slots, int t, int
   return __syncthreads_and(same) != 0;
 }
 
+// Rows per split of a token of len rows over num_splits split slots (the latency decode kernel and
+// its reduce compute it alike; nothing on the host depends on len, so graphs replay it).
+__device__ __forceinline__ int token_split_len(int len, int min_split_len, int num_splits) {
+  return max(min_split_len, (len + num_splits - 1) / num_splits);
+}
+
+// The fused split-K merge of the decode kernels ("threadFenceReduction" pattern). A block that has
+// written its split's partial for token t and q heads h0..h0+ng-1 counts its arrival on *counter
+// (one per (t, blockIdx.y), zero on entry); the last of the n_splits blocks merges the n_splits
+// partials into out_t and sets the counter back to 0 for the next launch (graph replays reuse it).
+//   partials: o [T, Hq, Z, D] fp32, then ml [T, Hq, Z, 2] (running max m, sum l), Z = num_splits;
+//   pi_h0: the partial index of (t, h0, split 0).
+template <typename T, int D>
+__device__ __forceinline__ void merge_splits_if_last(T* out_t, const float* partials, const float* ml, size_t pi_h0,
+                                                     int num_splits, int n_splits, int ng, int* counter) {
+  __shared__ int is_last;
+  __threadfence();  // this thread's partial writes are visible device-wide before the count
+  __syncthreads();
+  if (threadIdx.x == 0) is_last = atomicAdd(counter, 1) == n_splits - 1;
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();  // the other blocks' partials are visible; read them through L2 (__ldcg)
+  for (int i = threadIdx.x; i < ng * D; i += blockDim.x) {
+    const int g = i / D, d = i % D;
+    const size_t pg = pi_h0 + static_cast<size_t>(g) * num_splits;  // partial index of (t, h0 + g, 0)
+    float M = -INFINITY;
+    for (int s = 0; s < n_splits; ++s) M = fmaxf(M, __ldcg(ml + (pg + s) * 2));
+    float L = 0.0f, O = 0.0f;
+#pragma unroll 4
+    for (int s = 0; s < n_splits; ++s) {
+      const float w = exp2f(__ldcg(ml + (pg + s) * 2) - M);
+      L = fmaf(__ldcg(ml + (pg + s) * 2 + 1), w, L);
+      O = fmaf(__ldcg(partials + (pg + s) * D + d), w, O);
+    }
+    out_t[i] = from_float<T>(O / L);
+  }
+  if (threadIdx.x == 0) *counter = 0;  // every block of this (t, blockIdx.y) has arrived
+}
+
 // Lets `kernel` use `smem_bytes` (> 48 KB) of dynamic shared memory on the current device. The
 // opt-in is made once per (kernel, device), so later calls, e.g. under graph capture, only launch.
 void allow_dynamic_smem(const void* kernel, size_t smem_bytes);
 
-// Decode kernel for T <= kAttentionLatencyMaxTokens (lowest latency at batch 1): num_splits splits
-// of split_len rows; with num_splits > 1 it needs `partials` ([T, Hq, num_splits, head_dim + 2] fp32).
-inline constexpr int kAttentionLatencyMaxTokens = 4;
+// Decode kernel for T <= kAttentionLatencyMaxTokens: on the H100 (bench_kernels, Llama-3-8B heads,
+// 512 rows) 11.0 us at one token against 13.8 for the pipelined kernel, but 29.9 against 14.3 at 4.
+inline constexpr int kAttentionLatencyMaxTokens = 1;
+// Its splits: num_splits (Z) slots per token; a token of len rows uses
+// split_len = max(min_split_len, ceil(len / Z)) and ceil(len / split_len) of them. With Z > 1 it
+// needs `partials` ([T, Hq, Z, head_dim + 2] fp32); the splits are merged by the last block to
+// finish when `counters` is given (T * Hq ints, zero on entry; left zero), else by a reduce kernel.
 void launch_attention_decode_latency(DType dt, void* out, const void* qkv, const int32_t* positions,
-                                     const int32_t* slots, KVCacheLayer cache, const AttnParams& p, int split_len,
-                                     int num_splits, float* partials, cudaStream_t stream);
+                                     const int32_t* slots, KVCacheLayer cache, const AttnParams& p, int min_split_len,
+                                     int num_splits, float* partials, int* counters, cudaStream_t stream);
 // Decode kernel over num_splits (Z) split slots per token. With Z > 1 it needs `partials`
 // ([T, Hq, Z, head_dim + 2] fp32) and `counters` (T * Hq ints, zero on entry; left zero).
 void launch_attention_decode(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,

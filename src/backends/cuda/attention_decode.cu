@@ -52,11 +52,10 @@ struct DecodeShape {
   static constexpr int ROUNDS = NK / ROWS_PER_ROUND;          // copies of K (and of V) per thread per tile
   // Shared memory: tiles [kStages][K: NK x D, V: NK x D] T, then valid [kStages][NK] uint8;
   // after the loop the front is reused for the lane-group merge: o [STREAMS][MAXG][D], m, l
-  // [STREAMS][MAXG] fp32. The last-block flag sits past both.
+  // [STREAMS][MAXG] fp32.
   static constexpr size_t valid_off = size_t(kStages) * kStageBytes;
   static constexpr size_t merge_bytes = size_t(STREAMS) * MAXG * (D + 2) * 4;
-  static constexpr size_t flag_off = (std::max(valid_off + kStages * NK, merge_bytes) + 15) / 16 * 16;
-  static constexpr size_t bytes = flag_off + 16;
+  static constexpr size_t bytes = (std::max(valid_off + kStages * NK, merge_bytes) + 15) / 16 * 16;
   static_assert(PASSES >= 1 && PASSES % U == 0 && ROUNDS >= 1 && NK % ROWS_PER_ROUND == 0, "tile shape");
   static_assert(NK * kElems * LPK * 2 * int(sizeof(T)) == kStageBytes, "a tile is one stage");
 };
@@ -285,31 +284,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   if (n_splits == 1) return;
 
-  // Last block to arrive merges the n_splits partials ("threadFenceReduction" pattern): each
-  // thread's partial writes are made visible device-wide before thread 0 counts the arrival.
-  int* counter = counters + static_cast<size_t>(t) * gridDim.y + blockIdx.y;
-  int* is_last = reinterpret_cast<int*>(smem + S::flag_off);
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) *is_last = atomicAdd(counter, 1) == n_splits - 1;
-  __syncthreads();
-  if (!*is_last) return;
-  __threadfence();  // the other blocks' partials are visible; read them through L2 (__ldcg)
-  for (int i = tid; i < ng * D; i += kThreads) {
-    const int g = i / D, d = i % D;
-    const size_t pg = pi_h0 + static_cast<size_t>(g) * num_splits;  // partial index of (t, h0 + g, 0)
-    float M = -INFINITY;
-    for (int s = 0; s < n_splits; ++s) M = fmaxf(M, __ldcg(ml + (pg + s) * 2));
-    float L = 0.0f, O = 0.0f;
-#pragma unroll 4
-    for (int s = 0; s < n_splits; ++s) {
-      const float w = exp2f(__ldcg(ml + (pg + s) * 2) - M);
-      L = fmaf(__ldcg(ml + (pg + s) * 2 + 1), w, L);
-      O = fmaf(__ldcg(partials + (pg + s) * D + d), w, O);
-    }
-    out_t[i] = from_float<T>(O / L);
-  }
-  if (tid == 0) *counter = 0;  // all n_splits blocks have arrived: nobody else touches it this launch
+  merge_splits_if_last<T, D>(out_t, partials, ml, pi_h0, num_splits, n_splits, ng,
+                             counters + static_cast<size_t>(t) * gridDim.y + blockIdx.y);
 }
 
 template <typename T, int D, int MAXG>
