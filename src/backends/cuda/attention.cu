@@ -48,29 +48,6 @@ DecodeKernel forced_decode_kernel() {
   }();
   return k;
 }
-// The latency kernel's split plan: rows a split takes at least, and whether the last block merges
-// the splits (else a reduce kernel). LAMINA_ATTN_LATENCY_SPLIT / LAMINA_ATTN_LATENCY_MERGE=fused|kernel
-// override them (A/B on the device).
-struct LatencyPlan {
-  int min_split = kDecodeMinSplitLen;
-  bool fused_merge = false;
-};
-LatencyPlan latency_plan() {
-  static const LatencyPlan plan = [] {
-    LatencyPlan lp;
-    if (const char* e = std::getenv("LAMINA_ATTN_LATENCY_SPLIT"); e && *e) {
-      lp.min_split = std::atoi(e);
-      if (lp.min_split < 1) fail("LAMINA_ATTN_LATENCY_SPLIT must be a positive row count, not '", e, "'");
-    }
-    if (const char* e = std::getenv("LAMINA_ATTN_LATENCY_MERGE"); e && *e) {
-      if (std::string(e) != "fused" && std::string(e) != "kernel")
-        fail("LAMINA_ATTN_LATENCY_MERGE must be fused or kernel, not '", e, "'");
-      lp.fused_merge = std::string(e) == "fused";
-    }
-    return lp;
-  }();
-  return plan;
-}
 }  // namespace
 
 void launch_attention(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
@@ -99,15 +76,13 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
   const DecodeKernel forced = forced_decode_kernel();
   if (forced == DecodeKernel::Latency || (forced == DecodeKernel::Auto && T <= kAttentionLatencyMaxTokens)) {
     // Latency kernel: Z split slots, enough for ~4 blocks per SM, no more than the cache's full
-    // length holds splits of min_split rows; each token spreads its own rows over them.
-    const LatencyPlan lp = latency_plan();
+    // length holds splits of its shortest length; each token spreads its own rows over them.
     int splits = static_cast<int>(ceil_div_ll(4LL * how.num_sms, static_cast<long long>(T) * p.Hkv));
-    splits = static_cast<int>(std::min<long long>(splits, ceil_div_ll(p.max_seq, lp.min_split)));
+    splits = static_cast<int>(std::min<long long>(splits, ceil_div_ll(p.max_seq, kLatencyShortSplitLen)));
     splits = std::min(splits, kMaxSplits);
     if (static_cast<size_t>(splits) > fit) splits = static_cast<int>(fit);
     if (splits < 1) splits = 1;
-    launch_attention_decode_latency(dt, out, qkv, positions, slots, cache, p, lp.min_split, splits, partials,
-                                    lp.fused_merge && have_workspace ? counters : nullptr, stream);
+    launch_attention_decode_latency(dt, out, qkv, positions, slots, cache, p, splits, partials, stream);
     if (p.prefill_takes_uniform_tiles) launch_attention_prefill(dt, out, qkv, positions, slots, cache, p, stream);
     return;
   }

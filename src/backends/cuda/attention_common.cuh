@@ -83,13 +83,17 @@ __device__ __forceinline__ bool tile_is_uniform(const int32_t* slots, int t, int
   return __syncthreads_and(same) != 0;
 }
 
-// Rows per split of a token of len rows over num_splits split slots (the latency decode kernel and
-// its reduce compute it alike; nothing on the host depends on len, so graphs replay it).
-__device__ __forceinline__ int token_split_len(int len, int min_split_len, int num_splits) {
-  return max(min_split_len, (len + num_splits - 1) / num_splits);
+// Rows per split of the latency decode kernel for a token of len rows over num_splits slots (the
+// kernel and its reduce compute it alike; nothing on the host depends on len, so graphs replay it).
+// Measured on the H100 at one token (Llama-3-8B heads): splits of 32 rows at 512 rows take 10.1 us
+// against 12.5 for 64, but at 2048 rows 18.7 against 15.6: short sequences split finer.
+inline constexpr int kLatencyShortSplitLen = 32, kLatencyLongSplitLen = 64, kLatencyShortSeqLen = 1024;
+__device__ __forceinline__ int latency_split_len(int len, int num_splits) {
+  const int min_len = len <= kLatencyShortSeqLen ? kLatencyShortSplitLen : kLatencyLongSplitLen;
+  return max(min_len, (len + num_splits - 1) / num_splits);
 }
 
-// The fused split-K merge of the decode kernels ("threadFenceReduction" pattern). A block that has
+// The fused split-K merge of the pipelined decode kernel ("threadFenceReduction" pattern). A block that has
 // written its split's partial for token t and q heads h0..h0+ng-1 counts its arrival on *counter
 // (one per (t, blockIdx.y), zero on entry); the last of the n_splits blocks merges the n_splits
 // partials into out_t and sets the counter back to 0 for the next launch (graph replays reuse it).
@@ -129,13 +133,11 @@ void allow_dynamic_smem(const void* kernel, size_t smem_bytes);
 // Decode kernel for T <= kAttentionLatencyMaxTokens: on the H100 (bench_kernels, Llama-3-8B heads,
 // 512 rows) 11.0 us at one token against 13.8 for the pipelined kernel, but 29.9 against 14.3 at 4.
 inline constexpr int kAttentionLatencyMaxTokens = 1;
-// Its splits: num_splits (Z) slots per token; a token of len rows uses
-// split_len = max(min_split_len, ceil(len / Z)) and ceil(len / split_len) of them. With Z > 1 it
-// needs `partials` ([T, Hq, Z, head_dim + 2] fp32); the splits are merged by the last block to
-// finish when `counters` is given (T * Hq ints, zero on entry; left zero), else by a reduce kernel.
+// Its splits: num_splits (Z) slots per token, latency_split_len rows each; with Z > 1 it needs
+// `partials` ([T, Hq, Z, head_dim + 2] fp32), merged by a reduce kernel.
 void launch_attention_decode_latency(DType dt, void* out, const void* qkv, const int32_t* positions,
-                                     const int32_t* slots, KVCacheLayer cache, const AttnParams& p, int min_split_len,
-                                     int num_splits, float* partials, int* counters, cudaStream_t stream);
+                                     const int32_t* slots, KVCacheLayer cache, const AttnParams& p, int num_splits,
+                                     float* partials, cudaStream_t stream);
 // Decode kernel over num_splits (Z) split slots per token. With Z > 1 it needs `partials`
 // ([T, Hq, Z, head_dim + 2] fp32) and `counters` (T * Hq ints, zero on entry; left zero).
 void launch_attention_decode(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
