@@ -83,6 +83,21 @@ __device__ __forceinline__ bool tile_is_uniform(const int32_t* slots, int t, int
   return __syncthreads_and(same) != 0;
 }
 
+// A decode-kernel lane's share of a q, K or V row: 8 consecutive elements as floats (one 16-byte
+// load for 16-bit types, two for float32).
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, float (&o)[8]) {
+  if constexpr (kVec<T> == 8) {
+    load_vec(p, o);
+  } else {
+    float a[4], b[4];
+    load_vec(p, a);
+    load_vec(p + 4, b);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o[i] = a[i], o[4 + i] = b[i];
+  }
+}
+
 // Rows per split of the latency decode kernel for a token of len rows over num_splits slots (the
 // kernel and its reduce compute it alike; nothing on the host depends on len, so graphs replay it).
 // Measured on the H100 at one token (Llama-3-8B heads): splits of 32 rows at 512 rows take 10.1 us

@@ -60,19 +60,6 @@ struct DecodeShape {
   static_assert(NK * kElems * LPK * 2 * int(sizeof(T)) == kStageBytes, "a tile is one stage");
 };
 
-template <typename T>
-__device__ __forceinline__ void load8(const T* p, float (&o)[kElems]) {
-  if constexpr (kVec<T> == kElems) {
-    load_vec(p, o);
-  } else {
-    float a[4], b[4];
-    load_vec(p, a);
-    load_vec(p + 4, b);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) o[i] = a[i], o[4 + i] = b[i];
-  }
-}
-
 template <typename T, int D, int MAXG>
 __global__ void __launch_bounds__(kThreads)
     attn_decode_kernel(T* __restrict__ out, float* __restrict__ partials, int* __restrict__ counters,

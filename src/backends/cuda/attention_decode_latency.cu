@@ -35,19 +35,6 @@ constexpr int kElems = 8;  // head dims per lane
 template <int MAXG>
 inline constexpr int kUnroll = MAXG >= 8 ? 2 : 4;
 
-template <typename T>
-__device__ __forceinline__ void load8(const T* p, float (&o)[kElems]) {
-  if constexpr (kVec<T> == kElems) {
-    load_vec(p, o);
-  } else {
-    float a[4], b[4];
-    load_vec(p, a);
-    load_vec(p + 4, b);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) o[i] = a[i], o[4 + i] = b[i];
-  }
-}
-
 template <typename T, int D, int MAXG>
 __global__ void __launch_bounds__(kThreads)
     attn_decode_kernel(T* __restrict__ out, float* __restrict__ partials, const T* __restrict__ qkv,
