@@ -3,8 +3,10 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "runtime/engine.h"
+#include "runtime/generator.h"
 #include "test_support.h"
 
 namespace lamina::test {
@@ -20,5 +22,16 @@ struct EngineSetup {
 };
 
 std::unique_ptr<Engine> convert_build_load(const ScratchDir& scratch, const fs::path& hf_dir, const EngineSetup& setup);
+
+// The bundled model (models/lamina-tiny-llama) and one of its recorded transformers fp32 greedy
+// samples (eval.json): the prompt, the continuation and its top-2 logit margins, and a request for
+// the context logits of prompt + continuation (a longer, real-text context).
+struct DefaultModelSample {
+  fs::path model;
+  std::vector<int32_t> prompt, expected;
+  std::vector<double> margins;
+  GenerationRequest context_request;
+};
+DefaultModelSample default_model_sample(int index = 1);
 
 }  // namespace lamina::test

@@ -74,16 +74,11 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GpuGolden,
 // margin is clear, and GPU context logits (f32 and bf16) match the CPU reference's.
 TEST(GpuDefaultModel, AgreesWithCpuAndTransformers) {
   SKIP_WITHOUT_GPU();
-  const auto model = test::source_dir() / "models/lamina-tiny-llama";
-  const Json e = read_json_file((model / "eval.json").string());
-  const Json sample = e["greedy_fp32"]["samples"][1];
-  const auto expected = sample["output_ids"].get<std::vector<int32_t>>();
-  const auto margins = sample["top2_logit_margins"].get<std::vector<double>>();
-  GenerationRequest req;
-  req.prompt = sample["prompt_ids"].get<std::vector<int32_t>>();
-  req.prompt.insert(req.prompt.end(), expected.begin(), expected.end());  // a longer, real-text context
-  req.max_new_tokens = 1;
-  req.return_context_logits = true;
+  const test::DefaultModelSample d = test::default_model_sample();
+  const auto& model = d.model;
+  const auto& expected = d.expected;
+  const auto& margins = d.margins;
+  const GenerationRequest& req = d.context_request;
   ScratchDir cpu_dir("cpu-default");
   const std::vector<float> cpu_logits = generate(*make_engine(cpu_dir, model, DType::F32, Device::CPU), req).context_logits;
 
@@ -95,7 +90,7 @@ TEST(GpuDefaultModel, AgreesWithCpuAndTransformers) {
     EXPECT_LE(err, dt == DType::F32 ? 1e-4 : 1e-2) << dtype_user_name(dt);
 
     GenerationRequest greedy;
-    greedy.prompt = sample["prompt_ids"].get<std::vector<int32_t>>();
+    greedy.prompt = d.prompt;
     greedy.max_new_tokens = int(expected.size());
     const size_t agreed = test::expect_greedy_agrees(generate(*gpu, greedy).output_ids, expected, margins,
                                                      dt == DType::F32 ? 1e-2 : 0.25, dtype_user_name(dt));

@@ -128,16 +128,11 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GpuTensorParallel,
 // (eval.json) wherever its margin is clear.
 TEST(GpuTensorParallelDefaultModel, MatchesOneGpu) {
   SKIP_WITHOUT_GPUS(2);
-  const auto model = test::source_dir() / "models/lamina-tiny-llama";
-  const Json e = read_json_file((model / "eval.json").string());
-  const Json sample = e["greedy_fp32"]["samples"][1];
-  const auto expected = sample["output_ids"].get<std::vector<int32_t>>();
-  const auto margins = sample["top2_logit_margins"].get<std::vector<double>>();
-  GenerationRequest req;
-  req.prompt = sample["prompt_ids"].get<std::vector<int32_t>>();
-  req.prompt.insert(req.prompt.end(), expected.begin(), expected.end());  // a longer, real-text context
-  req.max_new_tokens = 1;
-  req.return_context_logits = true;
+  const test::DefaultModelSample d = test::default_model_sample();
+  const auto& model = d.model;
+  const auto& expected = d.expected;
+  const auto& margins = d.margins;
+  const GenerationRequest& req = d.context_request;
   for (DType dt : {DType::F32, DType::BF16}) {
     ScratchDir s1("default-tp1"), s2("default-tp2");
     auto one = make_engine(s1, model, dt, 1);
@@ -146,7 +141,7 @@ TEST(GpuTensorParallelDefaultModel, MatchesOneGpu) {
     std::printf("[ metric   ] default model %s tp 2 vs tp 1 context logits rel_l2 %.3g\n", dtype_user_name(dt).c_str(), err);
     EXPECT_LE(err, dt == DType::F32 ? 1e-4 : 1e-2) << dtype_user_name(dt);
     GenerationRequest greedy;
-    greedy.prompt = sample["prompt_ids"].get<std::vector<int32_t>>();
+    greedy.prompt = d.prompt;
     greedy.max_new_tokens = int(expected.size());
     const size_t agreed = test::expect_greedy_agrees(generate(*two, greedy).output_ids, expected, margins,
                                                      dt == DType::F32 ? 1e-2 : 0.25, dtype_user_name(dt) + " tp 2");
