@@ -98,6 +98,86 @@ __device__ __forceinline__ void load8(const T* p, float (&o)[8]) {
   }
 }
 
+// The decode kernels' shared steps. A block takes token t and q heads h0 .. h0 + ng - 1 (at most
+// MAXG) of one kv head; its lanes form STREAMS groups (stream_id), each lane holding head dims
+// d0 .. d0 + 7 of an online softmax per q head: running max m, sum l, unnormalised output acc.
+
+// q[g] = q head h0 + g of token t (dims d0 .. d0 + 7) pre-scaled by scale_log2; zeros past ng.
+template <typename T, int D, int MAXG>
+__device__ __forceinline__ void load_q_scaled(const T* qkv, const AttnParams& p, int t, int h0, int ng, int d0,
+                                              float (&q)[MAXG][8]) {
+  const T* q_row = qkv + static_cast<size_t>(t) * (p.Hq + 2 * p.Hkv) * D + static_cast<size_t>(h0) * D + d0;
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g) {
+    if (g < ng) {
+      load8(q_row + static_cast<size_t>(g) * D, q[g]);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) q[g][e] *= p.scale_log2;
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) q[g][e] = 0.0f;
+    }
+  }
+}
+
+// The empty online-softmax state: m = -inf, l = 0, acc = 0.
+template <int MAXG>
+__device__ __forceinline__ void init_softmax_state(float (&m)[MAXG], float (&l)[MAXG], float (&acc)[MAXG][8]) {
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[g][e] = 0.0f;
+  }
+}
+
+// Lane group stream_id's state into shared memory (fp32): sm_o [STREAMS][MAXG][D],
+// sm_m, sm_l [STREAMS][MAXG]; `leader` is one lane of the group (it writes m and l).
+template <int D, int MAXG>
+__device__ __forceinline__ void store_lane_state(float* sm_o, float* sm_m, float* sm_l, int stream_id, bool leader,
+                                                 int d0, const float (&m)[MAXG], const float (&l)[MAXG],
+                                                 const float (&acc)[MAXG][8]) {
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g) {
+    if (leader) {
+      sm_m[stream_id * MAXG + g] = m[g];
+      sm_l[stream_id * MAXG + g] = l[g];
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sm_o[(stream_id * MAXG + g) * D + d0 + e] = acc[g][e];
+  }
+}
+
+// After a barrier: the lane groups' states merged for q head g, dim d (M is finite: the split's
+// first key was read by stream 0; streams that read nothing weigh 0).
+template <int D, int MAXG, int STREAMS>
+__device__ __forceinline__ void merge_lane_states(const float* sm_o, const float* sm_m, const float* sm_l, int g,
+                                                  int d, float& M, float& L, float& O) {
+  M = -INFINITY;
+#pragma unroll
+  for (int s = 0; s < STREAMS; ++s) M = fmaxf(M, sm_m[s * MAXG + g]);
+  L = 0.0f;
+  O = 0.0f;
+#pragma unroll
+  for (int s = 0; s < STREAMS; ++s) {
+    const float w = exp2f(sm_m[s * MAXG + g] - M);
+    L = fmaf(sm_l[s * MAXG + g], w, L);
+    O = fmaf(sm_o[(s * MAXG + g) * D + d], w, O);
+  }
+}
+
+// A split's partial for partial index pi ((t, h) * Z + split), dim d: o [.., D] and, once per
+// row, ml [.., 2] = (m, l).
+__device__ __forceinline__ void write_split_partial(float* partials, float* ml, size_t pi, int D, int d, float M,
+                                                    float L, float O) {
+  partials[pi * D + d] = O;
+  if (d == 0) {
+    ml[pi * 2] = M;
+    ml[pi * 2 + 1] = L;
+  }
+}
+
 // Rows per split of the latency decode kernel for a token of len rows over num_splits slots (the
 // kernel and its reduce compute it alike; nothing on the host depends on len, so graphs replay it).
 // Measured on the H100 at one token (Llama-3-8B heads): splits of 32 rows at 512 rows take 10.1 us

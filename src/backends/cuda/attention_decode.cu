@@ -101,20 +101,8 @@ __global__ void __launch_bounds__(kThreads)
   const int sub = lane / LPK, d0 = (lane % LPK) * kElems;
   const int stream_id = warp * KPW + sub;
 
-  // q[g][e] = q head (h0 + g), dims d0..d0+7, pre-scaled.
   float q[MAXG][kElems];
-  const T* q_row = qkv + static_cast<size_t>(t) * (p.Hq + 2 * p.Hkv) * D + static_cast<size_t>(h0) * D + d0;
-#pragma unroll
-  for (int g = 0; g < MAXG; ++g) {
-    if (g < ng) {
-      load8(q_row + static_cast<size_t>(g) * D, q[g]);
-#pragma unroll
-      for (int e = 0; e < kElems; ++e) q[g][e] *= p.scale_log2;
-    } else {
-#pragma unroll
-      for (int e = 0; e < kElems; ++e) q[g][e] = 0.0f;
-    }
-  }
+  load_q_scaled<T, D, MAXG>(qkv, p, t, h0, ng, d0, q);
 
   // ---- K/V tile copies: this thread copies 16-byte chunk cp_col of rows cp_row0 + r * ROWS_PER_ROUND.
   const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;  // elements between pool rows
@@ -147,13 +135,7 @@ __global__ void __launch_bounds__(kThreads)
   };
 
   float m[MAXG], l[MAXG], acc[MAXG][kElems];
-#pragma unroll
-  for (int g = 0; g < MAXG; ++g) {
-    m[g] = -INFINITY;
-    l[g] = 0.0f;
-#pragma unroll
-    for (int e = 0; e < kElems; ++e) acc[g][e] = 0.0f;
-  }
+  init_softmax_state<MAXG>(m, l, acc);
 
   // Pipeline: one commit group per tile; tiles 0 .. kStages-2 before the loop.
 #pragma unroll
@@ -234,39 +216,18 @@ __global__ void __launch_bounds__(kThreads)
   float* sm_o = reinterpret_cast<float*>(smem);
   float* sm_m = sm_o + STREAMS * MAXG * D;
   float* sm_l = sm_m + STREAMS * MAXG;
-#pragma unroll
-  for (int g = 0; g < MAXG; ++g) {
-    if (lane % LPK == 0) {
-      sm_m[stream_id * MAXG + g] = m[g];
-      sm_l[stream_id * MAXG + g] = l[g];
-    }
-#pragma unroll
-    for (int e = 0; e < kElems; ++e) sm_o[(stream_id * MAXG + g) * D + d0 + e] = acc[g][e];
-  }
+  store_lane_state<D, MAXG>(sm_o, sm_m, sm_l, stream_id, lane % LPK == 0, d0, m, l, acc);
   __syncthreads();
   const size_t pi_h0 = (static_cast<size_t>(t) * p.Hq + h0) * num_splits;  // partial index of (t, h0, split 0)
   float* ml = partials + static_cast<size_t>(p.T) * p.Hq * num_splits * D;  // [T, Hq, Z, 2]
   for (int i = tid; i < ng * D; i += kThreads) {
     const int g = i / D, d = i % D;
-    float M = -INFINITY;
-#pragma unroll
-    for (int s = 0; s < STREAMS; ++s) M = fmaxf(M, sm_m[s * MAXG + g]);
-    float L = 0.0f, O = 0.0f;  // M is finite: key `start` was read by stream 0
-#pragma unroll
-    for (int s = 0; s < STREAMS; ++s) {
-      const float w = exp2f(sm_m[s * MAXG + g] - M);  // 0 for streams that read nothing
-      L = fmaf(sm_l[s * MAXG + g], w, L);
-      O = fmaf(sm_o[(s * MAXG + g) * D + d], w, O);
-    }
+    float M, L, O;
+    merge_lane_states<D, MAXG, STREAMS>(sm_o, sm_m, sm_l, g, d, M, L, O);
     if (n_splits == 1) {
       out_t[i] = from_float<T>(O / L);
     } else {
-      const size_t pi = pi_h0 + static_cast<size_t>(g) * num_splits + split;
-      partials[pi * D + d] = O;
-      if (d == 0) {
-        ml[pi * 2] = M;
-        ml[pi * 2 + 1] = L;
-      }
+      write_split_partial(partials, ml, pi_h0 + static_cast<size_t>(g) * num_splits + split, D, d, M, L, O);
     }
   }
   if (n_splits == 1) return;

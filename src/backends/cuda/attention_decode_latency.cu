@@ -46,8 +46,8 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int KPW = 32 / LPK;          // keys a warp reads at once
   constexpr int STREAMS = kWarps * KPW;  // lane groups, each with its own online softmax
   constexpr int U = kUnroll<MAXG>;
-  __shared__ float sm_m[STREAMS][MAXG], sm_l[STREAMS][MAXG];
-  __shared__ float sm_o[STREAMS][MAXG][D];
+  __shared__ float sm_m[STREAMS * MAXG], sm_l[STREAMS * MAXG];  // [STREAMS][MAXG]
+  __shared__ float sm_o[STREAMS * MAXG * D];                       // [STREAMS][MAXG][D]
   pdl_launch_dependents();  // the reduce (or the next projection) may launch and wait
   pdl_wait();               // q and the cache rows come from rope_kv_write
 
@@ -75,29 +75,9 @@ __global__ void __launch_bounds__(kThreads)
   const int sub = lane / LPK, d0 = (lane % LPK) * kElems;
   const int stream_id = warp * KPW + sub;
 
-  // q[g][e] = q head (h0 + g), dims d0..d0+7, pre-scaled.
-  float q[MAXG][kElems];
-  const T* q_row = qkv + static_cast<size_t>(t) * (p.Hq + 2 * p.Hkv) * D + static_cast<size_t>(h0) * D + d0;
-#pragma unroll
-  for (int g = 0; g < MAXG; ++g) {
-    if (g < ng) {
-      load8(q_row + static_cast<size_t>(g) * D, q[g]);
-#pragma unroll
-      for (int e = 0; e < kElems; ++e) q[g][e] *= p.scale_log2;
-    } else {
-#pragma unroll
-      for (int e = 0; e < kElems; ++e) q[g][e] = 0.0f;
-    }
-  }
-
-  float m[MAXG], l[MAXG], acc[MAXG][kElems];
-#pragma unroll
-  for (int g = 0; g < MAXG; ++g) {
-    m[g] = -INFINITY;
-    l[g] = 0.0f;
-#pragma unroll
-    for (int e = 0; e < kElems; ++e) acc[g][e] = 0.0f;
-  }
+  float q[MAXG][kElems], m[MAXG], l[MAXG], acc[MAXG][kElems];
+  load_q_scaled<T, D, MAXG>(qkv, p, t, h0, ng, d0, q);
+  init_softmax_state<MAXG>(m, l, acc);
 
   const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;  // elements between pool rows
   const T* k_base = k_cache + static_cast<size_t>(kvh) * D + d0;
@@ -162,38 +142,17 @@ __global__ void __launch_bounds__(kThreads)
   }
 
   // Merge the lane groups' states.
-#pragma unroll
-  for (int g = 0; g < MAXG; ++g) {
-    if (lane % LPK == 0) {
-      sm_m[stream_id][g] = m[g];
-      sm_l[stream_id][g] = l[g];
-    }
-#pragma unroll
-    for (int e = 0; e < kElems; ++e) sm_o[stream_id][g][d0 + e] = acc[g][e];
-  }
+  store_lane_state<D, MAXG>(sm_o, sm_m, sm_l, stream_id, lane % LPK == 0, d0, m, l, acc);
   __syncthreads();
+  float* ml = partials + static_cast<size_t>(p.T) * p.Hq * num_splits * D;  // [T, Hq, num_splits, 2]
   for (int i = threadIdx.x; i < ng * D; i += kThreads) {
     const int g = i / D, d = i % D;
-    float M = -INFINITY;
-#pragma unroll
-    for (int s = 0; s < STREAMS; ++s) M = fmaxf(M, sm_m[s][g]);
-    float L = 0.0f, O = 0.0f;  // M is finite: key `start` was read by stream 0
-#pragma unroll
-    for (int s = 0; s < STREAMS; ++s) {
-      const float w = exp2f(sm_m[s][g] - M);  // 0 for streams that read nothing
-      L = fmaf(sm_l[s][g], w, L);
-      O = fmaf(sm_o[s][g][d], w, O);
-    }
+    float M, L, O;
+    merge_lane_states<D, MAXG, STREAMS>(sm_o, sm_m, sm_l, g, d, M, L, O);
     if (num_splits == 1) {
       out_t[i] = from_float<T>(O / L);
     } else {
-      const size_t pi = (static_cast<size_t>(t) * p.Hq + h0 + g) * num_splits + split;
-      partials[pi * D + d] = O;
-      if (d == 0) {
-        float* ml = partials + static_cast<size_t>(p.T) * p.Hq * num_splits * D;
-        ml[pi * 2] = M;
-        ml[pi * 2 + 1] = L;
-      }
+      write_split_partial(partials, ml, (static_cast<size_t>(t) * p.Hq + h0 + g) * num_splits + split, D, d, M, L, O);
     }
   }
 }
