@@ -222,17 +222,25 @@ void bench_gemm_quant(Ctx& c, const Gemm& g, WeightFormat f) {
 constexpr int kHq = 32, kHkv = 8, kD = 128;
 constexpr int kTokensPerBlock = 32;
 
-// Paged KV shape of `seqs` sequences of `seq` positions, and contiguous block tables for it
-// (sequence s holds blocks s * blocks_per_seq ...), uploaded to *d_tables.
-AttentionShape paged_shape(Ctx& c, int seq, int seqs, int32_t** d_tables) {
+// The Llama-3-8B attention shape over a paged pool of num_blocks blocks, sequences of up to max_seq
+// positions in seq_rows block-table rows.
+AttentionShape llama8b_attention(int max_seq, int seq_rows, int num_blocks) {
   AttentionShape s;
   s.num_q_heads = kHq;
   s.num_kv_heads = kHkv;
   s.head_dim = kD;
   s.tokens_per_block = kTokensPerBlock;
-  s.max_blocks_per_seq = (seq + kTokensPerBlock - 1) / kTokensPerBlock;
-  s.num_seq_rows = seqs;
-  s.num_blocks = seqs * s.max_blocks_per_seq;
+  s.max_blocks_per_seq = (max_seq + kTokensPerBlock - 1) / kTokensPerBlock;
+  s.num_seq_rows = seq_rows;
+  s.num_blocks = num_blocks;
+  return s;
+}
+
+// Paged KV shape of `seqs` sequences of `seq` positions, and contiguous block tables for it
+// (sequence s holds blocks s * blocks_per_seq ...), uploaded to *d_tables.
+AttentionShape paged_shape(Ctx& c, int seq, int seqs, int32_t** d_tables) {
+  const int blocks_per_seq = (seq + kTokensPerBlock - 1) / kTokensPerBlock;
+  AttentionShape s = llama8b_attention(seq, seqs, seqs * blocks_per_seq);
   std::vector<int32_t> tables(size_t(s.num_blocks));
   for (size_t i = 0; i < tables.size(); ++i) tables[i] = int32_t(i);
   *d_tables = static_cast<int32_t*>(dmalloc(tables.size() * 4));
@@ -264,14 +272,7 @@ void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq) {
   c.be->copy_to_device(d_pos, host_pos.data(), host_pos.size() * 4);
   // Block tables [slots, max_seq / 32]: the filled blocks are a shuffled draw from the pool; the
   // entries past `seq` (never read) point at block 0.
-  AttentionShape shape;
-  shape.num_q_heads = kHq;
-  shape.num_kv_heads = kHkv;
-  shape.head_dim = kD;
-  shape.tokens_per_block = kTokensPerBlock;
-  shape.max_blocks_per_seq = (max_seq + kTokensPerBlock - 1) / kTokensPerBlock;
-  shape.num_seq_rows = slots;
-  shape.num_blocks = slots * used_blocks;
+  const AttentionShape shape = llama8b_attention(max_seq, slots, slots * used_blocks);
   std::vector<int32_t> ids(size_t(shape.num_blocks));
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i);
   std::mt19937 rng(7);
