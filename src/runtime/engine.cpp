@@ -93,6 +93,14 @@ void check_mpi_job(MpiSession& mpi, int tp, Device device) {
          ": give every process the same --device, and GPUs to each when it is cuda");
 }
 
+#if !LAMINA_HAVE_NCCL
+[[noreturn]] void fail_without_nccl(int tp) {
+  fail("engine has tp_size ", tp, ": running it on GPUs needs NCCL, and this lamina was built without it ",
+       "(install NCCL, e.g. libnccl-dev, and rebuild; CMake reports 'NCCL: ...' when it finds it), ",
+       "or run it with --device cpu");
+}
+#endif
+
 }  // namespace
 
 struct Engine::Rank {
@@ -178,8 +186,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
     nccl_group = NcclGroup::create_rank(id, tp, mpi->rank(), gpu_of(mpi->rank()));
     e->comm_group_ = nccl_group;
 #else
-    fail("engine has tp_size ", tp, ": running it on GPUs needs NCCL, and this lamina was built without it ",
-         "(install NCCL, e.g. libnccl-dev, and rebuild), or run it with --device cpu");
+    fail_without_nccl(tp);
 #endif
   } else if (mpi) {
     // One MPI communicator per process, made with the rank below.
@@ -194,9 +201,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
     nccl_group = NcclGroup::create_local(devices);
     e->comm_group_ = nccl_group;
 #else
-    fail("engine has tp_size ", tp, ": running it on GPUs needs NCCL, and this lamina was built without it ",
-         "(install NCCL, e.g. libnccl-dev, and rebuild; CMake reports 'NCCL: ...' when it finds it), ",
-         "or run it with --device cpu");
+    fail_without_nccl(tp);
 #endif
   } else if (tp > 1) {
     host_group = std::make_shared<HostCommGroup>(tp);
