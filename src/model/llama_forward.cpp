@@ -164,12 +164,12 @@ void LlamaForward::run_layers(int T, int R) {
     comm_->all_reduce_sum(proj_.get(), size_t(T) * H, act);  // row-parallel: sum partial outputs
     // residual += attention out; normed = post_norm(residual)
     be_->add_rms_norm(residual_.get(), proj_.get(), normed_.get(), lw.post_norm, T, H, eps);
-    // MLP: down(silu(gate) * up)
-    be_->matmul(gate_up_.get(), normed_.get(), lw.gate_up, T, 2 * F, H);
-    if (!be_->swiglu_matmul(proj_.get(), gate_up_.get(), lw.down, T, H, F)) {
+    // MLP: down(silu(gate) * up); the SwiGLU rides on the gate_up GEMV where the backend can
+    if (!be_->gate_up_swiglu(mlp_.get(), normed_.get(), lw.gate_up, T, F, H)) {
+      be_->matmul(gate_up_.get(), normed_.get(), lw.gate_up, T, 2 * F, H);
       be_->silu_mul(mlp_.get(), gate_up_.get(), T, F);
-      be_->matmul(proj_.get(), mlp_.get(), lw.down, T, H, F);
     }
+    be_->matmul(proj_.get(), mlp_.get(), lw.down, T, H, F);
     comm_->all_reduce_sum(proj_.get(), size_t(T) * H, act);
     // residual += mlp out; normed = next layer's input_norm (or the final norm)
     const void* next_norm = l + 1 < w_.layers.size() ? w_.layers[l + 1].input_norm : w_.final_norm;

@@ -113,11 +113,12 @@ class Backend {
                          KVCacheLayer cache, const AttentionShape& s, int T) = 0;
   // out[T,F] = silu(gate_up[:, :F]) * gate_up[:, F:]   (gate_up: [T, 2F])
   virtual void silu_mul(void* out, const void* gate_up, int T, int F) = 0;
-  // out[T,N] = silu_mul(gate_up) · w[N,F]^T in one pass, where the backend has a fused kernel for
-  // this T (decode); returns false without doing anything otherwise, and the caller runs
-  // silu_mul then matmul. The [T, F] product is not rounded to the activation dtype in between.
-  virtual bool swiglu_matmul(void* out, const void* gate_up, const void* w, int T, int N, int F) {
-    (void)out, (void)gate_up, (void)w, (void)T, (void)N, (void)F;
+  // out[T,F] = silu(x · w[:F]^T) * (x · w[F:]^T) in one pass (x: [T, K], w: an MLP's gate_up
+  // [2F, K]), where the backend has a fused kernel for this T and weight (decode); returns false
+  // without doing anything otherwise, and the caller runs matmul then silu_mul. The gate and up
+  // values are not rounded to the activation dtype in between.
+  virtual bool gate_up_swiglu(void* out, const void* x, const void* w, int T, int F, int K) {
+    (void)out, (void)x, (void)w, (void)T, (void)F, (void)K;
     return false;
   }
   // out[i,H] = x[rows[i], :] for i < num_rows (rows: device int32), e.g. each sequence's last token.

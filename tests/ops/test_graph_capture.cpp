@@ -1,6 +1,7 @@
 // The ops must neither allocate nor synchronize, so that a decode step can be captured into a CUDA
 // graph. Capture a step-like sequence (norm, GEMV and GEMM matmuls, rope + KV write, decode and
-// prefill attention, SwiGLU) on the backend's stream, replay it, and compare with direct launches.
+// prefill attention, SwiGLU, the gate_up GEMV with its SwiGLU) on the backend's stream, replay it,
+// and compare with direct launches.
 #include <cuda_runtime_api.h>
 
 #include <string>
@@ -37,7 +38,8 @@ TEST_P(GraphCapture, StepReplayMatchesDirectLaunches) {
   auto qkv = poisoned_act(g, qkv0.size()), k = poisoned_act(g, cache_n), v = poisoned_act(g, cache_n);
   auto normed = poisoned_act(g, size_t(Tp) * H), mm1 = poisoned_act(g, size_t(T) * F),
        mm2 = poisoned_act(g, size_t(Tp) * F), att1 = poisoned_act(g, size_t(T) * s.num_q_heads * s.head_dim),
-       att2 = poisoned_act(g, size_t(Tp) * s.num_q_heads * s.head_dim), act = poisoned_act(g, size_t(T) * F);
+       att2 = poisoned_act(g, size_t(Tp) * s.num_q_heads * s.head_dim), act = poisoned_act(g, size_t(T) * F),
+       swiglu = poisoned_act(g, size_t(T) * (F / 2));
   auto reset_inputs = [&] {
     const DType dt = g.activation_dtype();
     for (auto [buf, vals] : {std::pair{&qkv, &qkv0}, std::pair{&k, &k0}, std::pair{&v, &v0}}) {
@@ -55,10 +57,11 @@ TEST_P(GraphCapture, StepReplayMatchesDirectLaunches) {
     g.attention(att1.get(), qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), cache, s, T);
     g.attention(att2.get(), qkv.get(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), cache, s, Tp);
     g.silu_mul(act.get(), gate_up.get(), T, F);
+    ASSERT_TRUE(g.gate_up_swiglu(swiglu.get(), normed.get(), w_mat.get(), T, F / 2, H));  // w_mat as [gate; up]
   };
   auto outputs = [&] {
     std::vector<std::vector<float>> o;
-    for (auto* b : {&mm1, &mm2, &att1, &att2, &act, &k}) o.push_back(read_act(g, *b, b->bytes() / dtype_size(dt())));
+    for (auto* b : {&mm1, &mm2, &att1, &att2, &act, &swiglu, &k}) o.push_back(read_act(g, *b, b->bytes() / dtype_size(dt())));
     return o;
   };
 
@@ -87,7 +90,8 @@ TEST_P(GraphCapture, StepReplayMatchesDirectLaunches) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
 
-  const char* names[] = {"gemv", "gemm", "decode attention", "prefill attention", "silu_mul", "k cache"};
+  const char* names[] = {"gemv",     "gemm",           "decode attention", "prefill attention",
+                         "silu_mul", "gate_up_swiglu", "k cache"};
   for (size_t i = 0; i < direct.size(); ++i) expect_close(replay[i], direct[i], 1e-6, names[i]);
 }
 

@@ -1,4 +1,6 @@
 // matmul on the CUDA backend (GEMV for M <= 8, cuBLASLt above) vs the CPU reference.
+#include <cmath>
+
 #include "backends/cuda/kernels.h"
 #include "op_test_util.h"
 
@@ -39,29 +41,31 @@ TEST_P(MatmulOp, GemvAgreesWithGemm) {
   expect_last_row_alone_matches_batched(*gpu_, w_g.get(), x, M, N, K, tol(), "gemv row vs gemm row");
 }
 
-// The SwiGLU fused into the down projection (decode): the GPU's one-pass kernel against the CPU's
-// silu_mul then matmul. Gate values span [-6, 6] so silu's curved part and both tails are hit.
-TEST_P(MatmulOp, SwigluMatmulMatchesCpu) {
+// The gate_up projection with its SwiGLU (decode): the GPU's one-pass kernel against the CPU's
+// matmul then silu_mul. Weights are scaled so gate values span roughly [-6, 6]: silu's curved
+// part and both tails are hit. Odd F covers the last block's missing pair, K = 99 the scalar kernel.
+TEST_P(MatmulOp, GateUpSwigluMatchesCpu) {
   const Shape shapes[] = {{96, 4096}, {1000, 512}, {257, 1000}, {37, 99}};
   for (const Shape& s : shapes) {
-    const int N = s.N, F = s.K;
-    const auto w = rnd(size_t(N) * F);
+    const int F = s.N, K = s.K;
+    const float span = 6.0f * std::sqrt(3.0f / float(K));  // x, w ~ U(-1, 1)·span: dot ~ N(0, ~2²)
+    const auto w = rnd(size_t(2) * F * K, -span, span);
     auto w_g = upload_weight(*gpu_, w), w_c = upload_weight(*cpu_, w);
     for (int M : {1, 3, cuda::kGemvMaxM}) {
-      const auto gu = rnd(size_t(M) * 2 * F, -6.0f, 6.0f);
-      auto gu_g = upload_act(*gpu_, gu), gu_c = upload_act(*cpu_, gu);
-      auto out_g = poisoned_act(*gpu_, size_t(M) * N), out_c = poisoned_act(*cpu_, size_t(M) * N);
-      auto mid_c = poisoned_act(*cpu_, size_t(M) * F);
-      ASSERT_TRUE(gpu_->swiglu_matmul(out_g.get(), gu_g.get(), w_g.get(), M, N, F)) << "no fused path for M=" << M;
-      ASSERT_FALSE(cpu_->swiglu_matmul(out_c.get(), gu_c.get(), w_c.get(), M, N, F));
-      cpu_->silu_mul(mid_c.get(), gu_c.get(), M, F);
-      cpu_->matmul(out_c.get(), mid_c.get(), w_c.get(), M, N, F);
-      expect_close(read_act(*gpu_, out_g, size_t(M) * N), read_act(*cpu_, out_c, size_t(M) * N), tol(),
-                   "swiglu_matmul M=" + std::to_string(M) + " N=" + std::to_string(N) + " F=" + std::to_string(F));
+      const auto x = rnd(size_t(M) * K, -1.0f, 1.0f);
+      auto x_g = upload_act(*gpu_, x), x_c = upload_act(*cpu_, x);
+      auto out_g = poisoned_act(*gpu_, size_t(M) * F), out_c = poisoned_act(*cpu_, size_t(M) * F);
+      auto gu_c = poisoned_act(*cpu_, size_t(M) * 2 * F);
+      ASSERT_TRUE(gpu_->gate_up_swiglu(out_g.get(), x_g.get(), w_g.get(), M, F, K)) << "no fused path for M=" << M;
+      ASSERT_FALSE(cpu_->gate_up_swiglu(out_c.get(), x_c.get(), w_c.get(), M, F, K));
+      cpu_->matmul(gu_c.get(), x_c.get(), w_c.get(), M, 2 * F, K);
+      cpu_->silu_mul(out_c.get(), gu_c.get(), M, F);
+      expect_close(read_act(*gpu_, out_g, size_t(M) * F), read_act(*cpu_, out_c, size_t(M) * F), tol(),
+                   "gate_up_swiglu M=" + std::to_string(M) + " F=" + std::to_string(F) + " K=" + std::to_string(K));
     }
   }
   // Above the GEMV's rows the backend declines and the caller takes the two-op path.
-  EXPECT_FALSE(gpu_->swiglu_matmul(nullptr, nullptr, nullptr, cuda::kGemvMaxM + 1, 8, 8));
+  EXPECT_FALSE(gpu_->gate_up_swiglu(nullptr, nullptr, nullptr, cuda::kGemvMaxM + 1, 8, 8));
 }
 
 LAMINA_INSTANTIATE_DTYPES(MatmulOp);

@@ -183,10 +183,10 @@ class CudaBackend final : public Backend {
       gemm_->run(act_, out, x, w, M, N, K, stream_);
     }
   }
-  bool swiglu_matmul(void* out, const void* gate_up, const void* w, int M, int N, int F) override {
-    if (M > kGemvMaxM || quant_.count(w)) return false;  // quantized weights: silu_mul, then their GEMV
+  bool gate_up_swiglu(void* out, const void* x, const void* w, int M, int F, int K) override {
+    if (M > kGemvMaxM || quant_.count(w)) return false;  // quantized weights: their GEMV, then silu_mul
     use_device();
-    launch_swiglu_gemv(act_, out, gate_up, w, M, N, F, stream_);
+    launch_gate_up_swiglu_gemv(act_, out, x, w, M, F, K, stream_);
     return true;
   }
   void rope_kv_write(void* qkv, const int32_t* positions, const int32_t* slots, const float* inv_freq,

@@ -7,8 +7,10 @@
 //   SMs and the last wave is short. A block reduction finishes each of the M*R dot products.
 //   The first group of weight loads is issued before pdl_wait(): it overlaps the previous kernel.
 //   x (M*K elements, shared by every block) is read through the read-only cache.
-// kSwiGLU: x is silu(gate) * up of an MLP's gate_up [M, 2K] (the SwiGLU fused into the down
-// projection: no [M, F] intermediate is written and read back).
+// kGateUp: w is an MLP's gate_up [2N, K] (gate rows, then up rows) and the kernel writes
+// out[M, N] = silu(x · gate^T) * (x · up^T): a block owns R/2 gate rows and the R/2 matching up rows,
+// so the SwiGLU costs no kernel and no [M, 2N] round trip, and the down projection after it is a
+// plain GEMV.
 // Rows of K not a multiple of 8 (16-bit) / 4 (fp32), or unaligned pointers, take a scalar kernel.
 #include <cuda_runtime.h>
 
@@ -31,20 +33,12 @@ __device__ __forceinline__ void unpack(const uint4& raw, float (&out)[kVec<T>]) 
 }
 
 // Chunk c (kVec<T> elements) of row m of the GEMV's input.
-template <typename T, bool kSwiGLU>
+template <typename T>
 __device__ __forceinline__ void load_x(const T* x, int m, int K, int c, float (&out)[kVec<T>]) {
-  constexpr int V = kVec<T>;
-  if constexpr (kSwiGLU) {
-    const T* gate = x + static_cast<size_t>(m) * 2 * K + static_cast<size_t>(c) * V;  // gate_up row m: [gate | up]
-    float g[V], u[V];
-    load_vec_ro(gate, g);
-    load_vec_ro(gate + K, u);
-#pragma unroll
-    for (int e = 0; e < V; ++e) out[e] = g[e] / (1.0f + __expf(-g[e])) * u[e];
-  } else {
-    load_vec_ro(x + static_cast<size_t>(m) * K + static_cast<size_t>(c) * V, out);
-  }
+  load_vec_ro(x + static_cast<size_t>(m) * K + static_cast<size_t>(c) * kVec<T>, out);
 }
+
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + __expf(-g)); }
 
 // Issues the loads of chunks c0, c0 + 256, ... (U of them) of each of the R rows.
 template <int R, int U>
@@ -57,17 +51,21 @@ __device__ __forceinline__ void load_group(uint4 (&buf)[U][R], const char* const
   }
 }
 
-template <typename T, int M, int R, int U, bool kSwiGLU>
+template <typename T, int M, int R, int U, bool kGateUp>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w, int N, int K) {
   constexpr int V = kVec<T>;
+  constexpr int kOuts = kGateUp ? R / 2 : R;  // outputs a block writes
+  static_assert(!kGateUp || (R % 2 == 0 && M * R <= 32), "gate/up pairs meet within warp 0");
   pdl_launch_dependents();
-  const int n0 = blockIdx.x * R;
+  const int n0 = blockIdx.x * kOuts;
   const int chunks = K / V;
   const char* rows[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r)  // rows past N re-read row N-1; their sums are not stored
-    rows[r] = reinterpret_cast<const char*>(w + static_cast<size_t>(min(n0 + r, N - 1)) * K);
+  for (int r = 0; r < R; ++r) {  // rows past N re-read row N-1; their sums are not stored
+    const int n = min(n0 + r % kOuts, N - 1) + (kGateUp && r >= kOuts ? N : 0);  // up row n follows gate row n by N
+    rows[r] = reinterpret_cast<const char*>(w + static_cast<size_t>(n) * K);
+  }
 
   uint4 cur[U][R], next[U][R];
   int c0 = threadIdx.x;
@@ -89,7 +87,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         float xv[V];
-        load_x<T, kSwiGLU>(x, m, K, c, xv);
+        load_x<T>(x, m, K, c, xv);
 #pragma unroll
         for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -104,50 +102,54 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 
-  float s;
-  if (block_sum_each<kWarps>(acc, s)) {
-    const int m = threadIdx.x / R, r = threadIdx.x % R;
-    if (n0 + r < N) out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s);
+  float s = 0.0f;
+  const bool has_sum = block_sum_each<kWarps>(acc, s);  // thread m * R + r: row r's sum for token m
+  const int m = threadIdx.x / R, r = threadIdx.x % R;
+  if constexpr (kGateUp) {
+    if (threadIdx.x < 32) {  // all of warp 0 shuffles: the up sum of pair r sits R/2 lanes up
+      const float up = __shfl_down_sync(0xffffffffu, s, kOuts);
+      if (has_sum && r < kOuts && n0 + r < N) out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(silu(s) * up);
+    }
+  } else if (has_sum && n0 + r < N) {
+    out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s);
   }
 }
 
-// Fallback: one warp per (m, n), scalar loads.
-template <typename T, bool kSwiGLU>
+// Fallback: one warp per (m, n), scalar loads (kGateUp: the gate and up dot products of n).
+template <typename T, bool kGateUp>
 __global__ void gemv_scalar_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w, int M,
                                    int N, int K) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const long long item = static_cast<long long>(blockIdx.x) * (blockDim.x / 32) + warp;
   if (item >= static_cast<long long>(M) * N) return;
   const int m = static_cast<int>(item / N), n = static_cast<int>(item % N);
-  float acc = 0.0f;
+  const T* gate = w + static_cast<size_t>(n) * K;
+  const T* up = w + static_cast<size_t>(N + n) * K;  // read only when kGateUp
+  float acc = 0.0f, acc_up = 0.0f;
   for (int k = lane; k < K; k += 32) {
-    float xv;
-    if constexpr (kSwiGLU) {
-      const float g = to_float(x[static_cast<size_t>(m) * 2 * K + k]), u = to_float(x[static_cast<size_t>(m) * 2 * K + K + k]);
-      xv = g / (1.0f + __expf(-g)) * u;
-    } else {
-      xv = to_float(x[static_cast<size_t>(m) * K + k]);
-    }
-    acc = fmaf(xv, to_float(w[static_cast<size_t>(n) * K + k]), acc);
+    const float xv = to_float(x[static_cast<size_t>(m) * K + k]);
+    acc = fmaf(xv, to_float(gate[k]), acc);
+    if constexpr (kGateUp) acc_up = fmaf(xv, to_float(up[k]), acc_up);
   }
   acc = warp_sum(acc);
+  if constexpr (kGateUp) acc = silu(acc) * warp_sum(acc_up);
   if (lane == 0) out[static_cast<size_t>(m) * N + n] = from_float<T>(acc);
 }
 
-template <typename T, int M, int R, int U, bool kSwiGLU>
+template <typename T, int M, int R, int U, bool kGateUp>
 void launch_config(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream) {
-  launch_pdl(gemv_kernel<T, M, R, U, kSwiGLU>, dim3(ceil_div(N, R)), dim3(kThreads), 0, stream, out, x, w, N, K);
+  constexpr int kOuts = kGateUp ? R / 2 : R;
+  launch_pdl(gemv_kernel<T, M, R, U, kGateUp>, dim3(ceil_div(N, kOuts)), dim3(kThreads), 0, stream, out, x, w, N, K);
 }
 
-template <typename T, int M, bool kSwiGLU>
+template <typename T, int M, bool kGateUp>
 void launch_m(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream) {
   // One chunk of each row per group (two groups in flight). Measured on an H100 at M = 1
   // (bench_kernels' gemv-shape lines): 4 rows a block reach 91-104% of copy bandwidth on the
   // Llama-3-8B projections, and 1 row a block is best on the long rows of the down projection
-  // (K = 14336: 100.7% against 97.7%); deeper groups (U = 2, 4) lose 4-30%. The SwiGLU input
-  // costs two loads and an exp per x element, read by every block: 4 rows a block were best
-  // (90% of copy, about even with the unfused silu_mul + down, with one kernel less).
-  if constexpr (kSwiGLU) {
+  // (K = 14336: 100.7% against 97.7%); deeper groups (U = 2, 4) lose 4-30%. gate_up with its
+  // SwiGLU: 2 gate + 2 up rows a block, the shape of the plain gate_up GEMV.
+  if constexpr (kGateUp) {
     launch_config<T, M, 4, 1, true>(out, x, w, N, K, stream);
   } else if (M == 1 && K >= 8192) {
     launch_config<T, M, 1, 1, false>(out, x, w, N, K, stream);
@@ -156,7 +158,7 @@ void launch_m(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream)
   }
 }
 
-template <bool kSwiGLU>
+template <bool kGateUp>
 void launch(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream) {
   if (M <= 0 || N <= 0) return;
   LAMINA_CHECK(M <= kGemvMaxM, "gemv takes at most ", kGemvMaxM, " rows, got ", M);
@@ -167,19 +169,19 @@ void launch(DType dt, void* out, const void* x, const void* w, int M, int N, int
     auto* b = static_cast<const E*>(w);
     if (K % kVec<E> != 0 || !is_aligned16(a) || !is_aligned16(b)) {
       const long long items = static_cast<long long>(M) * N;
-      gemv_scalar_kernel<E, kSwiGLU><<<static_cast<unsigned>(ceil_div_ll(items, 8)), 256, 0, stream>>>(o, a, b, M, N, K);
+      gemv_scalar_kernel<E, kGateUp><<<static_cast<unsigned>(ceil_div_ll(items, 8)), 256, 0, stream>>>(o, a, b, M, N, K);
       CUDA_CHECK_LAUNCH();
       return;
     }
     switch (M) {
-      case 1: launch_m<E, 1, kSwiGLU>(o, a, b, N, K, stream); break;
-      case 2: launch_m<E, 2, kSwiGLU>(o, a, b, N, K, stream); break;
-      case 3: launch_m<E, 3, kSwiGLU>(o, a, b, N, K, stream); break;
-      case 4: launch_m<E, 4, kSwiGLU>(o, a, b, N, K, stream); break;
-      case 5: launch_m<E, 5, kSwiGLU>(o, a, b, N, K, stream); break;
-      case 6: launch_m<E, 6, kSwiGLU>(o, a, b, N, K, stream); break;
-      case 7: launch_m<E, 7, kSwiGLU>(o, a, b, N, K, stream); break;
-      default: launch_m<E, 8, kSwiGLU>(o, a, b, N, K, stream); break;
+      case 1: launch_m<E, 1, kGateUp>(o, a, b, N, K, stream); break;
+      case 2: launch_m<E, 2, kGateUp>(o, a, b, N, K, stream); break;
+      case 3: launch_m<E, 3, kGateUp>(o, a, b, N, K, stream); break;
+      case 4: launch_m<E, 4, kGateUp>(o, a, b, N, K, stream); break;
+      case 5: launch_m<E, 5, kGateUp>(o, a, b, N, K, stream); break;
+      case 6: launch_m<E, 6, kGateUp>(o, a, b, N, K, stream); break;
+      case 7: launch_m<E, 7, kGateUp>(o, a, b, N, K, stream); break;
+      default: launch_m<E, 8, kGateUp>(o, a, b, N, K, stream); break;
     }
   });
 }
@@ -190,15 +192,15 @@ void launch_gemv(DType dt, void* out, const void* x, const void* w, int M, int N
   launch<false>(dt, out, x, w, M, N, K, stream);
 }
 
-void launch_swiglu_gemv(DType dt, void* out, const void* gate_up, const void* w, int M, int N, int F,
-                        cudaStream_t stream) {
-  launch<true>(dt, out, gate_up, w, M, N, F, stream);
+void launch_gate_up_swiglu_gemv(DType dt, void* out, const void* x, const void* gate_up, int M, int F, int K,
+                                cudaStream_t stream) {
+  launch<true>(dt, out, x, gate_up, M, F, K, stream);
 }
 
-bool launch_gemv_variant(int rows_per_block, int chunks_per_group, bool swiglu, const __nv_bfloat16* x, const __nv_bfloat16* w,
+bool launch_gemv_variant(int rows_per_block, int chunks_per_group, bool gate_up_swiglu, const __nv_bfloat16* x, const __nv_bfloat16* w,
                          __nv_bfloat16* out, int N, int K, cudaStream_t stream) {
   if (K % kVec<__nv_bfloat16> != 0) return false;
-  const int key = (swiglu ? 1000 : 0) + rows_per_block * 10 + chunks_per_group;
+  const int key = (gate_up_swiglu ? 1000 : 0) + rows_per_block * 10 + chunks_per_group;
   switch (key) {
     case 11: launch_config<__nv_bfloat16, 1, 1, 1, false>(out, x, w, N, K, stream); return true;
     case 12: launch_config<__nv_bfloat16, 1, 1, 2, false>(out, x, w, N, K, stream); return true;
@@ -211,10 +213,10 @@ bool launch_gemv_variant(int rows_per_block, int chunks_per_group, bool swiglu, 
     case 44: launch_config<__nv_bfloat16, 1, 4, 4, false>(out, x, w, N, K, stream); return true;
     case 81: launch_config<__nv_bfloat16, 1, 8, 1, false>(out, x, w, N, K, stream); return true;
     case 82: launch_config<__nv_bfloat16, 1, 8, 2, false>(out, x, w, N, K, stream); return true;
-    // The SwiGLU-fused kernel (x = gate_up [1, 2K]): keys 1000 + R*10 + U.
+    // gate_up with its SwiGLU (w = [2N, K], R/2 gate and R/2 up rows a block): keys 1000 + R*10 + U.
+    case 1021: launch_config<__nv_bfloat16, 1, 2, 1, true>(out, x, w, N, K, stream); return true;
     case 1041: launch_config<__nv_bfloat16, 1, 4, 1, true>(out, x, w, N, K, stream); return true;
     case 1081: launch_config<__nv_bfloat16, 1, 8, 1, true>(out, x, w, N, K, stream); return true;
-    case 1161: launch_config<__nv_bfloat16, 1, 16, 1, true>(out, x, w, N, K, stream); return true;
     default: return false;
   }
 }

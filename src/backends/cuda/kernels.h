@@ -58,13 +58,14 @@ inline constexpr int kAttentionDecodeMaxTokens = 16;
 // gemv.cu — out[M,N] = x[M,K] · w[N,K]^T for M <= kGemvMaxM: weight-bandwidth-bound, w read once.
 inline constexpr int kGemvMaxM = 8;
 void launch_gemv(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream);
-// out[M,N] = (silu(gate_up[:, :F]) * gate_up[:, F:]) · w[N,F]^T for M <= kGemvMaxM (gate_up: [M, 2F]).
-void launch_swiglu_gemv(DType dt, void* out, const void* gate_up, const void* w, int M, int N, int F,
-                        cudaStream_t stream);
+// out[M,F] = silu(x · gate^T) * (x · up^T) for M <= kGemvMaxM, where gate_up = [gate; up] is an
+// MLP's [2F, K] weight: the gate_up projection with its SwiGLU, in one pass.
+void launch_gate_up_swiglu_gemv(DType dt, void* out, const void* x, const void* gate_up, int M, int F, int K,
+                                cudaStream_t stream);
 // bench_kernels only: the bf16 M = 1 GEMV with R rows a block and U chunks a row per load group
-// (R in {1, 2, 4, 8}, U in {1, 2, 4}; R = 8 with U <= 2), or its SwiGLU-fused form (x = gate_up
-// [1, 2K]; R in {4, 8, 16}, U = 1). False for other shapes.
-bool launch_gemv_variant(int rows_per_block, int chunks_per_group, bool swiglu, const __nv_bfloat16* x, const __nv_bfloat16* w,
+// (R in {1, 2, 4, 8}, U in {1, 2, 4}; R = 8 with U <= 2), or its gate_up + SwiGLU form (w = [2N, K],
+// N outputs; R in {2, 4, 8}, U = 1). False for other shapes.
+bool launch_gemv_variant(int rows_per_block, int chunks_per_group, bool gate_up_swiglu, const __nv_bfloat16* x, const __nv_bfloat16* w,
                          __nv_bfloat16* out, int N, int K, cudaStream_t stream);
 
 }  // namespace lamina::cuda
