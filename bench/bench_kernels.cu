@@ -29,6 +29,7 @@
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/quant_kernels.h"
 #include "bench_util.h"
 #include "common/quant.h"
 
@@ -190,7 +191,7 @@ const char* format_tag(WeightFormat f) {
   return f == WeightFormat::Int8PerChannel ? "int8" : f == WeightFormat::Fp8PerTensor ? "fp8" : "int4";
 }
 
-void bench_gemv_quant(Ctx& c, const Gemm& g, WeightFormat f, int M) {
+void bench_gemv_quant(Ctx& c, const Gemm& g, WeightFormat f, int M, const char* label = nullptr) {
   QuantCopies w(c.be, f, g.N, g.K, c.min_total);
   Rotation x(size_t(M) * g.K * 2, 0, 45, c.stream);
   void* out = dmalloc(size_t(M) * g.N * 2);
@@ -199,11 +200,50 @@ void bench_gemv_quant(Ctx& c, const Gemm& g, WeightFormat f, int M) {
   const double ms = tm.ms;
   const double bytes = double(w.bytes) + 2.0 * M * (g.K + g.N);
   const double gbs = bytes / (ms * 1e-3) / 1e9;
-  std::printf("gemv-%-4s %-9s M=%-2d N=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", format_tag(f), g.name, M,
-              g.N, g.K, ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
-  c.out["gemv_quant"].push_back({{"format", format_tag(f)}, {"name", g.name}, {"M", M}, {"N", g.N}, {"K", g.K},
+  if (!label) label = format_tag(f);
+  std::printf("gemv-%-4s %-9s M=%-2d N=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", label, g.name, M, g.N,
+              g.K, ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
+  c.out["gemv_quant"].push_back({{"format", label}, {"name", g.name}, {"M", M}, {"N", g.N}, {"K", g.K},
                                  {"ms", ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs},
                                  {"graph", tm.graph}});
+}
+
+// The int4 GEMV at M = 1 on the tile layout, each block shape (W warps a 16-row tile, U 64-column
+// chunks a lane per load group), against the packed-rows kernel it replaced (LAMINA_INT4_TILES=0 at
+// upload). Tile data and scales are random bytes: any pattern is valid and the time does not
+// depend on the values.
+void bench_int4_tiles(Ctx& c, const Gemm& g) {
+  const size_t data_bytes = size_t(g.N) * g.K / 2, scale_bytes = size_t(g.N) * (g.K / kInt4GroupSize) * 4;
+  const double bytes = double(data_bytes + scale_bytes) + 2.0 * (g.K + g.N);
+  Rotation data(data_bytes, c.min_total, 50, c.stream), scales(scale_bytes, c.min_total / 16, 51, c.stream);
+  Rotation x(size_t(g.K) * 2, 0, 52, c.stream);
+  void* out = dmalloc(size_t(g.N) * 2);
+  // {warps, chunks a group, x in shared memory}
+  const int shapes[][3] = {{4, 1, 0}, {4, 2, 0}, {4, 4, 0}, {8, 1, 0}, {8, 2, 0}, {8, 4, 0},
+                           {4, 2, 1}, {4, 4, 1}, {4, 8, 1}, {8, 2, 1}, {8, 4, 1}, {8, 8, 1}};
+  for (const auto& wu : shapes) {
+    const Timing tm = time_ms(c.stream, [&](int i) {
+      cuda::DeviceQuantWeight w{WeightFormat::Int4Group, data.at(i), static_cast<const float*>(scales.at(i)),
+                                kInt4GroupSize, true};
+      cuda::launch_gemv_int4_tiles_variant(wu[0], wu[1], wu[2] != 0, DType::BF16, out, x.at(0), w, 1, g.N, g.K,
+                                           c.stream);
+    });
+    const double gbs = bytes / (tm.ms * 1e-3) / 1e9;
+    std::printf("gemv-int4-tiles %-8s W=%d U=%d x=%s N=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", g.name,
+                wu[0], wu[1], wu[2] ? "smem" : "regs", g.N, g.K, tm.ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
+    c.out["gemv_int4_tiles"].push_back({{"name", g.name}, {"W", wu[0]}, {"U", wu[1]}, {"shared_x", wu[2] != 0},
+                                        {"ms", tm.ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs}});
+  }
+  cudaFree(out);
+  bench_gemv_quant(c, g, WeightFormat::Int4Group, 1, "int4tiles");  // the backend's choice
+  setenv("LAMINA_INT4_TILES", "0", 1);
+  try {
+    bench_gemv_quant(c, g, WeightFormat::Int4Group, 1, "int4rows");
+  } catch (...) {
+    unsetenv("LAMINA_INT4_TILES");
+    throw;
+  }
+  unsetenv("LAMINA_INT4_TILES");
 }
 
 void bench_gemm_quant(Ctx& c, const Gemm& g, WeightFormat f) {
@@ -376,6 +416,9 @@ int main(int argc, char** argv) {
       for (const Gemm& g : kGemms)
         if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")  // lm_head stays bf16
           guarded(c, g.name, [&] { bench_gemv_quant(c, g, f, M); });
+  for (const Gemm& g : kGemms)
+    if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")
+      guarded(c, "int4 tiles", [&] { bench_int4_tiles(c, g); });
   for (WeightFormat f : formats)
     for (const Gemm& g : kGemms)
       if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")

@@ -33,7 +33,8 @@ rm -rf "$WORK/ckpt"
 "$LAMINA" bench --engine_dir "$WORK/engine" --input_len 2048 --output_len 2 --warmup 1 --runs 5 --skip_checksum --json "$OUT/bench_prefill.json"
 fi  # SKIP_BF16
 # Quantized engines (QUANTS="FP8 W4A16_AWQ W8A16"): convert + build each, then the same decode
-# and prefill benchmarks.
+# and prefill benchmarks. AB_QUANT="LAMINA_INT4_TILES=0": extra decode runs of each quantized
+# engine, one per space-separated variant VAR=VALUE[,VAR=VALUE...], as bench_decode_<q>_<variant>.json.
 for q in ${QUANTS:-}; do
   t0=$SECONDS
   "$LAMINA" convert --model_dir "$WORK/hf" --output_dir "$WORK/ckpt-$q" --dtype bfloat16 --quant_algo "$q"
@@ -42,6 +43,11 @@ for q in ${QUANTS:-}; do
   echo "convert+build $q: $((SECONDS - t0)) s"
   rm -rf "$WORK/ckpt-$q"
   "$LAMINA" bench --engine_dir "$WORK/engine-$q" --input_len 512 --output_len 256 --warmup 1 --runs 3 --json "$OUT/bench_decode_$q.json"
+  for kv in ${AB_QUANT:-}; do
+    name=$(echo "$kv" | tr -c 'A-Za-z0-9_\n' '_')
+    env $(echo "$kv" | tr , ' ') "$LAMINA" bench --engine_dir "$WORK/engine-$q" --input_len 512 --output_len 256 \
+      --warmup 1 --runs 3 --json "$OUT/bench_decode_${q}_${name}.json"
+  done
   "$LAMINA" bench --engine_dir "$WORK/engine-$q" --input_len 2048 --output_len 2 --warmup 1 --runs 3 --skip_checksum --json "$OUT/bench_prefill_$q.json"
   rm -rf "$WORK/engine-$q"
 done

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cstdint>
 #include <random>
 #include <vector>
 
@@ -133,6 +134,59 @@ void check_warp(int D) {
         }
         ASSERT_EQ(o[dt][l][e], want) << "O lane " << l << " tile " << dt << " e " << e << " D " << D;
       }
+}
+
+// The int4 tile layout (ml::int4_tile_elem): every element of a 16 x 64 tile sits in exactly one
+// nibble, and a warp that decodes its words as the int4 GEMV does (register r of A = nibbles r and
+// r + 4 of the word, each u - 8) and feeds x as B as it does (token g in column g; lane t's 16
+// consecutive x values, 4 a word) computes w · x^T through the PTX-defined mma.
+TEST(MmaLayout, Int4TileWordsAreTheGemvFragments) {
+  constexpr int R = ml::kInt4TileRows, C = ml::kInt4TileCols, kTokens = 8;
+  std::mt19937_64 rng(77);
+  std::uniform_int_distribution<int> nib(0, 15), small(-4, 4);
+  int u[R][C], x[kTokens][C];
+  for (auto& row : u)
+    for (int& v : row) v = nib(rng);
+  for (auto& row : x)
+    for (int& v : row) v = small(rng);
+
+  // Pack as the upload does, checking the map is a bijection onto the tile.
+  int seen[R][C] = {};
+  uint32_t words[32][4] = {};
+  for (int l = 0; l < 32; ++l)
+    for (int j = 0; j < 4; ++j)
+      for (int i = 0; i < 8; ++i) {
+        const ml::RowCol e = ml::int4_tile_elem(l, j, i);
+        ASSERT_TRUE(e.row >= 0 && e.row < R && e.col >= 0 && e.col < C) << l << " " << j << " " << i;
+        ++seen[e.row][e.col];
+        words[l][j] |= uint32_t(u[e.row][e.col]) << (4 * i);
+      }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) ASSERT_EQ(seen[r][c], 1) << "element (" << r << ", " << c << ")";
+  EXPECT_EQ(R * C / 2, ml::kInt4TileBytes);
+
+  // One warp over the tile's four k slices, as gemv_int4_tiles.cu does.
+  std::array<Acc, 32> acc{};
+  for (int j = 0; j < 4; ++j) {
+    std::array<Frag, 32> a{};
+    std::array<std::array<Reg, 2>, 32> b{};
+    for (int l = 0; l < 32; ++l) {
+      const int g = l / 4, t = l % 4;
+      for (int r = 0; r < 4; ++r)
+        a[l][r] = {float(int((words[l][j] >> (4 * r)) & 0xf) - 8), float(int((words[l][j] >> (4 * r + 16)) & 0xf) - 8)};
+      const int k0 = 16 * t + 4 * j;
+      b[l][0] = {float(x[g][k0]), float(x[g][k0 + 1])};
+      b[l][1] = {float(x[g][k0 + 2]), float(x[g][k0 + 3])};
+    }
+    mma(acc, a, b);
+  }
+  for (int l = 0; l < 32; ++l)
+    for (int e = 0; e < 4; ++e) {
+      const ml::RowCol rc = ml::c_elem(l, e);  // row: weight row, col: token
+      float want = 0;
+      for (int k = 0; k < C; ++k) want += float(u[rc.row][k] - 8) * float(x[rc.col][k]);
+      ASSERT_EQ(acc[l][e], want) << "lane " << l << " e " << e;
+    }
 }
 
 TEST(MmaLayout, WarpTileMatchesPlainLoopsD64) { check_warp(64); }

@@ -3,6 +3,7 @@
 // on FP8 tensor cores, the FP8 GEMM with dynamically quantized activations (M > 8). Weights are
 // fresh random floats quantized on the host, so both backends see the same quantized numbers.
 #include <cmath>
+#include <cstdlib>
 
 #include "backends/cuda/kernels.h"
 #include "common/quant.h"
@@ -97,8 +98,11 @@ struct Shape {
 TEST_P(QuantMatmulOp, MatchesCpu) {
   // GEMV sizes (1, 3, kGemvMaxM) and batched sizes (just above, odd, larger).
   const int Ms[] = {1, 3, cuda::kGemvMaxM, cuda::kGemvMaxM + 1, 17, 130};
-  // N x K: Llama-like K, tail rows (N odd, not a multiple of the 16 rows a block), small K.
-  std::vector<Shape> shapes = {{96, 4096}, {1000, 512}, {257, 1024}, {3, 128}};
+  // N x K: Llama-like K, tail rows (N odd, not a multiple of the 16 rows a block), small K. For
+  // int4 in 16-bit activations, N % 16 == 0 with K % 64 == 0 takes the tile layout and its
+  // tensor-core GEMV (96 x 4096; 32 x 14336: many chunks a warp; 64 x 192: fewer chunks than
+  // warps), the other shapes the packed rows.
+  std::vector<Shape> shapes = {{96, 4096}, {1000, 512}, {257, 1024}, {3, 128}, {32, 14336}, {64, 256}};
   // 8-bit formats also take K that is no multiple of 16 (the scalar GEMV) or of 128.
   if (fmt() != WeightFormat::Int4Group) shapes.push_back({37, 99}), shapes.push_back({64, 1000});
   for (const Shape& s : shapes) {
@@ -112,6 +116,26 @@ TEST_P(QuantMatmulOp, MatchesCpu) {
       const bool fp8_acts = fmt() == WeightFormat::Fp8PerTensor && M > cuda::kGemvMaxM;
       check(q, w_g.get(), w_c.get(), M, s.N, s.K, fp8_acts ? 6e-2 : tolerance(dt()));
     }
+  }
+}
+
+// int4 in the tile layout (tensor-core GEMV, tiled dequantization) and in packed rows
+// (LAMINA_INT4_TILES=0 at upload: the scalar-decode GEMV) give the same products.
+TEST_P(QuantMatmulOp, Int4TilesMatchPackedRows) {
+  if (fmt() != WeightFormat::Int4Group || dt() == DType::F32) GTEST_SKIP() << "int4 tiles: 16-bit activations";
+  const int N = 128, K = 2048;
+  const HostQuant q = quantize(fmt(), random_floats(rng_, size_t(N) * K), N, K);
+  DeviceBuffer tiles = DeviceBuffer::adopt(gpu_.get(), gpu_->upload_quantized_weight(q.view), q.data.size());
+  setenv("LAMINA_INT4_TILES", "0", 1);
+  DeviceBuffer rows = DeviceBuffer::adopt(gpu_.get(), gpu_->upload_quantized_weight(q.view), q.data.size());
+  unsetenv("LAMINA_INT4_TILES");
+  for (int M : {1, 5, cuda::kGemvMaxM, 20}) {
+    auto x = upload_act(*gpu_, rnd(size_t(M) * K));
+    auto a = poisoned_act(*gpu_, size_t(M) * N), b = poisoned_act(*gpu_, size_t(M) * N);
+    gpu_->matmul(a.get(), x.get(), tiles.get(), M, N, K);
+    gpu_->matmul(b.get(), x.get(), rows.get(), M, N, K);
+    expect_close(read_act(*gpu_, a, size_t(M) * N), read_act(*gpu_, b, size_t(M) * N), tolerance(dt()),
+                 "int4 tiles vs packed rows M=" + std::to_string(M));
   }
 }
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "common/dtype.h"
+#include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "ops/backend.h"
 
@@ -220,10 +221,6 @@ __device__ __forceinline__ void merge_splits_if_last(T* out_t, const float* part
   }
   if (threadIdx.x == 0) *counter = 0;  // every block of this (t, blockIdx.y) has arrived
 }
-
-// Lets `kernel` use `smem_bytes` (> 48 KB) of dynamic shared memory on the current device. The
-// opt-in is made once per (kernel, device), so later calls, e.g. under graph capture, only launch.
-void allow_dynamic_smem(const void* kernel, size_t smem_bytes);
 
 // Decode kernel for T <= kAttentionLatencyMaxTokens: on the H100 (bench_kernels, Llama-3-8B heads,
 // 512 rows) 11.0 us at one token against 13.8 for the pipelined kernel, but 29.9 against 14.3 at 4.

@@ -3,6 +3,7 @@
 #include "backends/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <unordered_map>
 #include <vector>
 
@@ -135,10 +136,20 @@ class CudaBackend final : public Backend {
     q.validate();
     LAMINA_CHECK(q.rows <= INT32_MAX && q.cols <= INT32_MAX, "quantized weight too large");
     auto* data = alloc(q.data_bytes());
-    copy_to_device(data, q.data, q.data_bytes());
+    const bool tiles = q.format == WeightFormat::Int4Group && act_ != DType::F32 && int4_tiles_enabled() &&
+                       int4_tiles_fit(int(q.rows), int(q.cols), q.group_size);
+    if (tiles) {  // the int4 GEMV's tensor-core layout: through a temporary copy of the packed rows
+      void* rows = alloc(q.data_bytes());
+      copy_to_device(rows, q.data, q.data_bytes());
+      launch_int4_to_tiles(data, rows, int(q.rows), int(q.cols), stream_);
+      synchronize();
+      free(rows);
+    } else {
+      copy_to_device(data, q.data, q.data_bytes());
+    }
     auto* scales = static_cast<float*>(alloc(q.num_scales() * sizeof(float)));
     copy_to_device(scales, q.scales, q.num_scales() * sizeof(float));
-    quant_[data] = QuantEntry{{q.format, data, scales, q.group_size}, int(q.rows), int(q.cols)};
+    quant_[data] = QuantEntry{{q.format, data, scales, q.group_size, tiles}, int(q.rows), int(q.cols)};
     // The M > 8 path dequantizes into this scratch; sized here, before any graph capture.
     grow(dequant_scratch_, size_t(q.rows) * size_t(q.cols) * dtype_size(act_));
     if (q.format == WeightFormat::Fp8PerTensor && !fp8_tensor_cores_ && !warned_no_fp8_) {
@@ -283,6 +294,12 @@ class CudaBackend final : public Backend {
     void* w = grow(dequant_scratch_, size_t(N) * size_t(K) * dtype_size(act_));
     launch_dequantize_weight(act_, w, q.w, N, K, stream_);
     gemm_->run(act_, out, x, w, M, N, K, stream_);
+  }
+
+  // LAMINA_INT4_TILES=0 keeps int4 weights in their packed rows and the scalar-decode GEMV (for comparisons).
+  static bool int4_tiles_enabled() {
+    const char* v = std::getenv("LAMINA_INT4_TILES");
+    return !(v && std::string(v) == "0");
   }
 
   // Kernels launch on the calling thread's current device: make it ours (cheap, no sync).

@@ -5,6 +5,8 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
+
 #include "common/error.h"
 
 namespace lamina::cuda_detail {
@@ -36,3 +38,12 @@ namespace lamina::cuda_detail {
   } while (0)
 
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+namespace lamina::cuda {
+
+// Lets `kernel` use `smem_bytes` (> 48 KB) of dynamic shared memory on the current device. The
+// opt-in is made once per (kernel, device), so later calls, e.g. under graph capture, only launch.
+// (Defined in attention.cu.)
+void allow_dynamic_smem(const void* kernel, size_t smem_bytes);
+
+}  // namespace lamina::cuda

@@ -32,6 +32,7 @@ __global__ void dequantize_kernel(T* __restrict__ out, const uint8_t* __restrict
 
 void launch_dequantize_weight(DType dt, void* out, const DeviceQuantWeight& w, int N, int K, cudaStream_t stream) {
   if (N <= 0 || K <= 0) return;
+  if (w.int4_tiles) return launch_dequantize_int4_tiles(dt, out, w, N, K, stream);
   const long long total = static_cast<long long>(N) * K;
   const unsigned blocks = static_cast<unsigned>(std::min<long long>(ceil_div_ll(total, 256), 8192));
   const auto* wb = static_cast<const uint8_t*>(w.data);

@@ -184,6 +184,7 @@ void launch_gemv_quant(DType dt, void* out, const void* x, const DeviceQuantWeig
                        cudaStream_t stream) {
   if (M <= 0 || N <= 0) return;
   LAMINA_CHECK(M <= kGemvMaxM, "gemv takes at most ", kGemvMaxM, " rows, got ", M);
+  if (w.int4_tiles) return launch_gemv_int4_tiles(dt, out, x, w, M, N, K, stream);
   const auto* wb = static_cast<const uint8_t*>(w.data);
   if (w.format == WeightFormat::Int4Group)
     LAMINA_CHECK(w.group_size > 0 && w.group_size % 32 == 0 && K % w.group_size == 0, "int4 gemv: group size ",

@@ -38,4 +38,21 @@ LAMINA_HD RowCol b_kn_trans_x4(int lane) { return {(lane & 7) + ((lane >> 3) & 1
 // Row and column of accumulator element e (0..3) of this lane in a 16x8 C tile.
 LAMINA_HD RowCol c_elem(int lane, int e) { return {(lane >> 2) + (e >> 1) * 8, (lane & 3) * 2 + (e & 1)}; }
 
+// int4 weights laid out as A fragments ("int4 tiles", the int4 GEMV's layout): a [N, K] weight with
+// N % 16 == 0 and K % 64 == 0 is cut into 16 x 64 tiles, stored tile row by tile row
+// (tile (rt, kc) at byte ((rt * K/64) + kc) * 512). In a tile, lane l (g = l / 4, t = l % 4) owns
+// 16 bytes at 16 * l: rows g and g + 8, columns 16t..16t+15, so that its x for the whole tile is
+// 16 consecutive values (two 16-byte loads). Word j (0..3) feeds one mma over columns 16t + 4j ..
+// 16t + 4j + 3 of each quad lane t: the mma's k order is permuted, the same way in A and B, which
+// leaves the product unchanged. Nibble i (bits 4i..4i+3) of a word is half i / 4 of A register
+// i % 4, so that (w >> 4r) & 0x000f000f puts register r's two elements in the low bits of each
+// 16-bit half; register r holds row g + 8 (r & 1), columns 16t + 4j + 2 (r >> 1) + {0, 1}, and
+// B register 0 / 1 holds x at columns 16t + 4j + {0, 1} / {2, 3}. Row and column of nibble i of
+// word j of lane l in the tile:
+LAMINA_HD RowCol int4_tile_elem(int lane, int word, int nibble) {
+  const int r = nibble & 3, h = nibble >> 2;
+  return {(lane >> 2) + (r & 1) * 8, (lane & 3) * 16 + word * 4 + (r >> 1) * 2 + h};
+}
+inline constexpr int kInt4TileRows = 16, kInt4TileCols = 64, kInt4TileBytes = 512;
+
 }  // namespace lamina::cuda::mma_layout

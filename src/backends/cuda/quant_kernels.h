@@ -19,12 +19,31 @@ struct DeviceQuantWeight {
   const void* data = nullptr;    // int8 / e4m3 [N, K], or packed int4 [N, K/2]
   const float* scales = nullptr; // [N] / [1] / [N, K/group]
   int group_size = 0;            // Int4Group only
+  bool int4_tiles = false;       // Int4Group data in the int4 tile layout (mma_layout.h), not [N, K/2]
 };
 
 // gemv_quant.cu — out[M,N] = x[M,K] · dequant(w)[N,K]^T for M <= kGemvMaxM (kernels.h), reading
 // each weight byte once (16-byte loads), fp32 accumulation.
 void launch_gemv_quant(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
                        cudaStream_t stream);
+
+// gemv_int4_tiles.cu — the same for int4 weights in the tile layout, on the tensor cores (F16 or
+// BF16 activations, M <= 8, int4_tiles_fit). The _variant form (bench_kernels) takes the block's
+// warps (4, 8), 64-column chunks a lane per load group (1, 2, 4; with x in shared memory 2, 4, 8)
+// and where x is read (shared memory, staged once a block, or registers); false for other shapes.
+void launch_gemv_int4_tiles(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
+                            cudaStream_t stream);
+bool launch_gemv_int4_tiles_variant(int warps, int chunks_per_group, bool shared_x, DType dt, void* out,
+                                    const void* x, const DeviceQuantWeight& w, int M, int N, int K,
+                                    cudaStream_t stream);
+
+// int4_tiles.cu — whether an int4 [N, K] weight with this group size takes the tile layout
+// (N % 16 == 0, K % 64 == 0, group a multiple of 64 dividing K); the conversion of packed
+// [N, K/2] int4 data into it (out and in: N*K/2 bytes of device memory, not overlapping); and the
+// tile layout's dequantization (as launch_dequantize_weight).
+bool int4_tiles_fit(int N, int K, int group);
+void launch_int4_to_tiles(void* out, const void* in, int N, int K, cudaStream_t stream);
+void launch_dequantize_int4_tiles(DType dt, void* out, const DeviceQuantWeight& w, int N, int K, cudaStream_t stream);
 
 // dequantize.cu — out[N,K] (activation dtype) = dequant(w): the scratch weight of the
 // dequantize-then-GEMM path for M > kGemvMaxM.

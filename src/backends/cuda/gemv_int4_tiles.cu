@@ -1,0 +1,289 @@
+// Skinny matmul over int4 weights on the tensor cores, M <= 8 tokens:
+//   out[M, N] = x[M, K] · dequant(w)[N, K]^T,  w in the int4 tile layout (mma_layout.h).
+// The time should be the weight read (half a byte a weight). Decoding int4 to floats one weight at
+// a time (shift, mask, convert, fma: ~5 instructions a weight) left the plain int4 GEMV
+// (gemv_quant.cu) bound by instruction issue at 41-62 % of copy bandwidth. Here each 32-bit word
+// of w is already an mma A fragment's worth (16 rows x 16 k over the warp): four lop3 put pairs of
+// nibbles u into 16-bit floats 128 + u (bf16) / 1024 + u (f16), one packed subtract makes them
+// u - 8 exactly, and one mma.sync m16n8k16 multiplies them by x (B: k x token, the M tokens in the
+// n columns) with fp32 accumulation: ~3 instructions per 8 weights a lane.
+//   A block of W warps owns one 16-row tile; warp w takes 64-column chunks w, w + W, ... of it
+//   (512 contiguous bytes a chunk, 16 a lane), U chunks per load group with the next group in
+//   flight. A group's loads are everything its math needs: the weights and the two rows' group
+//   scales (a group is a multiple of 64 columns); x[M, K] is staged in shared memory once per
+//   block (or, when it is too large, loaded per group into registers). So no global load waits
+//   inside the math: a first version loaded the scales and x at their use, and every chunk paid a
+//   load latency (20-78 % of copy bandwidth). A chunk past the end has zero scales and x and adds
+//   nothing. The first group's weights and scales load before pdl_wait(). The warps' partial
+//   16 x 8 tiles are summed through shared memory.
+#include <cuda_runtime.h>
+
+#include <type_traits>
+
+#include "cuda_check.h"
+#include "cuda_types.cuh"
+#include "mma.cuh"
+#include "mma_layout.h"
+#include "pdl.cuh"
+#include "quant_kernels.h"
+
+namespace lamina::cuda {
+namespace {
+
+// 16-bit float bit patterns: kMagic has the ulp 1, so OR-ing a nibble u into its low mantissa
+// bits gives kMagic + u; subtracting kMagic + 8 leaves u - 8 exactly.
+template <typename T>
+struct Int4Magic;
+template <>
+struct Int4Magic<__nv_bfloat16> {
+  static constexpr uint32_t kBase = 0x43004300u;    // bf16x2 (128, 128)
+  static constexpr uint32_t kOffset = 0x43084308u;  // (136, 136)
+};
+template <>
+struct Int4Magic<__half> {
+  static constexpr uint32_t kBase = 0x64006400u;    // f16x2 (1024, 1024)
+  static constexpr uint32_t kOffset = 0x64086408u;  // (1032, 1032)
+};
+
+// (a & mask) | bits in one instruction.
+__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t mask, uint32_t bits) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(a), "r"(mask), "r"(bits));
+  return r;
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b) {
+  using T2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+  const T2 r = __hsub2(*reinterpret_cast<const T2*>(&a), *reinterpret_cast<const T2*>(&b));
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
+
+// The A fragment (4 registers) of one 32-bit word of the tile layout: register r holds nibbles
+// r (low half) and r + 4 (high half) as T values u - 8.
+template <typename T>
+__device__ __forceinline__ void decode_a(uint32_t w, uint32_t (&a)[4]) {
+#pragma unroll
+  for (int r = 0; r < 4; ++r) a[r] = sub2<T>(and_or(w >> (4 * r), 0x000f000fu, Int4Magic<T>::kBase), Int4Magic<T>::kOffset);
+}
+
+__device__ __forceinline__ uint32_t word_of(const uint4& v, int j) {
+  return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
+}
+
+// Where the math finds x: kSharedX, the whole x[M, K] staged in shared memory once per block
+// (at most kMaxSharedXBytes); otherwise each load group also loads the lane's 16 x values of each
+// chunk from global memory into registers (8 more registers a chunk).
+inline constexpr size_t kMaxSharedXBytes = 64 * 1024;
+
+// What one load group brings in for the math of its U chunks.
+template <int U, bool kSharedX>
+struct Group {
+  uint4 w[U];                      // the lane's 16 bytes of each chunk
+  float s_lo[U], s_hi[U];          // group scales of rows g and g + 8
+  uint4 x[kSharedX ? 1 : U][2];    // register x: x[g][16t .. 16t + 15] of each chunk (zeros for g >= M)
+};
+
+// Weights and scales of chunks kc, kc + W, ... (U of them); zeros past the last chunk.
+template <int W, int U, bool kSharedX>
+__device__ __forceinline__ void load_weights(Group<U, kSharedX>& grp, const uint4* lane_tile, const float* scale_lo,
+                                             const float* scale_hi, int kc, int chunks, int chunks_per_group) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int c = kc + u * W;
+    const bool in = c < chunks;
+    grp.w[u] = in ? load_stream16(lane_tile + static_cast<size_t>(c) * 32) : uint4{};
+    grp.s_lo[u] = in ? __ldg(scale_lo + c / chunks_per_group) : 0.0f;
+    grp.s_hi[u] = in ? __ldg(scale_hi + c / chunks_per_group) : 0.0f;
+  }
+}
+
+// The lane's 16 x values of chunk c (zeros for absent tokens or chunks): x_lane is x[g] + 16t.
+template <typename T>
+__device__ __forceinline__ void load_x_chunk(uint4 (&out)[2], const T* x_lane, bool in, int c) {
+  const uint4* p = reinterpret_cast<const uint4*>(x_lane + static_cast<size_t>(c) * mma_layout::kInt4TileCols);
+  out[0] = in ? p[0] : uint4{};
+  out[1] = in ? p[1] : uint4{};
+}
+
+template <int W, int U, bool kSharedX, typename T>
+__device__ __forceinline__ void load_x_registers(Group<U, kSharedX>& grp, const T* x_lane, bool has_token, int kc,
+                                                 int chunks) {
+  if constexpr (!kSharedX) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = kc + u * W;
+      const bool in = has_token && c < chunks;
+      const uint4* p = reinterpret_cast<const uint4*>(x_lane + static_cast<size_t>(c) * mma_layout::kInt4TileCols);
+      grp.x[u][0] = in ? __ldg(p) : uint4{};
+      grp.x[u][1] = in ? __ldg(p + 1) : uint4{};
+    }
+  }
+}
+
+// acc (C tile: rows g, g + 8 x tokens 2t, 2t + 1) += the group's chunks, each scaled per row.
+// x_lane: the lane's x in shared memory (kSharedX) or unused.
+template <typename T, int W, int U, bool kSharedX>
+__device__ __forceinline__ void multiply(const Group<U, kSharedX>& grp, const T* x_lane, bool has_token, int kc,
+                                         int chunks, float (&acc)[4]) {
+  uint4 xs[U][2];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    if constexpr (kSharedX) {
+      load_x_chunk(xs[u], x_lane, has_token && kc + u * W < chunks, kc + u * W);
+    } else {
+      xs[u][0] = grp.x[u][0];
+      xs[u][1] = grp.x[u][1];
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    float part[4] = {};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      uint32_t a[4];
+      decode_a<T>(word_of(grp.w[u], j), a);
+      const uint4& xv = xs[u][j / 2];  // columns 16t + 4j .. + 3: words 2j, 2j + 1 of the 16 values
+      const uint32_t b0 = (j % 2) ? xv.z : xv.x, b1 = (j % 2) ? xv.w : xv.y;
+      mma_16816<T>(part, a, b0, b1);
+    }
+    acc[0] = fmaf(part[0], grp.s_lo[u], acc[0]);
+    acc[1] = fmaf(part[1], grp.s_lo[u], acc[1]);
+    acc[2] = fmaf(part[2], grp.s_hi[u], acc[2]);
+    acc[3] = fmaf(part[3], grp.s_hi[u], acc[3]);
+  }
+}
+
+template <typename T, int W, int U, bool kSharedX>
+__global__ void __launch_bounds__(W * 32)
+    gemv_int4_tiles_kernel(T* __restrict__ out, const T* __restrict__ x, const uint4* __restrict__ w,
+                           const float* __restrict__ scales, int M, int N, int K, int group) {
+  constexpr int kRows = mma_layout::kInt4TileRows, kCols = mma_layout::kInt4TileCols;
+  extern __shared__ uint4 x_shared[];  // kSharedX: x[M, K]
+  pdl_launch_dependents();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int chunks = K / kCols, rt = blockIdx.x, chunks_per_group = group / kCols;
+  const uint4* lane_tile = w + static_cast<size_t>(rt) * chunks * 32 + lane;  // chunk 0 of this lane
+  const int groups = K / group;
+  const float* scale_lo = scales + static_cast<size_t>(rt * kRows + g) * groups;  // row g of the tile
+  const float* scale_hi = scale_lo + static_cast<size_t>(8) * groups;             // row g + 8
+  const bool has_token = g < M;  // B column g is token g; lanes of absent tokens feed zeros
+  const size_t x_offset = static_cast<size_t>(has_token ? g : 0) * K + 16 * t;
+  const T* x_lane = kSharedX ? reinterpret_cast<const T*>(x_shared) + x_offset : x + x_offset;
+
+  Group<U, kSharedX> cur, next;
+  int kc = warp;
+  load_weights<W, U>(cur, lane_tile, scale_lo, scale_hi, kc, chunks, chunks_per_group);  // no wait needed
+  pdl_wait();  // x (and out) belong to earlier kernels
+  if constexpr (kSharedX) {
+    const uint4* src = reinterpret_cast<const uint4*>(x);
+    for (int i = threadIdx.x; i < M * K / 8; i += W * 32) x_shared[i] = __ldg(src + i);
+    __syncthreads();
+  } else {
+    load_x_registers<W, U>(cur, x_lane, has_token, kc, chunks);
+  }
+
+  float acc[4] = {};
+  constexpr int kStep = W * U;
+  for (; kc < chunks; kc += kStep) {
+    const bool more = kc + kStep < chunks;
+    if (more) {
+      load_weights<W, U>(next, lane_tile, scale_lo, scale_hi, kc + kStep, chunks, chunks_per_group);
+      load_x_registers<W, U>(next, x_lane, has_token, kc + kStep, chunks);
+    }
+    multiply<T, W, U>(cur, x_lane, has_token, kc, chunks, acc);
+    if (more) cur = next;
+  }
+
+  // Sum the warps' tiles: partial[warp][row][token].
+  __shared__ float partial[W][kRows][8];
+  partial[warp][g][2 * t] = acc[0];
+  partial[warp][g][2 * t + 1] = acc[1];
+  partial[warp][g + 8][2 * t] = acc[2];
+  partial[warp][g + 8][2 * t + 1] = acc[3];
+  __syncthreads();
+  if (threadIdx.x < kRows * M) {
+    const int row = threadIdx.x % kRows, m = threadIdx.x / kRows;
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < W; ++i) s += partial[i][row][m];
+    out[static_cast<size_t>(m) * N + rt * kRows + row] = from_float<T>(s);
+  }
+}
+
+template <int W, int U, bool kSharedX>
+void launch_shape(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
+                  cudaStream_t stream) {
+  static_assert(W * 32 >= mma_layout::kInt4TileRows * 8, "the final sum needs a thread per (row, token)");
+  const size_t x_bytes = kSharedX ? static_cast<size_t>(M) * K * 2 : 0;
+  LAMINA_CHECK(x_bytes <= kMaxSharedXBytes, "x of ", M, " x ", K, " does not fit the int4 GEMV's shared memory");
+  auto run = [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    auto* kernel = gemv_int4_tiles_kernel<E, W, U, kSharedX>;
+    if (kSharedX) allow_dynamic_smem(reinterpret_cast<const void*>(kernel), kMaxSharedXBytes);
+    launch_pdl(kernel, dim3(N / mma_layout::kInt4TileRows), dim3(W * 32), x_bytes, stream, static_cast<E*>(out),
+               static_cast<const E*>(x), static_cast<const uint4*>(w.data), w.scales, M, N, K, w.group_size);
+  };
+  if (dt == DType::F16) run(TypeTag<__half>{});
+  else run(TypeTag<__nv_bfloat16>{});
+}
+
+int multiprocessors() {
+  int device = 0, n = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+  return n;
+}
+
+void check_args(DType dt, const void* x, const DeviceQuantWeight& w, int M, int N, int K) {
+  LAMINA_CHECK(w.format == WeightFormat::Int4Group && w.int4_tiles, "the int4 tile GEMV takes int4 tile weights");
+  LAMINA_CHECK(dt == DType::F16 || dt == DType::BF16, "the int4 tile GEMV runs in float16 or bfloat16, not ",
+               dtype_user_name(dt));
+  LAMINA_CHECK(M >= 1 && M <= 8, "the int4 tile GEMV takes 1 to 8 tokens, got ", M);
+  LAMINA_CHECK(int4_tiles_fit(N, K, w.group_size), "int4 tiles of [", N, ", ", K, "] with group ", w.group_size);
+  LAMINA_CHECK(is_aligned16(x), "the int4 tile GEMV needs 16-byte aligned activations");
+}
+
+}  // namespace
+
+void launch_gemv_int4_tiles(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
+                            cudaStream_t stream) {
+  check_args(dt, x, w, M, N, K);
+  // Block shapes measured on an H100 at M = 1 (bench_kernels' gemv-int4-tiles lines, % of copy
+  // bandwidth): with at most 2 tiles an SM (o, down: 256 tiles) 8 warps a tile and x in registers
+  // are best (56 / 63 %, against 46 / 54 % with x in shared memory); with up to 4 (qkv) 4 warps
+  // and 4 chunks a group (64 %); with more tiles than that (gate_up), x in shared memory, read
+  // from global memory once a block instead of once a warp, wins (83 % against 76 %).
+  static const int sms = multiprocessors();
+  const int tiles = N / mma_layout::kInt4TileRows;
+  const bool x_fits = static_cast<size_t>(M) * K * 2 <= kMaxSharedXBytes;
+  if (tiles <= 2 * sms) launch_shape<8, 2, false>(dt, out, x, w, M, N, K, stream);
+  else if (tiles <= 4 * sms || !x_fits) launch_shape<4, 4, false>(dt, out, x, w, M, N, K, stream);
+  else launch_shape<4, 4, true>(dt, out, x, w, M, N, K, stream);
+  CUDA_CHECK_LAUNCH();
+}
+
+bool launch_gemv_int4_tiles_variant(int warps, int chunks_per_group, bool shared_x, DType dt, void* out,
+                                    const void* x, const DeviceQuantWeight& w, int M, int N, int K,
+                                    cudaStream_t stream) {
+  check_args(dt, x, w, M, N, K);
+  switch ((shared_x ? 100 : 0) + warps * 10 + chunks_per_group) {
+    case 41: launch_shape<4, 1, false>(dt, out, x, w, M, N, K, stream); break;
+    case 42: launch_shape<4, 2, false>(dt, out, x, w, M, N, K, stream); break;
+    case 44: launch_shape<4, 4, false>(dt, out, x, w, M, N, K, stream); break;
+    case 81: launch_shape<8, 1, false>(dt, out, x, w, M, N, K, stream); break;
+    case 82: launch_shape<8, 2, false>(dt, out, x, w, M, N, K, stream); break;
+    case 84: launch_shape<8, 4, false>(dt, out, x, w, M, N, K, stream); break;
+    case 142: launch_shape<4, 2, true>(dt, out, x, w, M, N, K, stream); break;
+    case 144: launch_shape<4, 4, true>(dt, out, x, w, M, N, K, stream); break;
+    case 148: launch_shape<4, 8, true>(dt, out, x, w, M, N, K, stream); break;
+    case 182: launch_shape<8, 2, true>(dt, out, x, w, M, N, K, stream); break;
+    case 184: launch_shape<8, 4, true>(dt, out, x, w, M, N, K, stream); break;
+    case 188: launch_shape<8, 8, true>(dt, out, x, w, M, N, K, stream); break;
+    default: return false;
+  }
+  CUDA_CHECK_LAUNCH();
+  return true;
+}
+
+}  // namespace lamina::cuda
