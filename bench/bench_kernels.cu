@@ -196,6 +196,12 @@ void bench_gemv_quant(Ctx& c, const Gemm& g, WeightFormat f, int M, const char* 
   Rotation x(size_t(M) * g.K * 2, 0, 45, c.stream);
   void* out = dmalloc(size_t(M) * g.N * 2);
   const Timing tm = time_ms(c.stream, [&](int i) { c.be->matmul(out, x.at(0), w.at(i), M, g.N, g.K); });
+  if (std::string(g.name) == "gate_up" && !label) {  // the same weights as gate_up with its SwiGLU
+    const Timing ts = time_ms(c.stream, [&](int i) { c.be->gate_up_swiglu(out, x.at(0), w.at(i), M, g.N / 2, g.K); });
+    const double gbs = (double(w.bytes) + 2.0 * M * (g.K + g.N / 2)) / (ts.ms * 1e-3) / 1e9;
+    std::printf("gemv-%-4s gate_up+swiglu M=%-2d F=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", format_tag(f), M,
+                g.N / 2, g.K, ts.ms, gbs, 100.0 * gbs / c.copy_gbs, tag(ts));
+  }
   cudaFree(out);
   const double ms = tm.ms;
   const double bytes = double(w.bytes) + 2.0 * M * (g.K + g.N);

@@ -139,6 +139,38 @@ TEST_P(QuantMatmulOp, Int4TilesMatchPackedRows) {
   }
 }
 
+// The gate_up GEMV with its SwiGLU over quantized weights (decode) against the CPU's matmul then
+// silu_mul on the same quantized numbers. Weights are scaled so gate values span roughly [-6, 6].
+// F = 48 with K = 4096 takes int4's tile kernel in 16-bit activations; F = 40 (2F = 80 rows) is
+// tiled too but has no tile kernel (a gate tile needs 16 rows), so the backend declines; F = 129
+// and K = 99 take the packed-rows and scalar kernels.
+TEST_P(QuantMatmulOp, GateUpSwigluMatchesCpu) {
+  std::vector<Shape> shapes = {{48, 4096}, {40, 256}, {129, 1024}};
+  if (fmt() != WeightFormat::Int4Group) shapes.push_back({37, 99});
+  for (const Shape& s : shapes) {
+    const int F = s.N, K = s.K;
+    const float span = 6.0f * std::sqrt(3.0f / float(K));
+    const HostQuant q = quantize(fmt(), random_floats(rng_, size_t(2) * F * K, -span, span), 2 * F, K);
+    DeviceBuffer w_g = DeviceBuffer::adopt(gpu_.get(), gpu_->upload_quantized_weight(q.view), q.data.size());
+    DeviceBuffer w_c = DeviceBuffer::adopt(cpu_.get(), cpu_->upload_quantized_weight(q.view), q.data.size());
+    const bool declines = fmt() == WeightFormat::Int4Group && dt() != DType::F32 && F == 40;
+    for (int M : {1, 3, cuda::kGemvMaxM}) {
+      const auto x = rnd(size_t(M) * K);
+      auto x_g = upload_act(*gpu_, x), x_c = upload_act(*cpu_, x);
+      auto out_g = poisoned_act(*gpu_, size_t(M) * F), out_c = poisoned_act(*cpu_, size_t(M) * F);
+      auto gu_c = poisoned_act(*cpu_, size_t(M) * 2 * F);
+      const bool fused = gpu_->gate_up_swiglu(out_g.get(), x_g.get(), w_g.get(), M, F, K);
+      ASSERT_EQ(fused, !declines) << "F=" << F << " K=" << K << " M=" << M;
+      if (!fused) continue;
+      cpu_->matmul(gu_c.get(), x_c.get(), w_c.get(), M, 2 * F, K);
+      cpu_->silu_mul(out_c.get(), gu_c.get(), M, F);
+      expect_close(read_act(*gpu_, out_g, size_t(M) * F), read_act(*cpu_, out_c, size_t(M) * F), tolerance(dt()),
+                   weight_format_name(fmt()) + " gate_up_swiglu M=" + std::to_string(M) + " F=" + std::to_string(F) +
+                       " K=" + std::to_string(K));
+    }
+  }
+}
+
 // The GPU quantized GEMV for row m alone agrees with the batched path's row m.
 TEST_P(QuantMatmulOp, GemvAgreesWithBatchedPath) {
   const int N = 1536, K = 4096, M = 33;

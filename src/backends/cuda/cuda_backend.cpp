@@ -195,8 +195,13 @@ class CudaBackend final : public Backend {
     }
   }
   bool gate_up_swiglu(void* out, const void* x, const void* w, int M, int F, int K) override {
-    if (M > kGemvMaxM || quant_.count(w)) return false;  // quantized weights: their GEMV, then silu_mul
+    if (M > kGemvMaxM) return false;
     use_device();
+    if (auto it = quant_.find(w); it != quant_.end()) {
+      LAMINA_CHECK(it->second.rows == 2 * F && it->second.cols == K, "gate_up of a quantized [", it->second.rows, ", ",
+                   it->second.cols, "] weight as [", 2 * F, ", ", K, "]");
+      return launch_gemv_quant_gate_up(act_, out, x, it->second.w, M, F, K, stream_);
+    }
     launch_gate_up_swiglu_gemv(act_, out, x, w, M, F, K, stream_);
     return true;
   }

@@ -154,15 +154,21 @@ __device__ __forceinline__ void multiply(const Group<U, kSharedX>& grp, const T*
   }
 }
 
-template <typename T, int W, int U, bool kSharedX>
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + __expf(-g)); }
+
+// kGateUp: w is an MLP's gate_up [2N, K] (gate tiles, then up tiles) and out[M, N] = silu(gate) *
+// up: block b runs gate tile b on its first W/2 warps and up tile b + N/16 on the others.
+template <typename T, int W, int U, bool kSharedX, bool kGateUp>
 __global__ void __launch_bounds__(W * 32)
     gemv_int4_tiles_kernel(T* __restrict__ out, const T* __restrict__ x, const uint4* __restrict__ w,
                            const float* __restrict__ scales, int M, int N, int K, int group) {
   constexpr int kRows = mma_layout::kInt4TileRows, kCols = mma_layout::kInt4TileCols;
-  extern __shared__ uint4 x_shared[];  // kSharedX: x[M, K]
+  constexpr int WT = kGateUp ? W / 2 : W;  // warps a tile
+  extern __shared__ uint4 x_shared[];      // kSharedX: x[M, K]
   pdl_launch_dependents();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int chunks = K / kCols, rt = blockIdx.x, chunks_per_group = group / kCols;
+  const int rt = blockIdx.x + (kGateUp && warp >= WT ? N / kRows : 0);  // the weight's tile row
+  const int chunks = K / kCols, chunks_per_group = group / kCols;
   const uint4* lane_tile = w + static_cast<size_t>(rt) * chunks * 32 + lane;  // chunk 0 of this lane
   const int groups = K / group;
   const float* scale_lo = scales + static_cast<size_t>(rt * kRows + g) * groups;  // row g of the tile
@@ -172,26 +178,26 @@ __global__ void __launch_bounds__(W * 32)
   const T* x_lane = kSharedX ? reinterpret_cast<const T*>(x_shared) + x_offset : x + x_offset;
 
   Group<U, kSharedX> cur, next;
-  int kc = warp;
-  load_weights<W, U>(cur, lane_tile, scale_lo, scale_hi, kc, chunks, chunks_per_group);  // no wait needed
+  int kc = warp % WT;
+  load_weights<WT, U>(cur, lane_tile, scale_lo, scale_hi, kc, chunks, chunks_per_group);  // no wait needed
   pdl_wait();  // x (and out) belong to earlier kernels
   if constexpr (kSharedX) {
     const uint4* src = reinterpret_cast<const uint4*>(x);
     for (int i = threadIdx.x; i < M * K / 8; i += W * 32) x_shared[i] = __ldg(src + i);
     __syncthreads();
   } else {
-    load_x_registers<W, U>(cur, x_lane, has_token, kc, chunks);
+    load_x_registers<WT, U>(cur, x_lane, has_token, kc, chunks);
   }
 
   float acc[4] = {};
-  constexpr int kStep = W * U;
+  constexpr int kStep = WT * U;
   for (; kc < chunks; kc += kStep) {
     const bool more = kc + kStep < chunks;
     if (more) {
-      load_weights<W, U>(next, lane_tile, scale_lo, scale_hi, kc + kStep, chunks, chunks_per_group);
-      load_x_registers<W, U>(next, x_lane, has_token, kc + kStep, chunks);
+      load_weights<WT, U>(next, lane_tile, scale_lo, scale_hi, kc + kStep, chunks, chunks_per_group);
+      load_x_registers<WT, U>(next, x_lane, has_token, kc + kStep, chunks);
     }
-    multiply<T, W, U>(cur, x_lane, has_token, kc, chunks, acc);
+    multiply<T, WT, U>(cur, x_lane, has_token, kc, chunks, acc);
     if (more) cur = next;
   }
 
@@ -204,14 +210,19 @@ __global__ void __launch_bounds__(W * 32)
   __syncthreads();
   if (threadIdx.x < kRows * M) {
     const int row = threadIdx.x % kRows, m = threadIdx.x / kRows;
-    float s = 0.0f;
+    float s = 0.0f, up = 0.0f;
 #pragma unroll
-    for (int i = 0; i < W; ++i) s += partial[i][row][m];
-    out[static_cast<size_t>(m) * N + rt * kRows + row] = from_float<T>(s);
+    for (int i = 0; i < WT; ++i) {
+      s += partial[i][row][m];
+      if constexpr (kGateUp) up += partial[WT + i][row][m];
+    }
+    if constexpr (kGateUp) s = silu(s) * up;
+    out[static_cast<size_t>(m) * N + blockIdx.x * kRows + row] = from_float<T>(s);
   }
 }
 
-template <int W, int U, bool kSharedX>
+// N: outputs (kGateUp: F, of a [2F, K] weight).
+template <int W, int U, bool kSharedX, bool kGateUp = false>
 void launch_shape(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
                   cudaStream_t stream) {
   static_assert(W * 32 >= mma_layout::kInt4TileRows * 8, "the final sum needs a thread per (row, token)");
@@ -219,7 +230,7 @@ void launch_shape(DType dt, void* out, const void* x, const DeviceQuantWeight& w
   LAMINA_CHECK(x_bytes <= kMaxSharedXBytes, "x of ", M, " x ", K, " does not fit the int4 GEMV's shared memory");
   auto run = [&](auto tag) {
     using E = typename decltype(tag)::type;
-    auto* kernel = gemv_int4_tiles_kernel<E, W, U, kSharedX>;
+    auto* kernel = gemv_int4_tiles_kernel<E, W, U, kSharedX, kGateUp>;
     if (kSharedX) allow_dynamic_smem(reinterpret_cast<const void*>(kernel), kMaxSharedXBytes);
     launch_pdl(kernel, dim3(N / mma_layout::kInt4TileRows), dim3(W * 32), x_bytes, stream, static_cast<E*>(out),
                static_cast<const E*>(x), static_cast<const uint4*>(w.data), w.scales, M, N, K, w.group_size);
@@ -261,6 +272,18 @@ void launch_gemv_int4_tiles(DType dt, void* out, const void* x, const DeviceQuan
   else if (tiles <= 4 * sms || !x_fits) launch_shape<4, 4, false>(dt, out, x, w, M, N, K, stream);
   else launch_shape<4, 4, true>(dt, out, x, w, M, N, K, stream);
   CUDA_CHECK_LAUNCH();
+}
+
+bool launch_gemv_int4_tiles_gate_up(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int F,
+                                    int K, cudaStream_t stream) {
+  if (F % mma_layout::kInt4TileRows != 0) return false;  // a gate tile and its up tile per block
+  check_args(dt, x, w, M, 2 * F, K);
+  // Like gate_up's plain GEMV (4 warps a tile, 4 chunks a group, x in shared memory), with the
+  // block's 8 warps on a gate tile and its up tile: x is staged once for both.
+  if (static_cast<size_t>(M) * K * 2 <= kMaxSharedXBytes) launch_shape<8, 4, true, true>(dt, out, x, w, M, F, K, stream);
+  else launch_shape<8, 4, false, true>(dt, out, x, w, M, F, K, stream);
+  CUDA_CHECK_LAUNCH();
+  return true;
 }
 
 bool launch_gemv_int4_tiles_variant(int warps, int chunks_per_group, bool shared_x, DType dt, void* out,

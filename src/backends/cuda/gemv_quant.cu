@@ -49,7 +49,18 @@ __device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-template <typename T, WeightFormat F, int M, int R, int B>
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + __expf(-g)); }
+
+// The weight row that row r (0..R-1) of the block starting at output n0 reads: n0 + r, or with
+// kGateUp (w = gate_up [2N, K], R/2 outputs a block) gate row n0 + r for r < R/2 and up row
+// N + n0 + r - R/2 after. Rows past N re-read row N-1 and are not written.
+template <int R, bool kGateUp>
+__device__ __forceinline__ int weight_row(int n0, int r, int N) {
+  constexpr int kOuts = kGateUp ? R / 2 : R;
+  return min(n0 + r % kOuts, N - 1) + (kGateUp && r >= kOuts ? N : 0);
+}
+
+template <typename T, WeightFormat F, int M, int R, int B, bool kGateUp>
 __global__ void __launch_bounds__(B)
     gemv_quant_kernel(T* __restrict__ out, const T* __restrict__ x, const uint8_t* __restrict__ w,
                       const float* __restrict__ scales, int N, int K, int group, int scale_stride) {
@@ -58,15 +69,17 @@ __global__ void __launch_bounds__(B)
   constexpr int kPerChunk = 4 * EW;     // weights a 16-byte chunk
   constexpr bool kGrouped = F == WeightFormat::Int4Group;
   constexpr int kBlockWarps = B / 32;
+  constexpr int kOuts = kGateUp ? R / 2 : R;  // outputs a block writes
+  static_assert(!kGateUp || (R % 2 == 0 && M * R <= 32), "gate/up pairs meet within warp 0");
   pdl_launch_dependents();
-  const int n0 = blockIdx.x * R;
+  const int n0 = blockIdx.x * kOuts;
   const int chunks = K / kPerChunk;
   const int groups = kGrouped ? K / group : 0;
   const uint4* w_row[R];
   int row_of[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    row_of[r] = min(n0 + r, N - 1);  // rows past N re-read row N-1 and are not written
+    row_of[r] = weight_row<R, kGateUp>(n0, r, N);
     w_row[r] = reinterpret_cast<const uint4*>(w) + static_cast<size_t>(row_of[r]) * chunks;
   }
 
@@ -112,79 +125,87 @@ __global__ void __launch_bounds__(B)
     }
   }
 
-  float s;
-  if (block_sum_each<kBlockWarps>(acc, s)) {
-    const int m = threadIdx.x / R, r = threadIdx.x % R;
-    if (n0 + r < N) {
-      const float scale = kGrouped ? 1.0f : scales[static_cast<size_t>(scale_stride) * (n0 + r)];
-      out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s * scale);
+  float s = 0.0f;
+  const bool has_sum = block_sum_each<kBlockWarps>(acc, s);  // thread m * R + r: row r's sum for token m
+  const int m = threadIdx.x / R, r = threadIdx.x % R;
+  if (has_sum && !kGrouped) s *= scales[static_cast<size_t>(scale_stride) * weight_row<R, kGateUp>(n0, r, N)];
+  if constexpr (kGateUp) {
+    if (threadIdx.x < 32) {  // all of warp 0 shuffles: the up sum of pair r sits R/2 lanes up
+      const float up = __shfl_down_sync(0xffffffffu, s, kOuts);
+      if (has_sum && r < kOuts && n0 + r < N) out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(silu(s) * up);
     }
+  } else if (has_sum && n0 + r < N) {
+    out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s);
   }
 }
 
-// Fallback: one warp per (m, n), scalar decode.
+// Fallback: one warp per (m, n), scalar decode (kGateUp: the gate and up dot products of n).
 template <typename T, WeightFormat F>
+__device__ __forceinline__ float scalar_dot(const T* x_row, const uint8_t* w, const float* scales, int row, int K,
+                                            int group, int scale_stride, int lane) {
+  constexpr bool kGrouped = F == WeightFormat::Int4Group;
+  float acc = 0.0f;
+  for (int k = lane; k < K; k += 32) {
+    float wv = Decode<F>::scalar(w, static_cast<size_t>(row) * K + k);
+    if (kGrouped) wv *= scales[static_cast<size_t>(row) * (K / group) + k / group];
+    acc = fmaf(to_float(x_row[k]), wv, acc);
+  }
+  acc = warp_sum(acc);
+  return kGrouped ? acc : acc * scales[static_cast<size_t>(scale_stride) * row];
+}
+
+template <typename T, WeightFormat F, bool kGateUp>
 __global__ void gemv_quant_scalar_kernel(T* __restrict__ out, const T* __restrict__ x, const uint8_t* __restrict__ w,
                                          const float* __restrict__ scales, int M, int N, int K, int group,
                                          int scale_stride) {
-  constexpr bool kGrouped = F == WeightFormat::Int4Group;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const long long item = static_cast<long long>(blockIdx.x) * (blockDim.x / 32) + warp;
   if (item >= static_cast<long long>(M) * N) return;
   const int m = static_cast<int>(item / N), n = static_cast<int>(item % N);
-  float acc = 0.0f;
-  for (int k = lane; k < K; k += 32) {
-    float wv = Decode<F>::scalar(w, static_cast<size_t>(n) * K + k);
-    if (kGrouped) wv *= scales[static_cast<size_t>(n) * (K / group) + k / group];
-    acc = fmaf(to_float(x[static_cast<size_t>(m) * K + k]), wv, acc);
-  }
-  acc = warp_sum(acc);
-  if (lane == 0) {
-    const float scale = kGrouped ? 1.0f : scales[static_cast<size_t>(scale_stride) * n];
-    out[static_cast<size_t>(m) * N + n] = from_float<T>(acc * scale);
-  }
+  const T* x_row = x + static_cast<size_t>(m) * K;
+  float v = scalar_dot<T, F>(x_row, w, scales, n, K, group, scale_stride, lane);
+  if constexpr (kGateUp) v = silu(v) * scalar_dot<T, F>(x_row, w, scales, N + n, K, group, scale_stride, lane);
+  if (lane == 0) out[static_cast<size_t>(m) * N + n] = from_float<T>(v);
 }
 
-template <typename T, WeightFormat F, int M>
+template <typename T, WeightFormat F, int M, bool kGateUp>
 void launch_m(T* out, const T* x, const uint8_t* w, const float* s, int N, int K, int group, int stride,
               cudaStream_t stream) {
   // As gemv.cu: 4 rows a block, one chunk of each row in flight plus the next. (8 rows a block
   // for int4, sharing each x load among more rows, measured the same on an H100: 41-62% of copy
   // bandwidth at M = 1; the int4 GEMV is bound by its decode and x traffic, not by this shape.)
+  // gate_up with its SwiGLU: 2 gate + 2 up rows a block.
   constexpr int R = 4, B = F == WeightFormat::Int4Group ? 128 : 256;
-  launch_pdl(gemv_quant_kernel<T, F, M, R, B>, dim3(ceil_div(N, R)), dim3(B), 0, stream, out, x, w, s, N, K, group,
-             stride);
+  constexpr int kOuts = kGateUp ? R / 2 : R;
+  launch_pdl(gemv_quant_kernel<T, F, M, R, B, kGateUp>, dim3(ceil_div(N, kOuts)), dim3(B), 0, stream, out, x, w, s, N,
+             K, group, stride);
 }
 
-template <typename T, WeightFormat F>
+template <typename T, WeightFormat F, bool kGateUp>
 void launch_format(T* out, const T* x, const uint8_t* w, const float* s, int M, int N, int K, int group, int stride,
                    cudaStream_t stream) {
   constexpr int kPerChunk = 4 * Decode<F>::kPerWord;
   if (K % kPerChunk != 0 || !is_aligned16(x) || !is_aligned16(w)) {
     const long long items = static_cast<long long>(M) * N;
-    gemv_quant_scalar_kernel<T, F><<<static_cast<unsigned>(ceil_div_ll(items, 8)), 256, 0, stream>>>(
+    gemv_quant_scalar_kernel<T, F, kGateUp><<<static_cast<unsigned>(ceil_div_ll(items, 8)), 256, 0, stream>>>(
         out, x, w, s, M, N, K, group, stride);
     return;
   }
   switch (M) {
-    case 1: launch_m<T, F, 1>(out, x, w, s, N, K, group, stride, stream); break;
-    case 2: launch_m<T, F, 2>(out, x, w, s, N, K, group, stride, stream); break;
-    case 3: launch_m<T, F, 3>(out, x, w, s, N, K, group, stride, stream); break;
-    case 4: launch_m<T, F, 4>(out, x, w, s, N, K, group, stride, stream); break;
-    case 5: launch_m<T, F, 5>(out, x, w, s, N, K, group, stride, stream); break;
-    case 6: launch_m<T, F, 6>(out, x, w, s, N, K, group, stride, stream); break;
-    case 7: launch_m<T, F, 7>(out, x, w, s, N, K, group, stride, stream); break;
-    default: launch_m<T, F, 8>(out, x, w, s, N, K, group, stride, stream); break;
+    case 1: launch_m<T, F, 1, kGateUp>(out, x, w, s, N, K, group, stride, stream); break;
+    case 2: launch_m<T, F, 2, kGateUp>(out, x, w, s, N, K, group, stride, stream); break;
+    case 3: launch_m<T, F, 3, kGateUp>(out, x, w, s, N, K, group, stride, stream); break;
+    case 4: launch_m<T, F, 4, kGateUp>(out, x, w, s, N, K, group, stride, stream); break;
+    case 5: launch_m<T, F, 5, kGateUp>(out, x, w, s, N, K, group, stride, stream); break;
+    case 6: launch_m<T, F, 6, kGateUp>(out, x, w, s, N, K, group, stride, stream); break;
+    case 7: launch_m<T, F, 7, kGateUp>(out, x, w, s, N, K, group, stride, stream); break;
+    default: launch_m<T, F, 8, kGateUp>(out, x, w, s, N, K, group, stride, stream); break;
   }
 }
 
-}  // namespace
-
-void launch_gemv_quant(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
-                       cudaStream_t stream) {
-  if (M <= 0 || N <= 0) return;
-  LAMINA_CHECK(M <= kGemvMaxM, "gemv takes at most ", kGemvMaxM, " rows, got ", M);
-  if (w.int4_tiles) return launch_gemv_int4_tiles(dt, out, x, w, M, N, K, stream);
+template <bool kGateUp>
+void launch_quant(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
+                  cudaStream_t stream) {
   const auto* wb = static_cast<const uint8_t*>(w.data);
   if (w.format == WeightFormat::Int4Group)
     LAMINA_CHECK(w.group_size > 0 && w.group_size % 32 == 0 && K % w.group_size == 0, "int4 gemv: group size ",
@@ -195,17 +216,36 @@ void launch_gemv_quant(DType dt, void* out, const void* x, const DeviceQuantWeig
     auto* a = static_cast<const E*>(x);
     switch (w.format) {
       case WeightFormat::Int8PerChannel:
-        launch_format<E, WeightFormat::Int8PerChannel>(o, a, wb, w.scales, M, N, K, 0, 1, stream);
+        launch_format<E, WeightFormat::Int8PerChannel, kGateUp>(o, a, wb, w.scales, M, N, K, 0, 1, stream);
         break;
       case WeightFormat::Fp8PerTensor:
-        launch_format<E, WeightFormat::Fp8PerTensor>(o, a, wb, w.scales, M, N, K, 0, 0, stream);
+        launch_format<E, WeightFormat::Fp8PerTensor, kGateUp>(o, a, wb, w.scales, M, N, K, 0, 0, stream);
         break;
       case WeightFormat::Int4Group:
-        launch_format<E, WeightFormat::Int4Group>(o, a, wb, w.scales, M, N, K, w.group_size, 0, stream);
+        launch_format<E, WeightFormat::Int4Group, kGateUp>(o, a, wb, w.scales, M, N, K, w.group_size, 0, stream);
         break;
     }
     CUDA_CHECK_LAUNCH();
   });
+}
+
+}  // namespace
+
+void launch_gemv_quant(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
+                       cudaStream_t stream) {
+  if (M <= 0 || N <= 0) return;
+  LAMINA_CHECK(M <= kGemvMaxM, "gemv takes at most ", kGemvMaxM, " rows, got ", M);
+  if (w.int4_tiles) return launch_gemv_int4_tiles(dt, out, x, w, M, N, K, stream);
+  launch_quant<false>(dt, out, x, w, M, N, K, stream);
+}
+
+bool launch_gemv_quant_gate_up(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int F, int K,
+                               cudaStream_t stream) {
+  if (M <= 0 || F <= 0) return true;
+  LAMINA_CHECK(M <= kGemvMaxM, "gemv takes at most ", kGemvMaxM, " rows, got ", M);
+  if (w.int4_tiles) return launch_gemv_int4_tiles_gate_up(dt, out, x, w, M, F, K, stream);
+  launch_quant<true>(dt, out, x, w, M, F, K, stream);
+  return true;
 }
 
 }  // namespace lamina::cuda

@@ -27,12 +27,22 @@ struct DeviceQuantWeight {
 void launch_gemv_quant(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
                        cudaStream_t stream);
 
+// The gate_up GEMV with its SwiGLU: out[M, F] = silu(x · gate^T) * (x · up^T) for an MLP's
+// quantized gate_up [2F, K] weight, M <= kGemvMaxM. False (nothing launched) where the weight's
+// layout has no such kernel (int4 tiles with F % 16 != 0): the caller runs the GEMV, then silu_mul.
+bool launch_gemv_quant_gate_up(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int F, int K,
+                               cudaStream_t stream);
+
 // gemv_int4_tiles.cu — the same for int4 weights in the tile layout, on the tensor cores (F16 or
 // BF16 activations, M <= 8, int4_tiles_fit). The _variant form (bench_kernels) takes the block's
 // warps (4, 8), 64-column chunks a lane per load group (1, 2, 4; with x in shared memory 2, 4, 8)
 // and where x is read (shared memory, staged once a block, or registers); false for other shapes.
 void launch_gemv_int4_tiles(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
                             cudaStream_t stream);
+// The gate_up GEMV with its SwiGLU over an int4 tile [2F, K] weight: out[M, F] = silu(x · gate^T) *
+// (x · up^T). False (nothing launched) when F is no multiple of 16.
+bool launch_gemv_int4_tiles_gate_up(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int F,
+                                    int K, cudaStream_t stream);
 bool launch_gemv_int4_tiles_variant(int warps, int chunks_per_group, bool shared_x, DType dt, void* out,
                                     const void* x, const DeviceQuantWeight& w, int M, int N, int K,
                                     cudaStream_t stream);
