@@ -156,9 +156,13 @@ void LlamaForward::run_layers(int T, int R) {
   for (size_t l = 0; l < w_.layers.size(); ++l) {
     const LayerWeights& lw = w_.layers[l];
     const KVCacheLayer cache{k_cache_[l].get(), v_cache_[l].get(), in.block_tables};
-    // Attention: qkv = normed · Wqkv^T; rotate q,k; append k,v to the cache; attend; project.
-    be_->matmul(qkv_.get(), normed_.get(), lw.qkv, T, int(qkv_rows_), H);
-    be_->rope_kv_write(qkv_.get(), pos, slot, inv_freq_.as<float>(), cache, attn_, T);
+    // Attention: qkv = normed · Wqkv^T; rotate q,k; append k,v to the cache (one kernel where the
+    // backend can); attend; project.
+    if (!be_->qkv_rope_kv_write(qkv_.get(), normed_.get(), lw.qkv, T, H, pos, slot, inv_freq_.as<float>(), cache,
+                                attn_)) {
+      be_->matmul(qkv_.get(), normed_.get(), lw.qkv, T, int(qkv_rows_), H);
+      be_->rope_kv_write(qkv_.get(), pos, slot, inv_freq_.as<float>(), cache, attn_, T);
+    }
     be_->attention(attn_out_.get(), qkv_.get(), pos, slot, cache, attn_, T);
     be_->matmul(proj_.get(), attn_out_.get(), lw.attn_out, T, H, int(q_width_));
     comm_->all_reduce_sum(proj_.get(), size_t(T) * H, act);  // row-parallel: sum partial outputs

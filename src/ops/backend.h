@@ -113,6 +113,16 @@ class Backend {
                          KVCacheLayer cache, const AttentionShape& s, int T) = 0;
   // out[T,F] = silu(gate_up[:, :F]) * gate_up[:, F:]   (gate_up: [T, 2F])
   virtual void silu_mul(void* out, const void* gate_up, int T, int F) = 0;
+  // qkv[T, (Hq + 2 Hkv) D] = x[T, K] · w^T followed by rope_kv_write(qkv, ...) in one pass, where
+  // the backend has a fused kernel for this T and weight (decode); returns false without doing
+  // anything otherwise, and the caller runs matmul then rope_kv_write. The projection is not
+  // rounded to the activation dtype before the rotation.
+  virtual bool qkv_rope_kv_write(void* qkv, const void* x, const void* w, int T, int K, const int32_t* positions,
+                                 const int32_t* slots, const float* inv_freq, KVCacheLayer cache,
+                                 const AttentionShape& s) {
+    (void)qkv, (void)x, (void)w, (void)T, (void)K, (void)positions, (void)slots, (void)inv_freq, (void)cache, (void)s;
+    return false;
+  }
   // out[T,F] = silu(x · w[:F]^T) * (x · w[F:]^T) in one pass (x: [T, K], w: an MLP's gate_up
   // [2F, K]), where the backend has a fused kernel for this T and weight (decode); returns false
   // without doing anything otherwise, and the caller runs matmul then silu_mul. The gate and up

@@ -194,6 +194,13 @@ class CudaBackend final : public Backend {
       gemm_->run(act_, out, x, w, M, N, K, stream_);
     }
   }
+  bool qkv_rope_kv_write(void* qkv, const void* x, const void* w, int T, int K, const int32_t* positions,
+                         const int32_t* slots, const float* inv_freq, KVCacheLayer cache,
+                         const AttentionShape& s) override {
+    if (T > kGemvMaxM || quant_.count(w) || !fused_rope_enabled()) return false;
+    use_device();
+    return launch_qkv_rope_kv_write_gemv(act_, qkv, x, w, T, K, positions, slots, inv_freq, cache, s, stream_);
+  }
   bool gate_up_swiglu(void* out, const void* x, const void* w, int M, int F, int K) override {
     if (M > kGemvMaxM) return false;
     use_device();
@@ -301,6 +308,14 @@ class CudaBackend final : public Backend {
     gemm_->run(act_, out, x, w, M, N, K, stream_);
   }
 
+  // LAMINA_FUSED_ROPE=0 runs the qkv GEMV and rope_kv_write as two kernels at decode (for comparisons).
+  static bool fused_rope_enabled() {
+    static const bool on = [] {
+      const char* v = std::getenv("LAMINA_FUSED_ROPE");
+      return !(v && std::string(v) == "0");
+    }();
+    return on;
+  }
   // LAMINA_INT4_TILES=0 keeps int4 weights in their packed rows and the scalar-decode GEMV (for comparisons).
   static bool int4_tiles_enabled() {
     const char* v = std::getenv("LAMINA_INT4_TILES");

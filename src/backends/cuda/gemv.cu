@@ -7,13 +7,21 @@
 //   SMs and the last wave is short. A block reduction finishes each of the M*R dot products.
 //   The first group of weight loads is issued before pdl_wait(): it overlaps the previous kernel.
 //   x (M*K elements, shared by every block) is read through the read-only cache.
-// kGateUp: w is an MLP's gate_up [2N, K] (gate rows, then up rows) and the kernel writes
-// out[M, N] = silu(x · gate^T) * (x · up^T): a block owns R/2 gate rows and the R/2 matching up rows,
-// so the SwiGLU costs no kernel and no [M, 2N] round trip, and the down projection after it is a
-// plain GEMV.
+// Epilogues (what a block does with its M x R dot products):
+//   kPlain   out[m, n] = the dot product.
+//   kGateUp  w is an MLP's gate_up [2N, K] (gate rows, then up rows) and out[M, N] = silu(x · gate^T)
+//            * (x · up^T): a block owns R/2 gate rows and the R/2 matching up rows, so the SwiGLU
+//            costs no kernel and no [M, 2N] round trip, and the down projection after it is a
+//            plain GEMV.
+//   kRopeKv  w is the attention's qkv [(Hq + 2 Hkv) D, K] and the kernel does rope_kv_write's work
+//            (kernels.h) on its outputs: a block owns rows j, j + 1, j + D/2, j + D/2 + 1 of one
+//            head (R = 4), i.e. two rotate-half pairs, rotates q and k heads by positions[m] *
+//            inv_freq[j..j+1] (angles in double precision, as rope_kv_write), writes q, k, v to
+//            out and k, v to the token's KV-cache row: one kernel and one qkv round trip less.
 // Rows of K not a multiple of 8 (16-bit) / 4 (fp32), or unaligned pointers, take a scalar kernel.
 #include <cuda_runtime.h>
 
+#include "attention_common.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "kernels.h"
@@ -40,6 +48,55 @@ __device__ __forceinline__ void load_x(const T* x, int m, int K, int c, float (&
 
 __device__ __forceinline__ float silu(float g) { return g / (1.0f + __expf(-g)); }
 
+enum class Epilogue { kPlain, kGateUp, kRopeKv };
+
+// kRopeKv's inputs (unused otherwise): per token m < M its position and block-table row, the
+// rotary frequencies [D/2] and the layer's KV pools.
+template <typename T>
+struct RopeKvArgs {
+  const int32_t* positions = nullptr;
+  const int32_t* slots = nullptr;
+  const float* inv_freq = nullptr;
+  T* k_cache = nullptr;
+  T* v_cache = nullptr;
+  const int32_t* block_tables = nullptr;
+  AttnParams p;
+};
+
+// kRopeKv: the qkv row that row r (0..3) of block b reads and writes: head b / (D/4), pair
+// dims j = 2 (b % (D/4)), rows j, j + 1, j + D/2, j + D/2 + 1 of the head.
+__device__ __forceinline__ int rope_row(int b, int r, int D) {
+  const int pairs_blocks = D / 4, head = b / pairs_blocks, j = 2 * (b % pairs_blocks);
+  return head * D + j + (r & 1) + (r >= 2 ? D / 2 : 0);
+}
+
+// kRopeKv epilogue of thread (m, r) holding row r's sum s; `partner` is the sum of row r ^ 2 (the
+// other half of its rotate-half pair).
+template <typename T>
+__device__ __forceinline__ void rope_kv_store(T* out, int N, int m, int r, float s, float partner,
+                                              const RopeKvArgs<T>& a) {
+  const int D = a.p.head_dim, half = D / 2, Hq = a.p.Hq, Hkv = a.p.Hkv;
+  const int row = rope_row(blockIdx.x, r, D), head = row / D, dim = row % D;
+  const int pos = a.positions[m];
+  float v = s;
+  if (head < Hq + Hkv) {  // q or k: rotate (x_i, x_{i+D/2}) by pos * inv_freq[i]
+    double sn, cs;
+    sincos(static_cast<double>(pos) * static_cast<double>(a.inv_freq[dim % half]), &sn, &cs);
+    const float c = static_cast<float>(cs), sf = static_cast<float>(sn);
+    v = r < 2 ? s * c - partner * sf : s * c + partner * sf;
+  }
+  out[static_cast<size_t>(m) * N + row] = from_float<T>(v);
+  if (head >= Hq) {  // k or v: the cache row of (slot, position); none when out of range
+    const long long cache_row = kv_cache_row(a.block_tables, a.slots[m], pos, a.p);
+    if (cache_row >= 0) {
+      const bool is_k = head < Hq + Hkv;
+      T* pool = is_k ? a.k_cache : a.v_cache;
+      const int kv_head = head - Hq - (is_k ? 0 : Hkv);
+      pool[(static_cast<size_t>(cache_row) * Hkv + kv_head) * D + dim] = from_float<T>(v);
+    }
+  }
+}
+
 // Issues the loads of chunks c0, c0 + 256, ... (U of them) of each of the R rows.
 template <int R, int U>
 __device__ __forceinline__ void load_group(uint4 (&buf)[U][R], const char* const (&rows)[R], int c0, int chunks) {
@@ -51,19 +108,23 @@ __device__ __forceinline__ void load_group(uint4 (&buf)[U][R], const char* const
   }
 }
 
-template <typename T, int M, int R, int U, bool kGateUp>
+template <typename T, int M, int R, int U, Epilogue E>
 __global__ void __launch_bounds__(kThreads)
-    gemv_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w, int N, int K) {
+    gemv_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w, int N, int K,
+                const __grid_constant__ RopeKvArgs<T> rope) {
   constexpr int V = kVec<T>;
+  constexpr bool kGateUp = E == Epilogue::kGateUp, kRopeKv = E == Epilogue::kRopeKv;
   constexpr int kOuts = kGateUp ? R / 2 : R;  // outputs a block writes
   static_assert(!kGateUp || (R % 2 == 0 && M * R <= 32), "gate/up pairs meet within warp 0");
+  static_assert(!kRopeKv || (R == 4 && M * R <= 32), "rope pairs meet within warp 0");
   pdl_launch_dependents();
   const int n0 = blockIdx.x * kOuts;
   const int chunks = K / V;
   const char* rows[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {  // rows past N re-read row N-1; their sums are not stored
-    const int n = min(n0 + r % kOuts, N - 1) + (kGateUp && r >= kOuts ? N : 0);  // up row n follows gate row n by N
+    int n = min(n0 + r % kOuts, N - 1) + (kGateUp && r >= kOuts ? N : 0);  // up row n follows gate row n by N
+    if constexpr (kRopeKv) n = rope_row(blockIdx.x, r, rope.p.head_dim);
     rows[r] = reinterpret_cast<const char*>(w + static_cast<size_t>(n) * K);
   }
 
@@ -110,6 +171,11 @@ __global__ void __launch_bounds__(kThreads)
       const float up = __shfl_down_sync(0xffffffffu, s, kOuts);
       if (has_sum && r < kOuts && n0 + r < N) out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(silu(s) * up);
     }
+  } else if constexpr (kRopeKv) {
+    if (threadIdx.x < 32) {  // all of warp 0 shuffles: row r's rotate-half partner is row r ^ 2
+      const float partner = __shfl_xor_sync(0xffffffffu, s, 2);
+      if (has_sum) rope_kv_store(out, N, m, r, s, partner, rope);
+    }
   } else if (has_sum && n0 + r < N) {
     out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s);
   }
@@ -136,30 +202,34 @@ __global__ void gemv_scalar_kernel(T* __restrict__ out, const T* __restrict__ x,
   if (lane == 0) out[static_cast<size_t>(m) * N + n] = from_float<T>(acc);
 }
 
-template <typename T, int M, int R, int U, bool kGateUp>
-void launch_config(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream) {
-  constexpr int kOuts = kGateUp ? R / 2 : R;
-  launch_pdl(gemv_kernel<T, M, R, U, kGateUp>, dim3(ceil_div(N, kOuts)), dim3(kThreads), 0, stream, out, x, w, N, K);
+template <typename T, int M, int R, int U, Epilogue E>
+void launch_config(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream, const RopeKvArgs<T>& rope = {}) {
+  constexpr int kOuts = E == Epilogue::kGateUp ? R / 2 : R;
+  launch_pdl(gemv_kernel<T, M, R, U, E>, dim3(ceil_div(N, kOuts)), dim3(kThreads), 0, stream, out, x, w, N, K, rope);
 }
 
-template <typename T, int M, bool kGateUp>
-void launch_m(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream) {
+template <typename T, int M, Epilogue E>
+void launch_m(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream, const RopeKvArgs<T>& rope) {
   // One chunk of each row per group (two groups in flight). Measured on an H100 at M = 1
   // (bench_kernels' gemv-shape lines): 4 rows a block reach 91-104% of copy bandwidth on the
   // Llama-3-8B projections, and 1 row a block is best on the long rows of the down projection
   // (K = 14336: 100.7% against 97.7%); deeper groups (U = 2, 4) lose 4-30%. gate_up with its
   // SwiGLU: 2 gate + 2 up rows a block, the shape of the plain gate_up GEMV.
-  if constexpr (kGateUp) {
-    launch_config<T, M, 4, 1, true>(out, x, w, N, K, stream);
+  // qkv with rope: 4 rows a block, as the plain qkv GEMV.
+  if constexpr (E != Epilogue::kPlain) {
+    launch_config<T, M, 4, 1, E>(out, x, w, N, K, stream, rope);
   } else if (M == 1 && K >= 8192) {
-    launch_config<T, M, 1, 1, false>(out, x, w, N, K, stream);
+    launch_config<T, M, 1, 1, E>(out, x, w, N, K, stream);
   } else {
-    launch_config<T, M, 4, 1, false>(out, x, w, N, K, stream);
+    launch_config<T, M, 4, 1, E>(out, x, w, N, K, stream);
   }
 }
 
-template <bool kGateUp>
-void launch(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream) {
+// kRopeKv takes the fast kernel only (the caller checks K and alignment); the others fall back to
+// the scalar kernel for odd K or unaligned pointers.
+template <Epilogue Ep>
+void launch(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream,
+            const RopeKvArgs<char>& rope_bytes = {}) {
   if (M <= 0 || N <= 0) return;
   LAMINA_CHECK(M <= kGemvMaxM, "gemv takes at most ", kGemvMaxM, " rows, got ", M);
   dispatch_float_type(dt, [&](auto tag) {
@@ -167,34 +237,54 @@ void launch(DType dt, void* out, const void* x, const void* w, int M, int N, int
     auto* o = static_cast<E*>(out);
     auto* a = static_cast<const E*>(x);
     auto* b = static_cast<const E*>(w);
+    const RopeKvArgs<E> rope{rope_bytes.positions, rope_bytes.slots, rope_bytes.inv_freq,
+                             reinterpret_cast<E*>(rope_bytes.k_cache), reinterpret_cast<E*>(rope_bytes.v_cache),
+                             rope_bytes.block_tables, rope_bytes.p};
     if (K % kVec<E> != 0 || !is_aligned16(a) || !is_aligned16(b)) {
+      LAMINA_CHECK(Ep != Epilogue::kRopeKv, "the qkv GEMV with rope needs K % ", kVec<E>, " == 0 and aligned rows");
       const long long items = static_cast<long long>(M) * N;
-      gemv_scalar_kernel<E, kGateUp><<<static_cast<unsigned>(ceil_div_ll(items, 8)), 256, 0, stream>>>(o, a, b, M, N, K);
+      gemv_scalar_kernel<E, Ep == Epilogue::kGateUp>
+          <<<static_cast<unsigned>(ceil_div_ll(items, 8)), 256, 0, stream>>>(o, a, b, M, N, K);
       CUDA_CHECK_LAUNCH();
       return;
     }
     switch (M) {
-      case 1: launch_m<E, 1, kGateUp>(o, a, b, N, K, stream); break;
-      case 2: launch_m<E, 2, kGateUp>(o, a, b, N, K, stream); break;
-      case 3: launch_m<E, 3, kGateUp>(o, a, b, N, K, stream); break;
-      case 4: launch_m<E, 4, kGateUp>(o, a, b, N, K, stream); break;
-      case 5: launch_m<E, 5, kGateUp>(o, a, b, N, K, stream); break;
-      case 6: launch_m<E, 6, kGateUp>(o, a, b, N, K, stream); break;
-      case 7: launch_m<E, 7, kGateUp>(o, a, b, N, K, stream); break;
-      default: launch_m<E, 8, kGateUp>(o, a, b, N, K, stream); break;
+      case 1: launch_m<E, 1, Ep>(o, a, b, N, K, stream, rope); break;
+      case 2: launch_m<E, 2, Ep>(o, a, b, N, K, stream, rope); break;
+      case 3: launch_m<E, 3, Ep>(o, a, b, N, K, stream, rope); break;
+      case 4: launch_m<E, 4, Ep>(o, a, b, N, K, stream, rope); break;
+      case 5: launch_m<E, 5, Ep>(o, a, b, N, K, stream, rope); break;
+      case 6: launch_m<E, 6, Ep>(o, a, b, N, K, stream, rope); break;
+      case 7: launch_m<E, 7, Ep>(o, a, b, N, K, stream, rope); break;
+      default: launch_m<E, 8, Ep>(o, a, b, N, K, stream, rope); break;
     }
+    CUDA_CHECK_LAUNCH();
   });
 }
 
 }  // namespace
 
 void launch_gemv(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream) {
-  launch<false>(dt, out, x, w, M, N, K, stream);
+  launch<Epilogue::kPlain>(dt, out, x, w, M, N, K, stream);
 }
 
 void launch_gate_up_swiglu_gemv(DType dt, void* out, const void* x, const void* gate_up, int M, int F, int K,
                                 cudaStream_t stream) {
-  launch<true>(dt, out, x, gate_up, M, F, K, stream);
+  launch<Epilogue::kGateUp>(dt, out, x, gate_up, M, F, K, stream);
+}
+
+bool launch_qkv_rope_kv_write_gemv(DType dt, void* qkv, const void* x, const void* w, int M, int K,
+                                   const int32_t* positions, const int32_t* slots, const float* inv_freq,
+                                   KVCacheLayer cache, const AttentionShape& s, cudaStream_t stream) {
+  const int D = s.head_dim, N = (s.num_q_heads + 2 * s.num_kv_heads) * D;
+  const int vec = 16 / static_cast<int>(dtype_size(dt));
+  if (M < 1 || M > kGemvMaxM || D % 4 != 0 || K % vec != 0 || !is_aligned16(x) || !is_aligned16(w) ||
+      cache.block_tables == nullptr || s.tokens_per_block <= 0 || s.max_blocks_per_seq <= 0)
+    return false;
+  RopeKvArgs<char> rope{positions, slots, inv_freq, static_cast<char*>(cache.k), static_cast<char*>(cache.v),
+                        cache.block_tables, make_attn_params(s, M)};
+  launch<Epilogue::kRopeKv>(dt, qkv, x, w, M, N, K, stream, rope);
+  return true;
 }
 
 bool launch_gemv_variant(int rows_per_block, int chunks_per_group, bool gate_up_swiglu, const __nv_bfloat16* x, const __nv_bfloat16* w,
@@ -202,21 +292,21 @@ bool launch_gemv_variant(int rows_per_block, int chunks_per_group, bool gate_up_
   if (K % kVec<__nv_bfloat16> != 0) return false;
   const int key = (gate_up_swiglu ? 1000 : 0) + rows_per_block * 10 + chunks_per_group;
   switch (key) {
-    case 11: launch_config<__nv_bfloat16, 1, 1, 1, false>(out, x, w, N, K, stream); return true;
-    case 12: launch_config<__nv_bfloat16, 1, 1, 2, false>(out, x, w, N, K, stream); return true;
-    case 14: launch_config<__nv_bfloat16, 1, 1, 4, false>(out, x, w, N, K, stream); return true;
-    case 21: launch_config<__nv_bfloat16, 1, 2, 1, false>(out, x, w, N, K, stream); return true;
-    case 22: launch_config<__nv_bfloat16, 1, 2, 2, false>(out, x, w, N, K, stream); return true;
-    case 24: launch_config<__nv_bfloat16, 1, 2, 4, false>(out, x, w, N, K, stream); return true;
-    case 41: launch_config<__nv_bfloat16, 1, 4, 1, false>(out, x, w, N, K, stream); return true;
-    case 42: launch_config<__nv_bfloat16, 1, 4, 2, false>(out, x, w, N, K, stream); return true;
-    case 44: launch_config<__nv_bfloat16, 1, 4, 4, false>(out, x, w, N, K, stream); return true;
-    case 81: launch_config<__nv_bfloat16, 1, 8, 1, false>(out, x, w, N, K, stream); return true;
-    case 82: launch_config<__nv_bfloat16, 1, 8, 2, false>(out, x, w, N, K, stream); return true;
+    case 11: launch_config<__nv_bfloat16, 1, 1, 1, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
+    case 12: launch_config<__nv_bfloat16, 1, 1, 2, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
+    case 14: launch_config<__nv_bfloat16, 1, 1, 4, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
+    case 21: launch_config<__nv_bfloat16, 1, 2, 1, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
+    case 22: launch_config<__nv_bfloat16, 1, 2, 2, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
+    case 24: launch_config<__nv_bfloat16, 1, 2, 4, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
+    case 41: launch_config<__nv_bfloat16, 1, 4, 1, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
+    case 42: launch_config<__nv_bfloat16, 1, 4, 2, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
+    case 44: launch_config<__nv_bfloat16, 1, 4, 4, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
+    case 81: launch_config<__nv_bfloat16, 1, 8, 1, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
+    case 82: launch_config<__nv_bfloat16, 1, 8, 2, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
     // gate_up with its SwiGLU (w = [2N, K], R/2 gate and R/2 up rows a block): keys 1000 + R*10 + U.
-    case 1021: launch_config<__nv_bfloat16, 1, 2, 1, true>(out, x, w, N, K, stream); return true;
-    case 1041: launch_config<__nv_bfloat16, 1, 4, 1, true>(out, x, w, N, K, stream); return true;
-    case 1081: launch_config<__nv_bfloat16, 1, 8, 1, true>(out, x, w, N, K, stream); return true;
+    case 1021: launch_config<__nv_bfloat16, 1, 2, 1, Epilogue::kGateUp>(out, x, w, N, K, stream); return true;
+    case 1041: launch_config<__nv_bfloat16, 1, 4, 1, Epilogue::kGateUp>(out, x, w, N, K, stream); return true;
+    case 1081: launch_config<__nv_bfloat16, 1, 8, 1, Epilogue::kGateUp>(out, x, w, N, K, stream); return true;
     default: return false;
   }
 }

@@ -62,6 +62,13 @@ void launch_gemv(DType dt, void* out, const void* x, const void* w, int M, int N
 // MLP's [2F, K] weight: the gate_up projection with its SwiGLU, in one pass.
 void launch_gate_up_swiglu_gemv(DType dt, void* out, const void* x, const void* gate_up, int M, int F, int K,
                                 cudaStream_t stream);
+// The attention's qkv projection with rope_kv_write fused in, for M <= kGemvMaxM tokens: qkv[M, (Hq +
+// 2 Hkv) D] = x[M, K] · w^T with q and k rotated, and k, v written to the cache as
+// launch_rope_kv_write does (same arguments). False (nothing launched) for shapes it does not take
+// (M > kGemvMaxM, head_dim % 4 != 0, K not a multiple of a 16-byte chunk, unaligned x or w).
+bool launch_qkv_rope_kv_write_gemv(DType dt, void* qkv, const void* x, const void* w, int M, int K,
+                                   const int32_t* positions, const int32_t* slots, const float* inv_freq,
+                                   KVCacheLayer cache, const AttentionShape& s, cudaStream_t stream);
 // bench_kernels only: the bf16 M = 1 GEMV with R rows a block and U chunks a row per load group
 // (R in {1, 2, 4, 8}, U in {1, 2, 4}; R = 8 with U <= 2), or its gate_up + SwiGLU form (w = [2N, K],
 // N outputs; R in {2, 4, 8}, U = 1). False for other shapes.
