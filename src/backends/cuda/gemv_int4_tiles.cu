@@ -3,19 +3,21 @@
 // The time should be the weight read (half a byte a weight). Decoding int4 to floats one weight at
 // a time (shift, mask, convert, fma: ~5 instructions a weight) left the plain int4 GEMV
 // (gemv_quant.cu) bound by instruction issue at 41-62 % of copy bandwidth. Here each 32-bit word
-// of w is already an mma A fragment's worth (16 rows x 16 k over the warp): four lop3 put pairs of
-// nibbles u into 16-bit floats 128 + u (bf16) / 1024 + u (f16), one packed subtract makes them
-// u - 8 exactly, and one mma.sync m16n8k16 multiplies them by x (B: k x token, the M tokens in the
-// n columns) with fp32 accumulation: ~3 instructions per 8 weights a lane.
+// of w is already an mma A fragment's worth (16 rows x 16 k over the warp): shifts and four lop3
+// put pairs of nibbles u into 16-bit floats 128 + u (bf16) / 1024 + u (f16), four packed
+// subtracts make them u - 8 exactly, and one mma.sync m16n8k16 multiplies them by x (B: k x token,
+// the M tokens in the n columns) with fp32 accumulation: ~12 instructions per word (8 weights) a
+// lane instead of ~40.
 //   A block of W warps owns one 16-row tile; warp w takes 64-column chunks w, w + W, ... of it
 //   (512 contiguous bytes a chunk, 16 a lane), U chunks per load group with the next group in
 //   flight. A group's loads are everything its math needs: the weights and the two rows' group
-//   scales (a group is a multiple of 64 columns); x[M, K] is staged in shared memory once per
-//   block (or, when it is too large, loaded per group into registers). So no global load waits
-//   inside the math: a first version loaded the scales and x at their use, and every chunk paid a
-//   load latency (20-78 % of copy bandwidth). A chunk past the end has zero scales and x and adds
-//   nothing. The first group's weights and scales load before pdl_wait(). The warps' partial
-//   16 x 8 tiles are summed through shared memory.
+//   scales (a group is a multiple of 64 columns), and x (kSharedX: x[M, K] is staged in shared
+//   memory once per block instead). So no global load waits inside the math: a first version
+//   loaded the scales and x at their use, and every chunk paid a load latency (20-78 % of copy
+//   bandwidth). A chunk past the end has zero scales and x and adds nothing. The first group's
+//   weights and scales load before pdl_wait(). The warps' partial 16 x 8 tiles are summed through
+//   shared memory. kGateUp (the MLP's gate_up with its SwiGLU) runs a gate tile and its up tile in
+//   one block, W/2 warps each.
 #include <cuda_runtime.h>
 
 #include <type_traits>
