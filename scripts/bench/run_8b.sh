@@ -35,7 +35,10 @@ fi  # SKIP_BF16
 # Quantized engines (QUANTS="FP8 W4A16_AWQ W8A16"): convert + build each, then the same decode
 # and prefill benchmarks. AB_QUANT="LAMINA_INT4_TILES=0": extra decode runs of each quantized
 # engine, one per space-separated variant VAR=VALUE[,VAR=VALUE...], as bench_decode_<q>_<variant>.json.
+# FP8: cuBLASLt's own log of errors (CUBLASLT_LOG_LEVEL=1) goes to $OUT/cublaslt_<q>.log, to see why
+# it answers NOT_SUPPORTED for the batched FP8 GEMM (docs/quantization.md).
 for q in ${QUANTS:-}; do
+  export CUBLASLT_LOG_LEVEL=1 CUBLASLT_LOG_FILE="$OUT/cublaslt_$q.log"
   t0=$SECONDS
   "$LAMINA" convert --model_dir "$WORK/hf" --output_dir "$WORK/ckpt-$q" --dtype bfloat16 --quant_algo "$q"
   "$LAMINA" build --checkpoint_dir "$WORK/ckpt-$q" --output_dir "$WORK/engine-$q" --max_batch_size 8 \
@@ -50,4 +53,5 @@ for q in ${QUANTS:-}; do
   done
   "$LAMINA" bench --engine_dir "$WORK/engine-$q" --input_len 2048 --output_len 2 --warmup 1 --runs 3 --skip_checksum --json "$OUT/bench_prefill_$q.json"
   rm -rf "$WORK/engine-$q"
+  unset CUBLASLT_LOG_LEVEL CUBLASLT_LOG_FILE
 done

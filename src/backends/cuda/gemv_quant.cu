@@ -9,6 +9,8 @@
 // chunk never straddles two groups); int8/fp8 apply the row (or tensor) scale after the block
 // reduction. int4 rows have half as many chunks, so its blocks have 128 threads, not 256.
 // K not a multiple of the chunk, or an unaligned x, takes a scalar kernel (one warp per output).
+// kGateUp: the MLP's gate_up [2N, K] with its SwiGLU, as in gemv.cu (2 gate + 2 up rows a block,
+// out = silu(gate) * up). int4 weights in the tile layout go to gemv_int4_tiles.cu instead.
 #include <cuda_runtime.h>
 
 #include "cuda_check.h"
