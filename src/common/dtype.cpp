@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/parallel.h"
 
 namespace lamina {
 
@@ -103,43 +104,47 @@ float f8e4m3_to_float(uint8_t v) {
   return sign ? -r : r;
 }
 
+// Element-wise conversions split over threads for large arrays (checkpoint conversion moves
+// billions of weights; below kParallelMinItems a call stays on the calling thread).
+constexpr size_t kParallelMinItems = size_t(1) << 20;
+
 void convert_to_f32(const void* src, DType from, float* dst, size_t n) {
   switch (from) {
     case DType::F32: std::memcpy(dst, src, n * 4); return;
-    case DType::F16: {
-      auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_float(s[i]);
-      return;
-    }
-    case DType::BF16: {
-      auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(s[i]);
-      return;
-    }
-    case DType::F8_E4M3: {
-      auto* s = static_cast<const uint8_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = f8e4m3_to_float(s[i]);
-      return;
-    }
+    case DType::F16:
+    case DType::BF16:
+    case DType::F8_E4M3: break;
     default: fail("cannot convert ", dtype_safetensors_name(from), " tensor to float32");
   }
+  parallel_for(n, kParallelMinItems, [&](size_t i0, size_t i1) {
+    if (from == DType::F16) {
+      auto* s = static_cast<const uint16_t*>(src);
+      for (size_t i = i0; i < i1; ++i) dst[i] = f16_to_float(s[i]);
+    } else if (from == DType::BF16) {
+      auto* s = static_cast<const uint16_t*>(src);
+      for (size_t i = i0; i < i1; ++i) dst[i] = bf16_to_float(s[i]);
+    } else {
+      auto* s = static_cast<const uint8_t*>(src);
+      for (size_t i = i0; i < i1; ++i) dst[i] = f8e4m3_to_float(s[i]);
+    }
+  });
 }
 
 void convert_from_f32(const float* src, void* dst, DType to, size_t n) {
   switch (to) {
     case DType::F32: std::memcpy(dst, src, n * 4); return;
-    case DType::F16: {
-      auto* d = static_cast<uint16_t*>(dst);
-      for (size_t i = 0; i < n; ++i) d[i] = float_to_f16(src[i]);
-      return;
-    }
-    case DType::BF16: {
-      auto* d = static_cast<uint16_t*>(dst);
-      for (size_t i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
-      return;
-    }
+    case DType::F16:
+    case DType::BF16: break;
     default: fail("cannot convert float32 to ", dtype_safetensors_name(to));
   }
+  parallel_for(n, kParallelMinItems, [&](size_t i0, size_t i1) {
+    auto* d = static_cast<uint16_t*>(dst);
+    if (to == DType::F16) {
+      for (size_t i = i0; i < i1; ++i) d[i] = float_to_f16(src[i]);
+    } else {
+      for (size_t i = i0; i < i1; ++i) d[i] = float_to_bf16(src[i]);
+    }
+  });
 }
 
 void convert_dtype(const void* src, DType from, void* dst, DType to, size_t n) {

@@ -1,8 +1,12 @@
 // Host quantization codecs (common/quant.h): what every backend agrees a quantized weight means.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <random>
+#include <vector>
 
 #include "common/dtype.h"
 #include "common/error.h"
@@ -37,6 +41,54 @@ TEST(Quant, Fp8RoundsToNearest) {
     }
     if (HasFailure()) break;
   }
+}
+
+// Halfway between two neighbouring codes the encoder picks the one with the even mantissa (ties
+// to even), in the subnormal and normal ranges and across each exponent step; just off the
+// midpoint it picks the nearer code.
+TEST(Quant, Fp8TiesGoToTheEvenCode) {
+  for (int c = 0; c < 0x7e; ++c) {
+    const float lo = f8e4m3_to_float(uint8_t(c)), hi = f8e4m3_to_float(uint8_t(c + 1));
+    const float mid = 0.5f * (lo + hi);  // exact: both codes have few mantissa bits
+    const int even = (c % 2 == 0) ? c : c + 1;
+    EXPECT_EQ(float_to_f8e4m3(mid), even) << "between codes " << c << " and " << c + 1;
+    EXPECT_EQ(float_to_f8e4m3(-mid), 0x80 | even);
+    EXPECT_EQ(float_to_f8e4m3(std::nextafter(mid, 0.0f)), c);
+    EXPECT_EQ(float_to_f8e4m3(std::nextafter(mid, 1e9f)), c + 1);
+  }
+  EXPECT_EQ(float_to_f8e4m3(464.0f), 0x7e);  // halfway to 480 (not a code): saturates
+  EXPECT_EQ(float_to_f8e4m3(std::numeric_limits<float>::infinity()), 0x7e);
+  EXPECT_EQ(float_to_f8e4m3(std::nanf("")), 0);
+  EXPECT_EQ(float_to_f8e4m3(-0.0f), 0x80);
+}
+
+// Large tensors are quantized on several threads: the result must not depend on how the work was
+// split (compared with a single-row-at-a-time run of the same rows).
+TEST(Quant, ParallelQuantizationEqualsRowByRow) {
+  const int64_t rows = 700, cols = 1024;  // 716,800 weights: over the parallel threshold
+  std::mt19937 rng(11);
+  std::normal_distribution<float> g(0.0f, 0.05f);
+  std::vector<float> w(size_t(rows * cols));
+  for (auto& v : w) v = g(rng);
+  std::vector<uint8_t> q4(w.size() / 2), q4_row(cols / 2);
+  std::vector<float> s4(size_t(rows) * (cols / kInt4GroupSize)), s4_row(cols / kInt4GroupSize);
+  quantize_int4_groups(w.data(), rows, cols, kInt4GroupSize, q4.data(), s4.data());
+  std::vector<int8_t> q8(w.size()), q8_row(cols);
+  std::vector<float> s8(rows), s8_row(1);
+  quantize_int8_per_channel(w.data(), rows, cols, q8.data(), s8.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    quantize_int4_groups(w.data() + r * cols, 1, cols, kInt4GroupSize, q4_row.data(), s4_row.data());
+    ASSERT_EQ(0, std::memcmp(q4_row.data(), q4.data() + r * cols / 2, q4_row.size())) << "int4 row " << r;
+    quantize_int8_per_channel(w.data() + r * cols, 1, cols, q8_row.data(), s8_row.data());
+    ASSERT_EQ(0, std::memcmp(q8_row.data(), q8.data() + r * cols, q8_row.size())) << "int8 row " << r;
+    ASSERT_EQ(s8_row[0], s8[size_t(r)]);
+  }
+  std::vector<uint8_t> f8(w.size());
+  const float scale = quantize_fp8_per_tensor(w.data(), w.size(), f8.data());
+  float amax = 0.0f;
+  for (float v : w) amax = std::max(amax, std::fabs(v));
+  EXPECT_EQ(scale, amax / kFp8E4M3Max);
+  for (size_t i = 0; i < w.size(); i += 997) EXPECT_EQ(f8[i], float_to_f8e4m3(w[i] / scale)) << i;
 }
 
 TEST(Quant, EachFormatDequantizesCloseToTheOriginal) {
