@@ -61,6 +61,11 @@ __device__ __forceinline__ uint4 load_stream16(const void* p) {
   return r;
 }
 
+// 32-bit word i (0..3) of a 16-byte vector (i a compile-time constant after unrolling).
+__device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
 template <typename T>
 __device__ __forceinline__ void store_vec(T* p, const float (&in)[kVec<T>]) {
   uint4 raw;

@@ -21,6 +21,7 @@
 // Rows of K not a multiple of 8 (16-bit) / 4 (fp32), or unaligned pointers, take a scalar kernel.
 #include <cuda_runtime.h>
 
+#include "activation.cuh"
 #include "attention_common.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
@@ -46,19 +47,16 @@ __device__ __forceinline__ void load_x(const T* x, int m, int K, int c, float (&
   load_vec_ro(x + static_cast<size_t>(m) * K + static_cast<size_t>(c) * kVec<T>, out);
 }
 
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + __expf(-g)); }
-
 enum class Epilogue { kPlain, kGateUp, kRopeKv };
 
 // kRopeKv's inputs (unused otherwise): per token m < M its position and block-table row, the
-// rotary frequencies [D/2] and the layer's KV pools.
-template <typename T>
+// rotary frequencies [D/2] and the layer's KV pools (elements of the GEMV's type).
 struct RopeKvArgs {
   const int32_t* positions = nullptr;
   const int32_t* slots = nullptr;
   const float* inv_freq = nullptr;
-  T* k_cache = nullptr;
-  T* v_cache = nullptr;
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
   const int32_t* block_tables = nullptr;
   AttnParams p;
 };
@@ -74,7 +72,7 @@ __device__ __forceinline__ int rope_row(int b, int r, int D) {
 // other half of its rotate-half pair).
 template <typename T>
 __device__ __forceinline__ void rope_kv_store(T* out, int N, int m, int r, float s, float partner,
-                                              const RopeKvArgs<T>& a) {
+                                              const RopeKvArgs& a) {
   const int D = a.p.head_dim, half = D / 2, Hq = a.p.Hq, Hkv = a.p.Hkv;
   const int row = rope_row(blockIdx.x, r, D), head = row / D, dim = row % D;
   const int pos = a.positions[m];
@@ -90,7 +88,7 @@ __device__ __forceinline__ void rope_kv_store(T* out, int N, int m, int r, float
     const long long cache_row = kv_cache_row(a.block_tables, a.slots[m], pos, a.p);
     if (cache_row >= 0) {
       const bool is_k = head < Hq + Hkv;
-      T* pool = is_k ? a.k_cache : a.v_cache;
+      T* pool = static_cast<T*>(is_k ? a.k_cache : a.v_cache);
       const int kv_head = head - Hq - (is_k ? 0 : Hkv);
       pool[(static_cast<size_t>(cache_row) * Hkv + kv_head) * D + dim] = from_float<T>(v);
     }
@@ -111,7 +109,7 @@ __device__ __forceinline__ void load_group(uint4 (&buf)[U][R], const char* const
 template <typename T, int M, int R, int U, Epilogue E>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w, int N, int K,
-                const __grid_constant__ RopeKvArgs<T> rope) {
+                const __grid_constant__ RopeKvArgs rope) {
   constexpr int V = kVec<T>;
   constexpr bool kGateUp = E == Epilogue::kGateUp, kRopeKv = E == Epilogue::kRopeKv;
   constexpr int kOuts = kGateUp ? R / 2 : R;  // outputs a block writes
@@ -203,13 +201,13 @@ __global__ void gemv_scalar_kernel(T* __restrict__ out, const T* __restrict__ x,
 }
 
 template <typename T, int M, int R, int U, Epilogue E>
-void launch_config(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream, const RopeKvArgs<T>& rope = {}) {
+void launch_config(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream, const RopeKvArgs& rope = {}) {
   constexpr int kOuts = E == Epilogue::kGateUp ? R / 2 : R;
   launch_pdl(gemv_kernel<T, M, R, U, E>, dim3(ceil_div(N, kOuts)), dim3(kThreads), 0, stream, out, x, w, N, K, rope);
 }
 
 template <typename T, int M, Epilogue E>
-void launch_m(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream, const RopeKvArgs<T>& rope) {
+void launch_m(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream, const RopeKvArgs& rope) {
   // One chunk of each row per group (two groups in flight). Measured on an H100 at M = 1
   // (bench_kernels' gemv-shape lines): 4 rows a block reach 91-104% of copy bandwidth on the
   // Llama-3-8B projections, and 1 row a block is best on the long rows of the down projection
@@ -229,7 +227,7 @@ void launch_m(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream,
 // the scalar kernel for odd K or unaligned pointers.
 template <Epilogue Ep>
 void launch(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream,
-            const RopeKvArgs<char>& rope_bytes = {}) {
+            const RopeKvArgs& rope = {}) {
   if (M <= 0 || N <= 0) return;
   LAMINA_CHECK(M <= kGemvMaxM, "gemv takes at most ", kGemvMaxM, " rows, got ", M);
   dispatch_float_type(dt, [&](auto tag) {
@@ -237,9 +235,6 @@ void launch(DType dt, void* out, const void* x, const void* w, int M, int N, int
     auto* o = static_cast<E*>(out);
     auto* a = static_cast<const E*>(x);
     auto* b = static_cast<const E*>(w);
-    const RopeKvArgs<E> rope{rope_bytes.positions, rope_bytes.slots, rope_bytes.inv_freq,
-                             reinterpret_cast<E*>(rope_bytes.k_cache), reinterpret_cast<E*>(rope_bytes.v_cache),
-                             rope_bytes.block_tables, rope_bytes.p};
     if (K % kVec<E> != 0 || !is_aligned16(a) || !is_aligned16(b)) {
       LAMINA_CHECK(Ep != Epilogue::kRopeKv, "the qkv GEMV with rope needs K % ", kVec<E>, " == 0 and aligned rows");
       const long long items = static_cast<long long>(M) * N;
@@ -281,8 +276,7 @@ bool launch_qkv_rope_kv_write_gemv(DType dt, void* qkv, const void* x, const voi
   if (M < 1 || M > kGemvMaxM || D % 4 != 0 || K % vec != 0 || !is_aligned16(x) || !is_aligned16(w) ||
       cache.block_tables == nullptr || s.tokens_per_block <= 0 || s.max_blocks_per_seq <= 0)
     return false;
-  RopeKvArgs<char> rope{positions, slots, inv_freq, static_cast<char*>(cache.k), static_cast<char*>(cache.v),
-                        cache.block_tables, make_attn_params(s, M)};
+  const RopeKvArgs rope{positions, slots, inv_freq, cache.k, cache.v, cache.block_tables, make_attn_params(s, M)};
   launch<Epilogue::kRopeKv>(dt, qkv, x, w, M, N, K, stream, rope);
   return true;
 }

@@ -22,6 +22,7 @@
 
 #include <type_traits>
 
+#include "activation.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "mma.cuh"
@@ -67,10 +68,6 @@ template <typename T>
 __device__ __forceinline__ void decode_a(uint32_t w, uint32_t (&a)[4]) {
 #pragma unroll
   for (int r = 0; r < 4; ++r) a[r] = sub2<T>(and_or(w >> (4 * r), 0x000f000fu, Int4Magic<T>::kBase), Int4Magic<T>::kOffset);
-}
-
-__device__ __forceinline__ uint32_t word_of(const uint4& v, int j) {
-  return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
 }
 
 // Where the math finds x: kSharedX, the whole x[M, K] staged in shared memory once per block
@@ -155,8 +152,6 @@ __device__ __forceinline__ void multiply(const Group<U, kSharedX>& grp, const T*
     acc[3] = fmaf(part[3], grp.s_hi[u], acc[3]);
   }
 }
-
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + __expf(-g)); }
 
 // kGateUp: w is an MLP's gate_up [2N, K] (gate tiles, then up tiles) and out[M, N] = silu(gate) *
 // up: block b runs gate tile b on its first W/2 warps and up tile b + N/16 on the others.

@@ -13,6 +13,7 @@
 // out = silu(gate) * up). int4 weights in the tile layout go to gemv_int4_tiles.cu instead.
 #include <cuda_runtime.h>
 
+#include "activation.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "kernels.h"
@@ -46,12 +47,6 @@ __device__ __forceinline__ void load_x(const T* p, float (&out)[E]) {
     for (int i = 0; i < E; ++i) out[i] = to_float(e[i]);
   }
 }
-
-__device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + __expf(-g)); }
 
 // The weight row that row r (0..R-1) of the block starting at output n0 reads: n0 + r, or with
 // kGateUp (w = gate_up [2N, K], R/2 outputs a block) gate row n0 + r for r < R/2 and up row

@@ -2,6 +2,7 @@
 // gate_up rows hold the gate half then the up half (the fused gate/up projection's output).
 #include <cuda_runtime.h>
 
+#include "activation.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "kernels.h"
@@ -26,7 +27,7 @@ __global__ void silu_mul_kernel(T* __restrict__ out, const T* __restrict__ gate_
       u[0] = to_float(g_ptr[F]);
     }
 #pragma unroll
-    for (int k = 0; k < V; ++k) g[k] = g[k] / (1.0f + __expf(-g[k])) * u[k];
+    for (int k = 0; k < V; ++k) g[k] = silu(g[k]) * u[k];
     if constexpr (V > 1) {
       store_vec(out + t * F + c, g);
     } else {
