@@ -226,7 +226,8 @@ void bench_int4_tiles(Ctx& c, const Gemm& g) {
   void* out = dmalloc(size_t(g.N) * 2);
   // {warps, chunks a group, x in shared memory}
   const int shapes[][3] = {{4, 1, 0}, {4, 2, 0}, {4, 4, 0}, {8, 1, 0}, {8, 2, 0}, {8, 4, 0},
-                           {4, 2, 1}, {4, 4, 1}, {4, 8, 1}, {8, 2, 1}, {8, 4, 1}, {8, 8, 1}};
+                           {4, 2, 1}, {4, 4, 1}, {4, 8, 1}, {8, 2, 1}, {8, 4, 1}, {8, 8, 1},
+                           {16, 2, 1}, {16, 4, 1}};
   for (const auto& wu : shapes) {
     const Timing tm = time_ms(c.stream, [&](int i) {
       cuda::DeviceQuantWeight w{WeightFormat::Int4Group, data.at(i), static_cast<const float*>(scales.at(i)),

@@ -287,19 +287,23 @@ bool launch_gemv_int4_tiles_variant(int warps, int chunks_per_group, bool shared
                                     const void* x, const DeviceQuantWeight& w, int M, int N, int K,
                                     cudaStream_t stream) {
   check_args(dt, x, w, M, N, K);
-  switch ((shared_x ? 100 : 0) + warps * 10 + chunks_per_group) {
+  switch ((shared_x ? 1000 : 0) + warps * 10 + chunks_per_group) {
     case 41: launch_shape<4, 1, false>(dt, out, x, w, M, N, K, stream); break;
     case 42: launch_shape<4, 2, false>(dt, out, x, w, M, N, K, stream); break;
     case 44: launch_shape<4, 4, false>(dt, out, x, w, M, N, K, stream); break;
     case 81: launch_shape<8, 1, false>(dt, out, x, w, M, N, K, stream); break;
     case 82: launch_shape<8, 2, false>(dt, out, x, w, M, N, K, stream); break;
     case 84: launch_shape<8, 4, false>(dt, out, x, w, M, N, K, stream); break;
-    case 142: launch_shape<4, 2, true>(dt, out, x, w, M, N, K, stream); break;
-    case 144: launch_shape<4, 4, true>(dt, out, x, w, M, N, K, stream); break;
-    case 148: launch_shape<4, 8, true>(dt, out, x, w, M, N, K, stream); break;
-    case 182: launch_shape<8, 2, true>(dt, out, x, w, M, N, K, stream); break;
-    case 184: launch_shape<8, 4, true>(dt, out, x, w, M, N, K, stream); break;
-    case 188: launch_shape<8, 8, true>(dt, out, x, w, M, N, K, stream); break;
+    case 1042: launch_shape<4, 2, true>(dt, out, x, w, M, N, K, stream); break;
+    case 1044: launch_shape<4, 4, true>(dt, out, x, w, M, N, K, stream); break;
+    case 1048: launch_shape<4, 8, true>(dt, out, x, w, M, N, K, stream); break;
+    case 1082: launch_shape<8, 2, true>(dt, out, x, w, M, N, K, stream); break;
+    case 1084: launch_shape<8, 4, true>(dt, out, x, w, M, N, K, stream); break;
+    case 1088: launch_shape<8, 8, true>(dt, out, x, w, M, N, K, stream); break;
+    // 16 warps a tile: half the chunks a warp, for the matrices of few tiles (o, down), where each
+    // warp's chain of load round trips sets the time.
+    case 1162: launch_shape<16, 2, true>(dt, out, x, w, M, N, K, stream); break;
+    case 1164: launch_shape<16, 4, true>(dt, out, x, w, M, N, K, stream); break;
     default: return false;
   }
   CUDA_CHECK_LAUNCH();

@@ -35,8 +35,9 @@ bool launch_gemv_quant_gate_up(DType dt, void* out, const void* x, const DeviceQ
 
 // gemv_int4_tiles.cu — the same for int4 weights in the tile layout, on the tensor cores (F16 or
 // BF16 activations, M <= 8, int4_tiles_fit). The _variant form (bench_kernels) takes the block's
-// warps (4, 8), 64-column chunks a lane per load group (1, 2, 4; with x in shared memory 2, 4, 8)
-// and where x is read (shared memory, staged once a block, or registers); false for other shapes.
+// warps (4, 8; 16 with x in shared memory), 64-column chunks a lane per load group (1, 2, 4; with
+// x in shared memory 2, 4, 8, or 2, 4 at 16 warps) and where x is read (shared memory, staged once
+// a block, or registers); false for other shapes.
 void launch_gemv_int4_tiles(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
                             cudaStream_t stream);
 // The gate_up GEMV with its SwiGLU over an int4 tile [2F, K] weight: out[M, F] = silu(x · gate^T) *
