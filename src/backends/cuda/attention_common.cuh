@@ -84,6 +84,44 @@ __device__ __forceinline__ bool tile_is_uniform(const int32_t* slots, int t, int
   return __syncthreads_and(same) != 0;
 }
 
+// The work of one block of a decode kernel's grid (T, Hkv * head_chunks, splits): token t, kv head
+// kvh, its q heads h0 .. h0 + ng - 1 (chunk g0 of the group), split `split`; the token's position,
+// block-table row and number of cache rows to read, and its output rows out[t, h0 .. h0 + ng).
+template <typename T>
+struct DecodeBlock {
+  int t, kvh, g0, ng, split;
+  int pos, slot, len;
+  int h0;
+  T* out_t;
+};
+
+// Fills b for the calling block. False when the block has nothing to do: its token belongs to the
+// prefill kernel (a uniform tile), or is invalid (len == 0), whose output rows split 0 writes as
+// zeros. Every thread of the block must call it (tile_is_uniform synchronizes); `threads` is the
+// block size.
+template <typename T, int D, int MAXG>
+__device__ __forceinline__ bool decode_block(DecodeBlock<T>& b, T* out, const int32_t* positions,
+                                             const int32_t* slots, const AttnParams& p, int head_chunks,
+                                             int threads) {
+  b.t = blockIdx.x;
+  b.kvh = blockIdx.y / head_chunks;
+  b.g0 = (blockIdx.y % head_chunks) * MAXG;
+  b.ng = min(MAXG, p.G - b.g0);
+  b.split = blockIdx.z;
+  if (p.prefill_takes_uniform_tiles && tile_is_uniform(slots, b.t, p.T)) return false;
+  b.pos = positions[b.t];
+  b.slot = slots[b.t];
+  b.len = token_kv_len(b.pos, b.slot, p);
+  b.h0 = b.kvh * p.G + b.g0;
+  b.out_t = out + (static_cast<size_t>(b.t) * p.Hq + b.h0) * D;
+  if (b.len == 0) {
+    if (b.split == 0)
+      for (int i = threadIdx.x; i < b.ng * D; i += threads) b.out_t[i] = from_float<T>(0.0f);
+    return false;
+  }
+  return true;
+}
+
 // A decode-kernel lane's share of a q, K or V row: 8 consecutive elements as floats (one 16-byte
 // load for 16-bit types, two for float32).
 template <typename T>

@@ -51,21 +51,11 @@ __global__ void __launch_bounds__(kThreads)
   pdl_launch_dependents();  // the reduce (or the next projection) may launch and wait
   pdl_wait();               // q and the cache rows come from rope_kv_write
 
-  const int t = blockIdx.x;
-  const int kvh = blockIdx.y / head_chunks, g0 = (blockIdx.y % head_chunks) * MAXG;
-  const int ng = min(MAXG, p.G - g0);
-  const int split = blockIdx.z;
-  if (p.prefill_takes_uniform_tiles && tile_is_uniform(slots, t, p.T)) return;
-
-  const int pos = positions[t], slot = slots[t];
-  const int len = token_kv_len(pos, slot, p);
-  const int h0 = kvh * p.G + g0;  // first q head of this block
-  T* out_t = out + (static_cast<size_t>(t) * p.Hq + h0) * D;
-  if (len == 0) {  // invalid token: zeros (written once, by split 0)
-    if (split == 0)
-      for (int i = threadIdx.x; i < ng * D; i += kThreads) out_t[i] = from_float<T>(0.0f);
-    return;
-  }
+  DecodeBlock<T> b;
+  if (!decode_block<T, D, MAXG>(b, out, positions, slots, p, head_chunks, kThreads)) return;
+  const int t = b.t, kvh = b.kvh, g0 = b.g0, ng = b.ng, split = b.split;
+  const int pos = b.pos, slot = b.slot, len = b.len, h0 = b.h0;
+  T* out_t = b.out_t;
   const int split_len = latency_split_len(len, num_splits);
   if (split * split_len >= len) return;  // no rows for this split: the reduce skips it
   const int start = split * split_len;
