@@ -68,6 +68,19 @@ class MpiRun : public ::testing::Test {
     return {read_npy(ids).as_i64(), read_npy(logits).as_f32()};
   }
 
+  // `lamina run ARGS` on the tp 2 engine under `mpirun -n 2` and in one process (rank threads):
+  // the same ids, and logits within `tol` (on the CPU both sum the ranks as a + b: the same
+  // numbers). Returns the mpirun run; empty, with skip_ set, where mpirun cannot run.
+  static Run expect_mpi_equals_one_process(const std::string& args, const std::string& tag, double tol) {
+    const Run mpi = run(2, 2, args, tag + "_mpi");
+    if (!skip_.empty()) return {};
+    const Run tp2 = run(2, 1, args, tag + "_tp2");
+    EXPECT_FALSE(mpi.ids.empty()) << tag;
+    EXPECT_EQ(mpi.ids, tp2.ids) << tag;
+    EXPECT_LE(test::rel_l2(mpi.logits, tp2.logits), tol) << tag;
+    return mpi;
+  }
+
   static ScratchDir* scratch_;
   static std::string launcher_, skip_;
 };
@@ -88,14 +101,10 @@ std::vector<double> top2_margins(const std::vector<float>& logits, size_t V) {
 }
 
 TEST_F(MpiRun, CpuGreedyMatchesOneProcess) {
-  const Run mpi = run(2, 2, std::string("--device cpu ") + kPrompt, "cpu_mpi");
+  const Run mpi = expect_mpi_equals_one_process(std::string("--device cpu ") + kPrompt, "cpu", 1e-6);
   if (!skip_.empty()) GTEST_SKIP() << skip_;
-  const Run tp2 = run(2, 1, std::string("--device cpu ") + kPrompt, "cpu_tp2");
-  const Run tp1 = run(1, 1, std::string("--device cpu ") + kPrompt, "cpu_tp1");
   ASSERT_FALSE(mpi.ids.empty());
-  // Two ranks, the same sums as the in-process host all-reduce (a + b): the same numbers.
-  EXPECT_EQ(mpi.ids, tp2.ids);
-  EXPECT_LE(test::rel_l2(mpi.logits, tp2.logits), 1e-6);
+  const Run tp1 = run(1, 1, std::string("--device cpu ") + kPrompt, "cpu_tp1");
   // Against one rank (another summation order), greedy ids agree while the margin is clear.
   ASSERT_EQ(mpi.ids.size(), tp1.ids.size());
   const size_t gen = 12, V = tp1.logits.size() / gen, prompt = tp1.ids.size() - gen;
@@ -109,12 +118,8 @@ TEST_F(MpiRun, CpuSampledAndPenalizedRowsMatchOneProcess) {
   // Sampled rows gather whole logit rows to the leader; penalized rows come back as host rows.
   const std::string args = std::string("--device cpu ") + kPrompt +
                            " --temperature 0.8 --top_k 20 --random_seed 7 --repetition_penalty 1.3";
-  const Run mpi = run(2, 2, args, "cpu_mpi_sampled");
+  expect_mpi_equals_one_process(args, "cpu_sampled", 1e-6);
   if (!skip_.empty()) GTEST_SKIP() << skip_;
-  const Run tp2 = run(2, 1, args, "cpu_tp2_sampled");
-  ASSERT_FALSE(mpi.ids.empty());
-  EXPECT_EQ(mpi.ids, tp2.ids);
-  EXPECT_LE(test::rel_l2(mpi.logits, tp2.logits), 1e-6);
 }
 
 TEST_F(MpiRun, WrongProcessCountStopsEveryProcess) {
@@ -138,12 +143,8 @@ TEST_F(MpiRun, GpuGreedyMatchesOneProcess) {
   const std::string args = std::string("--device cuda ") + kPrompt;
   const CommandResult probe = run_lamina("run --engine_dir " + engine(2) + " --max_output_len 1 " + args);
   if (probe.exit_code != 0) GTEST_SKIP() << "no 2-GPU NCCL engine here: " << probe.output.substr(0, 300);
-  const Run mpi = run(2, 2, args, "gpu_mpi");
+  expect_mpi_equals_one_process(args, "gpu", 1e-5);
   if (!skip_.empty()) GTEST_SKIP() << skip_;
-  const Run tp2 = run(2, 1, args, "gpu_tp2");
-  ASSERT_FALSE(mpi.ids.empty());
-  EXPECT_EQ(mpi.ids, tp2.ids);
-  EXPECT_LE(test::rel_l2(mpi.logits, tp2.logits), 1e-5);
 }
 
 }  // namespace
