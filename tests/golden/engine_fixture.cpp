@@ -1,5 +1,9 @@
 #include "engine_fixture.h"
 
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
 #include "build/build_engine.h"
 #include "common/json.h"
 #include "convert/convert.h"
@@ -40,6 +44,20 @@ DefaultModelSample default_model_sample(int index) {
   d.context_request.max_new_tokens = 1;
   d.context_request.return_context_logits = true;
   return d;
+}
+
+void expect_matches_default_sample(Engine& engine, DType dt, const DefaultModelSample& d,
+                                   const std::vector<float>& ref_logits, const std::string& what) {
+  const std::string name = dtype_user_name(dt);
+  const double err = rel_l2(generate(engine, d.context_request).context_logits, ref_logits);
+  std::printf("[ metric   ] default model %s %s context logits rel_l2 %.3g\n", name.c_str(), what.c_str(), err);
+  EXPECT_LE(err, dt == DType::F32 ? 1e-4 : 1e-2) << name << " " << what;
+  GenerationRequest greedy;
+  greedy.prompt = d.prompt;
+  greedy.max_new_tokens = int(d.expected.size());
+  const size_t agreed = expect_greedy_agrees(generate(engine, greedy).output_ids, d.expected, d.margins,
+                                             dt == DType::F32 ? 1e-2 : 0.25, name + " " + what);
+  EXPECT_GT(agreed, 5u) << name << " " << what;
 }
 
 }  // namespace lamina::test

@@ -34,4 +34,11 @@ struct DefaultModelSample {
 };
 DefaultModelSample default_model_sample(int index = 1);
 
+// `engine` (built in dtype dt) against the sample: its context logits within 1e-4 (float32) or
+// 1e-2 relative L2 of ref_logits (printed as the metric "default model <dtype> <what> context
+// logits rel_l2"), and its greedy continuation equal to the sample's wherever the margin is clear,
+// on more than 5 tokens.
+void expect_matches_default_sample(Engine& engine, DType dt, const DefaultModelSample& d,
+                                   const std::vector<float>& ref_logits, const std::string& what);
+
 }  // namespace lamina::test

@@ -75,26 +75,12 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GpuGolden,
 TEST(GpuDefaultModel, AgreesWithCpuAndTransformers) {
   SKIP_WITHOUT_GPU();
   const test::DefaultModelSample d = test::default_model_sample();
-  const auto& model = d.model;
-  const auto& expected = d.expected;
-  const auto& margins = d.margins;
-  const GenerationRequest& req = d.context_request;
   ScratchDir cpu_dir("cpu-default");
-  const std::vector<float> cpu_logits = generate(*make_engine(cpu_dir, model, DType::F32, Device::CPU), req).context_logits;
-
+  const std::vector<float> cpu_logits =
+      generate(*make_engine(cpu_dir, d.model, DType::F32, Device::CPU), d.context_request).context_logits;
   for (DType dt : {DType::F32, DType::BF16}) {
     ScratchDir s("gpu-default");
-    auto gpu = make_engine(s, model, dt, Device::CUDA);
-    const double err = test::rel_l2(generate(*gpu, req).context_logits, cpu_logits);
-    std::printf("[ metric   ] default model %s GPU vs CPU context logits rel_l2 %.3g\n", dtype_user_name(dt).c_str(), err);
-    EXPECT_LE(err, dt == DType::F32 ? 1e-4 : 1e-2) << dtype_user_name(dt);
-
-    GenerationRequest greedy;
-    greedy.prompt = d.prompt;
-    greedy.max_new_tokens = int(expected.size());
-    const size_t agreed = test::expect_greedy_agrees(generate(*gpu, greedy).output_ids, expected, margins,
-                                                     dt == DType::F32 ? 1e-2 : 0.25, dtype_user_name(dt));
-    EXPECT_GT(agreed, 5u) << dtype_user_name(dt);
+    test::expect_matches_default_sample(*make_engine(s, d.model, dt, Device::CUDA), dt, d, cpu_logits, "GPU vs CPU");
   }
 }
 
