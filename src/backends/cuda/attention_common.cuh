@@ -217,6 +217,26 @@ __device__ __forceinline__ void write_split_partial(float* partials, float* ml, 
   }
 }
 
+// After store_lane_state and a barrier: the block's ng x D outputs, each merged over the lane
+// groups by the threads in turn (`threads` of them). A token done in one split (`whole`) writes its
+// output rows out_t; otherwise each (g, d) is the split's partial at partial index
+// pi_h0 + g * num_splits + split (pi_h0: that of (t, h0, split 0)).
+template <typename T, int D, int MAXG, int STREAMS>
+__device__ __forceinline__ void write_block_outputs(T* out_t, float* partials, float* ml, const float* sm_o,
+                                                    const float* sm_m, const float* sm_l, int ng, bool whole,
+                                                    size_t pi_h0, int num_splits, int split, int threads) {
+  for (int i = threadIdx.x; i < ng * D; i += threads) {
+    const int g = i / D, d = i % D;
+    float M, L, O;
+    merge_lane_states<D, MAXG, STREAMS>(sm_o, sm_m, sm_l, g, d, M, L, O);
+    if (whole) {
+      out_t[i] = from_float<T>(O / L);
+    } else {
+      write_split_partial(partials, ml, pi_h0 + static_cast<size_t>(g) * num_splits + split, D, d, M, L, O);
+    }
+  }
+}
+
 // Rows per split of the latency decode kernel for a token of len rows over num_splits slots (the
 // kernel and its reduce compute it alike; nothing on the host depends on len, so graphs replay it).
 // Measured on the H100 at one token (Llama-3-8B heads): splits of 32 rows at 512 rows take 10.1 us

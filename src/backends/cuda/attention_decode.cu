@@ -211,16 +211,8 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   const size_t pi_h0 = (static_cast<size_t>(t) * p.Hq + h0) * num_splits;  // partial index of (t, h0, split 0)
   float* ml = partials + static_cast<size_t>(p.T) * p.Hq * num_splits * D;  // [T, Hq, Z, 2]
-  for (int i = tid; i < ng * D; i += kThreads) {
-    const int g = i / D, d = i % D;
-    float M, L, O;
-    merge_lane_states<D, MAXG, STREAMS>(sm_o, sm_m, sm_l, g, d, M, L, O);
-    if (n_splits == 1) {
-      out_t[i] = from_float<T>(O / L);
-    } else {
-      write_split_partial(partials, ml, pi_h0 + static_cast<size_t>(g) * num_splits + split, D, d, M, L, O);
-    }
-  }
+  write_block_outputs<T, D, MAXG, STREAMS>(out_t, partials, ml, sm_o, sm_m, sm_l, ng, n_splits == 1, pi_h0,
+                                           num_splits, split, kThreads);
   if (n_splits == 1) return;
 
   merge_splits_if_last<T, D>(out_t, partials, ml, pi_h0, num_splits, n_splits, ng,

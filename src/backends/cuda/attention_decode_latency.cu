@@ -135,16 +135,9 @@ __global__ void __launch_bounds__(kThreads)
   store_lane_state<D, MAXG>(sm_o, sm_m, sm_l, stream_id, lane % LPK == 0, d0, m, l, acc);
   __syncthreads();
   float* ml = partials + static_cast<size_t>(p.T) * p.Hq * num_splits * D;  // [T, Hq, num_splits, 2]
-  for (int i = threadIdx.x; i < ng * D; i += kThreads) {
-    const int g = i / D, d = i % D;
-    float M, L, O;
-    merge_lane_states<D, MAXG, STREAMS>(sm_o, sm_m, sm_l, g, d, M, L, O);
-    if (num_splits == 1) {
-      out_t[i] = from_float<T>(O / L);
-    } else {
-      write_split_partial(partials, ml, (static_cast<size_t>(t) * p.Hq + h0 + g) * num_splits + split, D, d, M, L, O);
-    }
-  }
+  write_block_outputs<T, D, MAXG, STREAMS>(out_t, partials, ml, sm_o, sm_m, sm_l, ng, num_splits == 1,
+                                           (static_cast<size_t>(t) * p.Hq + h0) * num_splits, num_splits, split,
+                                           kThreads);
 }
 
 // out[t, h, :] = merge of the splits that cover token t's rows. grid (T, Hq), max(D, 32) threads
