@@ -5,6 +5,7 @@
 //   gemv       the backend's M <= 8 matmul on the same weights, GB/s and % of the copy bandwidth
 //   gemv-q     the same over quantized weights (int8 W8A16, fp8 FP8, int4 W4A16_AWQ) at M = 1 and 8,
 //              bytes = the quantized weight + its scales + x + out
+//   gemv-fp8-shape  the fp8 GEMV at M = 1 for each block shape (rows, threads)
 //   gemm-q     the M = 2048 matmuls over quantized weights (FP8 GEMM; int8/int4 dequantize + GEMM)
 //   attention  decode: GB/s over the KV cache (% of copy) at batch 1 (seq 512, 2048, 4096), 4 and 8
 //              (512), 16 (512, 2048), 256 and 1024 (256), shuffled block tables;
@@ -253,6 +254,29 @@ void bench_int4_tiles(Ctx& c, const Gemm& g) {
   unsetenv("LAMINA_INT4_TILES");
 }
 
+// The fp8 GEMV at M = 1, each block shape (R rows, B threads a block). Random bytes (NaN codes
+// included) are fine: the time does not depend on the values.
+void bench_fp8_shapes(Ctx& c, const Gemm& g) {
+  const size_t data_bytes = size_t(g.N) * g.K;
+  const double bytes = double(data_bytes) + 4.0 + 2.0 * (g.K + g.N);
+  Rotation data(data_bytes, c.min_total, 53, c.stream), scale(16, 0, 54, c.stream);
+  Rotation x(size_t(g.K) * 2, 0, 55, c.stream);
+  void* out = dmalloc(size_t(g.N) * 2);
+  const int shapes[][2] = {{2, 128}, {2, 256}, {4, 64}, {4, 128}, {4, 256}, {8, 64}, {8, 128}, {8, 256}};
+  for (const auto& rb : shapes) {
+    const Timing tm = time_ms(c.stream, [&](int i) {
+      const cuda::DeviceQuantWeight w{WeightFormat::Fp8PerTensor, data.at(i), static_cast<const float*>(scale.at(0))};
+      cuda::launch_gemv_fp8_variant(rb[0], rb[1], x.at(0), w, out, g.N, g.K, c.stream);
+    });
+    const double gbs = bytes / (tm.ms * 1e-3) / 1e9;
+    std::printf("gemv-fp8-shape %-8s R=%d B=%-3d N=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", g.name,
+                rb[0], rb[1], g.N, g.K, tm.ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
+    c.out["gemv_fp8_shapes"].push_back({{"name", g.name}, {"R", rb[0]}, {"B", rb[1]}, {"ms", tm.ms},
+                                        {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs}});
+  }
+  cudaFree(out);
+}
+
 void bench_gemm_quant(Ctx& c, const Gemm& g, WeightFormat f) {
   QuantCopies w(c.be, f, g.N, g.K, 0);
   Rotation x(size_t(g.M) * g.K * 2, c.min_total, 25, c.stream);
@@ -426,6 +450,9 @@ int main(int argc, char** argv) {
   for (const Gemm& g : kGemms)
     if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")
       guarded(c, "int4 tiles", [&] { bench_int4_tiles(c, g); });
+  for (const Gemm& g : kGemms)
+    if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")
+      guarded(c, "fp8 shapes", [&] { bench_fp8_shapes(c, g); });
   for (WeightFormat f : formats)
     for (const Gemm& g : kGemms)
       if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")

@@ -226,6 +226,14 @@ void launch_quant(DType dt, void* out, const void* x, const DeviceQuantWeight& w
   });
 }
 
+// bench_kernels' shape sweep: the fp8 kernel at M = 1 with R rows and B threads a block.
+template <int R, int B>
+void launch_fp8_shape(const __nv_bfloat16* x, const DeviceQuantWeight& w, __nv_bfloat16* out, int N, int K,
+                      cudaStream_t stream) {
+  launch_pdl(gemv_quant_kernel<__nv_bfloat16, WeightFormat::Fp8PerTensor, 1, R, B, false>, dim3(ceil_div(N, R)),
+             dim3(B), 0, stream, out, x, static_cast<const uint8_t*>(w.data), w.scales, N, K, 0, 0);
+}
+
 }  // namespace
 
 void launch_gemv_quant(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
@@ -243,6 +251,19 @@ bool launch_gemv_quant_gate_up(DType dt, void* out, const void* x, const DeviceQ
   if (w.int4_tiles) return launch_gemv_int4_tiles_gate_up(dt, out, x, w, M, F, K, stream);
   launch_quant<true>(dt, out, x, w, M, F, K, stream);
   return true;
+}
+
+bool launch_gemv_fp8_variant(int rows_per_block, int threads, const void* x, const DeviceQuantWeight& w, void* out,
+                             int N, int K, cudaStream_t stream) {
+  if (w.format != WeightFormat::Fp8PerTensor || K % 16 != 0) return false;
+  const auto* xb = static_cast<const __nv_bfloat16*>(x);
+  auto* o = static_cast<__nv_bfloat16*>(out);
+#define LAMINA_FP8_SHAPE(R, B) \
+  if (rows_per_block == R && threads == B) return launch_fp8_shape<R, B>(xb, w, o, N, K, stream), true;
+  LAMINA_FP8_SHAPE(2, 128) LAMINA_FP8_SHAPE(2, 256) LAMINA_FP8_SHAPE(4, 64) LAMINA_FP8_SHAPE(4, 128)
+  LAMINA_FP8_SHAPE(4, 256) LAMINA_FP8_SHAPE(8, 64) LAMINA_FP8_SHAPE(8, 128) LAMINA_FP8_SHAPE(8, 256)
+#undef LAMINA_FP8_SHAPE
+  return false;
 }
 
 }  // namespace lamina::cuda

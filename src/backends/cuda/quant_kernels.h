@@ -33,6 +33,11 @@ void launch_gemv_quant(DType dt, void* out, const void* x, const DeviceQuantWeig
 bool launch_gemv_quant_gate_up(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int F, int K,
                                cudaStream_t stream);
 
+// bench_kernels' shape sweep of the fp8 GEMV at M = 1 (bf16 activations): R rows and B threads a
+// block, R in {2, 4, 8} and B in {64, 128, 256} (not 2 x 64); false for other shapes.
+bool launch_gemv_fp8_variant(int rows_per_block, int threads, const void* x, const DeviceQuantWeight& w, void* out,
+                             int N, int K, cudaStream_t stream);
+
 // gemv_int4_tiles.cu — the same for int4 weights in the tile layout, on the tensor cores (F16 or
 // BF16 activations, M <= 8, int4_tiles_fit). The _variant form (bench_kernels) takes the block's
 // warps (4, 8; 16 with x in shared memory), 64-column chunks a lane per load group (1, 2, 4; with
