@@ -4,11 +4,13 @@
 // status of each cublasLtMatmul call. Standalone (only CUDA), built by bench/CMakeLists.txt:
 //   build-device/bench/fp8_gemm_probe            (CUBLASLT_LOG_LEVEL=1 adds cuBLASLt's reasons)
 #include <cublasLt.h>
+#include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -22,12 +24,16 @@ namespace {
     }                                                                               \
   } while (0)
 
+enum class Scales { kNone, kScalarAligned, kScalarOffset4, kOuterB, kOuterAB };
+
 struct Variant {
   const char* name;
   cudaDataType_t out_type;  // C and D
-  bool scales;              // set A/B scale pointers
+  Scales scales;            // A/B scale pointers: none; one float each at 16-byte or 4-byte offsets;
+                            // per-token (B: M floats) and per-channel (A: N floats) vectors
   bool fast_accum;
   bool beta_one;            // beta = 1 (C read) instead of 0
+  bool device_alpha;        // alpha and beta as device pointers (CUBLASLT_POINTER_MODE_DEVICE)
 };
 
 void probe(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, int K, const Variant& v) {
@@ -36,22 +42,35 @@ void probe(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, int K, c
   CK(cudaMalloc(&a, size_t(N) * K));
   CK(cudaMalloc(&b, size_t(M) * K));
   CK(cudaMalloc(&d, size_t(M) * N * 4));
-  CK(cudaMalloc(&scales, 2 * sizeof(float)));
+  const int n_scales = 64 + M + N;
+  CK(cudaMalloc(&scales, n_scales * sizeof(float)));
   CK(cudaMemset(a, 0x38, size_t(N) * K));  // e4m3 1.0
   CK(cudaMemset(b, 0x38, size_t(M) * K));
-  const float one[2] = {1.0f, 1.0f};
-  CK(cudaMemcpy(scales, one, sizeof(one), cudaMemcpyHostToDevice));
+  const std::vector<float> ones(n_scales, 1.0f);
+  CK(cudaMemcpy(scales, ones.data(), n_scales * sizeof(float), cudaMemcpyHostToDevice));
 
   cublasLtMatmulDesc_t op;
   cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
   cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta));
   cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
-  if (v.scales) {
+  if (v.scales != Scales::kNone) {
     const float* sa = scales;
-    const float* sb = scales + 1;
+    const float* sb = v.scales == Scales::kScalarOffset4 ? scales + 1 : scales + 32;
     cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof(sa));
     cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof(sb));
+    const cublasLtMatmulMatrixScale_t outer = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+    if (v.scales == Scales::kOuterB || v.scales == Scales::kOuterAB)
+      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &outer, sizeof(outer));
+    if (v.scales == Scales::kOuterAB)
+      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &outer, sizeof(outer));
+  }
+  float* alpha_beta = scales + 64 + M + N - 2;  // 1.0 and (overwritten below) beta
+  if (v.device_alpha) {
+    const cublasLtPointerMode_t mode = CUBLASLT_POINTER_MODE_DEVICE;
+    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &mode, sizeof(mode));
+    const float ab[2] = {1.0f, v.beta_one ? 1.0f : 0.0f};
+    CK(cudaMemcpy(alpha_beta, ab, sizeof(ab), cudaMemcpyHostToDevice));
   }
   if (v.fast_accum) {
     const int8_t on = 1;
@@ -69,11 +88,26 @@ void probe(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, int K, c
   const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(h, op, la, lb, lc, lc, pref, 8, res, &found);
   std::printf("%-28s M=%-5d N=%-5d K=%-5d heuristic %s, %d algos:", v.name, M, N, K, cublasLtGetStatusName(hs), found);
   const float alpha = 1.0f, beta = v.beta_one ? 1.0f : 0.0f;
+  const void* pa = v.device_alpha ? static_cast<const void*>(alpha_beta) : &alpha;
+  const void* pb = v.device_alpha ? static_cast<const void*>(alpha_beta + 1) : &beta;
   for (int i = 0; i < found; ++i) {
-    const cublasStatus_t s =
-        cublasLtMatmul(h, op, &alpha, a, la, b, lb, &beta, d, lc, d, lc, &res[i].algo, ws, ws_bytes, nullptr);
+    const cublasStatus_t s = cublasLtMatmul(h, op, pa, a, la, b, lb, pb, d, lc, d, lc, &res[i].algo, ws, ws_bytes, nullptr);
     const cudaError_t e = cudaDeviceSynchronize();
     std::printf(" %s%s", cublasLtGetStatusName(s), e == cudaSuccess ? "" : "(cuda error)");
+  }
+  if (found > 0) {  // every product is 1 x 1 (e4m3 0x38) times unit scales: d = K
+    unsigned raw = 0;
+    CK(cudaMemcpy(&raw, d, v.out_type == CUDA_R_32F ? 4 : 2, cudaMemcpyDeviceToHost));
+    float val = 0.0f;
+    if (v.out_type == CUDA_R_32F) {
+      std::memcpy(&val, &raw, 4);
+    } else if (v.out_type == CUDA_R_16BF) {
+      raw <<= 16;
+      std::memcpy(&val, &raw, 4);
+    } else {
+      val = __half2float(*reinterpret_cast<const __half*>(&raw));
+    }
+    std::printf("  d[0] = %g (expect %d)", val, K);
   }
   std::printf("\n");
   cublasLtMatmulPreferenceDestroy(pref);
@@ -100,12 +134,14 @@ int main() {
   void* ws;
   CK(cudaMalloc(&ws, ws_bytes));
   const Variant variants[] = {
-      {"backend (bf16 out, scales)", CUDA_R_16BF, true, false, false},
-      {"bf16 out, no scales", CUDA_R_16BF, false, false, false},
-      {"bf16 out, scales, fast acc", CUDA_R_16BF, true, true, false},
-      {"f32 out, scales", CUDA_R_32F, true, false, false},
-      {"f16 out, scales", CUDA_R_16F, true, false, false},
-      {"bf16 out, scales, beta 1", CUDA_R_16BF, true, false, true},
+      {"scales 4-byte offset (old)", CUDA_R_16BF, Scales::kScalarOffset4, false, false, false},
+      {"scales 16-byte aligned", CUDA_R_16BF, Scales::kScalarAligned, false, false, false},
+      {"no scales", CUDA_R_16BF, Scales::kNone, false, false, false},
+      {"no scales, device alpha", CUDA_R_16BF, Scales::kNone, false, false, true},
+      {"aligned, fast accum", CUDA_R_16BF, Scales::kScalarAligned, true, false, false},
+      {"per-token B scales", CUDA_R_16BF, Scales::kOuterB, false, false, false},
+      {"per-token B, per-channel A", CUDA_R_16BF, Scales::kOuterAB, false, false, false},
+      {"aligned, f32 out", CUDA_R_32F, Scales::kScalarAligned, false, false, false},
   };
   const int shapes[][3] = {{2048, 4096, 4096}, {64, 6144, 4096}, {17, 4096, 14336}};
   for (const auto& s : shapes)

@@ -2,6 +2,8 @@
 # On a GPU machine, after the build: serving throughput of a Llama-3-8B-shaped bf16 engine,
 # ISL/OSL 128/128, 1024 requests (TensorRT-LLM publishes 28,312 output tok/s there with FP8 weights).
 #   LAMINA=build-device/tools/lamina/lamina OUT=/tmp/out bash scripts/bench/run_8b_serving.sh
+# QUANT=FP8 (or W8A16, W4A16_AWQ) serves a quantized engine instead; its JSON files get a _FP8 suffix.
+# SKIP_OFFLINE=1 skips the in-process run.
 set -euo pipefail
 LAMINA=${LAMINA:-build-device/tools/lamina/lamina}
 OUT=${OUT:-/tmp/lamina-bench}
@@ -11,17 +13,22 @@ PORT=${PORT:-8123}
 mkdir -p "$OUT" "$WORK"
 export PYTHONUNBUFFERED=1
 [ -f "$WORK/hf/config.json" ] || python3 scripts/bench/make_random_llama.py --out "$WORK/hf" --json "$OUT/limits.json" --no_hf
-[ -d "$WORK/ckpt" ] || "$LAMINA" convert --model_dir "$WORK/hf" --output_dir "$WORK/ckpt" --dtype bfloat16
+QUANT=${QUANT:-}
+sfx=${QUANT:+_$QUANT}
+ckpt=$WORK/ckpt$sfx
+[ -d "$ckpt" ] || "$LAMINA" convert --model_dir "$WORK/hf" --output_dir "$ckpt" --dtype bfloat16 ${QUANT:+--quant_algo "$QUANT"}
 # Slots hold max_seq_len rows each: 256 x 512 tokens of KV is 17 GB for this shape.
-"$LAMINA" build --checkpoint_dir "$WORK/ckpt" --output_dir "$WORK/engine-serve" --max_batch_size "$CONCURRENCY" \
+rm -rf "$WORK/engine-serve"
+"$LAMINA" build --checkpoint_dir "$ckpt" --output_dir "$WORK/engine-serve" --max_batch_size "$CONCURRENCY" \
   --max_input_len 256 --max_seq_len 512 --max_num_tokens 8192
-"$LAMINA" serve --engine_dir "$WORK/engine-serve" ${TOKENIZER_DIR:+--tokenizer_dir "$TOKENIZER_DIR"} --port "$PORT" --http_threads $((CONCURRENCY + 16)) --skip_checksum >"$OUT/serve.log" 2>&1 &
+"$LAMINA" serve --engine_dir "$WORK/engine-serve" ${TOKENIZER_DIR:+--tokenizer_dir "$TOKENIZER_DIR"} --port "$PORT" --http_threads $((CONCURRENCY + 16)) --skip_checksum >"$OUT/serve$sfx.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 120); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 1; done
 "$LAMINA" bench_serving --server "http://127.0.0.1:$PORT" --concurrency "$CONCURRENCY" --num_requests 1024 \
-  --isl 128 --osl 128 --vocab_size 128000 --json "$OUT/serving_8b.json"
+  --isl 128 --osl 128 --vocab_size 128000 --json "$OUT/serving_8b$sfx.json"
 kill -TERM $server; wait $server || true
 # The same load offline (engine + scheduler in-process, no HTTP): what the server adds is the difference.
+[[ "${SKIP_OFFLINE:-0}" == 1 ]] && exit 0
 "$LAMINA" bench_serving --engine_dir "$WORK/engine-serve" --skip_checksum --concurrency "$CONCURRENCY" \
-  --num_requests 1024 --isl 128 --osl 128 --vocab_size 128000 --json "$OUT/serving_8b_offline.json"
+  --num_requests 1024 --isl 128 --osl 128 --vocab_size 128000 --json "$OUT/serving_8b${sfx}_offline.json"

@@ -42,7 +42,11 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaMemsetAsync(attn_.workspace, 0, kAttentionCounterBytes, stream_));  // decode arrival counters
     CUDA_CHECK(cudaStreamSynchronize(stream_));
     fp8_tensor_cores_ = prop.major * 10 + prop.minor >= 89;
-    CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&fp8_amax_scale_), 2 * sizeof(float)));
+    if (!fp8_tensor_cores_) fp8_scales_ = Fp8ActivationScales::kNone;
+    if (const char* e = std::getenv("LAMINA_FP8_ACTIVATION_SCALES"); e && std::string(e) == "tensor")
+      fp8_scales_ = std::min(fp8_scales_, Fp8ActivationScales::kPerTensor);
+    // [amax bits | pad | x_scale]: cuBLASLt wants 16-byte aligned scale pointers.
+    CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&fp8_tensor_scale_), 32));
   }
 
   ~CudaBackend() override {
@@ -55,7 +59,8 @@ class CudaBackend final : public Backend {
     for (void* p : retired_) cudaFree(p);
     cudaFree(dequant_scratch_.p);
     cudaFree(fp8_act_scratch_.p);
-    cudaFree(fp8_amax_scale_);
+    cudaFree(fp8_token_scales_.p);
+    cudaFree(fp8_tensor_scale_);
     cudaFree(attn_.workspace);
     cudaStreamDestroy(stream_);
   }
@@ -284,28 +289,46 @@ class CudaBackend final : public Backend {
   }
 
   // M <= 8: the quantized GEMV reads the weight as stored. Larger M: FP8 weights on FP8 tensor
-  // cores (activations quantized per tensor on the fly); otherwise dequantize into scratch, then
-  // the regular GEMM.
+  // cores, the activations quantized on the fly with one scale per token (per tensor where
+  // cuBLASLt refuses per-token scales); otherwise dequantize into scratch, then the regular GEMM.
   void quantized_matmul(void* out, const void* x, const QuantEntry& q, int M, int N, int K) {
     LAMINA_CHECK(q.rows == N && q.cols == K, "matmul of a quantized [", q.rows, ", ", q.cols, "] weight as [", N, ", ",
                  K, "]");
     if (M <= kGemvMaxM) return launch_gemv_quant(act_, out, x, q.w, M, N, K, stream_);
-    if (q.w.format == WeightFormat::Fp8PerTensor && fp8_tensor_cores_ && !fp8_gemm_failed_ && K % 16 == 0 &&
-        N % 8 == 0) {
-      void* xq = grow(fp8_act_scratch_, size_t(M) * size_t(K));
-      try {
-        launch_quantize_fp8_dynamic(act_, x, size_t(M) * size_t(K), xq, fp8_amax_scale_, stream_);
-        gemm_->run_fp8(act_, out, xq, fp8_amax_scale_ + 1, q.w.data, q.w.scales, M, N, K, stream_);
-        return;
-      } catch (const Error& e) {
-        // The activation quantization that ran is harmless; the dequantizing path below overwrites out.
-        fp8_gemm_failed_ = true;
-        log_warn(std::string("FP8 GEMM unavailable (") + e.what() + "); dequantizing FP8 weights for batched matmuls");
-      }
-    }
+    if (q.w.format == WeightFormat::Fp8PerTensor && K % 16 == 0 && N % 8 == 0 && fp8_gemm(out, x, q.w, M, N, K))
+      return;
     void* w = grow(dequant_scratch_, size_t(N) * size_t(K) * dtype_size(act_));
     launch_dequantize_weight(act_, w, q.w, N, K, stream_);
     gemm_->run(act_, out, x, w, M, N, K, stream_);
+  }
+
+  // The FP8 tensor-core GEMM in the best activation-scale mode cuBLASLt accepts here; false (nothing
+  // written) once no mode is left. A refused mode is dropped for the backend's life, with a warning;
+  // the quantization kernels it ran are harmless, since the next mode or the caller overwrites out.
+  bool fp8_gemm(void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K) {
+    void* xq = grow(fp8_act_scratch_, size_t(M) * size_t(K));
+    while (fp8_scales_ != Fp8ActivationScales::kNone) {
+      const bool per_token = fp8_scales_ == Fp8ActivationScales::kPerToken;
+      try {
+        if (per_token) {
+          auto* scales = static_cast<float*>(grow(fp8_token_scales_, size_t(M) * sizeof(float)));
+          launch_quantize_fp8_per_token(act_, x, M, K, xq, scales, stream_);
+          gemm_->run_fp8(act_, out, xq, scales, Fp8Scaling::kPerToken, w.data, w.scales, M, N, K, stream_);
+        } else {
+          auto* amax_bits = reinterpret_cast<unsigned*>(fp8_tensor_scale_);
+          float* scale = fp8_tensor_scale_ + 4;
+          launch_quantize_fp8_dynamic(act_, x, size_t(M) * size_t(K), xq, amax_bits, scale, stream_);
+          gemm_->run_fp8(act_, out, xq, scale, Fp8Scaling::kPerTensor, w.data, w.scales, M, N, K, stream_);
+        }
+        return true;
+      } catch (const Error& e) {
+        fp8_scales_ = per_token ? Fp8ActivationScales::kPerTensor : Fp8ActivationScales::kNone;
+        log_warn(std::string("FP8 GEMM with per-") + (per_token ? "token" : "tensor") +
+                 " activation scales unavailable (" + e.what() + "); " +
+                 (per_token ? "using per-tensor activation scales" : "dequantizing FP8 weights for batched matmuls"));
+      }
+    }
+    return false;
   }
 
   // LAMINA_FUSED_ROPE=0 runs the qkv GEMV and rope_kv_write as two kernels at decode (for comparisons).
@@ -341,9 +364,12 @@ class CudaBackend final : public Backend {
   Scratch dequant_scratch_;   // [N, K] activation dtype: the largest quantized weight
   Scratch fp8_act_scratch_;   // [M, K] e4m3 activations of the FP8 GEMM
   std::vector<void*> retired_;
-  float* fp8_amax_scale_ = nullptr;  // device [amax bits, x_scale] of the FP8 GEMM
+  // Activation scales of the FP8 GEMM, best first; kNone: batched FP8 matmuls dequantize.
+  enum class Fp8ActivationScales { kNone, kPerTensor, kPerToken };
+  Fp8ActivationScales fp8_scales_ = Fp8ActivationScales::kPerToken;
+  Scratch fp8_token_scales_;           // [M] float: per-token activation scales
+  float* fp8_tensor_scale_ = nullptr;  // device [amax bits, -, -, -, x_scale, ...]: per-tensor scale
   bool fp8_tensor_cores_ = false;
-  bool fp8_gemm_failed_ = false;
   bool warned_no_fp8_ = false;
 };
 

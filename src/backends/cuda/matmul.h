@@ -14,6 +14,9 @@
 
 namespace lamina::cuda {
 
+// How the FP8 GEMM's activations are scaled: one scale for all of x, or one per token (row).
+enum class Fp8Scaling { kPerTensor, kPerToken };
+
 class LtGemm {
  public:
   explicit LtGemm(size_t workspace_bytes = 32u << 20);
@@ -22,11 +25,13 @@ class LtGemm {
   LtGemm& operator=(const LtGemm&) = delete;
 
   void run(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream);
-  // FP8 (matmul_fp8.cu): out[M,N] (dtype dt) = (*w_scale * *x_scale) * xq[M,K] · wq[N,K]^T with xq and
-  // wq float8 e4m3 and the scales device floats. Needs compute capability 8.9+; throws if cuBLASLt
-  // has no algorithm (the caller falls back to dequantizing).
-  void run_fp8(DType dt, void* out, const void* xq, const float* x_scale, const void* wq, const float* w_scale, int M,
-               int N, int K, cudaStream_t stream);
+  // FP8 (matmul_fp8.cu): out[M,N] (dtype dt) = *w_scale * x_scale(m) * xq[M,K] · wq[N,K]^T with xq
+  // and wq float8 e4m3 and the scales device floats, 16-byte aligned: x_scale(m) = *x_scale
+  // (kPerTensor) or x_scale[m] (kPerToken, cuBLASLt's outer-vector scale mode). Needs compute
+  // capability 8.9+; throws if cuBLASLt refuses the plan (the caller tries another mode or
+  // dequantizes).
+  void run_fp8(DType dt, void* out, const void* xq, const float* x_scale, Fp8Scaling x_scaling, const void* wq,
+               const float* w_scale, int M, int N, int K, cudaStream_t stream);
 
  private:
   struct Plan {
@@ -34,8 +39,9 @@ class LtGemm {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
   };
-  using Key = std::tuple<int, int, int, int, int, bool>;  // dtype, M, N, K, min alignment in bytes, fp8 inputs
-  Plan& plan_for(DType dt, int M, int N, int K, int align, bool fp8 = false, const float* a_scale = nullptr,
+  // dtype, M, N, K, min alignment in bytes, fp8 inputs (0: no; 1 + Fp8Scaling: their x scales)
+  using Key = std::tuple<int, int, int, int, int, int>;
+  Plan& plan_for(DType dt, int M, int N, int K, int align, int fp8 = 0, const float* a_scale = nullptr,
                  const float* b_scale = nullptr);
 
   cublasLtHandle_t handle_ = nullptr;

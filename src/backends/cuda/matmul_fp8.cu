@@ -1,10 +1,13 @@
 // FP8 (e4m3) GEMM for M > 8 on GPUs with FP8 tensor cores (compute capability 8.9+, Hopper):
-//   1. x_scale = max|x| / 448 over the whole [M, K] activation (dynamic, per tensor, on the device)
-//   2. xq = e4m3(x / x_scale)                                   (saturating)
-//   3. out = (w_scale * x_scale) * (wq · xq^T) in fp32 by cuBLASLt, written in the activation dtype
-// Steps 1-2 are here; step 3 is LtGemm::run_fp8 (matmul.cu). Steps 1-2 are two kernels and a memset on the stream, so the sequence is graph-capturable.
+//   1. x_scale[m] = max_k |x[m,k]| / 448    dynamic, one scale per token (row) of the [M, K] activation
+//                                           (per tensor, max over all of x, where cuBLASLt lacks
+//                                           per-token scales)
+//   2. xq = e4m3(x / x_scale)               saturating
+//   3. out[m,n] = w_scale * x_scale[m] * (wq · xq^T)[m,n] in fp32 by cuBLASLt, in the activation dtype
+// Steps 1-2 are here; step 3 is LtGemm::run_fp8 (matmul.cu). Both quantizers are kernels (and a
+// memset) on the stream, so the sequence is graph-capturable.
 // cuBLASLt's FP8 GEMM needs the "TN" form, which is what matmul.cu's layout already issues
-// (A = w transposed, B = x not), 16-byte aligned pointers and K a multiple of 16.
+// (A = w transposed, B = x not), 16-byte aligned pointers (the scales' too) and K a multiple of 16.
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
@@ -43,12 +46,25 @@ __global__ void quantize_fp8_kernel(const T* __restrict__ x, size_t n, __nv_fp8_
     xq[i] = __nv_fp8_e4m3(to_float(x[i]) * inv);  // the constructor saturates to +-448
 }
 
+// One block per token row m of x [M, K]: scale[m] = max|x[m, :]| / 448, xq[m, :] = e4m3(x / scale[m]).
+template <typename T>
+__global__ void quantize_fp8_per_token_kernel(const T* __restrict__ x, int K, __nv_fp8_e4m3* __restrict__ xq,
+                                              float* __restrict__ scales) {
+  __shared__ float scratch[32];
+  const size_t row = static_cast<size_t>(blockIdx.x) * K;
+  float m = 0.0f;
+  for (int k = threadIdx.x; k < K; k += blockDim.x) m = fmaxf(m, fabsf(to_float(x[row + k])));
+  const float amax = fmaxf(block_max(m, scratch), 1e-12f);  // every thread gets the block's max
+  if (threadIdx.x == 0) scales[blockIdx.x] = amax / 448.0f;
+  const float inv = 448.0f / amax;
+  for (int k = threadIdx.x; k < K; k += blockDim.x) xq[row + k] = __nv_fp8_e4m3(to_float(x[row + k]) * inv);
+}
+
 }  // namespace
 
-void launch_quantize_fp8_dynamic(DType dt, const void* x, size_t n, void* xq, float* amax_scale,
+void launch_quantize_fp8_dynamic(DType dt, const void* x, size_t n, void* xq, unsigned* amax_bits, float* x_scale,
                                  cudaStream_t stream) {
   if (n == 0) return;
-  auto* amax_bits = reinterpret_cast<unsigned*>(amax_scale);
   CUDA_CHECK(cudaMemsetAsync(amax_bits, 0, sizeof(unsigned), stream));
   const unsigned blocks = static_cast<unsigned>(std::min<long long>(ceil_div_ll(static_cast<long long>(n), kThreads), 1024));
   dispatch_float_type(dt, [&](auto tag) {
@@ -56,7 +72,18 @@ void launch_quantize_fp8_dynamic(DType dt, const void* x, size_t n, void* xq, fl
     amax_kernel<E><<<blocks, kThreads, 0, stream>>>(static_cast<const E*>(x), n, amax_bits);
     CUDA_CHECK_LAUNCH();
     quantize_fp8_kernel<E><<<blocks, kThreads, 0, stream>>>(static_cast<const E*>(x), n,
-                                                             static_cast<__nv_fp8_e4m3*>(xq), amax_bits, amax_scale + 1);
+                                                             static_cast<__nv_fp8_e4m3*>(xq), amax_bits, x_scale);
+    CUDA_CHECK_LAUNCH();
+  });
+}
+
+void launch_quantize_fp8_per_token(DType dt, const void* x, int M, int K, void* xq, float* x_scales,
+                                   cudaStream_t stream) {
+  if (M <= 0 || K <= 0) return;
+  dispatch_float_type(dt, [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    quantize_fp8_per_token_kernel<E><<<static_cast<unsigned>(M), kThreads, 0, stream>>>(
+        static_cast<const E*>(x), K, static_cast<__nv_fp8_e4m3*>(xq), x_scales);
     CUDA_CHECK_LAUNCH();
   });
 }

@@ -65,9 +65,13 @@ void launch_dequantize_int4_tiles(DType dt, void* out, const DeviceQuantWeight& 
 // dequantize-then-GEMM path for M > kGemvMaxM.
 void launch_dequantize_weight(DType dt, void* out, const DeviceQuantWeight& w, int N, int K, cudaStream_t stream);
 
-// matmul_fp8.cu — dynamic per-tensor FP8 quantization of activations for the FP8 GEMM:
-//   amax = max |x|,  x_scale = amax / 448,  xq = e4m3(x / x_scale) (saturating).
-// `amax_scale` is device float[2]: [0] receives amax (as bits), [1] x_scale.
-void launch_quantize_fp8_dynamic(DType dt, const void* x, size_t n, void* xq, float* amax_scale, cudaStream_t stream);
+// matmul_fp8.cu — dynamic FP8 quantization of activations for the FP8 GEMM, saturating:
+//   per tensor: amax = max |x| over all n elements, *x_scale = amax / 448, xq = e4m3(x / *x_scale)
+//               (amax_bits: device scratch for the max, as float bits);
+//   per token:  x_scales[m] = max_k |x[m, k]| / 448, xq[m, :] = e4m3(x[m, :] / x_scales[m]) for x [M, K].
+void launch_quantize_fp8_dynamic(DType dt, const void* x, size_t n, void* xq, unsigned* amax_bits, float* x_scale,
+                                 cudaStream_t stream);
+void launch_quantize_fp8_per_token(DType dt, const void* x, int M, int K, void* xq, float* x_scales,
+                                   cudaStream_t stream);
 
 }  // namespace lamina::cuda
