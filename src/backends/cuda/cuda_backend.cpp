@@ -55,7 +55,10 @@ class CudaBackend final : public Backend {
     for (auto& [key, rec] : recordings_)
       if (rec.exec) cudaGraphExecDestroy(rec.exec);
     gemm_.reset();
-    for (auto& [p, q] : quant_) cudaFree(const_cast<float*>(q.w.scales));
+    for (auto& [p, q] : quant_) {
+      cudaFree(const_cast<float*>(q.w.scales));
+      if (q.channel_scales) cudaFree(q.channel_scales);
+    }
     for (void* p : retired_) cudaFree(p);
     cudaFree(dequant_scratch_.p);
     cudaFree(fp8_act_scratch_.p);
@@ -91,6 +94,7 @@ class CudaBackend final : public Backend {
     use_device();
     if (auto it = quant_.find(p); it != quant_.end()) {
       CUDA_CHECK(cudaFree(const_cast<float*>(it->second.w.scales)));
+      if (it->second.channel_scales) CUDA_CHECK(cudaFree(it->second.channel_scales));
       quant_.erase(it);
     }
     CUDA_CHECK(cudaFree(p));
@@ -154,7 +158,14 @@ class CudaBackend final : public Backend {
     }
     auto* scales = static_cast<float*>(alloc(q.num_scales() * sizeof(float)));
     copy_to_device(scales, q.scales, q.num_scales() * sizeof(float));
-    quant_[data] = QuantEntry{{q.format, data, scales, q.group_size, tiles}, int(q.rows), int(q.cols)};
+    float* channel_scales = nullptr;
+    if (q.format == WeightFormat::Fp8PerTensor && fp8_tensor_cores_) {
+      // The per-token FP8 GEMM takes the weight scale as one per output channel ([N] copies).
+      const std::vector<float> per_channel(size_t(q.rows), q.scales[0]);
+      channel_scales = static_cast<float*>(alloc(per_channel.size() * sizeof(float)));
+      copy_to_device(channel_scales, per_channel.data(), per_channel.size() * sizeof(float));
+    }
+    quant_[data] = QuantEntry{{q.format, data, scales, q.group_size, tiles}, int(q.rows), int(q.cols), channel_scales};
     // The M > 8 path dequantizes into this scratch; sized here, before any graph capture.
     grow(dequant_scratch_, size_t(q.rows) * size_t(q.cols) * dtype_size(act_));
     if (q.format == WeightFormat::Fp8PerTensor && !fp8_tensor_cores_ && !warned_no_fp8_) {
@@ -272,6 +283,7 @@ class CudaBackend final : public Backend {
   struct QuantEntry {
     DeviceQuantWeight w;
     int rows = 0, cols = 0;
+    float* channel_scales = nullptr;  // FP8 on FP8 tensor cores: [rows] copies of the tensor scale
   };
   // Device scratch that only grows. A replaced buffer is kept until the backend dies, since a
   // recorded graph may still point at it.
@@ -295,7 +307,7 @@ class CudaBackend final : public Backend {
     LAMINA_CHECK(q.rows == N && q.cols == K, "matmul of a quantized [", q.rows, ", ", q.cols, "] weight as [", N, ", ",
                  K, "]");
     if (M <= kGemvMaxM) return launch_gemv_quant(act_, out, x, q.w, M, N, K, stream_);
-    if (q.w.format == WeightFormat::Fp8PerTensor && K % 16 == 0 && N % 8 == 0 && fp8_gemm(out, x, q.w, M, N, K))
+    if (q.w.format == WeightFormat::Fp8PerTensor && K % 16 == 0 && N % 8 == 0 && fp8_gemm(out, x, q, M, N, K))
       return;
     void* w = grow(dequant_scratch_, size_t(N) * size_t(K) * dtype_size(act_));
     launch_dequantize_weight(act_, w, q.w, N, K, stream_);
@@ -305,7 +317,8 @@ class CudaBackend final : public Backend {
   // The FP8 tensor-core GEMM in the best activation-scale mode cuBLASLt accepts here; false (nothing
   // written) once no mode is left. A refused mode is dropped for the backend's life, with a warning;
   // the quantization kernels it ran are harmless, since the next mode or the caller overwrites out.
-  bool fp8_gemm(void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K) {
+  bool fp8_gemm(void* out, const void* x, const QuantEntry& q, int M, int N, int K) {
+    const DeviceQuantWeight& w = q.w;
     void* xq = grow(fp8_act_scratch_, size_t(M) * size_t(K));
     while (fp8_scales_ != Fp8ActivationScales::kNone) {
       const bool per_token = fp8_scales_ == Fp8ActivationScales::kPerToken;
@@ -313,7 +326,7 @@ class CudaBackend final : public Backend {
         if (per_token) {
           auto* scales = static_cast<float*>(grow(fp8_token_scales_, size_t(M) * sizeof(float)));
           launch_quantize_fp8_per_token(act_, x, M, K, xq, scales, stream_);
-          gemm_->run_fp8(act_, out, xq, scales, Fp8Scaling::kPerToken, w.data, w.scales, M, N, K, stream_);
+          gemm_->run_fp8(act_, out, xq, scales, Fp8Scaling::kPerToken, w.data, q.channel_scales, M, N, K, stream_);
         } else {
           auto* amax_bits = reinterpret_cast<unsigned*>(fp8_tensor_scale_);
           float* scale = fp8_tensor_scale_ + 4;

@@ -50,8 +50,9 @@ LtGemm::Plan& LtGemm::plan_for(DType dt, int M, int N, int K, int align, int fp8
   if (fp8) {  // the heuristic sees scaled inputs, as every later call has them
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)));
-    if (fp8 == 1 + static_cast<int>(Fp8Scaling::kPerToken)) {  // B = x: one scale per column of B, a token
-      const cublasLtMatmulMatrixScale_t outer = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+    if (fp8 == 1 + static_cast<int>(Fp8Scaling::kPerToken)) {  // B = x: one scale per column of B, a token;
+      const cublasLtMatmulMatrixScale_t outer = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;  // A = w: per row
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &outer, sizeof(outer)));
       CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &outer, sizeof(outer)));
     }
   }

@@ -25,11 +25,11 @@ class LtGemm {
   LtGemm& operator=(const LtGemm&) = delete;
 
   void run(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream);
-  // FP8 (matmul_fp8.cu): out[M,N] (dtype dt) = *w_scale * x_scale(m) * xq[M,K] · wq[N,K]^T with xq
-  // and wq float8 e4m3 and the scales device floats, 16-byte aligned: x_scale(m) = *x_scale
-  // (kPerTensor) or x_scale[m] (kPerToken, cuBLASLt's outer-vector scale mode). Needs compute
-  // capability 8.9+; throws if cuBLASLt refuses the plan (the caller tries another mode or
-  // dequantizes).
+  // FP8 (matmul_fp8.cu): out[m,n] (dtype dt) = w_scale(n) * x_scale(m) * (xq[M,K] · wq[N,K]^T)[m,n]
+  // with xq and wq float8 e4m3 and the scales device floats, 16-byte aligned. kPerTensor:
+  // x_scale(m) = *x_scale, w_scale(n) = *w_scale. kPerToken: x_scale[m] and w_scale[n], cuBLASLt's
+  // outer-vector scale mode (which it takes on both operands or neither). Needs compute capability
+  // 8.9+; throws if cuBLASLt refuses the plan (the caller tries another mode or dequantizes).
   void run_fp8(DType dt, void* out, const void* xq, const float* x_scale, Fp8Scaling x_scaling, const void* wq,
                const float* w_scale, int M, int N, int K, cudaStream_t stream);
 
