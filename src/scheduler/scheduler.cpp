@@ -89,6 +89,8 @@ void Scheduler::admit() {
 }
 
 int Scheduler::step() {
+  using Seconds = std::chrono::duration<double>;
+  const SteadyTime t_begin = std::chrono::steady_clock::now();
   // 1. Capacity: room for every running decode (may preempt), then admission. After a preemption
   //    nothing new is admitted this step, or the victim would just bounce back in.
   const std::vector<Request*> preempted = capacity_.make_room_for_decode(running_);
@@ -103,6 +105,8 @@ int Scheduler::step() {
     return 0;
   }
   const ScheduledStep batch = build_scheduled_step(chunks, capacity_.kv());
+  const SteadyTime t_scheduled = std::chrono::steady_clock::now();
+  stats_.step_schedule_seconds_total += Seconds(t_scheduled - t_begin).count();
 
   // 3. Engine step. Tokens are chosen on the device; requests with penalties or logprobs get
   //    their logits row and sample here. A failure ends the requests of this step with an error;
@@ -134,6 +138,7 @@ int Scheduler::step() {
 
   // 4. Sampling and stop rules for every chunk that reached the end of its request.
   const SteadyTime now = std::chrono::steady_clock::now();
+  stats_.step_engine_seconds_total += Seconds(now - t_scheduled).count();
   size_t next_host = 0;  // host_rows is ascending: host_logits row j belongs to logit row host_rows[j]
   for (size_t i = 0; i < batch.row_owner.size(); ++i) {
     Request& r = *batch.row_owner[i];
@@ -154,6 +159,7 @@ int Scheduler::step() {
     }
   }
   update_gauges();
+  stats_.step_output_seconds_total += Seconds(std::chrono::steady_clock::now() - now).count();
   return int(batch.batch.ids.size());
 }
 

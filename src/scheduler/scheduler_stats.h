@@ -33,6 +33,10 @@ struct SchedulerStats {
   uint64_t computed_tokens_total = 0;  // tokens the engine ran (prompt, generated, recomputed)
   uint64_t reused_tokens_total = 0;    // prompt tokens whose KV came from cached prefix blocks
   std::array<uint64_t, 5> finished_total{};  // by EndReason
+  // Wall time of the steps by phase (seconds): schedule (capacity, admission, the micro-batch and
+  // its block tables), engine (forward and token choice, the GPU's time included) and output
+  // (stop rules, host sampling, handing tokens out).
+  double step_schedule_seconds_total = 0, step_engine_seconds_total = 0, step_output_seconds_total = 0;
   Histogram ttft{{0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0}};
   Histogram itl{{0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
                  0.4, 0.5, 0.75, 1.0, 2.5}};

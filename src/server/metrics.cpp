@@ -87,6 +87,12 @@ std::string render_metrics(const SchedulerStats& s, const HttpCounters& http, co
   w.metric("lamina_engine_tokens_total", "counter", "Tokens the engine computed.", double(s.computed_tokens_total));
   w.metric("lamina_num_preemptions_total", "counter", "Requests preempted to free KV (max_utilization).",
            double(s.preemptions_total));
+  w.header("lamina_step_seconds_total", "counter",
+           "Wall time of engine steps by phase: schedule (admission, micro-batch), engine (forward and "
+           "token choice, GPU included), output (stop rules, handing tokens out).");
+  w.sample("lamina_step_seconds_total", "phase=\"schedule\"", s.step_schedule_seconds_total);
+  w.sample("lamina_step_seconds_total", "phase=\"engine\"", s.step_engine_seconds_total);
+  w.sample("lamina_step_seconds_total", "phase=\"output\"", s.step_output_seconds_total);
   w.header("lamina_request_finished_total", "counter", "Requests finished, by reason.");
   for (size_t r = 0; r < s.finished_total.size(); ++r)
     w.sample("lamina_request_finished_total", std::string("reason=\"") + end_reason_name(EndReason(r)) + "\"",

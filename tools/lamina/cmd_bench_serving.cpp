@@ -160,6 +160,11 @@ void bench_offline(const BenchServingOptions& o) {
   }
   const double duration = std::chrono::duration<double>(Clock::now() - t0).count();
   report(o, "offline " + o.engine_dir + " (" + engine->device_name() + ")", results, duration);
+  const SchedulerStats st = executor.stats();
+  std::printf("steps: %llu, wall time by phase: schedule %.3f s, engine %.3f s (%.2f ms a step), output %.3f s\n",
+              static_cast<unsigned long long>(st.steps_total), st.step_schedule_seconds_total,
+              st.step_engine_seconds_total, st.steps_total ? 1e3 * st.step_engine_seconds_total / double(st.steps_total) : 0.0,
+              st.step_output_seconds_total);
 }
 
 #if LAMINA_HAVE_SERVER
