@@ -11,6 +11,7 @@
 #include "backends/cuda/cuda_sampling.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/matmul.h"
+#include "backends/cuda/op_profiler.h"
 #include "backends/cuda/quant_kernels.h"
 #include "common/progress.h"
 
@@ -47,11 +48,13 @@ class CudaBackend final : public Backend {
       fp8_scales_ = std::min(fp8_scales_, Fp8ActivationScales::kPerTensor);
     // [amax bits | pad | x_scale]: cuBLASLt wants 16-byte aligned scale pointers.
     CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&fp8_tensor_scale_), 32));
+    if (OpProfiler::requested()) profiler_ = std::make_unique<OpProfiler>(stream_);
   }
 
   ~CudaBackend() override {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
+    profiler_.reset();  // prints its table
     for (auto& [key, rec] : recordings_)
       if (rec.exec) cudaGraphExecDestroy(rec.exec);
     gemm_.reset();
@@ -116,10 +119,12 @@ class CudaBackend final : public Backend {
     use_device();
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (profiler_) profiler_->collect();
   }
   void synchronize() override {
     use_device();
     CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (profiler_) profiler_->collect();
   }
   // Converts on the host in chunks (bounded staging memory), then copies.
   void* upload_weight(const void* host, DType dtype, size_t n) override {
@@ -187,23 +192,32 @@ class CudaBackend final : public Backend {
   // ---- ops ----
   void embedding(void* out, const int32_t* ids, const void* table, int T, int H) override {
     use_device();
+    auto span = profile("embedding", T);
     launch_embedding(act_, out, ids, table, T, H, stream_);
   }
   void rms_norm(void* out, const void* x, const void* w, int T, int H, float eps) override {
     use_device();
+    auto span = profile("rms_norm", T);
     launch_rms_norm(act_, out, x, w, T, H, eps, stream_);
   }
   void add_rms_norm(void* residual, const void* x, void* out, const void* w, int T, int H, float eps) override {
     use_device();
+    auto span = profile("add_rms_norm", T);
     launch_add_rms_norm(act_, residual, x, out, w, T, H, eps, stream_);
   }
   void add(void* residual, const void* x, size_t n) override {
     use_device();
+    auto span = profile("add", 0);
     launch_add(act_, residual, x, n, stream_);
   }
   void matmul(void* out, const void* x, const void* w, int M, int N, int K) override {
     use_device();
-    if (auto it = quant_.find(w); it != quant_.end()) return quantized_matmul(out, x, it->second, M, N, K);
+    auto it = quant_.find(w);
+    auto span = profiler_ ? profiler_->begin(matmul_label(it == quant_.end() ? (M <= kGemvMaxM ? "gemv" : "gemm")
+                                                           : M <= kGemvMaxM ? "gemv-quant" : "gemm-quant",
+                                                           M, N, K))
+                          : OpProfiler::Span{};
+    if (it != quant_.end()) return quantized_matmul(out, x, it->second, M, N, K);
     if (M <= kGemvMaxM) {
       launch_gemv(act_, out, x, w, M, N, K, stream_);
     } else {
@@ -215,11 +229,13 @@ class CudaBackend final : public Backend {
                          const AttentionShape& s) override {
     if (T > kGemvMaxM || quant_.count(w) || !fused_rope_enabled()) return false;
     use_device();
+    auto span = profiler_ ? profiler_->begin(matmul_label("gemv+rope+kv", T, 0, K)) : OpProfiler::Span{};
     return launch_qkv_rope_kv_write_gemv(act_, qkv, x, w, T, K, positions, slots, inv_freq, cache, s, stream_);
   }
   bool gate_up_swiglu(void* out, const void* x, const void* w, int M, int F, int K) override {
     if (M > kGemvMaxM) return false;
     use_device();
+    auto span = profiler_ ? profiler_->begin(matmul_label("gemv+swiglu", M, 2 * F, K)) : OpProfiler::Span{};
     if (auto it = quant_.find(w); it != quant_.end()) {
       LAMINA_CHECK(it->second.rows == 2 * F && it->second.cols == K, "gate_up of a quantized [", it->second.rows, ", ",
                    it->second.cols, "] weight as [", 2 * F, ", ", K, "]");
@@ -231,23 +247,28 @@ class CudaBackend final : public Backend {
   void rope_kv_write(void* qkv, const int32_t* positions, const int32_t* slots, const float* inv_freq,
                      KVCacheLayer cache, const AttentionShape& s, int T) override {
     use_device();
+    auto span = profile("rope_kv_write", T);
     launch_rope_kv_write(act_, qkv, positions, slots, inv_freq, cache, s, T, stream_);
   }
   void attention(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
                  const AttentionShape& s, int T) override {
     use_device();
+    auto span = profile("attention", T);
     launch_attention(act_, out, qkv, positions, slots, cache, s, T, attn_, stream_);
   }
   void silu_mul(void* out, const void* gate_up, int T, int F) override {
     use_device();
+    auto span = profile("silu_mul", T);
     launch_silu_mul(act_, out, gate_up, T, F, stream_);
   }
   void gather_rows(void* out, const void* x, const int32_t* rows, int num_rows, int H) override {
     use_device();
+    auto span = profile("gather_rows", num_rows);
     launch_gather_rows(act_, out, x, rows, num_rows, H, stream_);
   }
   void select_tokens(int32_t* ids, const void* logits, int R, int V, const TokenChoice* choices) override {
     use_device();
+    auto span = profile("select_tokens", R);
     launch_sample(act_, logits, R, V, choices, ids, stream_);
   }
 
@@ -255,6 +276,7 @@ class CudaBackend final : public Backend {
   // first call, outside any capture); the second captures them into a graph; later uses replay it.
   void run_recorded(uint64_t key, const std::function<void()>& ops) override {
     use_device();
+    if (profiler_) return ops();  // events cannot be recorded inside a graph capture
     Recording& rec = recordings_[key];
     if (rec.exec) {
       CUDA_CHECK(cudaGraphLaunch(rec.exec, stream_));
@@ -285,6 +307,11 @@ class CudaBackend final : public Backend {
     int rows = 0, cols = 0;
     float* channel_scales = nullptr;  // FP8 on FP8 tensor cores: [rows] copies of the tensor scale
   };
+  // A profiling span over the op `op` of `rows` tokens (nothing when LAMINA_PROFILE_OPS is unset).
+  OpProfiler::Span profile(const char* op, int rows) {
+    if (!profiler_) return {};
+    return profiler_->begin(std::string(op) + " " + rows_bucket(rows));
+  }
   // Device scratch that only grows. A replaced buffer is kept until the backend dies, since a
   // recorded graph may still point at it.
   struct Scratch {
@@ -372,6 +399,7 @@ class CudaBackend final : public Backend {
     cudaGraphExec_t exec = nullptr;
   };
   std::unordered_map<uint64_t, Recording> recordings_;
+  std::unique_ptr<OpProfiler> profiler_;  // LAMINA_PROFILE_OPS=1 only
   std::vector<char> host_stage_;  // activations_to_host_f32's download buffer
   std::unordered_map<const void*, QuantEntry> quant_;  // quantized weights by data pointer
   Scratch dequant_scratch_;   // [N, K] activation dtype: the largest quantized weight
