@@ -10,7 +10,8 @@
 //   attention  decode: GB/s over the KV cache (% of copy) at batch 1 (seq 512, 2048, 4096), 4 and 8
 //              (512), 16 (512, 2048), 256 and 1024 (256), shuffled block tables;
 //              LAMINA_ATTN_DECODE=latency|pipelined times one kernel at every batch. Prefill TFLOP/s
-//              at T=512 and 2048 through the op.
+//              at T=512 and 2048 through the op; prompts: 16 and 64 prompts of 128 tokens in one
+//              step (a serving prefill step), the op and each of its two kernels alone.
 // --only WORD runs only the cases whose name holds WORD (e.g. "attention"), plus copy.
 // Inputs are random (never zeros) and rotate over copies larger than L2 so DRAM is measured.
 #include <cuda_runtime.h>
@@ -401,6 +402,47 @@ void bench_prefill_attention(Ctx& c, int T) {
   c.out["attention_prefill"].push_back({{"T", T}, {"ms", ms}, {"tflops", tflops}, {"graph", tm.graph}});
 }
 
+// A serving prefill step: `seqs` prompts of `len` tokens each in one step (T = seqs * len; every
+// 64-token tile lies in one prompt), through the op, and each of the two kernels the op runs for
+// T > kAttentionDecodeMaxTokens alone: the decode kernel (which finds every tile uniform and
+// skips it) and the tiled prefill kernel. FLOPs as bench_prefill_attention, per prompt.
+void bench_batched_prompts_attention(Ctx& c, int seqs, int len) {
+  const int T = seqs * len;
+  const size_t kv_bytes = size_t(T) * kHkv * kD * 2;
+  Rotation k(kv_bytes, 0, 81, c.stream), v(kv_bytes, 0, 91, c.stream);
+  Rotation qkv(size_t(T) * (kHq + 2 * kHkv) * kD * 2, 0, 101, c.stream, 3.0f);
+  void* out = dmalloc(size_t(T) * kHq * kD * 2);
+  std::vector<int32_t> pos(T), slot(T);
+  for (int t = 0; t < T; ++t) pos[t] = t % len, slot[t] = t / len;
+  auto* d_pos = static_cast<int32_t*>(dmalloc(T * 4));
+  auto* d_slot = static_cast<int32_t*>(dmalloc(T * 4));
+  c.be->copy_to_device(d_pos, pos.data(), T * 4);
+  c.be->copy_to_device(d_slot, slot.data(), T * 4);
+  int32_t* d_tables = nullptr;
+  const AttentionShape shape = paged_shape(c, len, seqs, &d_tables);
+  const KVCacheLayer cache{k.at(0), v.at(0), d_tables};
+  cuda::AttnParams p = cuda::make_attn_params(shape, T);
+  p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(double(kD)));
+  p.prefill_takes_uniform_tiles = true;
+  const double flops = 4.0 * kD * kHq * seqs * (double(len) * (len + 1) / 2);
+  const auto report = [&](const char* part, const Timing& tm) {
+    std::printf("attn prompts %-8s %4d x %-4d T=%-5d %8.3f ms %8.1f TFLOP/s%s\n", part, seqs, len, T, tm.ms,
+                flops / (tm.ms * 1e-3) / 1e12, tag(tm));
+    c.out["attention_batched_prompts"].push_back({{"part", part}, {"seqs", seqs}, {"len", len}, {"ms", tm.ms}});
+  };
+  report("op", time_ms(c.stream, [&](int) { c.be->attention(out, qkv.at(0), d_pos, d_slot, cache, shape, T); }, 9));
+  report("decode", time_ms(c.stream, [&](int) {
+    cuda::launch_attention_decode(DType::BF16, out, qkv.at(0), d_pos, d_slot, cache, p, 1, nullptr, nullptr, c.stream);
+  }, 9));
+  report("prefill", time_ms(c.stream, [&](int) {
+    cuda::launch_attention_prefill(DType::BF16, out, qkv.at(0), d_pos, d_slot, cache, p, c.stream);
+  }, 9));
+  cudaFree(out);
+  cudaFree(d_tables);
+  cudaFree(d_pos);
+  cudaFree(d_slot);
+}
+
 template <typename F>
 void guarded(Ctx& c, const char* what, F&& f) {
   if (!c.only.empty() && std::string(what).find(c.only) == std::string::npos && std::string(what) != "copy") return;
@@ -464,6 +506,7 @@ int main(int argc, char** argv) {
   for (const auto& a : kDecodeAttn)
     guarded(c, "decode attention", [&] { bench_decode_attention(c, a[1], a[0], a[2]); });
   for (int T : {512, 2048}) guarded(c, "prefill attention", [&] { bench_prefill_attention(c, T); });
+  for (int seqs : {16, 64}) guarded(c, "prompts attention", [&] { bench_batched_prompts_attention(c, seqs, 128); });
 
   if (!json_path.empty()) {
     std::ofstream(json_path) << c.out.dump(2) << "\n";

@@ -258,14 +258,16 @@ void launch_gemv_int4_tiles(DType dt, void* out, const void* x, const DeviceQuan
                             cudaStream_t stream) {
   check_args(dt, x, w, M, N, K);
   // Block shapes measured on an H100 at M = 1 (bench_kernels' gemv-int4-tiles lines, % of copy
-  // bandwidth): with at most 2 tiles an SM (o, down: 256 tiles) 8 warps a tile and x in registers
-  // are best (56 / 63 %, against 46 / 54 % with x in shared memory); with up to 4 (qkv) 4 warps
-  // and 4 chunks a group (64 %); with more tiles than that (gate_up), x in shared memory, read
-  // from global memory once a block instead of once a warp, wins (83 % against 76 %).
+  // bandwidth): with at most 2 tiles an SM (o, down: 256 tiles) 16 warps a tile with x in shared
+  // memory are best (59 / 69 %, against 56 / 63 % with 8 warps and x in registers, which stays
+  // for x too large for shared memory); with up to 4 (qkv) 4 warps and 4 chunks a group (64 %);
+  // with more tiles than that (gate_up), x in shared memory, read from global memory once a block
+  // instead of once a warp, wins (83 % against 76 %).
   static const int sms = multiprocessors();
   const int tiles = N / mma_layout::kInt4TileRows;
   const bool x_fits = static_cast<size_t>(M) * K * 2 <= kMaxSharedXBytes;
-  if (tiles <= 2 * sms) launch_shape<8, 2, false>(dt, out, x, w, M, N, K, stream);
+  if (tiles <= 2 * sms && x_fits) launch_shape<16, 2, true>(dt, out, x, w, M, N, K, stream);
+  else if (tiles <= 2 * sms) launch_shape<8, 2, false>(dt, out, x, w, M, N, K, stream);
   else if (tiles <= 4 * sms || !x_fits) launch_shape<4, 4, false>(dt, out, x, w, M, N, K, stream);
   else launch_shape<4, 4, true>(dt, out, x, w, M, N, K, stream);
   CUDA_CHECK_LAUNCH();
