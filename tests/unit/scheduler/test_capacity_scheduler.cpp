@@ -114,6 +114,8 @@ TEST(CapacityScheduler, MaxUtilizationPreemptsTheRequesterWhenItIsTheNewest) {
   EXPECT_EQ(running[0], a.get());
 }
 
+// Decodes are served first from the budget; in the step, prefill chunks come first (their runs of
+// tokens start where the step starts, so the attention's 64-token tiles stay within one prompt).
 TEST(MicroBatch, DecodesFirstThenPrefillChunksWithinTheBudget) {
   auto d1 = make_request(1, 5, 10), p1 = make_request(2, 30, 10), d2 = make_request(3, 5, 10),
        p2 = make_request(4, 30, 10);
@@ -124,19 +126,23 @@ TEST(MicroBatch, DecodesFirstThenPrefillChunksWithinTheBudget) {
 
   const auto chunks = plan_micro_batch(running, 16);
   ASSERT_EQ(chunks.size(), 3u);
-  EXPECT_EQ(chunks[0].req, d1.get());
-  EXPECT_EQ(chunks[0].count, 1);
-  EXPECT_TRUE(chunks[0].samples);
-  EXPECT_EQ(chunks[1].req, d2.get());
-  EXPECT_EQ(chunks[2].req, p1.get());  // the older prefill takes the rest: 14 of its 20
-  EXPECT_EQ(chunks[2].begin, 10);
-  EXPECT_EQ(chunks[2].count, 14);
-  EXPECT_FALSE(chunks[2].samples);
+  EXPECT_EQ(chunks[0].req, p1.get());  // the older prefill takes the rest: 14 of its 20
+  EXPECT_EQ(chunks[0].begin, 10);
+  EXPECT_EQ(chunks[0].count, 14);
+  EXPECT_FALSE(chunks[0].samples);
+  EXPECT_EQ(chunks[1].req, d1.get());
+  EXPECT_EQ(chunks[1].count, 1);
+  EXPECT_TRUE(chunks[1].samples);
+  EXPECT_EQ(chunks[2].req, d2.get());
 
   const auto big = plan_micro_batch(running, 100);
   ASSERT_EQ(big.size(), 4u);
-  EXPECT_TRUE(big[2].samples);  // p1's last 20 tokens end its prompt
-  EXPECT_EQ(big[3].count, 30);
+  EXPECT_EQ(big[0].req, p1.get());
+  EXPECT_TRUE(big[0].samples);  // p1's last 20 tokens end its prompt
+  EXPECT_EQ(big[1].req, p2.get());
+  EXPECT_EQ(big[1].count, 30);
+  EXPECT_EQ(big[2].req, d1.get());
+  EXPECT_EQ(big[3].req, d2.get());
 
   const auto tiny = plan_micro_batch(running, 1);
   ASSERT_EQ(tiny.size(), 1u);
