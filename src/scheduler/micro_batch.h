@@ -16,7 +16,8 @@ struct ScheduledChunk {
 };
 
 // running: in admission order. Returns chunks in the order their tokens go into the step: prefill
-// chunks (oldest first), then decode tokens (oldest first).
+// chunks of a multiple of 64 tokens, other prefill chunks, then decode tokens (each group oldest
+// first).
 std::vector<ScheduledChunk> plan_micro_batch(const std::vector<Request*>& running, int max_num_tokens);
 
 }  // namespace lamina

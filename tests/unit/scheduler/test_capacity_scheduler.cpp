@@ -144,6 +144,15 @@ TEST(MicroBatch, DecodesFirstThenPrefillChunksWithinTheBudget) {
   EXPECT_EQ(big[2].req, d1.get());
   EXPECT_EQ(big[3].req, d2.get());
 
+  // Chunks of a multiple of 64 tokens go first, so the ones after them stay on the 64-token grid.
+  auto a = make_request(5, 100, 10), b = make_request(6, 128, 10);
+  std::vector<Request*> prompts = {a.get(), b.get(), d1.get()};
+  const auto aligned = plan_micro_batch(prompts, 1000);
+  ASSERT_EQ(aligned.size(), 3u);
+  EXPECT_EQ(aligned[0].req, b.get());
+  EXPECT_EQ(aligned[1].req, a.get());
+  EXPECT_EQ(aligned[2].req, d1.get());
+
   const auto tiny = plan_micro_batch(running, 1);
   ASSERT_EQ(tiny.size(), 1u);
   EXPECT_EQ(tiny[0].req, d1.get());
