@@ -196,6 +196,11 @@ TEST_F(ServerApi, ConcurrentRequestsEqualTheSameRequestsAlone) {
   const HttpReply m = http_get(port(), "/metrics");
   EXPECT_EQ(metric(m.body, "lamina_kv_cache_blocks_used"), 0);
   EXPECT_EQ(metric(m.body, "lamina_num_requests_running"), 0);
+  // The steps that ran are timed by phase; the engine's forward is the bulk of them.
+  const double engine = metric(m.body, "lamina_step_seconds_total", "phase=\"engine\"");
+  EXPECT_GT(engine, 0.0);
+  EXPECT_GE(metric(m.body, "lamina_step_seconds_total", "phase=\"schedule\""), 0.0);
+  EXPECT_GE(metric(m.body, "lamina_step_seconds_total", "phase=\"output\""), 0.0);
 }
 
 // --enable_kv_cache_reuse on the paged KV cache: a request sharing a long prefix with an earlier
