@@ -3,6 +3,7 @@
 # ISL/OSL 128/128, 1024 requests (TensorRT-LLM publishes 28,312 output tok/s there with FP8 weights).
 #   LAMINA=build-device/tools/lamina/lamina OUT=/tmp/out bash scripts/bench/run_8b_serving.sh
 # QUANT=FP8 (or W8A16, W4A16_AWQ) serves a quantized engine instead; its JSON files get a _FP8 suffix.
+# KV_QUANT=FP8 adds an FP8 KV cache (suffix _kvFP8).
 # SKIP_OFFLINE=1 skips the in-process run.
 set -euo pipefail
 LAMINA=${LAMINA:-build-device/tools/lamina/lamina}
@@ -14,9 +15,11 @@ mkdir -p "$OUT" "$WORK"
 export PYTHONUNBUFFERED=1
 [ -f "$WORK/hf/config.json" ] || python3 scripts/bench/make_random_llama.py --out "$WORK/hf" --json "$OUT/limits.json" --no_hf
 QUANT=${QUANT:-}
-sfx=${QUANT:+_$QUANT}
+KV_QUANT=${KV_QUANT:-}
+sfx=${QUANT:+_$QUANT}${KV_QUANT:+_kv$KV_QUANT}
 ckpt=$WORK/ckpt$sfx
-[ -d "$ckpt" ] || "$LAMINA" convert --model_dir "$WORK/hf" --output_dir "$ckpt" --dtype bfloat16 ${QUANT:+--quant_algo "$QUANT"}
+[ -d "$ckpt" ] || "$LAMINA" convert --model_dir "$WORK/hf" --output_dir "$ckpt" --dtype bfloat16 \
+  ${QUANT:+--quant_algo "$QUANT"} ${KV_QUANT:+--kv_cache_quant_algo "$KV_QUANT"}
 # Slots hold max_seq_len rows each: 256 x 512 tokens of KV is 17 GB for this shape.
 rm -rf "$WORK/engine-serve"
 "$LAMINA" build --checkpoint_dir "$ckpt" --output_dir "$WORK/engine-serve" --max_batch_size "$CONCURRENCY" \

@@ -148,6 +148,8 @@ void convert_checkpoint(const ConvertOptions& opts) {
   if (opts.tp_size < 1) fail("--tp_size must be at least 1");
   if (!opts.quant_algo.empty() && !quant_algo_supported(opts.quant_algo))
     fail("unknown --quant_algo '", opts.quant_algo, "' (supported: ", kSupportedQuantAlgos, ")");
+  if (!opts.kv_cache_quant_algo.empty() && opts.kv_cache_quant_algo != "FP8")
+    fail("unknown --kv_cache_quant_algo '", opts.kv_cache_quant_algo, "' (supported: FP8)");
   if (opts.pp_size != 1) fail("--pp_size ", opts.pp_size, " is not supported: pipeline parallelism is not implemented; use --pp_size 1");
   ModelConfig cfg = load_hf_config(opts.model_dir);
   cfg.mapping = {opts.tp_size * opts.pp_size, opts.tp_size, opts.pp_size};
@@ -171,6 +173,9 @@ void convert_checkpoint(const ConvertOptions& opts) {
   const DType out = opts.dtype_given ? opts.dtype : storage_dtype(cfg.dtype);
   cfg.dtype = dtype_user_name(out);
   cfg.quant_algo = opts.quant_algo;
+  cfg.kv_cache_quant_algo = opts.kv_cache_quant_algo;
+  if (cfg.kv_cache_quant_algo == "FP8" && out == DType::F32)
+    fail("--kv_cache_quant_algo FP8 needs a float16 or bfloat16 checkpoint (--dtype float16 or bfloat16)");
   const TensorSource src = TensorSource::open_hf_dir(opts.model_dir);
 
   StagedDir staged(opts.output_dir);

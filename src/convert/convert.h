@@ -15,6 +15,7 @@ struct ConvertOptions {
   int tp_size = 1;
   int pp_size = 1;
   std::string quant_algo;  // "", "W8A16", "FP8" or "W4A16_AWQ" (TensorRT-LLM's names; others are refused)
+  std::string kv_cache_quant_algo;  // "" or "FP8": an FP8 KV cache (no calibration: per-layer scales 1.0)
 };
 
 void convert_checkpoint(const ConvertOptions& opts);

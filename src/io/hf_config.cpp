@@ -133,7 +133,7 @@ Json model_config_to_json(const ModelConfig& c) {
       {"eos_token_id", c.eos_token_ids},
       {"mapping", {{"world_size", c.mapping.world_size}, {"tp_size", c.mapping.tp_size}, {"pp_size", c.mapping.pp_size}}},
       {"quantization", {{"quant_algo", c.quant_algo.empty() ? Json(nullptr) : Json(c.quant_algo)},
-                        {"kv_cache_quant_algo", nullptr},
+                        {"kv_cache_quant_algo", c.kv_cache_quant_algo.empty() ? Json(nullptr) : Json(c.kv_cache_quant_algo)},
                         {"group_size", c.group_size}}},
   };
 }
@@ -175,8 +175,11 @@ ModelConfig model_config_from_json(const Json& j, const std::string& where) {
     c.group_size = json_get_or<int64_t>(q, "group_size", 128);
     if (c.quant_algo == "W4A16_AWQ" && c.group_size != kInt4GroupSize)
       fail(where, ": W4A16_AWQ with group_size ", c.group_size, " is not supported (only ", kInt4GroupSize, ")");
-    if (q.contains("kv_cache_quant_algo") && !q["kv_cache_quant_algo"].is_null())
-      fail(where, ": kv_cache_quant_algo ", q["kv_cache_quant_algo"].dump(), " is not supported yet");
+    if (q.contains("kv_cache_quant_algo") && !q["kv_cache_quant_algo"].is_null()) {
+      if (q["kv_cache_quant_algo"] != "FP8")
+        fail(where, ": kv_cache_quant_algo ", q["kv_cache_quant_algo"].dump(), " is not supported (only FP8)");
+      c.kv_cache_quant_algo = "FP8";
+    }
   }
   try {
     c.validate();

@@ -56,7 +56,7 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
 size_t LlamaForward::kv_block_bytes() const {
   // k and v of every layer: [tokens_per_block, Hkv, D] each
   return 2 * size_t(cfg_.num_hidden_layers) * size_t(attn_.tokens_per_block) * size_t(attn_.num_kv_heads) *
-         size_t(attn_.head_dim) * dtype_size(be_->kv_dtype());
+         size_t(attn_.head_dim) * dtype_size(be_->kv_dtype(kv_fp8()));
 }
 
 void LlamaForward::allocate_kv_pool(int num_blocks) {
@@ -64,7 +64,7 @@ void LlamaForward::allocate_kv_pool(int num_blocks) {
   LAMINA_CHECK(num_blocks >= 1, "the KV pool needs at least one block (got ", num_blocks, ")");
   // Each layer: k and v pools of [num_blocks, tokens_per_block, Hkv, D] in kv dtype.
   const size_t pool_bytes = size_t(num_blocks) * size_t(attn_.tokens_per_block) * size_t(attn_.num_kv_heads) *
-                            size_t(attn_.head_dim) * dtype_size(be_->kv_dtype());
+                            size_t(attn_.head_dim) * dtype_size(be_->kv_dtype(kv_fp8()));
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
     k_cache_.emplace_back(be_, pool_bytes);
     v_cache_.emplace_back(be_, pool_bytes);
@@ -155,7 +155,8 @@ void LlamaForward::run_layers(int T, int R) {
 
   for (size_t l = 0; l < w_.layers.size(); ++l) {
     const LayerWeights& lw = w_.layers[l];
-    const KVCacheLayer cache{k_cache_[l].get(), v_cache_[l].get(), in.block_tables};
+    // An FP8 cache's per-layer scales: 1.0 (no calibration data; docs/quantization.md).
+    const KVCacheLayer cache{k_cache_[l].get(), v_cache_[l].get(), in.block_tables, kv_fp8(), 1.0f, 1.0f};
     // Attention: qkv = normed · Wqkv^T; rotate q,k; append k,v to the cache (one kernel where the
     // backend can); attend; project.
     if (!be_->qkv_rope_kv_write(qkv_.get(), normed_.get(), lw.qkv, T, H, pos, slot, inv_freq_.as<float>(), cache,

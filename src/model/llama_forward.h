@@ -57,6 +57,8 @@ class LlamaForward {
   void allocate_kv_pool(int num_blocks);
   // Bytes one KV block takes over all layers (k and v).
   size_t kv_block_bytes() const;
+  // Whether the KV cache is FP8 (kv_cache_quant_algo FP8): e4m3 pools on the GPU.
+  bool kv_fp8() const { return cfg_.kv_cache_quant_algo == "FP8"; }
   int num_kv_blocks() const { return attn_.num_blocks; }
   int max_blocks_per_seq() const { return attn_.max_blocks_per_seq; }
 

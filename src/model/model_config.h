@@ -53,6 +53,9 @@ struct ModelConfig {
   // The embedding and lm_head are never quantized.
   std::string quant_algo;
   int64_t group_size = 128;  // W4A16_AWQ only
+  // KV cache quantization: "" (the engine dtype) or "FP8" (float8 e4m3, one scale per layer for k
+  // and one for v; without calibration data every scale is 1.0).
+  std::string kv_cache_quant_algo;
 
   // Derived sizes for one tensor-parallel rank.
   int64_t q_heads_per_rank() const { return num_attention_heads / mapping.tp_size; }

@@ -50,6 +50,10 @@ struct KVCacheLayer {
   void* k = nullptr;
   void* v = nullptr;
   const int32_t* block_tables = nullptr;
+  // FP8 KV cache (kv_cache_quant_algo FP8): the pools hold float8 e4m3 (kv_dtype(true)); a k or
+  // v value x is stored as e4m3(x / scale) and read back as e4m3 * scale (this layer's scales).
+  bool fp8_e4m3 = false;
+  float k_scale = 1.0f, v_scale = 1.0f;
 };
 
 class Backend {
@@ -58,7 +62,9 @@ class Backend {
   virtual DeviceKind kind() const = 0;
   virtual std::string name() const = 0;
   virtual DType activation_dtype() const = 0;
-  virtual DType kv_dtype() const = 0;
+  // Element type of the KV pools: of an FP8 KV cache (KVCacheLayer::fp8_e4m3) when fp8_cache.
+  // The CPU reference keeps float32 either way (an FP8 cache's values rounded through e4m3).
+  virtual DType kv_dtype(bool fp8_cache) const = 0;
 
   // ---- memory ----
   virtual void* alloc(size_t bytes) = 0;  // zero-filled is not promised

@@ -103,6 +103,17 @@ TEST(CliErrors, UnknownQuantAlgo) {
   EXPECT_FALSE(fs::exists(s / "out"));
 }
 
+TEST(CliErrors, KvCacheQuantAlgoOnlyFp8AndNotInFloat32) {
+  ScratchDir s("cli");
+  const std::string base = "convert --model_dir " + test::golden_dir("gqa_f32_hub").string() + " --output_dir " +
+                           (s / "out").string();
+  expect_failure(run_lamina(base + " --kv_cache_quant_algo INT8"), "unknown --kv_cache_quant_algo 'INT8' (supported: FP8)");
+  EXPECT_FALSE(fs::exists(s / "out"));
+  expect_failure(run_lamina(base + " --kv_cache_quant_algo FP8 --dtype float32"),
+                 "--kv_cache_quant_algo FP8 needs a float16 or bfloat16 checkpoint");
+  EXPECT_FALSE(fs::exists(s / "out"));
+}
+
 TEST(CliErrors, Int4NeedsKAMultipleOfTheGroupSize) {
   ScratchDir s("cli");  // intermediate_size 320: the down projection's K is not a multiple of 128
   auto r = run_lamina("convert --model_dir " + test::golden_dir("llama31_bf16_sharded").string() + " --output_dir " +

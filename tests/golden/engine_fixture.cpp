@@ -18,6 +18,7 @@ std::unique_ptr<Engine> convert_build_load(const ScratchDir& scratch, const fs::
   c.dtype_given = true;
   c.tp_size = setup.tp_size;
   c.quant_algo = setup.quant_algo;
+  c.kv_cache_quant_algo = setup.kv_cache_quant_algo;
   convert_checkpoint(c);
   BuildOptions b;
   b.checkpoint_dir = c.output_dir;

@@ -18,7 +18,8 @@ struct EngineSetup {
   int max_input_len = 256;
   int max_seq_len = 512;
   int max_num_tokens = 40;  // smaller than the longer prompts: exercises chunked prefill
-  std::string quant_algo;   // "" or "W8A16"
+  std::string quant_algo;   // "", "W8A16", "FP8" or "W4A16_AWQ"
+  std::string kv_cache_quant_algo;  // "" or "FP8"
 };
 
 std::unique_ptr<Engine> convert_build_load(const ScratchDir& scratch, const fs::path& hf_dir, const EngineSetup& setup);

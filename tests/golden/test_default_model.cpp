@@ -20,9 +20,11 @@ const test::fs::path kModel = test::source_dir() / "models/lamina-tiny-llama";
 
 Json eval_json() { return read_json_file((kModel / "eval.json").string()); }
 
-std::unique_ptr<Engine> build_default(const test::ScratchDir& s, DType dtype, const std::string& quant = "") {
+std::unique_ptr<Engine> build_default(const test::ScratchDir& s, DType dtype, const std::string& quant = "",
+                                      const std::string& kv_quant = "") {
   return test::convert_build_load(s, kModel, {.dtype = dtype, .device = Device::CPU, .max_input_len = 512,
-                                              .max_seq_len = 1024, .max_num_tokens = 256, .quant_algo = quant});
+                                              .max_seq_len = 1024, .max_num_tokens = 256, .quant_algo = quant,
+                                              .kv_cache_quant_algo = kv_quant});
 }
 
 // Log-softmax of every held-out position's logits (row i predicts token i), windows as eval.json.
@@ -98,8 +100,8 @@ TEST(DefaultModel, HeldoutPerplexityMatchesTransformers) {
 }
 
 // Each --quant_algo on the bundled model against the unquantized bf16 engine: held-out perplexity
-// within +1% (FP8, W8A16) or +5% (W4A16_AWQ), and the mean KL(bf16 || quantized) of the next-token
-// distributions printed (docs/quantization.md records the numbers). On the CPU backend the
+// within +1% (FP8, W8A16, and an FP8 KV cache) or +5% (W4A16_AWQ), and the mean KL(bf16 ||
+// quantized) of the next-token distributions printed (docs/quantization.md records the numbers). On the CPU backend the
 // quantized weights are dequantized exactly, so this measures the formats' rounding (and, for
 // FP8, not the run-time activation quantization of the GPU's batched FP8 GEMM).
 TEST(DefaultModel, QuantizedHeldoutPerplexityAndKL) {
@@ -117,13 +119,15 @@ TEST(DefaultModel, QuantizedHeldoutPerplexityAndKL) {
   ASSERT_EQ(base.size(), ids.size());
   const double base_ppl = heldout_ppl(base, ids);
   std::printf("[ metric   ] bf16 held-out perplexity %.4f over %zu tokens\n", base_ppl, ids.size());
+  // "KV FP8": bf16 weights, --kv_cache_quant_algo FP8 (every k and v value rounded through e4m3).
   const struct {
     const char* algo;
     double max_ratio;
-  } algos[] = {{"W8A16", 1.01}, {"FP8", 1.01}, {"W4A16_AWQ", 1.05}};
+  } algos[] = {{"W8A16", 1.01}, {"FP8", 1.01}, {"W4A16_AWQ", 1.05}, {"KV FP8", 1.01}};
   for (const auto& a : algos) {
-    test::ScratchDir s(std::string("ppl-") + a.algo);
-    auto engine = build_default(s, DType::BF16, a.algo);
+    const bool kv = std::string(a.algo) == "KV FP8";
+    test::ScratchDir s(kv ? std::string("ppl-kv-fp8") : std::string("ppl-") + a.algo);
+    auto engine = build_default(s, DType::BF16, kv ? "" : a.algo, kv ? "FP8" : "");
     const auto lp = heldout_logprobs(*engine, ids, bos, window);
     ASSERT_EQ(lp.size(), base.size());
     double kl = 0;

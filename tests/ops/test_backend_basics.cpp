@@ -41,7 +41,8 @@ TEST_P(CudaMemory, CopyRoundTrip) {
   EXPECT_EQ(back, ids);
   EXPECT_EQ(gpu_->kind(), DeviceKind::CUDA);
   EXPECT_EQ(gpu_->activation_dtype(), dt());
-  EXPECT_EQ(gpu_->kv_dtype(), dt());
+  EXPECT_EQ(gpu_->kv_dtype(false), dt());
+  EXPECT_EQ(gpu_->kv_dtype(true), DType::F8_E4M3);  // an FP8 KV cache's pools
 }
 
 LAMINA_INSTANTIATE_DTYPES(CudaMemory);

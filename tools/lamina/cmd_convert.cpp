@@ -1,4 +1,5 @@
 // lamina convert --model_dir HF_DIR --output_dir CKPT [--dtype D] [--tp_size N] [--pp_size 1]
+//                [--quant_algo Q] [--kv_cache_quant_algo FP8]
 #include "commands.h"
 #include "convert/convert.h"
 
@@ -17,6 +18,9 @@ void register_convert(CLI::App& app) {
   sub->add_option("--quant_algo", opts->quant_algo,
                   "Weight quantization (docs/quantization.md): W8A16 (int8, per-channel scales), FP8 (e4m3, per-tensor "
                   "scales, dynamic activation scales), W4A16_AWQ (int4, group-128 scales; round-to-nearest, no calibration)");
+  sub->add_option("--kv_cache_quant_algo", opts->kv_cache_quant_algo,
+                  "KV cache quantization: FP8 (e4m3, half the KV memory and reads; per-layer scales 1.0, no "
+                  "calibration)");
   sub->callback([opts, dtype] {
     if (!dtype->empty() && *dtype != "auto") {
       opts->dtype = dtype_from_user_name(*dtype);

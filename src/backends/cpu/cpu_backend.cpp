@@ -1,12 +1,15 @@
 // The reference backend: plain fp32 loops, one per op, in the order the forward uses them.
-// Weights are converted to fp32 on upload; activations and the KV cache are fp32.
+// Weights are converted to fp32 on upload; activations and the KV cache are fp32 (an FP8 KV
+// cache's values rounded through e4m3 as they are written).
 // OpenMP parallelises the outer loops; nothing here is clever on purpose.
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
+#include "common/dtype.h"
 #include "common/error.h"
+#include "common/quant.h"
 #include "ops/backend.h"
 
 namespace lamina {
@@ -41,12 +44,18 @@ void check_kv_rows(const int32_t* positions, const int32_t* slots, const KVCache
   }
 }
 
+// x[i] = e4m3(x[i] / scale) * scale: what an FP8 KV cache stores and reads back (saturating at
+// +-448 * scale, round to nearest even; common/quant.h's encoder).
+void round_through_e4m3(float* x, size_t n, float scale) {
+  for (size_t i = 0; i < n; ++i) x[i] = f8e4m3_to_float(float_to_f8e4m3(x[i] / scale)) * scale;
+}
+
 class CpuBackend final : public Backend {
  public:
   DeviceKind kind() const override { return DeviceKind::CPU; }
   std::string name() const override { return "cpu"; }
   DType activation_dtype() const override { return DType::F32; }
-  DType kv_dtype() const override { return DType::F32; }
+  DType kv_dtype(bool) const override { return DType::F32; }
 
   void* alloc(size_t bytes) override {
     void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
@@ -140,6 +149,10 @@ class CpuBackend final : public Backend {
       const size_t at = size_t(kv_cache_row(cache.block_tables, s, slots[t], pos)) * kv_row;
       std::memcpy(static_cast<float*>(cache.k) + at, tok + size_t(s.num_q_heads) * D, kv_row * 4);
       std::memcpy(static_cast<float*>(cache.v) + at, tok + size_t(s.num_q_heads + s.num_kv_heads) * D, kv_row * 4);
+      if (cache.fp8_e4m3) {  // an FP8 cache holds e4m3(x / scale): keep exactly what it reads back
+        round_through_e4m3(static_cast<float*>(cache.k) + at, kv_row, cache.k_scale);
+        round_through_e4m3(static_cast<float*>(cache.v) + at, kv_row, cache.v_scale);
+      }
     }
   }
 

@@ -62,7 +62,7 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
                "attention buffers must be 16-byte aligned");
   LAMINA_CHECK(cache.block_tables != nullptr && s.tokens_per_block > 0 && s.max_blocks_per_seq > 0,
                "attention needs the KV block tables and their shape");
-  AttnParams p = make_attn_params(s, T);
+  AttnParams p = make_attn_params(s, T, cache);
   p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(s.head_dim)));
   p.prefill_takes_uniform_tiles = T > kAttentionDecodeMaxTokens && attention_prefill_supports(s.head_dim);
 

@@ -4,14 +4,17 @@
 // and the per-token rules every kernel must apply the same way: which tokens the tiled prefill
 // kernel takes, and how many positions a token reads.
 #pragma once
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/dtype.h"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "ops/backend.h"
+#include "quant_decode.cuh"
 
 namespace lamina::cuda {
 
@@ -35,6 +38,9 @@ struct AttnParams {
   // When true, tokens of "uniform" tiles (all tokens of the tile in one slot) belong to the
   // prefill kernel and the decode kernel (and its reduce) skip them.
   bool prefill_takes_uniform_tiles = false;
+  // FP8 KV cache (KVCacheLayer::fp8_e4m3): pools of e4m3, value = e4m3 * scale.
+  bool kv_fp8 = false;
+  float k_scale = 1.0f, v_scale = 1.0f;
 };
 
 inline AttnParams make_attn_params(const AttentionShape& s, int T) {
@@ -50,6 +56,15 @@ inline AttnParams make_attn_params(const AttentionShape& s, int T) {
   p.num_blocks = s.num_blocks;
   p.num_seq_rows = s.num_seq_rows;
   p.max_seq = s.max_seq_len();
+  return p;
+}
+
+// The same with the layer's cache element type and scales.
+inline AttnParams make_attn_params(const AttentionShape& s, int T, const KVCacheLayer& cache) {
+  AttnParams p = make_attn_params(s, T);
+  p.kv_fp8 = cache.fp8_e4m3;
+  p.k_scale = cache.k_scale;
+  p.v_scale = cache.v_scale;
   return p;
 }
 
@@ -134,6 +149,46 @@ __device__ __forceinline__ void load8(const T* p, float (&o)[8]) {
     load_vec(p + 4, b);
 #pragma unroll
     for (int i = 0; i < 4; ++i) o[i] = a[i], o[4 + i] = b[i];
+  }
+}
+
+// The KV cache's element type C: the activation type T, or e4m3 (an FP8 cache, KvFp8) whose
+// values are e4m3 * the layer's scale.
+using KvFp8 = __nv_fp8_e4m3;
+template <typename C>
+inline constexpr bool kIsFp8Kv = std::is_same_v<C, KvFp8>;
+
+// 8 consecutive cache elements at p (global or shared memory, aligned to their size) as floats.
+template <typename C>
+__device__ __forceinline__ void load8_kv(const C* p, float scale, float (&o)[8]) {
+  if constexpr (kIsFp8Kv<C>) {
+    const uint2 raw = *reinterpret_cast<const uint2*>(p);
+    float lo[4], hi[4];
+    Decode<WeightFormat::Fp8PerTensor>::word(raw.x, lo);
+    Decode<WeightFormat::Fp8PerTensor>::word(raw.y, hi);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o[i] = lo[i] * scale, o[4 + i] = hi[i] * scale;
+  } else {
+    (void)scale;
+    load8(p, o);
+  }
+}
+
+// Stores N floats as cache elements at p: e4m3(x / scale) (saturating), or the activation type
+// (16-byte vector store when N is its vector width).
+template <typename C, int N>
+__device__ __forceinline__ void store_kv(C* p, const float (&x)[N], float scale) {
+  if constexpr (kIsFp8Kv<C>) {
+    const float inv = 1.0f / scale;
+#pragma unroll
+    for (int i = 0; i < N; ++i) p[i] = KvFp8(x[i] * inv);
+  } else if constexpr (N == kVec<C>) {
+    (void)scale;
+    store_vec(p, x);
+  } else {
+    (void)scale;
+#pragma unroll
+    for (int i = 0; i < N; ++i) p[i] = from_float<C>(x[i]);
   }
 }
 

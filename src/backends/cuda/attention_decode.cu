@@ -38,36 +38,37 @@ constexpr int kElems = 8;              // head dims per lane
 constexpr int kStages = 3;             // K/V tiles in shared memory: two loading, one in use
 constexpr int kStageBytes = 16 << 10;  // K and V of one tile
 
-// Shapes of the kernel for element type T, head_dim D and up to MAXG q heads a block.
-template <typename T, int D, int MAXG>
+// Shapes of the kernel for cache element type C (the activation type, or e4m3 for an FP8 cache),
+// head_dim D and up to MAXG q heads a block.
+template <typename C, int D, int MAXG>
 struct DecodeShape {
   static constexpr int LPK = D / kElems;                      // lanes per key row
   static constexpr int KPW = 32 / LPK;                        // keys a warp reads at once
   static constexpr int STREAMS = kWarps * KPW;                // lane groups = keys per pass
-  static constexpr int NK = kStageBytes / (2 * D * int(sizeof(T)));  // keys per tile
+  static constexpr int NK = kStageBytes / (2 * D * int(sizeof(C)));  // keys per tile
   static constexpr int PASSES = NK / STREAMS;                 // passes over a tile
   static constexpr int U = std::min(PASSES, MAXG >= 8 ? 2 : 4);  // keys per online-softmax update
-  static constexpr int CH = D * int(sizeof(T)) / 16;          // 16-byte chunks per key row
+  static constexpr int CH = D * int(sizeof(C)) / 16;          // 16-byte chunks per key row
   static constexpr int ROWS_PER_ROUND = kThreads / CH;        // rows one round of copies covers
   static constexpr int ROUNDS = NK / ROWS_PER_ROUND;          // copies of K (and of V) per thread per tile
-  // Shared memory: tiles [kStages][K: NK x D, V: NK x D] T, then valid [kStages][NK] uint8;
+  // Shared memory: tiles [kStages][K: NK x D, V: NK x D] C, then valid [kStages][NK] uint8;
   // after the loop the front is reused for the lane-group merge: o [STREAMS][MAXG][D], m, l
   // [STREAMS][MAXG] fp32.
   static constexpr size_t valid_off = size_t(kStages) * kStageBytes;
   static constexpr size_t merge_bytes = size_t(STREAMS) * MAXG * (D + 2) * 4;
   static constexpr size_t bytes = (std::max(valid_off + kStages * NK, merge_bytes) + 15) / 16 * 16;
   static_assert(PASSES >= 1 && PASSES % U == 0 && ROUNDS >= 1 && NK % ROWS_PER_ROUND == 0, "tile shape");
-  static_assert(NK * kElems * LPK * 2 * int(sizeof(T)) == kStageBytes, "a tile is one stage");
+  static_assert(NK * kElems * LPK * 2 * int(sizeof(C)) == kStageBytes, "a tile is one stage");
 };
 
-template <typename T, int D, int MAXG>
+template <typename T, typename C, int D, int MAXG>
 __global__ void __launch_bounds__(kThreads)
     attn_decode_kernel(T* __restrict__ out, float* __restrict__ partials, int* __restrict__ counters,
                        const T* __restrict__ qkv, const int32_t* __restrict__ positions,
-                       const int32_t* __restrict__ slots, const T* __restrict__ k_cache,
-                       const T* __restrict__ v_cache, const int32_t* __restrict__ block_tables, AttnParams p,
+                       const int32_t* __restrict__ slots, const C* __restrict__ k_cache,
+                       const C* __restrict__ v_cache, const int32_t* __restrict__ block_tables, AttnParams p,
                        int head_chunks) {
-  using S = DecodeShape<T, D, MAXG>;
+  using S = DecodeShape<C, D, MAXG>;
   constexpr int LPK = S::LPK, KPW = S::KPW, STREAMS = S::STREAMS, NK = S::NK, U = S::U;
   extern __shared__ __align__(16) unsigned char smem[];
   pdl_launch_dependents();  // the next projection may launch and wait
@@ -98,7 +99,7 @@ __global__ void __launch_bounds__(kThreads)
   // ---- K/V tile copies: this thread copies 16-byte chunk cp_col of rows cp_row0 + r * ROWS_PER_ROUND.
   const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;  // elements between pool rows
   const size_t head_off = static_cast<size_t>(kvh) * D;
-  const int cp_row0 = tid / S::CH, cp_col = (tid % S::CH) * (16 / int(sizeof(T)));
+  const int cp_row0 = tid / S::CH, cp_col = (tid % S::CH) * (16 / int(sizeof(C)));
   long long rows[S::ROUNDS];
   // The pool rows of tile `tile`'s keys (-1 past `end` or without a pool row): loads only.
   auto lookup = [&](int tile) {
@@ -111,8 +112,8 @@ __global__ void __launch_bounds__(kThreads)
   };
   // Copies of those rows into `stage`; missing rows become zeros and are flagged invalid.
   auto issue = [&](int stage) {
-    T* ks = reinterpret_cast<T*>(smem + static_cast<size_t>(stage) * kStageBytes);
-    T* vs = ks + NK * D;
+    C* ks = reinterpret_cast<C*>(smem + static_cast<size_t>(stage) * kStageBytes);
+    C* vs = ks + NK * D;
     unsigned char* valid = smem + S::valid_off + stage * NK;
 #pragma unroll
     for (int r = 0; r < S::ROUNDS; ++r) {
@@ -146,8 +147,8 @@ __global__ void __launch_bounds__(kThreads)
     cp_async_commit();  // possibly empty: keeps one group per tile
 
     const int stage = it % kStages;
-    const T* ks = reinterpret_cast<const T*>(smem + static_cast<size_t>(stage) * kStageBytes);
-    const T* vs = ks + NK * D;
+    const C* ks = reinterpret_cast<const C*>(smem + static_cast<size_t>(stage) * kStageBytes);
+    const C* vs = ks + NK * D;
     const unsigned char* valid = smem + S::valid_off + stage * NK;
     // Key kk of the tile = pass * STREAMS + stream_id; U keys per online-softmax update.
 #pragma unroll
@@ -157,7 +158,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int u = 0; u < U; ++u) {
         const int kk = (u0 + u) * STREAMS + stream_id;
         float kf[kElems];
-        load8(ks + kk * D + d0, kf);
+        load8_kv(ks + kk * D + d0, p.k_scale, kf);
         const bool ok = valid[kk] != 0;
 #pragma unroll
         for (int g = 0; g < MAXG; ++g) {
@@ -192,7 +193,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int u = 0; u < U; ++u) {
         const int kk = (u0 + u) * STREAMS + stream_id;
         float vf[kElems];
-        load8(vs + kk * D + d0, vf);
+        load8_kv(vs + kk * D + d0, p.v_scale, vf);
 #pragma unroll
         for (int g = 0; g < MAXG; ++g)
 #pragma unroll
@@ -219,17 +220,31 @@ __global__ void __launch_bounds__(kThreads)
                              counters + static_cast<size_t>(t) * gridDim.y + blockIdx.y);
 }
 
+template <typename T, typename C, int D, int MAXG>
+void launch_decode_cache(T* out, const T* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
+                         const AttnParams& p, int num_splits, float* partials, int* counters, cudaStream_t stream) {
+  using S = DecodeShape<C, D, MAXG>;
+  const int head_chunks = (p.G + MAXG - 1) / MAXG;
+  const dim3 grid(p.T, p.Hkv * head_chunks, num_splits);
+  auto* kernel = attn_decode_kernel<T, C, D, MAXG>;
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), S::bytes);
+  launch_pdl(kernel, grid, dim3(kThreads), S::bytes, stream, out, partials, counters, qkv, positions, slots,
+             static_cast<const C*>(cache.k), static_cast<const C*>(cache.v), cache.block_tables, p, head_chunks);
+  CUDA_CHECK_LAUNCH();
+}
+
 template <typename T, int D, int MAXG>
 void launch_decode_typed(T* out, const T* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
                          const AttnParams& p, int num_splits, float* partials, int* counters, cudaStream_t stream) {
-  using S = DecodeShape<T, D, MAXG>;
-  const int head_chunks = (p.G + MAXG - 1) / MAXG;
-  const dim3 grid(p.T, p.Hkv * head_chunks, num_splits);
-  auto* kernel = attn_decode_kernel<T, D, MAXG>;
-  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), S::bytes);
-  launch_pdl(kernel, grid, dim3(kThreads), S::bytes, stream, out, partials, counters, qkv, positions, slots,
-             static_cast<const T*>(cache.k), static_cast<const T*>(cache.v), cache.block_tables, p, head_chunks);
-  CUDA_CHECK_LAUNCH();
+  if (!p.kv_fp8)
+    return launch_decode_cache<T, T, D, MAXG>(out, qkv, positions, slots, cache, p, num_splits, partials, counters,
+                                              stream);
+  if constexpr (sizeof(T) == 2) {
+    launch_decode_cache<T, KvFp8, D, MAXG>(out, qkv, positions, slots, cache, p, num_splits, partials, counters,
+                                           stream);
+  } else {
+    fail("an FP8 KV cache needs float16 or bfloat16 activations");
+  }
 }
 
 template <typename T, int D>

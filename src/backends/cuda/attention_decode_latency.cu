@@ -35,11 +35,11 @@ constexpr int kElems = 8;  // head dims per lane
 template <int MAXG>
 inline constexpr int kUnroll = MAXG >= 8 ? 2 : 4;
 
-template <typename T, int D, int MAXG>
+template <typename T, typename C, int D, int MAXG>
 __global__ void __launch_bounds__(kThreads)
     attn_decode_kernel(T* __restrict__ out, float* __restrict__ partials, const T* __restrict__ qkv,
                        const int32_t* __restrict__ positions, const int32_t* __restrict__ slots,
-                       const T* __restrict__ k_cache, const T* __restrict__ v_cache,
+                       const C* __restrict__ k_cache, const C* __restrict__ v_cache,
                        const int32_t* __restrict__ block_tables, AttnParams p, int num_splits,
                        int head_chunks) {
   constexpr int LPK = D / kElems;        // lanes per key row
@@ -70,8 +70,8 @@ __global__ void __launch_bounds__(kThreads)
   init_softmax_state<MAXG>(m, l, acc);
 
   const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;  // elements between pool rows
-  const T* k_base = k_cache + static_cast<size_t>(kvh) * D + d0;
-  const T* v_base = v_cache + static_cast<size_t>(kvh) * D + d0;
+  const C* k_base = k_cache + static_cast<size_t>(kvh) * D + d0;
+  const C* v_base = v_cache + static_cast<size_t>(kvh) * D + d0;
 
   // Warp-uniform loop (the shuffles need every lane): key j = jb + u * (kWarps*KPW) + sub.
   for (int jb = start + warp * KPW; jb < end; jb += kWarps * KPW * U) {
@@ -88,8 +88,8 @@ __global__ void __launch_bounds__(kThreads)
       const long long row = rows[u];
       valid[u] = row >= 0;
       if (valid[u]) {
-        load8(k_base + static_cast<size_t>(row) * pos_stride, kf[u]);
-        load8(v_base + static_cast<size_t>(row) * pos_stride, vf[u]);
+        load8_kv(k_base + static_cast<size_t>(row) * pos_stride, p.k_scale, kf[u]);
+        load8_kv(v_base + static_cast<size_t>(row) * pos_stride, p.v_scale, vf[u]);
       } else {
 #pragma unroll
         for (int e = 0; e < kElems; ++e) kf[u][e] = vf[u][e] = 0.0f;
@@ -187,9 +187,19 @@ void launch_decode_typed(T* out, const T* qkv, const int32_t* positions, const i
                          const AttnParams& p, int num_splits, float* partials, cudaStream_t stream) {
   const int head_chunks = (p.G + MAXG - 1) / MAXG;
   const dim3 grid(p.T, p.Hkv * head_chunks, num_splits);
-  launch_pdl(attn_decode_kernel<T, D, MAXG>, grid, dim3(kThreads), 0, stream, out, partials, qkv, positions, slots,
-             static_cast<const T*>(cache.k), static_cast<const T*>(cache.v), cache.block_tables, p, num_splits,
-             head_chunks);
+  if (p.kv_fp8) {
+    if constexpr (sizeof(T) == 2) {
+      launch_pdl(attn_decode_kernel<T, KvFp8, D, MAXG>, grid, dim3(kThreads), 0, stream, out, partials, qkv, positions,
+                 slots, static_cast<const KvFp8*>(cache.k), static_cast<const KvFp8*>(cache.v), cache.block_tables, p,
+                 num_splits, head_chunks);
+    } else {
+      fail("an FP8 KV cache needs float16 or bfloat16 activations");
+    }
+  } else {
+    launch_pdl(attn_decode_kernel<T, T, D, MAXG>, grid, dim3(kThreads), 0, stream, out, partials, qkv, positions, slots,
+               static_cast<const T*>(cache.k), static_cast<const T*>(cache.v), cache.block_tables, p, num_splits,
+               head_chunks);
+  }
   CUDA_CHECK_LAUNCH();
   if (num_splits > 1) {
     launch_pdl(attn_split_reduce_kernel<T, D>, dim3(p.T, p.Hq), dim3(kReduceThreads<D>), 0, stream, out, partials,

@@ -252,6 +252,7 @@ bool attention_prefill_supports(int head_dim) { return head_dim == 64 || head_di
 void launch_attention_prefill(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                               KVCacheLayer cache, const AttnParams& p, cudaStream_t stream) {
   if (dt != DType::F32) return launch_attention_prefill_mma(dt, out, qkv, positions, slots, cache, p, stream);
+  LAMINA_CHECK(!p.kv_fp8, "an FP8 KV cache needs float16 or bfloat16 activations");
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;
     auto* o = static_cast<E*>(out);

@@ -72,11 +72,21 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   }
 }
 
-template <typename T, int D>
+// 8 e4m3 cache elements at src (8-byte aligned) times scale, as 8 T in one 16-byte word.
+template <typename T>
+__device__ __forceinline__ uint4 fp8x8_to_t(const KvFp8* src, float scale) {
+  float f[8];
+  load8_kv(src, scale, f);
+  return uint4{pack2<T>(f[0], f[1]), pack2<T>(f[2], f[3]), pack2<T>(f[4], f[5]), pack2<T>(f[6], f[7])};
+}
+
+// C: the cache's element type (T, or e4m3 for an FP8 cache, whose tiles are converted to T on the
+// way into shared memory with plain loads instead of cp.async).
+template <typename T, typename C, int D>
 __global__ void __launch_bounds__(kThreads, 2)
     attn_prefill_mma_kernel(T* __restrict__ out, const T* __restrict__ qkv, const int32_t* __restrict__ positions,
-                            const int32_t* __restrict__ slots, const T* __restrict__ k_cache,
-                            const T* __restrict__ v_cache, const int32_t* __restrict__ block_tables, AttnParams p) {
+                            const int32_t* __restrict__ slots, const C* __restrict__ k_cache,
+                            const C* __restrict__ v_cache, const int32_t* __restrict__ block_tables, AttnParams p) {
   using L = MmaSmem<D>;
   constexpr int kLd = L::kLd;
   constexpr int CH = D / 8;   // 16-byte chunks per row
@@ -140,8 +150,13 @@ __global__ void __launch_bounds__(kThreads, 2)
       const long long row = rows[u];
       const bool ok = row >= 0;
       const size_t off = static_cast<size_t>(ok ? row : 0) * pos_stride + head_off + c;
-      cp_async16(smem_u32(Ks + r * kLd + c), k_cache + off, ok);
-      cp_async16(smem_u32(Vs + r * kLd + c), v_cache + off, ok);
+      if constexpr (kIsFp8Kv<C>) {
+        *reinterpret_cast<uint4*>(Ks + r * kLd + c) = ok ? fp8x8_to_t<T>(k_cache + off, p.k_scale) : uint4{};
+        *reinterpret_cast<uint4*>(Vs + r * kLd + c) = ok ? fp8x8_to_t<T>(v_cache + off, p.v_scale) : uint4{};
+      } else {
+        cp_async16(smem_u32(Ks + r * kLd + c), k_cache + off, ok);
+        cp_async16(smem_u32(Vs + r * kLd + c), v_cache + off, ok);
+      }
     }
   };
   if (n_tiles > 0) load_kv(0, 0);
@@ -298,17 +313,24 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
-template <typename T, int D>
-void launch_mma(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
-                const AttnParams& p, cudaStream_t stream) {
+template <typename T, typename C, int D>
+void launch_mma_cache(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
+                      const AttnParams& p, cudaStream_t stream) {
   constexpr size_t smem = MmaSmem<D>::bytes;
-  auto* kernel = attn_prefill_mma_kernel<T, D>;
+  auto* kernel = attn_prefill_mma_kernel<T, C, D>;
   allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
   const dim3 grid(p.Hq, (p.T + kBQ - 1) / kBQ);
   kernel<<<grid, kThreads, smem, stream>>>(static_cast<T*>(out), static_cast<const T*>(qkv), positions, slots,
-                                           static_cast<const T*>(cache.k), static_cast<const T*>(cache.v),
+                                           static_cast<const C*>(cache.k), static_cast<const C*>(cache.v),
                                            cache.block_tables, p);
   CUDA_CHECK_LAUNCH();
+}
+
+template <typename T, int D>
+void launch_mma(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
+                const AttnParams& p, cudaStream_t stream) {
+  if (p.kv_fp8) return launch_mma_cache<T, KvFp8, D>(out, qkv, positions, slots, cache, p, stream);
+  launch_mma_cache<T, T, D>(out, qkv, positions, slots, cache, p, stream);
 }
 
 template <typename T>

@@ -74,7 +74,7 @@ class CudaBackend final : public Backend {
   DeviceKind kind() const override { return DeviceKind::CUDA; }
   std::string name() const override { return name_; }
   DType activation_dtype() const override { return act_; }
-  DType kv_dtype() const override { return act_; }
+  DType kv_dtype(bool fp8_cache) const override { return fp8_cache ? DType::F8_E4M3 : act_; }
   cudaStream_t stream() const { return stream_; }
 
   // ---- memory ----

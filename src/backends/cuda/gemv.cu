@@ -50,7 +50,8 @@ __device__ __forceinline__ void load_x(const T* x, int m, int K, int c, float (&
 enum class Epilogue { kPlain, kGateUp, kRopeKv };
 
 // kRopeKv's inputs (unused otherwise): per token m < M its position and block-table row, the
-// rotary frequencies [D/2] and the layer's KV pools (elements of the GEMV's type).
+// rotary frequencies [D/2] and the layer's KV pools (elements of the GEMV's type, or e4m3 when
+// p.kv_fp8).
 struct RopeKvArgs {
   const int32_t* positions = nullptr;
   const int32_t* slots = nullptr;
@@ -88,9 +89,15 @@ __device__ __forceinline__ void rope_kv_store(T* out, int N, int m, int r, float
     const long long cache_row = kv_cache_row(a.block_tables, a.slots[m], pos, a.p);
     if (cache_row >= 0) {
       const bool is_k = head < Hq + Hkv;
-      T* pool = static_cast<T*>(is_k ? a.k_cache : a.v_cache);
       const int kv_head = head - Hq - (is_k ? 0 : Hkv);
-      pool[(static_cast<size_t>(cache_row) * Hkv + kv_head) * D + dim] = from_float<T>(v);
+      const size_t at = (static_cast<size_t>(cache_row) * Hkv + kv_head) * D + dim;
+      if (a.p.kv_fp8) {  // an FP8 cache: e4m3(v / scale)
+        const float x[1] = {v};
+        store_kv<KvFp8, 1>(static_cast<KvFp8*>(is_k ? a.k_cache : a.v_cache) + at, x,
+                           is_k ? a.p.k_scale : a.p.v_scale);
+      } else {
+        static_cast<T*>(is_k ? a.k_cache : a.v_cache)[at] = from_float<T>(v);
+      }
     }
   }
 }
@@ -276,7 +283,7 @@ bool launch_qkv_rope_kv_write_gemv(DType dt, void* qkv, const void* x, const voi
   if (M < 1 || M > kGemvMaxM || D % 4 != 0 || K % vec != 0 || !is_aligned16(x) || !is_aligned16(w) ||
       cache.block_tables == nullptr || s.tokens_per_block <= 0 || s.max_blocks_per_seq <= 0)
     return false;
-  const RopeKvArgs rope{positions, slots, inv_freq, cache.k, cache.v, cache.block_tables, make_attn_params(s, M)};
+  const RopeKvArgs rope{positions, slots, inv_freq, cache.k, cache.v, cache.block_tables, make_attn_params(s, M, cache)};
   launch<Epilogue::kRopeKv>(dt, qkv, x, w, M, N, K, stream, rope);
   return true;
 }

@@ -1,4 +1,5 @@
-// Rotary position embedding (NeoX rotate-half) of q and k in place, fused with the KV-cache write.
+// Rotary position embedding (NeoX rotate-half) of q and k in place, fused with the KV-cache write
+// (in the activation type, or e4m3 over the layer's scale for an FP8 KV cache).
 //   qkv[T, (Hq + 2*Hkv) * D]: per token, Hq q heads, then Hkv k heads, then Hkv v heads.
 //   For dims i < D/2 of each q/k head: (x_i, x_{i+D/2}) rotated by angle positions[t] * inv_freq[i].
 //   Rotated k and v go to the pool row kv_cache_row(block_tables, slots[t], positions[t])
@@ -20,11 +21,12 @@ namespace {
 
 constexpr int kMaxHalf = 256;  // head_dim up to 512
 
-// V = element pairs per access (kVec<T> when D/2 is a multiple of it, else 1).
-template <typename T, int V>
+// V = element pairs per access (kVec<T> when D/2 is a multiple of it, else 1). C = the cache's
+// element type (T, or e4m3 for an FP8 cache: attention_common.cuh's store_kv).
+template <typename T, typename C, int V>
 __global__ void rope_kv_write_kernel(T* __restrict__ qkv, const int32_t* __restrict__ positions,
                                      const int32_t* __restrict__ slots, const float* __restrict__ inv_freq,
-                                     T* __restrict__ k_cache, T* __restrict__ v_cache,
+                                     C* __restrict__ k_cache, C* __restrict__ v_cache,
                                      const int32_t* __restrict__ block_tables, AttnParams p) {
   const int Hq = p.Hq, Hkv = p.Hkv, D = p.head_dim;
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
@@ -76,27 +78,49 @@ __global__ void rope_kv_write_kernel(T* __restrict__ qkv, const int32_t* __restr
         *hi = from_float<T>(x1[0]);
       }
       if (h >= Hq && write_cache) {  // a k head: the rotated values go to the cache too
-        T* dst = k_cache + cache_row + static_cast<size_t>(h - Hq) * D + i;
-        if constexpr (V > 1) {
-          store_vec(dst, x0);
-          store_vec(dst + half, x1);
-        } else {
-          dst[0] = from_float<T>(x0[0]);
-          dst[half] = from_float<T>(x1[0]);
-        }
+        C* dst = k_cache + cache_row + static_cast<size_t>(h - Hq) * D + i;
+        store_kv<C, V>(dst, x0, p.k_scale);
+        store_kv<C, V>(dst + half, x1, p.k_scale);
       }
     } else if (write_cache) {
       // Copy elements j..j+V-1 of v head h (v is not rotated).
       const int r = it - rot_items, h = r / v_per_head, j = (r % v_per_head) * V;
       const T* src = tok + static_cast<size_t>(Hq + Hkv + h) * D + j;
-      T* dst = v_cache + cache_row + static_cast<size_t>(h) * D + j;
-      if constexpr (V > 1) {
+      C* dst = v_cache + cache_row + static_cast<size_t>(h) * D + j;
+      if constexpr (std::is_same_v<C, T> && V > 1) {
         *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-      } else {
+      } else if constexpr (std::is_same_v<C, T>) {
         *dst = *src;
+      } else {
+        float x[V];
+        if constexpr (V > 1) {
+          load_vec(src, x);
+        } else {
+          x[0] = to_float(*src);
+        }
+        store_kv<C, V>(dst, x, p.v_scale);
       }
     }
   }
+}
+
+template <typename E, typename C>
+void launch_typed(void* qkv, const int32_t* positions, const int32_t* slots, const float* inv_freq,
+                  const KVCacheLayer& cache, const AttnParams& p, int T, cudaStream_t stream) {
+  constexpr int V = kVec<E>;
+  auto* q = static_cast<E*>(qkv);
+  auto* kc = static_cast<C*>(cache.k);
+  auto* vc = static_cast<C*>(cache.v);
+  const bool vec = (p.head_dim / 2) % V == 0 && is_aligned16(q) && is_aligned16(kc) && is_aligned16(vc);
+  const int threads = 128;
+  if (vec) {
+    launch_pdl(rope_kv_write_kernel<E, C, V>, dim3(T), dim3(threads), 0, stream, q, positions, slots, inv_freq, kc, vc,
+               cache.block_tables, p);
+  } else {
+    launch_pdl(rope_kv_write_kernel<E, C, 1>, dim3(T), dim3(threads), 0, stream, q, positions, slots, inv_freq, kc, vc,
+               cache.block_tables, p);
+  }
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -108,23 +132,14 @@ void launch_rope_kv_write(DType dt, void* qkv, const int32_t* positions, const i
                "rope_kv_write needs the KV block tables and their shape");
   LAMINA_CHECK(s.head_dim % 2 == 0 && s.head_dim / 2 <= kMaxHalf, "head_dim ", s.head_dim,
                " is not supported by the CUDA rope kernel (even, at most ", 2 * kMaxHalf, ")");
-  const AttnParams p = make_attn_params(s, T);
+  const AttnParams p = make_attn_params(s, T, cache);
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;
-    constexpr int V = kVec<E>;
-    auto* q = static_cast<E*>(qkv);
-    auto* kc = static_cast<E*>(cache.k);
-    auto* vc = static_cast<E*>(cache.v);
-    const bool vec = (s.head_dim / 2) % V == 0 && is_aligned16(q) && is_aligned16(kc) && is_aligned16(vc);
-    const int threads = 128;
-    if (vec) {
-      launch_pdl(rope_kv_write_kernel<E, V>, dim3(T), dim3(threads), 0, stream, q, positions, slots, inv_freq, kc, vc,
-                 cache.block_tables, p);
-    } else {
-      launch_pdl(rope_kv_write_kernel<E, 1>, dim3(T), dim3(threads), 0, stream, q, positions, slots, inv_freq, kc, vc,
-                 cache.block_tables, p);
+    if (cache.fp8_e4m3) {
+      if constexpr (sizeof(E) == 2) return launch_typed<E, KvFp8>(qkv, positions, slots, inv_freq, cache, p, T, stream);
+      fail("an FP8 KV cache needs float16 or bfloat16 activations, not float32");
     }
-    CUDA_CHECK_LAUNCH();
+    launch_typed<E, E>(qkv, positions, slots, inv_freq, cache, p, T, stream);
   });
 }
 

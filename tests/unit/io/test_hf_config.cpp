@@ -63,6 +63,26 @@ TEST(HfConfig, CheckpointConfigRoundTrip) {
   EXPECT_EQ(d.kv_heads_per_rank(), 1);
 }
 
+// The checkpoint's quantization block carries kv_cache_quant_algo FP8 through; other values are
+// refused with the field named.
+TEST(HfConfig, KvCacheQuantAlgoRoundTripsAndOnlyFp8) {
+  ModelConfig c = load_hf_config(test::golden_dir("llama31_bf16_sharded").string());
+  c.kv_cache_quant_algo = "FP8";
+  Json j = model_config_to_json(c);
+  EXPECT_EQ(j["quantization"]["kv_cache_quant_algo"], "FP8");
+  EXPECT_EQ(model_config_from_json(j, "config.json").kv_cache_quant_algo, "FP8");
+  c.kv_cache_quant_algo.clear();
+  EXPECT_TRUE(model_config_to_json(c)["quantization"]["kv_cache_quant_algo"].is_null());
+  j["quantization"]["kv_cache_quant_algo"] = "INT8";
+  try {
+    model_config_from_json(j, "config.json");
+    ADD_FAILURE() << "kv_cache_quant_algo INT8 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("kv_cache_quant_algo \"INT8\" is not supported (only FP8)"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(HfConfig, KvHeadsDuplicateWhenTpExceedsThem) {
   ModelConfig c = load_hf_config(test::golden_dir("gqa_f32_hub").string());  // 8 q heads, 2 kv heads
   c.mapping = {4, 4, 1};
