@@ -72,11 +72,12 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   }
 }
 
-// 8 e4m3 cache elements at src (8-byte aligned) times scale, as 8 T in one 16-byte word.
+// 8 e4m3 cache elements (one 8-byte word; zeros decode to zeros) times scale, as 8 T in one
+// 16-byte word.
 template <typename T>
-__device__ __forceinline__ uint4 fp8x8_to_t(const KvFp8* src, float scale) {
+__device__ __forceinline__ uint4 fp8x8_to_t(uint2 raw, float scale) {
   float f[8];
-  load8_kv(src, scale, f);
+  load8_kv(reinterpret_cast<const KvFp8*>(&raw), scale, f);
   return uint4{pack2<T>(f[0], f[1]), pack2<T>(f[2], f[3]), pack2<T>(f[4], f[5]), pack2<T>(f[6], f[7])};
 }
 
@@ -144,16 +145,29 @@ __global__ void __launch_bounds__(kThreads, 2)
       const int r = (tid + u * kThreads) / CH;
       rows[u] = kv0 + r < kv_len ? kv_cache_row(block_tables, slot, kv0 + r, p) : -1;
     }
+    if constexpr (kIsFp8Kv<C>) {
+      // Every 8-byte load first (their latencies overlap), then the conversions and 16-byte stores.
+      uint2 k8[kPerThread], v8[kPerThread];
 #pragma unroll
-    for (int u = 0; u < kPerThread; ++u) {
-      const int i = tid + u * kThreads, r = i / CH, c = (i % CH) * 8;
-      const long long row = rows[u];
-      const bool ok = row >= 0;
-      const size_t off = static_cast<size_t>(ok ? row : 0) * pos_stride + head_off + c;
-      if constexpr (kIsFp8Kv<C>) {
-        *reinterpret_cast<uint4*>(Ks + r * kLd + c) = ok ? fp8x8_to_t<T>(k_cache + off, p.k_scale) : uint4{};
-        *reinterpret_cast<uint4*>(Vs + r * kLd + c) = ok ? fp8x8_to_t<T>(v_cache + off, p.v_scale) : uint4{};
-      } else {
+      for (int u = 0; u < kPerThread; ++u) {
+        const int c = ((tid + u * kThreads) % CH) * 8;
+        const size_t off = static_cast<size_t>(rows[u] >= 0 ? rows[u] : 0) * pos_stride + head_off + c;
+        k8[u] = rows[u] >= 0 ? *reinterpret_cast<const uint2*>(k_cache + off) : uint2{};
+        v8[u] = rows[u] >= 0 ? *reinterpret_cast<const uint2*>(v_cache + off) : uint2{};
+      }
+#pragma unroll
+      for (int u = 0; u < kPerThread; ++u) {
+        const int i = tid + u * kThreads, r = i / CH, c = (i % CH) * 8;
+        *reinterpret_cast<uint4*>(Ks + r * kLd + c) = fp8x8_to_t<T>(k8[u], p.k_scale);
+        *reinterpret_cast<uint4*>(Vs + r * kLd + c) = fp8x8_to_t<T>(v8[u], p.v_scale);
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < kPerThread; ++u) {
+        const int i = tid + u * kThreads, r = i / CH, c = (i % CH) * 8;
+        const long long row = rows[u];
+        const bool ok = row >= 0;
+        const size_t off = static_cast<size_t>(ok ? row : 0) * pos_stride + head_off + c;
         cp_async16(smem_u32(Ks + r * kLd + c), k_cache + off, ok);
         cp_async16(smem_u32(Vs + r * kLd + c), v_cache + off, ok);
       }
