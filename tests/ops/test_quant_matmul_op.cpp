@@ -9,8 +9,10 @@
 #include <string>
 
 #include "backends/cuda/kernels.h"
+#include "common/dtype.h"
 #include "common/quant.h"
 #include "op_test_util.h"
+#include "paged_kv_util.h"
 
 namespace lamina::optest {
 namespace {
@@ -198,6 +200,67 @@ TEST_P(QuantMatmulOp, RecordedMatchesDirect) {
     gpu_->synchronize();
     expect_close(read_act(*gpu_, rec, size_t(M) * N), read_act(*gpu_, direct, size_t(M) * N), 1e-6,
                  "recorded quantized matmul M=" + std::to_string(M));
+  }
+}
+
+// The decode qkv GEMV over int8 / fp8 weights with rope and the KV write fused in, against the
+// CPU's matmul (dequantized weights) then rope_kv_write, on qkv and both caches (bf16 caches and an
+// FP8 cache). int4 has no such kernel: the backend declines and the caller runs the two ops.
+TEST_P(QuantMatmulOp, QkvRopeKvWriteMatchesMatmulThenRope) {
+  if (dt() == DType::F32) GTEST_SKIP() << "16-bit activations (an FP8 cache needs them)";
+  const int Hq = 8, Hkv = 2, D = 64, K = 512, N = (Hq + 2 * Hkv) * D;
+  const HostQuant q = quantize(fmt(), random_floats(rng_, size_t(N) * K), N, K);
+  DeviceBuffer w_g = DeviceBuffer::adopt(gpu_.get(), gpu_->upload_quantized_weight(q.view), q.data.size());
+  DeviceBuffer w_c = DeviceBuffer::adopt(cpu_.get(), cpu_->upload_quantized_weight(q.view), q.data.size());
+  const PagedKV pk = make_paged_kv(rng_, Hq, Hkv, D, 200, 2, 16, /*shuffled=*/true);
+  std::vector<float> inv_freq(D / 2);
+  for (int i = 0; i < D / 2; ++i) inv_freq[size_t(i)] = float(std::pow(500000.0, -2.0 * i / D));
+  auto f_g = upload_f32(*gpu_, inv_freq), f_c = upload_f32(*cpu_, inv_freq);
+  const size_t cache_n = pk.pool_elems();
+  for (bool fp8_cache : {false, true}) {
+    for (int T : {1, 5}) {
+      std::vector<int32_t> pos, slot;
+      for (int t = 0; t < T; ++t) slot.push_back(t % 2), pos.push_back(10 * t + int32_t(rng_() % 10));  // distinct rows
+      const auto x = rounded(dt(), random_floats(rng_, size_t(T) * K));
+      auto x_g = upload_act(*gpu_, x), x_c = upload_act(*cpu_, x);
+      auto qkv_g = poisoned_act(*gpu_, size_t(T) * N), qkv_c = poisoned_act(*cpu_, size_t(T) * N);
+      // Caches start as zeros on both sides (in their element types); 1 byte an element for FP8.
+      const size_t elem = fp8_cache ? 1 : dtype_size(dt());
+      DeviceBuffer k_g(gpu_.get(), cache_n * elem), v_g(gpu_.get(), cache_n * elem);
+      const std::vector<uint8_t> zeros(cache_n * elem, 0);
+      gpu_->copy_to_device(k_g.get(), zeros.data(), zeros.size());
+      gpu_->copy_to_device(v_g.get(), zeros.data(), zeros.size());
+      auto k_c = upload_f32(*cpu_, std::vector<float>(cache_n)), v_c = upload_f32(*cpu_, std::vector<float>(cache_n));
+      auto tables_g = upload_i32(*gpu_, pk.tables), tables_c = upload_i32(*cpu_, pk.tables);
+      const KVCacheLayer kv_g{k_g.get(), v_g.get(), tables_g.as<int32_t>(), fp8_cache, 1.0f, 0.5f};
+      const KVCacheLayer kv_c{k_c.get(), v_c.get(), tables_c.as<int32_t>(), fp8_cache, 1.0f, 0.5f};
+      auto pos_g = upload_i32(*gpu_, pos), pos_c = upload_i32(*cpu_, pos);
+      auto slot_g = upload_i32(*gpu_, slot), slot_c = upload_i32(*cpu_, slot);
+      const bool fused = gpu_->qkv_rope_kv_write(qkv_g.get(), x_g.get(), w_g.get(), T, K, pos_g.as<int32_t>(),
+                                                 slot_g.as<int32_t>(), f_g.as<float>(), kv_g, pk.shape);
+      if (fmt() == WeightFormat::Int4Group) {
+        EXPECT_FALSE(fused);
+        continue;
+      }
+      ASSERT_TRUE(fused);
+      cpu_->matmul(qkv_c.get(), x_c.get(), w_c.get(), T, N, K);
+      cpu_->rope_kv_write(qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), f_c.as<float>(), kv_c, pk.shape, T);
+      const std::string what = std::string(fp8_cache ? "fp8" : "16-bit") + " cache T=" + std::to_string(T);
+      expect_close(read_act(*gpu_, qkv_g, size_t(T) * N), read_act(*cpu_, qkv_c, size_t(T) * N), tolerance(dt()),
+                   "fused quantized qkv " + what);
+      const auto cache_values = [&](const DeviceBuffer& b, float scale) {
+        if (!fp8_cache) return read_act(*gpu_, b, cache_n);
+        std::vector<uint8_t> raw(cache_n);
+        gpu_->copy_to_host(raw.data(), b.get(), cache_n);
+        std::vector<float> v(cache_n);
+        for (size_t i = 0; i < cache_n; ++i) v[i] = f8e4m3_to_float(raw[i]) * scale;
+        return v;
+      };
+      // An FP8 cache: the same e4m3 codes but where the two sums round to either side of a code.
+      const double cache_tol = fp8_cache ? 2e-2 : tolerance(dt());
+      expect_close(cache_values(k_g, 1.0f), read_act(*cpu_, k_c, cache_n), cache_tol, "fused k cache " + what);
+      expect_close(cache_values(v_g, 0.5f), read_act(*cpu_, v_c, cache_n), cache_tol, "fused v cache " + what);
+    }
   }
 }
 

@@ -227,9 +227,12 @@ class CudaBackend final : public Backend {
   bool qkv_rope_kv_write(void* qkv, const void* x, const void* w, int T, int K, const int32_t* positions,
                          const int32_t* slots, const float* inv_freq, KVCacheLayer cache,
                          const AttentionShape& s) override {
-    if (T > kGemvMaxM || quant_.count(w) || !fused_rope_enabled()) return false;
+    if (T > kGemvMaxM || !fused_rope_enabled()) return false;
     use_device();
     auto span = profiler_ ? profiler_->begin(matmul_label("gemv+rope+kv", T, 0, K)) : OpProfiler::Span{};
+    if (auto it = quant_.find(w); it != quant_.end())
+      return launch_gemv_quant_qkv_rope_kv_write(act_, qkv, x, it->second.w, T, K, positions, slots, inv_freq, cache, s,
+                                                 stream_);
     return launch_qkv_rope_kv_write_gemv(act_, qkv, x, w, T, K, positions, slots, inv_freq, cache, s, stream_);
   }
   bool gate_up_swiglu(void* out, const void* x, const void* w, int M, int F, int K) override {

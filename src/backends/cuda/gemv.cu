@@ -28,6 +28,7 @@
 #include "kernels.h"
 #include "pdl.cuh"
 #include "reduce.cuh"
+#include "rope_kv_epilogue.cuh"
 
 namespace lamina::cuda {
 namespace {
@@ -48,59 +49,6 @@ __device__ __forceinline__ void load_x(const T* x, int m, int K, int c, float (&
 }
 
 enum class Epilogue { kPlain, kGateUp, kRopeKv };
-
-// kRopeKv's inputs (unused otherwise): per token m < M its position and block-table row, the
-// rotary frequencies [D/2] and the layer's KV pools (elements of the GEMV's type, or e4m3 when
-// p.kv_fp8).
-struct RopeKvArgs {
-  const int32_t* positions = nullptr;
-  const int32_t* slots = nullptr;
-  const float* inv_freq = nullptr;
-  void* k_cache = nullptr;
-  void* v_cache = nullptr;
-  const int32_t* block_tables = nullptr;
-  AttnParams p;
-};
-
-// kRopeKv: the qkv row that row r (0..3) of block b reads and writes: head b / (D/4), pair
-// dims j = 2 (b % (D/4)), rows j, j + 1, j + D/2, j + D/2 + 1 of the head.
-__device__ __forceinline__ int rope_row(int b, int r, int D) {
-  const int pairs_blocks = D / 4, head = b / pairs_blocks, j = 2 * (b % pairs_blocks);
-  return head * D + j + (r & 1) + (r >= 2 ? D / 2 : 0);
-}
-
-// kRopeKv epilogue of thread (m, r) holding row r's sum s; `partner` is the sum of row r ^ 2 (the
-// other half of its rotate-half pair).
-template <typename T>
-__device__ __forceinline__ void rope_kv_store(T* out, int N, int m, int r, float s, float partner,
-                                              const RopeKvArgs& a) {
-  const int D = a.p.head_dim, half = D / 2, Hq = a.p.Hq, Hkv = a.p.Hkv;
-  const int row = rope_row(blockIdx.x, r, D), head = row / D, dim = row % D;
-  const int pos = a.positions[m];
-  float v = s;
-  if (head < Hq + Hkv) {  // q or k: rotate (x_i, x_{i+D/2}) by pos * inv_freq[i]
-    double sn, cs;
-    sincos(static_cast<double>(pos) * static_cast<double>(a.inv_freq[dim % half]), &sn, &cs);
-    const float c = static_cast<float>(cs), sf = static_cast<float>(sn);
-    v = r < 2 ? s * c - partner * sf : s * c + partner * sf;
-  }
-  out[static_cast<size_t>(m) * N + row] = from_float<T>(v);
-  if (head >= Hq) {  // k or v: the cache row of (slot, position); none when out of range
-    const long long cache_row = kv_cache_row(a.block_tables, a.slots[m], pos, a.p);
-    if (cache_row >= 0) {
-      const bool is_k = head < Hq + Hkv;
-      const int kv_head = head - Hq - (is_k ? 0 : Hkv);
-      const size_t at = (static_cast<size_t>(cache_row) * Hkv + kv_head) * D + dim;
-      if (a.p.kv_fp8) {  // an FP8 cache: e4m3(v / scale)
-        const float x[1] = {v};
-        store_kv<KvFp8, 1>(static_cast<KvFp8*>(is_k ? a.k_cache : a.v_cache) + at, x,
-                           is_k ? a.p.k_scale : a.p.v_scale);
-      } else {
-        static_cast<T*>(is_k ? a.k_cache : a.v_cache)[at] = from_float<T>(v);
-      }
-    }
-  }
-}
 
 // Issues the loads of chunks c0, c0 + 256, ... (U of them) of each of the R rows.
 template <int R, int U>

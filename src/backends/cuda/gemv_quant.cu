@@ -21,6 +21,7 @@
 #include "quant_decode.cuh"
 #include "quant_kernels.h"
 #include "reduce.cuh"
+#include "rope_kv_epilogue.cuh"
 
 namespace lamina::cuda {
 namespace {
@@ -57,10 +58,12 @@ __device__ __forceinline__ int weight_row(int n0, int r, int N) {
   return min(n0 + r % kOuts, N - 1) + (kGateUp && r >= kOuts ? N : 0);
 }
 
-template <typename T, WeightFormat F, int M, int R, int B, bool kGateUp>
+// kRopeKv: w is the attention's qkv and the block owns the four rows of rope_kv_epilogue.cuh (R = 4).
+template <typename T, WeightFormat F, int M, int R, int B, bool kGateUp, bool kRopeKv = false>
 __global__ void __launch_bounds__(B)
     gemv_quant_kernel(T* __restrict__ out, const T* __restrict__ x, const uint8_t* __restrict__ w,
-                      const float* __restrict__ scales, int N, int K, int group, int scale_stride) {
+                      const float* __restrict__ scales, int N, int K, int group, int scale_stride,
+                      const __grid_constant__ RopeKvArgs rope) {
   using D = Decode<F>;
   constexpr int EW = D::kPerWord;       // weights a 32-bit word
   constexpr int kPerChunk = 4 * EW;     // weights a 16-byte chunk
@@ -68,6 +71,11 @@ __global__ void __launch_bounds__(B)
   constexpr int kBlockWarps = B / 32;
   constexpr int kOuts = kGateUp ? R / 2 : R;  // outputs a block writes
   static_assert(!kGateUp || (R % 2 == 0 && M * R <= 32), "gate/up pairs meet within warp 0");
+  static_assert(!kRopeKv || (!kGateUp && R == 4 && M * R <= 32), "rope pairs meet within warp 0");
+  // The weight row that row r of this block reads.
+  auto row_for = [&](int r) {
+    return kRopeKv ? rope_row(blockIdx.x, r, rope.p.head_dim) : weight_row<R, kGateUp>(blockIdx.x * kOuts, r, N);
+  };
   pdl_launch_dependents();
   const int n0 = blockIdx.x * kOuts;
   const int chunks = K / kPerChunk;
@@ -76,7 +84,7 @@ __global__ void __launch_bounds__(B)
   int row_of[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    row_of[r] = weight_row<R, kGateUp>(n0, r, N);
+    row_of[r] = row_for(r);
     w_row[r] = reinterpret_cast<const uint4*>(w) + static_cast<size_t>(row_of[r]) * chunks;
   }
 
@@ -125,11 +133,16 @@ __global__ void __launch_bounds__(B)
   float s = 0.0f;
   const bool has_sum = block_sum_each<kBlockWarps>(acc, s);  // thread m * R + r: row r's sum for token m
   const int m = threadIdx.x / R, r = threadIdx.x % R;
-  if (has_sum && !kGrouped) s *= scales[static_cast<size_t>(scale_stride) * weight_row<R, kGateUp>(n0, r, N)];
+  if (has_sum && !kGrouped) s *= scales[static_cast<size_t>(scale_stride) * row_for(r)];
   if constexpr (kGateUp) {
     if (threadIdx.x < 32) {  // all of warp 0 shuffles: the up sum of pair r sits R/2 lanes up
       const float up = __shfl_down_sync(0xffffffffu, s, kOuts);
       if (has_sum && r < kOuts && n0 + r < N) out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(silu(s) * up);
+    }
+  } else if constexpr (kRopeKv) {
+    if (threadIdx.x < 32) {  // all of warp 0 shuffles: row r's rotate-half partner is row r ^ 2
+      const float partner = __shfl_xor_sync(0xffffffffu, s, 2);
+      if (has_sum) rope_kv_store(out, N, m, r, s, partner, rope);
     }
   } else if (has_sum && n0 + r < N) {
     out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s);
@@ -177,14 +190,14 @@ void launch_m(T* out, const T* x, const uint8_t* w, const float* s, int N, int K
   if constexpr (F == WeightFormat::Fp8PerTensor && M == 1 && !kGateUp) {
     if (K >= 8192) {
       launch_pdl(gemv_quant_kernel<T, F, M, 8, 128, false>, dim3(ceil_div(N, 8)), dim3(128), 0, stream, out, x, w, s,
-                 N, K, group, stride);
+                 N, K, group, stride, RopeKvArgs{});
       return;
     }
   }
   constexpr int R = 4, B = F == WeightFormat::Int4Group ? 128 : 256;
   constexpr int kOuts = kGateUp ? R / 2 : R;
   launch_pdl(gemv_quant_kernel<T, F, M, R, B, kGateUp>, dim3(ceil_div(N, kOuts)), dim3(B), 0, stream, out, x, w, s, N,
-             K, group, stride);
+             K, group, stride, RopeKvArgs{});
 }
 
 template <typename T, WeightFormat F, bool kGateUp>
@@ -235,12 +248,35 @@ void launch_quant(DType dt, void* out, const void* x, const DeviceQuantWeight& w
   });
 }
 
+// The qkv GEMV with rope and the KV write over 8-bit weights: 4 rows a block, as the plain GEMV.
+template <typename T, WeightFormat F, int M>
+void launch_rope_m(T* out, const T* x, const uint8_t* w, const float* s, int N, int K, int stride,
+                   const RopeKvArgs& rope, cudaStream_t stream) {
+  launch_pdl(gemv_quant_kernel<T, F, M, 4, 256, false, true>, dim3(N / 4), dim3(256), 0, stream, out, x, w, s, N, K, 0,
+             stride, rope);
+}
+
+template <typename T, WeightFormat F>
+void launch_rope(T* out, const T* x, const uint8_t* w, const float* s, int M, int N, int K, int stride,
+                 const RopeKvArgs& rope, cudaStream_t stream) {
+  switch (M) {
+    case 1: return launch_rope_m<T, F, 1>(out, x, w, s, N, K, stride, rope, stream);
+    case 2: return launch_rope_m<T, F, 2>(out, x, w, s, N, K, stride, rope, stream);
+    case 3: return launch_rope_m<T, F, 3>(out, x, w, s, N, K, stride, rope, stream);
+    case 4: return launch_rope_m<T, F, 4>(out, x, w, s, N, K, stride, rope, stream);
+    case 5: return launch_rope_m<T, F, 5>(out, x, w, s, N, K, stride, rope, stream);
+    case 6: return launch_rope_m<T, F, 6>(out, x, w, s, N, K, stride, rope, stream);
+    case 7: return launch_rope_m<T, F, 7>(out, x, w, s, N, K, stride, rope, stream);
+    default: return launch_rope_m<T, F, 8>(out, x, w, s, N, K, stride, rope, stream);
+  }
+}
+
 // bench_kernels' shape sweep: the fp8 kernel at M = 1 with R rows and B threads a block.
 template <int R, int B>
 void launch_fp8_shape(const __nv_bfloat16* x, const DeviceQuantWeight& w, __nv_bfloat16* out, int N, int K,
                       cudaStream_t stream) {
   launch_pdl(gemv_quant_kernel<__nv_bfloat16, WeightFormat::Fp8PerTensor, 1, R, B, false>, dim3(ceil_div(N, R)),
-             dim3(B), 0, stream, out, x, static_cast<const uint8_t*>(w.data), w.scales, N, K, 0, 0);
+             dim3(B), 0, stream, out, x, static_cast<const uint8_t*>(w.data), w.scales, N, K, 0, 0, RopeKvArgs{});
 }
 
 }  // namespace
@@ -259,6 +295,29 @@ bool launch_gemv_quant_gate_up(DType dt, void* out, const void* x, const DeviceQ
   LAMINA_CHECK(M <= kGemvMaxM, "gemv takes at most ", kGemvMaxM, " rows, got ", M);
   if (w.int4_tiles) return launch_gemv_int4_tiles_gate_up(dt, out, x, w, M, F, K, stream);
   launch_quant<true>(dt, out, x, w, M, F, K, stream);
+  return true;
+}
+
+bool launch_gemv_quant_qkv_rope_kv_write(DType dt, void* qkv, const void* x, const DeviceQuantWeight& w, int M, int K,
+                                        const int32_t* positions, const int32_t* slots, const float* inv_freq,
+                                        KVCacheLayer cache, const AttentionShape& s, cudaStream_t stream) {
+  const int D = s.head_dim, N = (s.num_q_heads + 2 * s.num_kv_heads) * D;
+  const bool eight_bit = w.format == WeightFormat::Int8PerChannel || w.format == WeightFormat::Fp8PerTensor;
+  if (!eight_bit || M < 1 || M > kGemvMaxM || D % 4 != 0 || K % 16 != 0 || !is_aligned16(x) ||
+      !is_aligned16(w.data) || cache.block_tables == nullptr || s.tokens_per_block <= 0 || s.max_blocks_per_seq <= 0)
+    return false;
+  const RopeKvArgs rope{positions, slots, inv_freq, cache.k, cache.v, cache.block_tables, make_attn_params(s, M, cache)};
+  const auto* wb = static_cast<const uint8_t*>(w.data);
+  dispatch_float_type(dt, [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    auto* o = static_cast<E*>(qkv);
+    auto* a = static_cast<const E*>(x);
+    if (w.format == WeightFormat::Int8PerChannel)
+      launch_rope<E, WeightFormat::Int8PerChannel>(o, a, wb, w.scales, M, N, K, 1, rope, stream);
+    else
+      launch_rope<E, WeightFormat::Fp8PerTensor>(o, a, wb, w.scales, M, N, K, 0, rope, stream);
+    CUDA_CHECK_LAUNCH();
+  });
   return true;
 }
 

@@ -10,6 +10,7 @@
 
 #include "common/dtype.h"
 #include "common/quant.h"
+#include "ops/backend.h"
 
 namespace lamina::cuda {
 
@@ -37,6 +38,14 @@ bool launch_gemv_quant_gate_up(DType dt, void* out, const void* x, const DeviceQ
 // block, R in {2, 4, 8} and B in {64, 128, 256} (not 2 x 64); false for other shapes.
 bool launch_gemv_fp8_variant(int rows_per_block, int threads, const void* x, const DeviceQuantWeight& w, void* out,
                              int N, int K, cudaStream_t stream);
+
+// The qkv GEMV with rope and the KV write fused in (as launch_qkv_rope_kv_write_gemv, kernels.h)
+// over int8 or fp8 weights, M <= kGemvMaxM. False (nothing launched) for other formats, head_dim
+// not a multiple of 4, K not a multiple of 16 or unaligned operands: the caller runs the GEMV, then
+// rope_kv_write.
+bool launch_gemv_quant_qkv_rope_kv_write(DType dt, void* qkv, const void* x, const DeviceQuantWeight& w, int M, int K,
+                                        const int32_t* positions, const int32_t* slots, const float* inv_freq,
+                                        KVCacheLayer cache, const AttentionShape& s, cudaStream_t stream);
 
 // gemv_int4_tiles.cu — the same for int4 weights in the tile layout, on the tensor cores (F16 or
 // BF16 activations, M <= 8, int4_tiles_fit). The _variant form (bench_kernels) takes the block's
