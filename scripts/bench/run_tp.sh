@@ -8,8 +8,10 @@
 # with the all-reduce time from bench_all_reduce (build-device/bench/bench_all_reduce).
 #   LAMINA=build-device/tools/lamina/lamina OUT=/tmp/out bash scripts/bench/run_tp.sh
 #   SHAPE=llama3-70b TP_SIZES=4 bash scripts/bench/run_tp.sh        # 141 GB: 4x H200
-# The 70B files: the HF checkpoint and the converted one go to RAMDIR (default /dev/shm, when it
-# has room) and the engine to WORK, so the disk holds one 141 GB copy at a time.
+# The 70B files (141 GB each) are placed so that no disk or RAM holds more than one copy at a time
+# (a 4x H200 machine: 235 GB disk, /dev/shm half of 512 GB): the HF checkpoint in WORK on disk, the
+# converted checkpoint in RAMDIR (default /dev/shm), the HF files deleted once converted, then
+# the engine in WORK. One tp size a run for 70B (the HF files are gone after its convert).
 # AB_TP1="LAMINA_ATTN_DECODE=pipelined" / AB_TPN="LAMINA_CUSTOM_ALL_REDUCE=0": extra decode runs of
 # tp 1 / tp > 1, one per space-separated variant VAR=VALUE[,VAR=VALUE...] (A/B of switches on the
 # same engine), as bench_decode_tpN_<variant>.json.
@@ -28,14 +30,17 @@ df -h "$WORK" /dev/shm > "$OUT/disk.txt" 2>&1 || true
 ALLREDUCE=${ALLREDUCE:-$(dirname "$LAMINA")/../../bench/bench_all_reduce}
 if [ -x "$ALLREDUCE" ]; then "$ALLREDUCE" --json "$OUT/all_reduce.json" || echo "bench_all_reduce failed"; fi
 
-SRC=$WORK
+SRC=$WORK CKPT=$WORK
 if [ "$SHAPE" = llama3-70b ]; then
+  set -- $TP_SIZES
+  if [ $# -ne 1 ]; then echo "SHAPE=llama3-70b takes one tp size a run (TP_SIZES=4)"; exit 1; fi
   RAMDIR=${RAMDIR:-/dev/shm/lamina-$SHAPE}
   avail=$(df --output=avail -B1G "$(dirname "$RAMDIR")" 2>/dev/null | tail -1 | tr -d ' ')
-  if [ "${avail:-0}" -ge 290 ]; then SRC=$RAMDIR; else
-    echo "note: $(dirname "$RAMDIR") has ${avail:-?} GB free (< 290 for the HF and converted 70B checkpoints); using $WORK"
+  disk=$(df --output=avail -B1G "$WORK" 2>/dev/null | tail -1 | tr -d ' ')
+  echo "free: $(dirname "$RAMDIR") ${avail:-?} GB, $WORK ${disk:-?} GB (the 70B needs ~145 GB in each)"
+  if [ "${avail:-0}" -ge 145 ]; then CKPT=$RAMDIR; mkdir -p "$CKPT"; else
+    echo "note: $(dirname "$RAMDIR") has < 145 GB free; the converted checkpoint goes to $WORK too"
   fi
-  mkdir -p "$SRC"
 fi
 if [ ! -f "$SRC/hf/config.json" ]; then
   stream=""; [ "$SHAPE" = llama3-70b ] && stream=--stream
@@ -44,11 +49,12 @@ if [ ! -f "$SRC/hf/config.json" ]; then
 fi
 for tp in $TP_SIZES; do
   t0=$SECONDS
-  "$LAMINA" convert --model_dir "$SRC/hf" --output_dir "$SRC/ckpt-tp$tp" --dtype bfloat16 --tp_size "$tp" || exit 1
-  "$LAMINA" build --checkpoint_dir "$SRC/ckpt-tp$tp" --output_dir "$WORK/engine-tp$tp" --max_batch_size 8 \
+  "$LAMINA" convert --model_dir "$SRC/hf" --output_dir "$CKPT/ckpt-tp$tp" --dtype bfloat16 --tp_size "$tp" || exit 1
+  if [ "$SHAPE" = llama3-70b ]; then rm -rf "$SRC/hf"; fi  # room on the disk for the engine
+  "$LAMINA" build --checkpoint_dir "$CKPT/ckpt-tp$tp" --output_dir "$WORK/engine-tp$tp" --max_batch_size 8 \
     --max_input_len 2048 --max_seq_len 4096 --max_num_tokens 2048 || exit 1
   echo "convert+build tp $tp: $((SECONDS - t0)) s"
-  rm -rf "$SRC/ckpt-tp$tp"
+  rm -rf "$CKPT/ckpt-tp$tp"
   "$LAMINA" bench --engine_dir "$WORK/engine-tp$tp" --input_len 512 --output_len 256 --warmup 1 --runs 3 \
     --json "$OUT/bench_decode_tp$tp.json" || exit 1
   if [ "$tp" = 1 ]; then ab=${AB_TP1:-}; else ab=${AB_TPN:-}; fi
