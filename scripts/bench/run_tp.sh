@@ -42,14 +42,16 @@ if [ "$SHAPE" = llama3-70b ]; then
     echo "note: $(dirname "$RAMDIR") has < 145 GB free; the converted checkpoint goes to $WORK too"
   fi
 fi
-if [ ! -f "$SRC/hf/config.json" ]; then
+if [ ! -f "$SRC/hf/config.json" ] && ! ls "$CKPT"/ckpt-tp*/config.json >/dev/null 2>&1; then
   stream=""; [ "$SHAPE" = llama3-70b ] && stream=--stream
   python3 scripts/bench/make_random_llama.py --shape "$SHAPE" --out "$SRC/hf" --json "$OUT/hf_limits.json" --no_hf $stream \
     || exit 1
 fi
 for tp in $TP_SIZES; do
   t0=$SECONDS
-  "$LAMINA" convert --model_dir "$SRC/hf" --output_dir "$CKPT/ckpt-tp$tp" --dtype bfloat16 --tp_size "$tp" || exit 1
+  if [ ! -f "$CKPT/ckpt-tp$tp/config.json" ]; then  # a 70B run cut off after its convert goes on from here
+    "$LAMINA" convert --model_dir "$SRC/hf" --output_dir "$CKPT/ckpt-tp$tp" --dtype bfloat16 --tp_size "$tp" || exit 1
+  fi
   if [ "$SHAPE" = llama3-70b ]; then rm -rf "$SRC/hf"; fi  # room on the disk for the engine
   "$LAMINA" build --checkpoint_dir "$CKPT/ckpt-tp$tp" --output_dir "$WORK/engine-tp$tp" --max_batch_size 8 \
     --max_input_len 2048 --max_seq_len 4096 --max_num_tokens 2048 || exit 1
