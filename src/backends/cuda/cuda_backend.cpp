@@ -230,9 +230,13 @@ class CudaBackend final : public Backend {
     if (T > kGemvMaxM || !fused_rope_enabled()) return false;
     use_device();
     auto span = profiler_ ? profiler_->begin(matmul_label("gemv+rope+kv", T, 0, K)) : OpProfiler::Span{};
-    if (auto it = quant_.find(w); it != quant_.end())
+    if (auto it = quant_.find(w); it != quant_.end()) {
+      const int N = (s.num_q_heads + 2 * s.num_kv_heads) * s.head_dim;
+      LAMINA_CHECK(it->second.rows == N && it->second.cols == K, "qkv of a quantized [", it->second.rows, ", ",
+                   it->second.cols, "] weight as [", N, ", ", K, "]");
       return launch_gemv_quant_qkv_rope_kv_write(act_, qkv, x, it->second.w, T, K, positions, slots, inv_freq, cache, s,
                                                  stream_);
+    }
     return launch_qkv_rope_kv_write_gemv(act_, qkv, x, w, T, K, positions, slots, inv_freq, cache, s, stream_);
   }
   bool gate_up_swiglu(void* out, const void* x, const void* w, int M, int F, int K) override {
