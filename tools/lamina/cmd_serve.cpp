@@ -100,10 +100,11 @@ void serve(const ServeOptions& o) {
   const int port = http.bind();
 
   const SchedulerStats st = executor.stats();
-  std::printf("[lamina] model '%s' on %s: max_batch_size %d, max_num_tokens %d, KV %d blocks x %d tokens (%s%s)\n",
+  std::printf("[lamina] model '%s' on %s: max_batch_size %d, max_num_tokens %d, KV %d blocks x %d tokens (%s%s%s)\n",
               model.name.c_str(), engine->device_name().c_str(), executor.max_batch_size(), executor.max_num_tokens(),
               st.kv_blocks_total, st.tokens_per_block, o.capacity_policy.c_str(),
-              executor.kv_reuse_active() ? ", prefix reuse" : "");
+              executor.kv_reuse_active() ? ", prefix reuse" : "",
+              engine->config().kv_cache_quant_algo == "FP8" ? ", fp8 e4m3" : "");
   std::printf("[lamina] serving on http://%s:%d (Ctrl-C or SIGTERM drains and exits)\n", o.host.c_str(), port);
   std::fflush(stdout);
 
