@@ -73,6 +73,14 @@ TEST(HfConfig, KvCacheQuantAlgoRoundTripsAndOnlyFp8) {
   EXPECT_EQ(model_config_from_json(j, "config.json").kv_cache_quant_algo, "FP8");
   c.kv_cache_quant_algo.clear();
   EXPECT_TRUE(model_config_to_json(c)["quantization"]["kv_cache_quant_algo"].is_null());
+  j["dtype"] = "float32";  // an FP8 cache runs with 16-bit activations only
+  try {
+    model_config_from_json(j, "config.json");
+    ADD_FAILURE() << "kv_cache_quant_algo FP8 with dtype float32 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("needs a float16 or bfloat16 model"), std::string::npos) << e.what();
+  }
+  j["dtype"] = "bfloat16";
   j["quantization"]["kv_cache_quant_algo"] = "INT8";
   try {
     model_config_from_json(j, "config.json");
