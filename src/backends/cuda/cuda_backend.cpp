@@ -207,7 +207,7 @@ class CudaBackend final : public Backend {
   }
   void add(void* residual, const void* x, size_t n) override {
     use_device();
-    auto span = profile("add", 0);
+    auto span = profile("add", -1);
     launch_add(act_, residual, x, n, stream_);
   }
   void matmul(void* out, const void* x, const void* w, int M, int N, int K) override {
@@ -314,10 +314,11 @@ class CudaBackend final : public Backend {
     int rows = 0, cols = 0;
     float* channel_scales = nullptr;  // FP8 on FP8 tensor cores: [rows] copies of the tensor scale
   };
-  // A profiling span over the op `op` of `rows` tokens (nothing when LAMINA_PROFILE_OPS is unset).
+  // A profiling span over the op `op` of `rows` tokens (rows < 0: not known to the op; nothing
+  // when LAMINA_PROFILE_OPS is unset).
   OpProfiler::Span profile(const char* op, int rows) {
     if (!profiler_) return {};
-    return profiler_->begin(std::string(op) + " " + rows_bucket(rows));
+    return profiler_->begin(rows < 0 ? std::string(op) : std::string(op) + " " + rows_bucket(rows));
   }
   // Device scratch that only grows. A replaced buffer is kept until the backend dies, since a
   // recorded graph may still point at it.
