@@ -20,6 +20,9 @@ struct BuildOptions {
   std::optional<int> max_output_len;  // TensorRT-LLM's older spelling
   std::optional<int> max_num_tokens;  // default: max(max_input_len, max_batch_size) capped at 8192
   std::optional<DType> dtype;         // default: the checkpoint's dtype
+  // KV cache quantization of the engine: "FP8", or "" to keep the checkpoint's
+  // (quantization.kv_cache_quant_algo). Unlike weight quantization it needs no converted tensors.
+  std::string kv_cache_quant_algo;
 };
 
 // The build_config block written into the engine's config.json (exposed for tests).

@@ -4,6 +4,7 @@
 
 #include <fstream>
 
+#include "common/json.h"
 #include "test_support.h"
 
 namespace lamina {
@@ -112,6 +113,31 @@ TEST(CliErrors, KvCacheQuantAlgoOnlyFp8AndNotInFloat32) {
   expect_failure(run_lamina(base + " --kv_cache_quant_algo FP8 --dtype float32"),
                  "--kv_cache_quant_algo FP8 needs a float16 or bfloat16 checkpoint");
   EXPECT_FALSE(fs::exists(s / "out"));
+}
+
+// lamina build --kv_cache_quant_algo FP8 turns an FP8 KV cache on for an engine of an unquantized
+// checkpoint (written into the engine's config); a float32 engine or another value is refused
+// with no engine written.
+TEST(CliErrors, BuildKvCacheQuantAlgo) {
+  ScratchDir s("cli");
+  ASSERT_EQ(run_lamina("convert --model_dir " + test::golden_dir("gqa_f32_hub").string() + " --output_dir " +
+                       (s / "ckpt").string()).exit_code, 0);
+  const std::string build = "build --checkpoint_dir " + (s / "ckpt").string() + " --output_dir " +
+                            (s / "engine").string() + " --max_input_len 32 --max_seq_len 64";
+  expect_failure(run_lamina(build + " --kv_cache_quant_algo FP8"), "an FP8 KV cache needs a float16 or bfloat16 engine");
+  EXPECT_FALSE(fs::exists(s / "engine"));
+  expect_failure(run_lamina(build + " --kv_cache_quant_algo FP16 --dtype bfloat16"),
+                 "unknown --kv_cache_quant_algo 'FP16' (supported: FP8)");
+  EXPECT_FALSE(fs::exists(s / "engine"));
+  auto r = run_lamina(build + " --kv_cache_quant_algo FP8 --dtype bfloat16");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const Json cfg = read_json_file((s / "engine" / "config.json").string());
+  EXPECT_EQ(cfg["pretrained_config"]["quantization"]["kv_cache_quant_algo"], "FP8");
+  std::ofstream(s / "ids.csv") << "5, 6, 7, 8\n";
+  r = run_lamina("run --device cpu --engine_dir " + (s / "engine").string() + " --input_file " +
+                 (s / "ids.csv").string() + " --max_output_len 4");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Output ids [Text 0 Beam 0]"), std::string::npos) << r.output;
 }
 
 TEST(CliErrors, Int4NeedsKAMultipleOfTheGroupSize) {

@@ -22,6 +22,8 @@ void register_build(CLI::App& app) {
   sub->add_option("--dtype", *dtype, "Engine dtype (default: the checkpoint's)")
       ->check(CLI::IsMember({"float32", "float16", "bfloat16", "fp32", "fp16", "bf16"}));
   sub->add_flag("--enable_fp16", *fp16, "Older spelling of --dtype float16");
+  sub->add_option("--kv_cache_quant_algo", opts->kv_cache_quant_algo,
+                  "FP8: keep the KV cache in float8 e4m3 (default: the checkpoint's setting from lamina convert)");
   sub->callback([=] {
     if (*seq > 0) opts->max_seq_len = *seq;
     if (*out > 0) opts->max_output_len = *out;
