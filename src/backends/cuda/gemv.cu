@@ -28,7 +28,7 @@
 #include "kernels.h"
 #include "pdl.cuh"
 #include "reduce.cuh"
-#include "rope_kv_epilogue.cuh"
+#include "gemv_epilogue.cuh"
 
 namespace lamina::cuda {
 namespace {
@@ -118,20 +118,7 @@ __global__ void __launch_bounds__(kThreads)
 
   float s = 0.0f;
   const bool has_sum = block_sum_each<kWarps>(acc, s);  // thread m * R + r: row r's sum for token m
-  const int m = threadIdx.x / R, r = threadIdx.x % R;
-  if constexpr (kGateUp) {
-    if (threadIdx.x < 32) {  // all of warp 0 shuffles: the up sum of pair r sits R/2 lanes up
-      const float up = __shfl_down_sync(0xffffffffu, s, kOuts);
-      if (has_sum && r < kOuts && n0 + r < N) out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(silu(s) * up);
-    }
-  } else if constexpr (kRopeKv) {
-    if (threadIdx.x < 32) {  // all of warp 0 shuffles: row r's rotate-half partner is row r ^ 2
-      const float partner = __shfl_xor_sync(0xffffffffu, s, 2);
-      if (has_sum) rope_kv_store(out, N, m, r, s, partner, rope);
-    }
-  } else if (has_sum && n0 + r < N) {
-    out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s);
-  }
+  write_block_sums<T, R, kGateUp, kRopeKv>(out, N, n0, s, has_sum, rope);
 }
 
 // Fallback: one warp per (m, n), scalar loads (kGateUp: the gate and up dot products of n).

@@ -21,7 +21,7 @@
 #include "quant_decode.cuh"
 #include "quant_kernels.h"
 #include "reduce.cuh"
-#include "rope_kv_epilogue.cuh"
+#include "gemv_epilogue.cuh"
 
 namespace lamina::cuda {
 namespace {
@@ -58,7 +58,7 @@ __device__ __forceinline__ int weight_row(int n0, int r, int N) {
   return min(n0 + r % kOuts, N - 1) + (kGateUp && r >= kOuts ? N : 0);
 }
 
-// kRopeKv: w is the attention's qkv and the block owns the four rows of rope_kv_epilogue.cuh (R = 4).
+// kRopeKv: w is the attention's qkv and the block owns the four rows of gemv_epilogue.cuh (R = 4).
 template <typename T, WeightFormat F, int M, int R, int B, bool kGateUp, bool kRopeKv = false>
 __global__ void __launch_bounds__(B)
     gemv_quant_kernel(T* __restrict__ out, const T* __restrict__ x, const uint8_t* __restrict__ w,
@@ -132,21 +132,8 @@ __global__ void __launch_bounds__(B)
 
   float s = 0.0f;
   const bool has_sum = block_sum_each<kBlockWarps>(acc, s);  // thread m * R + r: row r's sum for token m
-  const int m = threadIdx.x / R, r = threadIdx.x % R;
-  if (has_sum && !kGrouped) s *= scales[static_cast<size_t>(scale_stride) * row_for(r)];
-  if constexpr (kGateUp) {
-    if (threadIdx.x < 32) {  // all of warp 0 shuffles: the up sum of pair r sits R/2 lanes up
-      const float up = __shfl_down_sync(0xffffffffu, s, kOuts);
-      if (has_sum && r < kOuts && n0 + r < N) out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(silu(s) * up);
-    }
-  } else if constexpr (kRopeKv) {
-    if (threadIdx.x < 32) {  // all of warp 0 shuffles: row r's rotate-half partner is row r ^ 2
-      const float partner = __shfl_xor_sync(0xffffffffu, s, 2);
-      if (has_sum) rope_kv_store(out, N, m, r, s, partner, rope);
-    }
-  } else if (has_sum && n0 + r < N) {
-    out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s);
-  }
+  if (has_sum && !kGrouped) s *= scales[static_cast<size_t>(scale_stride) * row_for(threadIdx.x % R)];
+  write_block_sums<T, R, kGateUp, kRopeKv>(out, N, n0, s, has_sum, rope);
 }
 
 // Fallback: one warp per (m, n), scalar decode (kGateUp: the gate and up dot products of n).

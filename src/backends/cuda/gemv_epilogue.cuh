@@ -1,13 +1,15 @@
-// The qkv GEMV's rope + KV-write epilogue, shared by the float GEMV (gemv.cu) and the quantized
-// one (gemv_quant.cu): a block owns rows j, j + 1, j + D/2, j + D/2 + 1 of one head of the qkv
-// projection [(Hq + 2 Hkv) D, K] (R = 4, two rotate-half pairs); once its sums are reduced, thread
-// (m, r) rotates q and k rows by positions[m] * inv_freq (angles in double precision, as
-// rope_kv_write.cu), writes its output and, for k and v rows, the token's KV-cache element.
+// What the GEMVs (gemv.cu over float weights, gemv_quant.cu over quantized ones) do with a block's
+// M x R dot products once they are reduced: write them, or the gate_up SwiGLU, or the qkv rope +
+// KV-cache write. For the last, a block owns rows j, j + 1, j + D/2, j + D/2 + 1 of one head of
+// the qkv projection [(Hq + 2 Hkv) D, K] (R = 4, two rotate-half pairs); thread (m, r) rotates q
+// and k rows by positions[m] * inv_freq (angles in double precision, as rope_kv_write.cu), writes
+// its output and, for k and v rows, the token's KV-cache element.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "activation.cuh"
 #include "attention_common.cuh"
 #include "cuda_types.cuh"
 
@@ -63,6 +65,30 @@ __device__ __forceinline__ void rope_kv_store(T* out, int N, int m, int r, float
         static_cast<T*>(is_k ? a.k_cache : a.v_cache)[at] = from_float<T>(v);
       }
     }
+  }
+}
+
+// Writes a block's reduced sums: thread i = m * R + r holds `s`, row r's sum for token m (valid
+// where has_sum). Every thread of warp 0 must call it (the gate/up and rope pairs meet by
+// shuffles). kGateUp: rows r < R/2 are gate rows n0 + r, rows R/2 + r their up rows, and
+// out[m, n0 + r] = silu(gate) * up. kRopeKv: rope_kv_store with row r ^ 2 as the partner.
+// Otherwise out[m, n0 + r] = s. Rows past N are not written.
+template <typename T, int R, bool kGateUp, bool kRopeKv>
+__device__ __forceinline__ void write_block_sums(T* out, int N, int n0, float s, bool has_sum, const RopeKvArgs& rope) {
+  constexpr int kOuts = kGateUp ? R / 2 : R;
+  const int m = threadIdx.x / R, r = threadIdx.x % R;
+  if constexpr (kGateUp) {
+    if (threadIdx.x < 32) {  // all of warp 0 shuffles: the up sum of pair r sits R/2 lanes up
+      const float up = __shfl_down_sync(0xffffffffu, s, kOuts);
+      if (has_sum && r < kOuts && n0 + r < N) out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(silu(s) * up);
+    }
+  } else if constexpr (kRopeKv) {
+    if (threadIdx.x < 32) {  // all of warp 0 shuffles: row r's rotate-half partner is row r ^ 2
+      const float partner = __shfl_xor_sync(0xffffffffu, s, 2);
+      if (has_sum) rope_kv_store(out, N, m, r, s, partner, rope);
+    }
+  } else if (has_sum && n0 + r < N) {
+    out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s);
   }
 }
 
