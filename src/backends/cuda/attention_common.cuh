@@ -158,6 +158,18 @@ using KvFp8 = __nv_fp8_e4m3;
 template <typename C>
 inline constexpr bool kIsFp8Kv = std::is_same_v<C, KvFp8>;
 
+// Host: calls f(TypeTag<C>{}) with C the cache element type of a layer whose activations are T:
+// T, or KvFp8 when kv_fp8 (an FP8 cache runs with 16-bit activations only; float32 is refused).
+template <typename T, typename F>
+void dispatch_kv_element(bool kv_fp8, F&& f) {
+  if (!kv_fp8) return f(TypeTag<T>{});
+  if constexpr (sizeof(T) == 2) {
+    f(TypeTag<KvFp8>{});
+  } else {
+    fail("an FP8 KV cache needs float16 or bfloat16 activations, not float32");
+  }
+}
+
 // 8 consecutive cache elements at p (global or shared memory, aligned to their size) as floats.
 template <typename C>
 __device__ __forceinline__ void load8_kv(const C* p, float scale, float (&o)[8]) {

@@ -236,15 +236,10 @@ void launch_decode_cache(T* out, const T* qkv, const int32_t* positions, const i
 template <typename T, int D, int MAXG>
 void launch_decode_typed(T* out, const T* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
                          const AttnParams& p, int num_splits, float* partials, int* counters, cudaStream_t stream) {
-  if (!p.kv_fp8)
-    return launch_decode_cache<T, T, D, MAXG>(out, qkv, positions, slots, cache, p, num_splits, partials, counters,
-                                              stream);
-  if constexpr (sizeof(T) == 2) {
-    launch_decode_cache<T, KvFp8, D, MAXG>(out, qkv, positions, slots, cache, p, num_splits, partials, counters,
-                                           stream);
-  } else {
-    fail("an FP8 KV cache needs float16 or bfloat16 activations");
-  }
+  dispatch_kv_element<T>(p.kv_fp8, [&](auto tag) {
+    using C = typename decltype(tag)::type;
+    launch_decode_cache<T, C, D, MAXG>(out, qkv, positions, slots, cache, p, num_splits, partials, counters, stream);
+  });
 }
 
 template <typename T, int D>

@@ -187,19 +187,12 @@ void launch_decode_typed(T* out, const T* qkv, const int32_t* positions, const i
                          const AttnParams& p, int num_splits, float* partials, cudaStream_t stream) {
   const int head_chunks = (p.G + MAXG - 1) / MAXG;
   const dim3 grid(p.T, p.Hkv * head_chunks, num_splits);
-  if (p.kv_fp8) {
-    if constexpr (sizeof(T) == 2) {
-      launch_pdl(attn_decode_kernel<T, KvFp8, D, MAXG>, grid, dim3(kThreads), 0, stream, out, partials, qkv, positions,
-                 slots, static_cast<const KvFp8*>(cache.k), static_cast<const KvFp8*>(cache.v), cache.block_tables, p,
-                 num_splits, head_chunks);
-    } else {
-      fail("an FP8 KV cache needs float16 or bfloat16 activations");
-    }
-  } else {
-    launch_pdl(attn_decode_kernel<T, T, D, MAXG>, grid, dim3(kThreads), 0, stream, out, partials, qkv, positions, slots,
-               static_cast<const T*>(cache.k), static_cast<const T*>(cache.v), cache.block_tables, p, num_splits,
+  dispatch_kv_element<T>(p.kv_fp8, [&](auto tag) {
+    using C = typename decltype(tag)::type;
+    launch_pdl(attn_decode_kernel<T, C, D, MAXG>, grid, dim3(kThreads), 0, stream, out, partials, qkv, positions, slots,
+               static_cast<const C*>(cache.k), static_cast<const C*>(cache.v), cache.block_tables, p, num_splits,
                head_chunks);
-  }
+  });
   CUDA_CHECK_LAUNCH();
   if (num_splits > 1) {
     launch_pdl(attn_split_reduce_kernel<T, D>, dim3(p.T, p.Hq), dim3(kReduceThreads<D>), 0, stream, out, partials,

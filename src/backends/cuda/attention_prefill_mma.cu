@@ -343,8 +343,9 @@ void launch_mma_cache(void* out, const void* qkv, const int32_t* positions, cons
 template <typename T, int D>
 void launch_mma(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
                 const AttnParams& p, cudaStream_t stream) {
-  if (p.kv_fp8) return launch_mma_cache<T, KvFp8, D>(out, qkv, positions, slots, cache, p, stream);
-  launch_mma_cache<T, T, D>(out, qkv, positions, slots, cache, p, stream);
+  dispatch_kv_element<T>(p.kv_fp8, [&](auto tag) {
+    launch_mma_cache<T, typename decltype(tag)::type, D>(out, qkv, positions, slots, cache, p, stream);
+  });
 }
 
 template <typename T>

@@ -135,11 +135,9 @@ void launch_rope_kv_write(DType dt, void* qkv, const int32_t* positions, const i
   const AttnParams p = make_attn_params(s, T, cache);
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;
-    if (cache.fp8_e4m3) {
-      if constexpr (sizeof(E) == 2) return launch_typed<E, KvFp8>(qkv, positions, slots, inv_freq, cache, p, T, stream);
-      fail("an FP8 KV cache needs float16 or bfloat16 activations, not float32");
-    }
-    launch_typed<E, E>(qkv, positions, slots, inv_freq, cache, p, T, stream);
+    dispatch_kv_element<E>(p.kv_fp8, [&](auto kv_tag) {
+      launch_typed<E, typename decltype(kv_tag)::type>(qkv, positions, slots, inv_freq, cache, p, T, stream);
+    });
   });
 }
 
