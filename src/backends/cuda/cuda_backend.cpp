@@ -213,12 +213,10 @@ class CudaBackend final : public Backend {
   void matmul(void* out, const void* x, const void* w, int M, int N, int K) override {
     use_device();
     auto it = quant_.find(w);
-    auto span = profiler_ ? profiler_->begin(matmul_label(it == quant_.end() ? (M <= kGemvMaxM ? "gemv" : "gemm")
-                                                           : M <= kGemvMaxM ? "gemv-quant" : "gemm-quant",
-                                                           M, N, K))
-                          : OpProfiler::Span{};
-    if (it != quant_.end()) return quantized_matmul(out, x, it->second, M, N, K);
-    if (M <= kGemvMaxM) {
+    const bool quant = it != quant_.end(), gemv = M <= kGemvMaxM;
+    auto span = profile_matmul(gemv ? (quant ? "gemv-quant" : "gemv") : (quant ? "gemm-quant" : "gemm"), M, N, K);
+    if (quant) return quantized_matmul(out, x, it->second, M, N, K);
+    if (gemv) {
       launch_gemv(act_, out, x, w, M, N, K, stream_);
     } else {
       gemm_->run(act_, out, x, w, M, N, K, stream_);
@@ -229,9 +227,9 @@ class CudaBackend final : public Backend {
                          const AttentionShape& s) override {
     if (T > kGemvMaxM || !fused_rope_enabled()) return false;
     use_device();
-    auto span = profiler_ ? profiler_->begin(matmul_label("gemv+rope+kv", T, 0, K)) : OpProfiler::Span{};
+    const int N = (s.num_q_heads + 2 * s.num_kv_heads) * s.head_dim;
+    auto span = profile_matmul("gemv+rope+kv", T, N, K);
     if (auto it = quant_.find(w); it != quant_.end()) {
-      const int N = (s.num_q_heads + 2 * s.num_kv_heads) * s.head_dim;
       LAMINA_CHECK(it->second.rows == N && it->second.cols == K, "qkv of a quantized [", it->second.rows, ", ",
                    it->second.cols, "] weight as [", N, ", ", K, "]");
       return launch_gemv_quant_qkv_rope_kv_write(act_, qkv, x, it->second.w, T, K, positions, slots, inv_freq, cache, s,
@@ -242,7 +240,7 @@ class CudaBackend final : public Backend {
   bool gate_up_swiglu(void* out, const void* x, const void* w, int M, int F, int K) override {
     if (M > kGemvMaxM) return false;
     use_device();
-    auto span = profiler_ ? profiler_->begin(matmul_label("gemv+swiglu", M, 2 * F, K)) : OpProfiler::Span{};
+    auto span = profile_matmul("gemv+swiglu", M, 2 * F, K);
     if (auto it = quant_.find(w); it != quant_.end()) {
       LAMINA_CHECK(it->second.rows == 2 * F && it->second.cols == K, "gate_up of a quantized [", it->second.rows, ", ",
                    it->second.cols, "] weight as [", 2 * F, ", ", K, "]");
@@ -319,6 +317,11 @@ class CudaBackend final : public Backend {
   OpProfiler::Span profile(const char* op, int rows) {
     if (!profiler_) return {};
     return profiler_->begin(rows < 0 ? std::string(op) : std::string(op) + " " + rows_bucket(rows));
+  }
+  // The same over a matmul of kind `kind` (matmul_label: its rows bucketed, the weight's N x K).
+  OpProfiler::Span profile_matmul(const char* kind, int M, int N, int K) {
+    if (!profiler_) return {};
+    return profiler_->begin(matmul_label(kind, M, N, K));
   }
   // Device scratch that only grows. A replaced buffer is kept until the backend dies, since a
   // recorded graph may still point at it.
