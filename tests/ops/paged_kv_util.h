@@ -3,6 +3,7 @@
 // between), and the host-side lookup the reference computations use.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <numeric>
 #include <random>
@@ -45,6 +46,13 @@ inline PagedKV make_paged_kv(std::mt19937_64& rng, int Hq, int Hkv, int D, int m
   if (shuffled) std::shuffle(ids.begin(), ids.end(), rng);
   p.tables.assign(ids.begin(), ids.begin() + used);
   return p;
+}
+
+// Llama 3's rotary frequencies (base 500000) for head_dim D: the rope the cache tests rotate with.
+inline std::vector<float> llama3_inv_freq(int D) {
+  std::vector<float> f(size_t(D / 2));
+  for (int i = 0; i < D / 2; ++i) f[size_t(i)] = float(std::pow(500000.0, -2.0 * i / D));
+  return f;
 }
 
 }  // namespace lamina::optest

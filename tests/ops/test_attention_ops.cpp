@@ -84,12 +84,6 @@ Tokens make_tokens(std::mt19937_64& rng, Layout layout, int T, const Case& c, bo
   return tk;
 }
 
-std::vector<float> llama3_inv_freq(int D) {
-  std::vector<float> f(D / 2);
-  for (int i = 0; i < D / 2; ++i) f[i] = float(std::pow(500000.0, -2.0 * i / D));
-  return f;
-}
-
 class AttentionOps : public OpTest {};
 
 TEST_P(AttentionOps, RopeKvWrite) {

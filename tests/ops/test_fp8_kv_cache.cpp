@@ -101,16 +101,10 @@ Tokens make_tokens(std::mt19937_64& rng, const Case& c, int T, bool prefill) {
   return tk;
 }
 
-std::vector<float> inv_freq(int D) {
-  std::vector<float> f(D / 2);
-  for (int i = 0; i < D / 2; ++i) f[i] = float(std::pow(500000.0, -2.0 * i / D));
-  return f;
-}
-
 TEST_P(Fp8KvCache, RopeKvWriteStoresE4m3OverTheScale) {
   for (const Case& c : kCases) {
     const PagedKV pk = make_paged_kv(rng_, c.Hq, c.Hkv, c.D, c.max_seq, c.seqs, c.tpb, /*shuffled=*/true);
-    const auto f = inv_freq(c.D);
+    const auto f = llama3_inv_freq(c.D);
     auto f_g = upload_f32(*gpu_, f), f_c = upload_f32(*cpu_, f);
     for (int T : {1, 5, 130}) {
       const Tokens tk = make_tokens(rng_, c, T, T > 8);
@@ -137,7 +131,7 @@ TEST_P(Fp8KvCache, QkvRopeKvWriteMatchesMatmulThenRope) {
     const int N = (c.Hq + 2 * c.Hkv) * c.D;
     const auto w = rnd(size_t(N) * K, -0.2f, 0.2f);
     DeviceBuffer w_g = upload_weight(*gpu_, w), w_c = upload_weight(*cpu_, w);
-    const auto f = inv_freq(c.D);
+    const auto f = llama3_inv_freq(c.D);
     auto f_g = upload_f32(*gpu_, f), f_c = upload_f32(*cpu_, f);
     for (int T : {1, 3, 8}) {
       const Tokens tk = make_tokens(rng_, c, T, /*prefill=*/false);

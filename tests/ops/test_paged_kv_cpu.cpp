@@ -101,8 +101,7 @@ TEST_F(CpuPagedKV, RopeKvWriteMatchesNaive) {
       const size_t row = size_t(d.Hq + 2 * d.Hkv) * d.D, kv_row = size_t(d.Hkv) * d.D;
       std::vector<float> qkv = random_floats(rng_, size_t(T) * row, -2, 2);
       std::vector<float> k = random_floats(rng_, pk.pool_elems()), v = random_floats(rng_, pk.pool_elems());
-      std::vector<float> inv_freq(size_t(d.D / 2));
-      for (int i = 0; i < d.D / 2; ++i) inv_freq[size_t(i)] = float(std::pow(500000.0, -2.0 * i / d.D));
+      const std::vector<float> inv_freq = llama3_inv_freq(d.D);
       // Naive: rotate q and k heads.
       std::vector<float> want_qkv = qkv, k0 = k, v0 = v;
       for (int t = 0; t < T; ++t) {

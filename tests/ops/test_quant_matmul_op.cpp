@@ -213,8 +213,7 @@ TEST_P(QuantMatmulOp, QkvRopeKvWriteMatchesMatmulThenRope) {
   DeviceBuffer w_g = DeviceBuffer::adopt(gpu_.get(), gpu_->upload_quantized_weight(q.view), q.data.size());
   DeviceBuffer w_c = DeviceBuffer::adopt(cpu_.get(), cpu_->upload_quantized_weight(q.view), q.data.size());
   const PagedKV pk = make_paged_kv(rng_, Hq, Hkv, D, 200, 2, 16, /*shuffled=*/true);
-  std::vector<float> inv_freq(D / 2);
-  for (int i = 0; i < D / 2; ++i) inv_freq[size_t(i)] = float(std::pow(500000.0, -2.0 * i / D));
+  const std::vector<float> inv_freq = llama3_inv_freq(D);
   auto f_g = upload_f32(*gpu_, inv_freq), f_c = upload_f32(*cpu_, inv_freq);
   const size_t cache_n = pk.pool_elems();
   for (bool fp8_cache : {false, true}) {
