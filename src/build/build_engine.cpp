@@ -218,11 +218,9 @@ void build_engine(const BuildOptions& opts) {
 
   ModelConfig engine_cfg = cfg;
   engine_cfg.dtype = dtype_user_name(dt);
-  if (!opts.kv_cache_quant_algo.empty()) {
-    if (opts.kv_cache_quant_algo != "FP8")
-      fail("unknown --kv_cache_quant_algo '", opts.kv_cache_quant_algo, "' (supported: FP8)");
-    engine_cfg.kv_cache_quant_algo = opts.kv_cache_quant_algo;
-  }
+  if (!kv_cache_quant_algo_supported(opts.kv_cache_quant_algo))
+    fail("unknown --kv_cache_quant_algo '", opts.kv_cache_quant_algo, "' (supported: ", kSupportedKvCacheQuantAlgos, ")");
+  if (!opts.kv_cache_quant_algo.empty()) engine_cfg.kv_cache_quant_algo = opts.kv_cache_quant_algo;
   if (engine_cfg.kv_cache_quant_algo == "FP8" && dt == DType::F32)
     fail("an FP8 KV cache needs a float16 or bfloat16 engine: build with --dtype bfloat16 (or float16)");
   StagedDir staged(opts.output_dir);

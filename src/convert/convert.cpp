@@ -148,8 +148,8 @@ void convert_checkpoint(const ConvertOptions& opts) {
   if (opts.tp_size < 1) fail("--tp_size must be at least 1");
   if (!opts.quant_algo.empty() && !quant_algo_supported(opts.quant_algo))
     fail("unknown --quant_algo '", opts.quant_algo, "' (supported: ", kSupportedQuantAlgos, ")");
-  if (!opts.kv_cache_quant_algo.empty() && opts.kv_cache_quant_algo != "FP8")
-    fail("unknown --kv_cache_quant_algo '", opts.kv_cache_quant_algo, "' (supported: FP8)");
+  if (!kv_cache_quant_algo_supported(opts.kv_cache_quant_algo))
+    fail("unknown --kv_cache_quant_algo '", opts.kv_cache_quant_algo, "' (supported: ", kSupportedKvCacheQuantAlgos, ")");
   if (opts.pp_size != 1) fail("--pp_size ", opts.pp_size, " is not supported: pipeline parallelism is not implemented; use --pp_size 1");
   ModelConfig cfg = load_hf_config(opts.model_dir);
   cfg.mapping = {opts.tp_size * opts.pp_size, opts.tp_size, opts.pp_size};

@@ -175,10 +175,9 @@ ModelConfig model_config_from_json(const Json& j, const std::string& where) {
     c.group_size = json_get_or<int64_t>(q, "group_size", 128);
     if (c.quant_algo == "W4A16_AWQ" && c.group_size != kInt4GroupSize)
       fail(where, ": W4A16_AWQ with group_size ", c.group_size, " is not supported (only ", kInt4GroupSize, ")");
-    if (q.contains("kv_cache_quant_algo") && !q["kv_cache_quant_algo"].is_null()) {
-      if (q["kv_cache_quant_algo"] != "FP8")
-        fail(where, ": kv_cache_quant_algo ", q["kv_cache_quant_algo"].dump(), " is not supported (only FP8)");
-      c.kv_cache_quant_algo = "FP8";
+    if (q.contains("kv_cache_quant_algo") && !q["kv_cache_quant_algo"].is_null()) {  // validate() checks it
+      const Json& kv = q["kv_cache_quant_algo"];
+      c.kv_cache_quant_algo = kv.is_string() ? kv.get<std::string>() : kv.dump();
     }
   }
   try {

@@ -25,8 +25,9 @@ void ModelConfig::validate() const {
          num_key_value_heads, ")");
   if (head_size % 2 != 0) fail("head size ", head_size, " must be even for rotary embeddings");
   if (hidden_act != "silu") fail("hidden_act '", hidden_act, "' is not supported (Llama uses silu)");
-  if (!kv_cache_quant_algo.empty() && kv_cache_quant_algo != "FP8")
-    fail("kv_cache_quant_algo '", kv_cache_quant_algo, "' is not supported (only FP8)");
+  if (!kv_cache_quant_algo_supported(kv_cache_quant_algo))
+    fail("kv_cache_quant_algo '", kv_cache_quant_algo, "' is not supported (supported: ", kSupportedKvCacheQuantAlgos,
+         ")");
   if (kv_cache_quant_algo == "FP8" && dtype == "float32")
     fail("kv_cache_quant_algo FP8 needs a float16 or bfloat16 model (dtype is float32)");
   const int64_t tp = mapping.tp_size;

@@ -25,6 +25,9 @@ struct TpMapping {
 // --quant_algo values Lamina converts and runs (TensorRT-LLM's spellings).
 inline constexpr const char* kSupportedQuantAlgos = "W8A16, FP8, W4A16_AWQ";
 inline bool quant_algo_supported(const std::string& a) { return a == "W8A16" || a == "FP8" || a == "W4A16_AWQ"; }
+// --kv_cache_quant_algo values ("" = the engine dtype).
+inline constexpr const char* kSupportedKvCacheQuantAlgos = "FP8";
+inline bool kv_cache_quant_algo_supported(const std::string& a) { return a.empty() || a == "FP8"; }
 
 struct ModelConfig {
   std::string architecture = "LlamaForCausalLM";

@@ -86,7 +86,8 @@ TEST(HfConfig, KvCacheQuantAlgoRoundTripsAndOnlyFp8) {
     model_config_from_json(j, "config.json");
     ADD_FAILURE() << "kv_cache_quant_algo INT8 was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("kv_cache_quant_algo \"INT8\" is not supported (only FP8)"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("config.json: kv_cache_quant_algo 'INT8' is not supported (supported: FP8)"),
+              std::string::npos)
         << e.what();
   }
 }
