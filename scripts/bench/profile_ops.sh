@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # GPU time by op (LAMINA_PROFILE_OPS=1, see src/backends/cuda/op_profiler.h) of the 8B-shaped
 # engines: an offline serving run (ISL/OSL 128/128, 1024 requests at once) and a batch-1 decode,
-# for each of QUANTS ("" = bf16). Uses the checkpoint run_8b_serving.sh made ($WORK/hf).
-#   QUANTS=" FP8" LAMINA=build-device/tools/lamina/lamina bash scripts/bench/profile_ops.sh
+# for each of QUANTS (default bf16). Uses the checkpoint run_8b_serving.sh made ($WORK/hf).
+#   QUANTS="bf16 FP8 FP8+kvFP8" LAMINA=build-device/tools/lamina/lamina bash scripts/bench/profile_ops.sh
 set -uo pipefail
 LAMINA=${LAMINA:-build-device/tools/lamina/lamina}
 WORK=${WORK:-/tmp/lamina-8b}
 # A QUANTS entry ending in +kvFP8 adds --kv_cache_quant_algo FP8 ("bf16+kvFP8", "FP8+kvFP8").
-for q in ${QUANTS:-""}; do
-  name=${q:-bf16}
+for q in ${QUANTS:-bf16}; do
+  name=$q
   kv=""
   [[ "$q" == *+kvFP8 ]] && kv=FP8 q=${q%+kvFP8}
   [[ "$q" == bf16 ]] && q=""
