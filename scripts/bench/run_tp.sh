@@ -12,6 +12,9 @@
 # (a 4x H200 machine: 235 GB disk, /dev/shm half of 512 GB): the HF checkpoint in WORK on disk, the
 # converted checkpoint in RAMDIR (default /dev/shm), the HF files deleted once converted, then
 # the engine in WORK. One tp size a run for 70B (the HF files are gone after its convert).
+# A 70B run cut off by a time limit goes on from its last finished stage when run again on the
+# same machine: a built engine, else a converted checkpoint, else a complete HF checkpoint (one
+# with its index, written last), else it starts over.
 # AB_TP1="LAMINA_ATTN_DECODE=pipelined" / AB_TPN="LAMINA_CUSTOM_ALL_REDUCE=0": extra decode runs of
 # tp 1 / tp > 1, one per space-separated variant VAR=VALUE[,VAR=VALUE...] (A/B of switches on the
 # same engine), as bench_decode_tpN_<variant>.json.
@@ -42,21 +45,27 @@ if [ "$SHAPE" = llama3-70b ]; then
     echo "note: $(dirname "$RAMDIR") has < 145 GB free; the converted checkpoint goes to $WORK too"
   fi
 fi
-if [ ! -f "$SRC/hf/config.json" ] && ! ls "$CKPT"/ckpt-tp*/config.json >/dev/null 2>&1; then
+# Stages already done (a resumed 70B run): a built engine or a converted checkpoint of some tp.
+later_stage_done() { ls "$WORK"/engine-tp*/config.json "$CKPT"/ckpt-tp*/config.json >/dev/null 2>&1; }
+if [ ! -f "$SRC/hf/model.safetensors.index.json" ] && ! later_stage_done; then
   stream=""; [ "$SHAPE" = llama3-70b ] && stream=--stream
-  python3 scripts/bench/make_random_llama.py --shape "$SHAPE" --out "$SRC/hf" --json "$OUT/hf_limits.json" --no_hf $stream \
+  python3 scripts/bench/make_random_llama.py --shape "$SHAPE" --out "$SRC/hf" --json "$WORK/hf_limits.json" --no_hf $stream \
     || exit 1
 fi
+cp "$WORK/hf_limits.json" "$OUT/" 2>/dev/null || true  # kept in WORK for a resumed run
 for tp in $TP_SIZES; do
   t0=$SECONDS
-  if [ ! -f "$CKPT/ckpt-tp$tp/config.json" ]; then  # a 70B run cut off after its convert goes on from here
-    "$LAMINA" convert --model_dir "$SRC/hf" --output_dir "$CKPT/ckpt-tp$tp" --dtype bfloat16 --tp_size "$tp" || exit 1
+  if [ ! -f "$WORK/engine-tp$tp/config.json" ]; then
+    if [ ! -f "$CKPT/ckpt-tp$tp/config.json" ]; then
+      "$LAMINA" convert --model_dir "$SRC/hf" --output_dir "$CKPT/ckpt-tp$tp" --dtype bfloat16 --tp_size "$tp" || exit 1
+      echo "convert tp $tp: $((SECONDS - t0)) s"
+    fi
+    if [ "$SHAPE" = llama3-70b ]; then rm -rf "$SRC/hf"; fi  # room on the disk for the engine
+    "$LAMINA" build --checkpoint_dir "$CKPT/ckpt-tp$tp" --output_dir "$WORK/engine-tp$tp" --max_batch_size 8 \
+      --max_input_len 2048 --max_seq_len 4096 --max_num_tokens 2048 || exit 1
+    echo "convert+build tp $tp: $((SECONDS - t0)) s"
+    rm -rf "$CKPT/ckpt-tp$tp"
   fi
-  if [ "$SHAPE" = llama3-70b ]; then rm -rf "$SRC/hf"; fi  # room on the disk for the engine
-  "$LAMINA" build --checkpoint_dir "$CKPT/ckpt-tp$tp" --output_dir "$WORK/engine-tp$tp" --max_batch_size 8 \
-    --max_input_len 2048 --max_seq_len 4096 --max_num_tokens 2048 || exit 1
-  echo "convert+build tp $tp: $((SECONDS - t0)) s"
-  rm -rf "$CKPT/ckpt-tp$tp"
   "$LAMINA" bench --engine_dir "$WORK/engine-tp$tp" --input_len 512 --output_len 256 --warmup 1 --runs 3 \
     --json "$OUT/bench_decode_tp$tp.json" || exit 1
   if [ "$tp" = 1 ]; then ab=${AB_TP1:-}; else ab=${AB_TPN:-}; fi
