@@ -8,6 +8,7 @@
 #include "kernels.h"
 #include "pdl.cuh"
 #include "reduce.cuh"
+#include "rms_norm_shape.h"
 
 namespace lamina::cuda {
 namespace {
@@ -115,10 +116,7 @@ void launch_norm(T* out, T* residual, const T* x, const T* w, int T_rows, int H,
   constexpr int V = kVec<T>;
   const bool vec = H % V == 0 && is_aligned16(out) && is_aligned16(x) && is_aligned16(w) &&
                    (!kAdd || is_aligned16(residual));
-  const int per_thread = vec ? V : 1;
-  // Enough threads that each handles one or two accesses per pass, 64..1024.
-  int threads = ((ceil_div(H, per_thread) + 31) / 32) * 32;
-  threads = threads < 64 ? 64 : (threads > 1024 ? 1024 : threads);
+  const int threads = rms_norm_threads(H, vec ? V : 1);
   if (vec && H <= threads * V) {
     launch_pdl(rms_norm_row_in_registers_kernel<T, V, kAdd>, dim3(T_rows), dim3(threads), 0, stream, out, residual, x,
                w, H, eps);
