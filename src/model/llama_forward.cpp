@@ -141,12 +141,20 @@ LlamaForward::StepInputs LlamaForward::step_inputs(int T, int R) const {
   return {base, base + T, base + 2 * T, base + 3 * T, base + 3 * T + R};
 }
 
+void LlamaForward::reduce_add_norm(const void* norm_weight, int T, float eps) {
+  // One step where the communicator fuses them (GPUs with peer access, decode-sized T).
+  if (comm_->all_reduce_add_rms_norm(proj_.get(), residual_.get(), normed_.get(), norm_weight, T, int(H_), eps,
+                                     be_->activation_dtype()))
+    return;
+  comm_->all_reduce_sum(proj_.get(), size_t(T) * size_t(H_), be_->activation_dtype());
+  be_->add_rms_norm(residual_.get(), proj_.get(), normed_.get(), norm_weight, T, int(H_), eps);
+}
+
 void LlamaForward::run_layers(int T, int R) {
   const StepInputs in = step_inputs(T, R);
   const int32_t* pos = in.positions;
   const int32_t* slot = in.seq_rows;
   const float eps = static_cast<float>(cfg_.norm_epsilon);
-  const DType act = be_->activation_dtype();
   const int H = int(H_), F = int(F_);
 
   // residual[T,H] = embedding[ids]; normed = input_norm_0(residual)
@@ -166,19 +174,16 @@ void LlamaForward::run_layers(int T, int R) {
     }
     be_->attention(attn_out_.get(), qkv_.get(), pos, slot, cache, attn_, T);
     be_->matmul(proj_.get(), attn_out_.get(), lw.attn_out, T, H, int(q_width_));
-    comm_->all_reduce_sum(proj_.get(), size_t(T) * H, act);  // row-parallel: sum partial outputs
-    // residual += attention out; normed = post_norm(residual)
-    be_->add_rms_norm(residual_.get(), proj_.get(), normed_.get(), lw.post_norm, T, H, eps);
+    // Row-parallel: sum the ranks' partial outputs; residual += attention out; normed = post_norm(residual)
+    reduce_add_norm(lw.post_norm, T, eps);
     // MLP: down(silu(gate) * up); the SwiGLU rides on the gate_up GEMV where the backend can
     if (!be_->gate_up_swiglu(mlp_.get(), normed_.get(), lw.gate_up, T, F, H)) {
       be_->matmul(gate_up_.get(), normed_.get(), lw.gate_up, T, 2 * F, H);
       be_->silu_mul(mlp_.get(), gate_up_.get(), T, F);
     }
     be_->matmul(proj_.get(), mlp_.get(), lw.down, T, H, F);
-    comm_->all_reduce_sum(proj_.get(), size_t(T) * H, act);
-    // residual += mlp out; normed = next layer's input_norm (or the final norm)
-    const void* next_norm = l + 1 < w_.layers.size() ? w_.layers[l + 1].input_norm : w_.final_norm;
-    be_->add_rms_norm(residual_.get(), proj_.get(), normed_.get(), next_norm, T, H, eps);
+    // residual += Σ_ranks mlp out; normed = next layer's input_norm (or the final norm)
+    reduce_add_norm(l + 1 < w_.layers.size() ? w_.layers[l + 1].input_norm : w_.final_norm, T, eps);
   }
   if (R == 0) return;
   // logits[R, V_rank] = normed[logit_rows] · lm_head^T

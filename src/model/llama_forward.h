@@ -88,6 +88,8 @@ class LlamaForward {
  private:
   static constexpr int kMaxRecordedTokens = 8;
   void run_layers(int T, int R);  // every op of one step, on already-uploaded inputs
+  // residual[T,H] += Σ_ranks proj; normed = rms_norm(residual) · norm_weight
+  void reduce_add_norm(const void* norm_weight, int T, float eps);
 
   ModelConfig cfg_;
   Backend* be_;

@@ -15,6 +15,15 @@ class Communicator {
   virtual int world_size() const = 0;
   // buf[n] (device memory of this rank's backend) = sum over ranks of buf[n].
   virtual void all_reduce_sum(void* buf, size_t n, DType dtype) = 0;
+  // residual[T,H] += Σ_ranks x[T,H]; out[T,H] = rms_norm(residual, eps) · w: an all-reduce and
+  // the Backend::add_rms_norm after it, in one step where the communicator can fuse them (x is
+  // then left as it was). Returns false, having done nothing, where it cannot; the caller then
+  // runs all_reduce_sum and add_rms_norm itself. The answer depends only on the arguments, which
+  // every rank passes alike.
+  virtual bool all_reduce_add_rms_norm(const void* /*x*/, void* /*residual*/, void* /*out*/, const void* /*w*/,
+                                       int /*T*/, int /*H*/, float /*eps*/, DType /*dtype*/) {
+    return false;
+  }
 };
 
 // For world_size 1: all_reduce is the identity.

@@ -27,6 +27,11 @@ class SplitCommunicator final : public Communicator {
   void all_reduce_sum(void* buf, size_t n, DType dtype) override {
     (takes_small_path(n, dtype) ? small_ : large_)->all_reduce_sum(buf, n, dtype);
   }
+  bool all_reduce_add_rms_norm(const void* x, void* residual, void* out, const void* w, int T, int H, float eps,
+                               DType dtype) override {
+    const size_t n = size_t(T) * size_t(H);
+    return (takes_small_path(n, dtype) ? small_ : large_)->all_reduce_add_rms_norm(x, residual, out, w, T, H, eps, dtype);
+  }
 
  private:
   std::unique_ptr<Communicator> small_, large_;

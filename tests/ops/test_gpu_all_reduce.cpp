@@ -4,6 +4,9 @@
 // with no host wait between them; and calls captured into CUDA graphs and replayed, which checks
 // that the call counter lives on the device and that the staging double buffer is reused safely.
 // With NCCL, the group's communicators send small messages this way and large ones through NCCL.
+// The fused all-reduce + residual add + RMSNorm (all_reduce_add_rms_norm) equals, bit for bit, the
+// unfused all_reduce_sum then add_rms_norm kernel, back to back, mixed with plain all-reduces,
+// and replayed from CUDA graphs (which cycles its three landing slots and their clearing).
 // Skips with fewer than 2 GPUs, or when the GPUs lack peer access.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -18,6 +21,7 @@
 
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
 #include "backends/cuda/peer_all_reduce.h"
 #include "common/dtype.h"
 #if LAMINA_HAVE_NCCL
@@ -303,6 +307,200 @@ TEST(PeerAllReduce, RefusesMessagesOverItsCapacity) {
   EXPECT_FALSE(group->fits(1, DType::I8));
   auto buf = ranks.alloc(kCapacity + 2);
   EXPECT_THROW(group->all_reduce_sum(0, buf[0], kCapacity / 2 + 1, DType::BF16, ranks.stream(0)), Error);
+}
+
+// ---- all_reduce_add_rms_norm ----
+
+constexpr float kEps = 1e-5f;
+
+// One fused call's buffers and inputs on every rank, and the same call done the unfused way.
+struct NormCall {
+  int T = 0, H = 0;
+  std::vector<std::vector<char>> x;  // [rank] → [T, H], different on every rank
+  std::vector<char> residual, w;     // the same on every rank (as in the engine)
+  std::vector<void*> x_dev, residual_dev, out_dev;            // fused
+  std::vector<void*> x_ref, residual_ref, out_ref, w_dev;    // unfused; w shared by both
+};
+
+NormCall make_norm_call(Ranks& ranks, std::mt19937& rng, DType dt, int T, int H) {
+  NormCall c;
+  c.T = T;
+  c.H = H;
+  const size_t n = size_t(T) * size_t(H), bytes = n * dtype_size(dt);
+  c.residual = random_values(rng, dt, n);
+  c.w = random_values(rng, dt, size_t(H));
+  for (auto* v : {&c.x_dev, &c.residual_dev, &c.out_dev, &c.x_ref, &c.residual_ref, &c.out_ref})
+    *v = ranks.alloc(bytes);
+  c.w_dev = ranks.alloc(size_t(H) * dtype_size(dt));
+  for (int r = 0; r < ranks.world(); ++r) {
+    c.x.push_back(random_values(rng, dt, n));
+    // Some -0.0 values: the bit pattern that marks an empty landing element must still arrive.
+    for (size_t i = size_t(r); i < n; i += 97) from_f32(dt, -0.0f, c.x.back().data() + i * dtype_size(dt));
+    const size_t rr = size_t(r);
+    ranks.upload(r, c.x_dev[rr], c.x.back());
+    ranks.upload(r, c.x_ref[rr], c.x.back());
+    ranks.upload(r, c.residual_dev[rr], c.residual);
+    ranks.upload(r, c.residual_ref[rr], c.residual);
+    ranks.upload(r, c.w_dev[rr], c.w);
+  }
+  return c;
+}
+
+// fn(r) on one thread per rank, each on its rank's device, as the engine enqueues a step's
+// collectives: a kernel that waits for its peers is never launched behind another rank's on one
+// host thread.
+template <typename Fn>
+void on_each_rank(Ranks& ranks, const Fn& fn) {
+  std::vector<std::thread> threads;
+  for (int r = 0; r < ranks.world(); ++r)
+    threads.emplace_back([&, r] {
+      CUDA_CHECK(cudaSetDevice(ranks.devices()[size_t(r)]));
+      fn(r);
+    });
+  for (auto& t : threads) t.join();
+}
+
+bool run_fused(PeerAllReduce& group, Ranks& ranks, DType dt, const NormCall& c, int r) {
+  const size_t rr = size_t(r);
+  return group.all_reduce_add_rms_norm(r, c.x_dev[rr], c.residual_dev[rr], c.out_dev[rr], c.w_dev[rr], c.T, c.H, kEps,
+                                       dt, ranks.stream(r));
+}
+
+void run_unfused(PeerAllReduce& group, Ranks& ranks, DType dt, const NormCall& c, int r) {
+  const size_t rr = size_t(r);
+  group.all_reduce_sum(r, c.x_ref[rr], size_t(c.T) * size_t(c.H), dt, ranks.stream(r));
+  cuda::launch_add_rms_norm(dt, c.residual_ref[rr], c.x_ref[rr], c.out_ref[rr], c.w_dev[rr], c.T, c.H, kEps,
+                            ranks.stream(r));
+}
+
+// Every rank's fused residual and output equal the unfused ones, bit for bit, and the ranks agree.
+void expect_fused_equals_unfused(Ranks& ranks, DType dt, const NormCall& c) {
+  const size_t bytes = size_t(c.T) * size_t(c.H) * dtype_size(dt);
+  std::vector<char> out0;
+  for (int r = 0; r < ranks.world(); ++r) {
+    const size_t rr = size_t(r);
+    const std::vector<char> out = ranks.download(r, c.out_dev[rr], bytes);
+    ASSERT_EQ(first_difference(dt, out, ranks.download(r, c.out_ref[rr], bytes)), "") << "normed, rank " << r;
+    ASSERT_EQ(first_difference(dt, ranks.download(r, c.residual_dev[rr], bytes),
+                               ranks.download(r, c.residual_ref[rr], bytes)),
+              "")
+        << "residual, rank " << r;
+    ASSERT_NE(first_difference(dt, ranks.download(r, c.residual_dev[rr], bytes), c.residual), "")
+        << "the residual was not updated, rank " << r;
+    ASSERT_EQ(first_difference(dt, ranks.download(r, c.x_dev[rr], bytes), c.x[rr]), "") << "x changed, rank " << r;
+    if (r == 0) out0 = out;
+    ASSERT_EQ(std::memcmp(out.data(), out0.data(), bytes), 0) << "rank " << r << " differs from rank 0";
+  }
+}
+
+// (T, H): a decode token of an 8B and a 70B model, a few tokens, two 16-byte accesses a thread
+// (12288, 16384), the whole capacity (64 × 4096 bf16), more rows than the kernel's blocks, small rows.
+const std::pair<int, int> kNormShapes[] = {{1, 4096}, {1, 8192}, {3, 8192}, {2, 12288}, {1, 16384},
+                                           {64, 4096}, {45, 512}, {5, 64}};
+
+
+TEST(PeerAllReduceNorm, EqualsAllReduceThenAddRmsNormBitForBit) {
+  // All shapes back to back with no host wait, unfused calls after them: every landing slot is
+  // reused and cleared after calls of other sizes.
+  SKIP_WITHOUT_GPUS(2);
+  std::mt19937 rng(31);
+  for (int world = 2; world <= max_world(); ++world) {
+    Ranks ranks(world);
+    MAKE_GROUP_OR_SKIP(group, ranks);
+    for (DType dt : {DType::BF16, DType::F16}) {
+      SCOPED_TRACE("world " + std::to_string(world) + ", " + dtype_user_name(dt));
+      std::vector<NormCall> calls;
+      for (auto [T, H] : kNormShapes) calls.push_back(make_norm_call(ranks, rng, dt, T, H));
+      std::vector<int> taken(size_t(world), 0);
+      on_each_rank(ranks, [&](int r) {
+        for (const NormCall& c : calls) taken[size_t(r)] += run_fused(*group, ranks, dt, c, r);
+        for (const NormCall& c : calls) run_unfused(*group, ranks, dt, c, r);
+      });
+      ranks.sync_all();
+      for (int r = 0; r < world; ++r) ASSERT_EQ(taken[size_t(r)], int(calls.size())) << "rank " << r;
+      for (const NormCall& c : calls) {
+        SCOPED_TRACE("T " + std::to_string(c.T) + ", H " + std::to_string(c.H));
+        expect_fused_equals_unfused(ranks, dt, c);
+      }
+    }
+  }
+}
+
+TEST(PeerAllReduceNorm, InterleavedWithAllReducesAndReplayedFromGraphs) {
+  // A graph per rank holding fused(1 × 8192), all_reduce_sum, fused(3 × 4096), as a decode step
+  // holds its layers' all-reduces; replayed 5 times (slots 1..3 come round more than once).
+  SKIP_WITHOUT_GPUS(2);
+  std::mt19937 rng(8);
+  const int world = max_world();
+  const DType dt = DType::BF16;
+  Ranks ranks(world);
+  MAKE_GROUP_OR_SKIP(group, ranks);
+  NormCall a = make_norm_call(ranks, rng, dt, 1, 8192), b = make_norm_call(ranks, rng, dt, 3, 4096);
+  const size_t m = 4096 * 8 + 3;
+  auto plain = ranks.alloc(m * 2);
+  std::vector<cudaGraphExec_t> execs(size_t(world), nullptr);
+  std::vector<int> taken(size_t(world), 0);
+  on_each_rank(ranks, [&](int r) {
+    taken[size_t(r)] += run_fused(*group, ranks, dt, a, r);  // an eager call first, as the engine's first step
+    CUDA_CHECK(cudaStreamSynchronize(ranks.stream(r)));
+    cudaGraph_t graph = nullptr;
+    CUDA_CHECK(cudaStreamBeginCapture(ranks.stream(r), cudaStreamCaptureModeThreadLocal));
+    taken[size_t(r)] += run_fused(*group, ranks, dt, a, r);
+    group->all_reduce_sum(r, plain[size_t(r)], m, dt, ranks.stream(r));
+    taken[size_t(r)] += run_fused(*group, ranks, dt, b, r);
+    CUDA_CHECK(cudaStreamEndCapture(ranks.stream(r), &graph));
+    CUDA_CHECK(cudaGraphInstantiate(&execs[size_t(r)], graph, 0));
+    CUDA_CHECK(cudaGraphDestroy(graph));
+  });
+  for (int r = 0; r < world; ++r) ASSERT_EQ(taken[size_t(r)], 3) << "rank " << r;
+  for (int replay = 0; replay < 5; ++replay) {
+    SCOPED_TRACE("replay " + std::to_string(replay));
+    std::vector<std::vector<char>> in_plain;
+    for (NormCall* c : {&a, &b}) {  // fresh inputs; both paths start from the same residual
+      c->residual = random_values(rng, dt, size_t(c->T) * size_t(c->H));
+      for (int r = 0; r < world; ++r) {
+        c->x[size_t(r)] = random_values(rng, dt, size_t(c->T) * size_t(c->H));
+        for (void* dst : {c->x_dev[size_t(r)], c->x_ref[size_t(r)]}) ranks.upload(r, dst, c->x[size_t(r)]);
+        for (void* dst : {c->residual_dev[size_t(r)], c->residual_ref[size_t(r)]}) ranks.upload(r, dst, c->residual);
+      }
+    }
+    for (int r = 0; r < world; ++r) {
+      in_plain.push_back(random_values(rng, dt, m));
+      ranks.upload(r, plain[size_t(r)], in_plain.back());
+    }
+    on_each_rank(ranks, [&](int r) {
+      CUDA_CHECK(cudaGraphLaunch(execs[size_t(r)], ranks.stream(r)));
+      run_unfused(*group, ranks, dt, a, r);
+      run_unfused(*group, ranks, dt, b, r);
+    });
+    ranks.sync_all();
+    expect_fused_equals_unfused(ranks, dt, a);
+    expect_fused_equals_unfused(ranks, dt, b);
+    const std::vector<char> want = rank_order_sum(dt, in_plain, m);
+    for (int r = 0; r < world; ++r)
+      ASSERT_EQ(first_difference(dt, ranks.download(r, plain[size_t(r)], m * 2), want), "") << "plain, rank " << r;
+  }
+  for (int r = 0; r < world; ++r) {
+    CUDA_CHECK(cudaSetDevice(ranks.devices()[size_t(r)]));
+    CUDA_CHECK(cudaGraphExecDestroy(execs[size_t(r)]));
+  }
+}
+
+TEST(PeerAllReduceNorm, DeclinesWhatItDoesNotTake) {
+  // float32, a row that is not whole 16-byte units or too long, more than the capacity, an
+  // unaligned buffer: false, and nothing runs (the caller then takes the unfused path).
+  SKIP_WITHOUT_GPUS(2);
+  Ranks ranks(2);
+  MAKE_GROUP_OR_SKIP(group, ranks);
+  auto buf = ranks.alloc(kCapacity + 64);
+  void* p = buf[0];
+  void* odd = static_cast<char*>(p) + 2;
+  EXPECT_FALSE(group->all_reduce_add_rms_norm(0, p, p, p, p, 1, 4096, kEps, DType::F32, ranks.stream(0)));
+  EXPECT_FALSE(group->all_reduce_add_rms_norm(0, p, p, p, p, 1, 4100, kEps, DType::BF16, ranks.stream(0)));
+  EXPECT_FALSE(group->all_reduce_add_rms_norm(0, p, p, p, p, 1, 16384 + 8, kEps, DType::BF16, ranks.stream(0)));
+  EXPECT_FALSE(group->all_reduce_add_rms_norm(0, p, p, p, p, 65, 4096, kEps, DType::BF16, ranks.stream(0)));
+  EXPECT_FALSE(group->all_reduce_add_rms_norm(0, p, p, p, p, 0, 4096, kEps, DType::BF16, ranks.stream(0)));
+  EXPECT_FALSE(group->all_reduce_add_rms_norm(0, odd, p, p, p, 1, 4096, kEps, DType::BF16, ranks.stream(0)));
 }
 
 #if LAMINA_HAVE_NCCL

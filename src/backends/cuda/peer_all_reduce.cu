@@ -9,6 +9,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_types.cuh"
 #include "backends/cuda/pdl.cuh"
+#include "backends/cuda/peer_all_reduce_norm.h"
 #include "common/error.h"
 
 namespace lamina {
@@ -162,6 +163,11 @@ class PeerCommunicator final : public Communicator {
   void all_reduce_sum(void* buf, size_t n, DType dtype) override {
     group_.all_reduce_sum(rank_, buf, n, dtype, stream_);
   }
+  bool all_reduce_add_rms_norm(const void* x, void* residual, void* out, const void* w, int T, int H, float eps,
+                               DType dtype) override {
+    return fused_all_reduce_norm_enabled() &&
+           group_.all_reduce_add_rms_norm(rank_, x, residual, out, w, T, H, eps, dtype, stream_);
+  }
 
  private:
   PeerAllReduce& group_;  // outlives this communicator
@@ -173,6 +179,11 @@ class PeerCommunicator final : public Communicator {
 
 bool custom_all_reduce_enabled() {
   const char* env = std::getenv("LAMINA_CUSTOM_ALL_REDUCE");
+  return !(env && env[0] == '0');
+}
+
+bool fused_all_reduce_norm_enabled() {
+  const char* env = std::getenv("LAMINA_FUSED_ALL_REDUCE_NORM");
   return !(env && env[0] == '0');
 }
 
@@ -224,6 +235,16 @@ std::unique_ptr<PeerAllReduce> PeerAllReduce::create(const std::vector<int>& dev
     // Call 1 waits for flags ≥ 1.
     CUDA_CHECK(cudaMemset(flags, 0, kFlagWords * sizeof(uint32_t)));
     CUDA_CHECK(cudaMemset(epochs, 0, kPeerBlocks * sizeof(uint32_t)));
+    void* landing = nullptr;
+    void* state = nullptr;
+    const size_t landing_bytes = size_t(cuda::kLandingSlots) * size_t(world) * capacity_bytes;
+    CUDA_CHECK(cudaMalloc(&landing, landing_bytes));
+    g->landing_.push_back(landing);
+    CUDA_CHECK(cudaMalloc(&state, cuda::kFusedNormStateWords * sizeof(uint32_t)));
+    g->landing_state_.push_back(state);
+    cuda::launch_fill_landing_marker(landing, landing_bytes, nullptr);
+    cuda::preload_peer_norm_kernels();
+    CUDA_CHECK(cudaMemset(state, 0, cuda::kFusedNormStateWords * sizeof(uint32_t)));
   }
   // Every rank's zeroed flags must be in place before any rank's first kernel writes into them.
   for (int d : devices) {
@@ -241,6 +262,8 @@ PeerAllReduce::~PeerAllReduce() {
     if (r < staging_.size()) cudaFree(staging_[r]);
     if (r < flags_.size()) cudaFree(flags_[r]);
     if (r < epochs_.size()) cudaFree(epochs_[r]);
+    if (r < landing_.size()) cudaFree(landing_[r]);
+    if (r < landing_state_.size()) cudaFree(landing_state_[r]);
   }
 }
 
@@ -266,6 +289,21 @@ void PeerAllReduce::all_reduce_sum(int rank, void* buf, size_t n, DType dtype, c
     using T = typename decltype(tag)::type;
     launch<T>(world_size(), peers, epochs, rank, buf, n, half_elems, stream);
   });
+}
+
+bool PeerAllReduce::all_reduce_add_rms_norm(int rank, const void* x, void* residual, void* out, const void* w, int T,
+                                            int H, float eps, DType dtype, cudaStream_t stream) {
+  LAMINA_CHECK(rank >= 0 && rank < world_size(), "peer all-reduce rank ", rank, " of ", world_size());
+  if (T < 1 || !cuda::peer_norm_takes(H, dtype) || size_t(T) * size_t(H) * dtype_size(dtype) > capacity_) return false;
+  if (!cuda::is_aligned16(x) || !cuda::is_aligned16(residual) || !cuda::is_aligned16(out) || !cuda::is_aligned16(w))
+    return false;
+  cuda::LandingPtrs landing{};
+  for (int q = 0; q < world_size(); ++q) landing.rank[q] = landing_[size_t(q)];
+  CUDA_CHECK(cudaSetDevice(devices_[size_t(rank)]));
+  cuda::launch_peer_all_reduce_add_rms_norm(dtype, world_size(), landing, capacity_ / dtype_size(dtype),
+                                            static_cast<uint32_t*>(landing_state_[size_t(rank)]), rank, x, residual,
+                                            out, w, T, H, eps, stream);
+  return true;
 }
 
 std::unique_ptr<Communicator> PeerAllReduce::make(int rank, Backend& backend) {

@@ -35,6 +35,9 @@ constexpr size_t kPeerAllReduceDefaultCapacity = 512u << 10;  // bytes a call ma
 
 // False when LAMINA_CUSTOM_ALL_REDUCE=0 is set (all-reduces then use NCCL only).
 bool custom_all_reduce_enabled();
+// False when LAMINA_FUSED_ALL_REDUCE_NORM=0 is set: the engine's communicators then leave the
+// residual add + RMSNorm after each decode all-reduce to a kernel of its own (for comparisons).
+bool fused_all_reduce_norm_enabled();
 
 class PeerAllReduce {
  public:
@@ -54,6 +57,14 @@ class PeerAllReduce {
   // In place: buf[n] (device memory of rank's device) = sum over ranks, enqueued on `stream`
   // (a stream of that device; capturable). Every rank must make the same call (n, dtype).
   void all_reduce_sum(int rank, void* buf, size_t n, DType dtype, cudaStream_t stream);
+  // Decode's all-reduce and the residual add + RMSNorm after it, in one kernel
+  // (peer_all_reduce_norm.cu): residual[T,H] += Σ_ranks x[T,H]; out[T,H] = rms_norm(residual) · w.
+  // x is left as it was. Bit-identical to all_reduce_sum(x) then the CUDA backend's add_rms_norm.
+  // Returns false, having done nothing, where it does not apply (not float16/bfloat16, H not a
+  // multiple of 8 or over 16384, T × H over the capacity, a buffer not 16-byte aligned); the
+  // answer depends on the arguments only, so every rank gets the same one.
+  bool all_reduce_add_rms_norm(int rank, const void* x, void* residual, void* out, const void* w, int T, int H,
+                               float eps, DType dtype, cudaStream_t stream);
   // The communicator of `rank` on `backend`'s stream (a CUDA backend on that rank's device, which
   // outlives it); every call must fit().
   std::unique_ptr<Communicator> make(int rank, Backend& backend);
@@ -65,6 +76,10 @@ class PeerAllReduce {
   std::vector<void*> staging_;  // [rank] → its [2][capacity] bytes
   std::vector<void*> flags_;    // [rank] → its uint32 [kPeerBlocks][kPeerMaxRanks]
   std::vector<void*> epochs_;   // [rank] → its uint32 [kPeerBlocks]: calls made so far
+  // The fused all-reduce + norm: [rank] → its landing buffer [3][world][capacity] bytes, and its
+  // per-block state (peer_all_reduce_norm.h).
+  std::vector<void*> landing_;
+  std::vector<void*> landing_state_;
 };
 
 }  // namespace lamina

@@ -1,0 +1,244 @@
+// One-shot all-reduce fused with the residual add and RMSNorm that follow each row-parallel
+// projection of a layer (attention-out, MLP-down). One kernel a call on every rank:
+//   residual[T,H] += Σ_ranks x[T,H];  out[T,H] = residual · rsqrt(mean(residual²) + eps) · w
+// instead of PeerAllReduce's all-reduce kernel and then the norm kernel: one kernel boundary
+// less, and no barrier round trip. Bit-identical to all_reduce_sum followed by add_rms_norm: the
+// same float32 sum in rank order rounded to the dtype, the same norm block shape
+// (rms_norm_shape.h). float16 and bfloat16 only.
+//
+// Data moves one way and is its own flag (the scheme of TensorRT-LLM's "Lamport" one-shot
+// all-reduce). Every rank owns landing buffers [3 slots][W ranks][slot_elems] in its own memory,
+// filled with a marker: the bit pattern of -0.0 in every 16-bit element. Call k on rank r:
+//   1. writes x into slot k % 3, row r, of every peer, sending -0.0 as +0.0 so that no value
+//      equals the marker (the rank-order sum starts from +0.0, so its result is unchanged);
+//   2. refills with the marker what the previous call left in slot (k - 1) % 3;
+//   3. block b takes token rows b, b + G, ...: it reads its own landing slot until no element of
+//      the row is the marker, sums the ranks in order (its own x read in place), adds the
+//      residual and normalises.
+// A rank reads only its own memory and waits on no flag. A peer runs at most one call ahead (it
+// cannot finish call k + 1 without our call-(k + 1) data), so during our call k peers write
+// slots k % 3 and (k + 1) % 3 only; slot (k - 1) % 3, cleared now, is next written at call k + 2,
+// which needs our call-(k + 1) push, made after this kernel ended. The call counters live in
+// device memory, one per block of a fixed grid, so captured CUDA graphs replay correctly.
+#include "backends/cuda/peer_all_reduce_norm.h"
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/cuda_types.cuh"
+#include "backends/cuda/pdl.cuh"
+#include "backends/cuda/reduce.cuh"
+#include "backends/cuda/rms_norm_shape.h"
+
+namespace lamina::cuda {
+namespace {
+
+constexpr uint32_t kMarkerPair = 0x80008000u;  // two 16-bit markers (-0.0)
+constexpr int kMaxThreads = 1024;
+constexpr int kMaxChunks = 2;  // 16-byte accesses a thread makes in a row: H <= 2 × 1024 × 8
+
+// Peers' stores land in our memory while we poll it: volatile, so every poll reads memory.
+__device__ __forceinline__ uint4 load_volatile16(const void* p) {
+  uint4 r;
+  asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p)
+               : "memory");
+  return r;
+}
+
+__device__ __forceinline__ void store_volatile16(void* p, const uint4& v) {
+  asm volatile("st.volatile.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
+
+__device__ __forceinline__ bool word_has_marker(uint32_t w) {
+  return (w & 0xFFFFu) == 0x8000u || (w >> 16) == 0x8000u;
+}
+
+// Each 16-bit element is checked: a 16-byte store from a peer may become visible in parts.
+__device__ __forceinline__ bool has_marker(const uint4& v) {
+  return word_has_marker(v.x) || word_has_marker(v.y) || word_has_marker(v.z) || word_has_marker(v.w);
+}
+
+__device__ __forceinline__ uint32_t word_without_marker(uint32_t w) {
+  if ((w & 0xFFFFu) == 0x8000u) w &= 0xFFFF0000u;
+  if ((w >> 16) == 0x8000u) w &= 0x0000FFFFu;
+  return w;
+}
+
+template <typename T, int W>
+__global__ void __launch_bounds__(kMaxThreads)
+    peer_all_reduce_add_rms_norm_kernel(const __grid_constant__ LandingPtrs landing, uint32_t* state, int rank,
+                                        const T* __restrict__ x, T* __restrict__ residual, T* __restrict__ out,
+                                        const T* __restrict__ w, int rows, int H, float eps, size_t slot_elems) {
+  static_assert(sizeof(T) == 2, "the landing marker is a 16-bit pattern");
+  constexpr int V = kVec<T>;
+  __shared__ float scratch[32];
+  __shared__ uint32_t s_call, s_prev_n;
+  pdl_wait();  // x is the previous kernel's output; state was written by our previous call
+  pdl_launch_dependents();
+  if (threadIdx.x == 0) {
+    s_call = state[2 * blockIdx.x] + 1;
+    s_prev_n = state[2 * blockIdx.x + 1];
+  }
+  __syncthreads();
+  const uint32_t call = s_call;
+  const size_t n = size_t(rows) * H, prev_units = s_prev_n / V;
+  const size_t slot_stride = size_t(W) * slot_elems;  // elements of one slot: [W][slot_elems]
+  const size_t tid = size_t(blockIdx.x) * blockDim.x + threadIdx.x, nthreads = size_t(gridDim.x) * blockDim.x;
+
+  // 1. Push x into row `rank` of slot call % 3 on every peer.
+  const size_t to_row = (call % kLandingSlots) * slot_stride + size_t(rank) * slot_elems;
+  for (size_t u = tid; u < n / V; u += nthreads) {
+    uint4 v = *reinterpret_cast<const uint4*>(x + u * V);
+    v = make_uint4(word_without_marker(v.x), word_without_marker(v.y), word_without_marker(v.z),
+                   word_without_marker(v.w));
+#pragma unroll
+    for (int q = 0; q < W; ++q)
+      if (q != rank) store_volatile16(static_cast<T*>(landing.rank[q]) + to_row + u * V, v);
+  }
+
+  // 2. Refill with the marker what peers wrote into slot (call - 1) % 3 at the previous call.
+  T* const own = static_cast<T*>(landing.rank[rank]);
+  T* const previous = own + ((call + kLandingSlots - 1) % kLandingSlots) * slot_stride;
+  const uint4 marker = make_uint4(kMarkerPair, kMarkerPair, kMarkerPair, kMarkerPair);
+  for (size_t u = tid; u < size_t(W) * prev_units; u += nthreads) {
+    const size_t q = u / prev_units;
+    if (q != size_t(rank)) *reinterpret_cast<uint4*>(previous + q * slot_elems + (u % prev_units) * V) = marker;
+  }
+
+  // 3. This block's rows: wait for every peer's values, sum in rank order, add, normalise.
+  const T* const arrived = own + (call % kLandingSlots) * slot_stride;
+  for (int row = blockIdx.x; row < rows; row += gridDim.x) {
+    const size_t base = size_t(row) * H;
+    float v[kMaxChunks][V];
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kMaxChunks; ++k) {
+      const int c = (threadIdx.x + k * blockDim.x) * V;
+      if (c >= H) break;
+      uint4 raw[W];
+#pragma unroll
+      for (int q = 0; q < W; ++q) {
+        if (q == rank) {
+          raw[q] = *reinterpret_cast<const uint4*>(x + base + c);
+        } else {
+          const T* p = arrived + size_t(q) * slot_elems + base + c;
+          raw[q] = load_volatile16(p);
+          while (has_marker(raw[q])) raw[q] = load_volatile16(p);
+        }
+      }
+      float acc[V];
+#pragma unroll
+      for (int i = 0; i < V; ++i) acc[i] = 0.0f;
+#pragma unroll
+      for (int q = 0; q < W; ++q) {
+        const T* e = reinterpret_cast<const T*>(&raw[q]);
+#pragma unroll
+        for (int i = 0; i < V; ++i) acc[i] += to_float(e[i]);
+      }
+      // As all_reduce_sum then add_rms_norm round: the sum to T, then residual + sum to T.
+      float r[V];
+      load_vec(residual + base + c, r);
+#pragma unroll
+      for (int i = 0; i < V; ++i) v[k][i] = to_float(from_float<T>(r[i] + to_float(from_float<T>(acc[i]))));
+      store_vec(residual + base + c, v[k]);
+#pragma unroll
+      for (int i = 0; i < V; ++i) ss += v[k][i] * v[k][i];
+    }
+    const float inv = rsqrtf(block_sum(ss, scratch) / static_cast<float>(H) + eps);
+#pragma unroll
+    for (int k = 0; k < kMaxChunks; ++k) {
+      const int c = (threadIdx.x + k * blockDim.x) * V;
+      if (c >= H) break;
+      float g[V];
+      load_vec_ro(w + c, g);
+#pragma unroll
+      for (int i = 0; i < V; ++i) v[k][i] = v[k][i] * inv * g[i];
+      store_vec(out + base + c, v[k]);
+    }
+  }
+  // Read by this block only, at the next call (after this grid completed).
+  if (threadIdx.x == 0) {
+    state[2 * blockIdx.x] = call;
+    state[2 * blockIdx.x + 1] = uint32_t(n);
+  }
+}
+
+__global__ void fill_marker_kernel(uint4* p, size_t n) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    p[i] = make_uint4(kMarkerPair, kMarkerPair, kMarkerPair, kMarkerPair);
+}
+
+template <typename T, int W>
+void launch_for_world(const LandingPtrs& landing, size_t slot_elems, uint32_t* state, int rank, const void* x,
+                      void* residual, void* out, const void* w, int rows, int H, float eps, cudaStream_t stream) {
+  launch_pdl(peer_all_reduce_add_rms_norm_kernel<T, W>, dim3(kFusedNormBlocks), dim3(rms_norm_threads(H, kVec<T>)),
+             0, stream, landing, state, rank, static_cast<const T*>(x), static_cast<T*>(residual), static_cast<T*>(out),
+             static_cast<const T*>(w), rows, H, eps, slot_elems);
+}
+
+template <typename T>
+void launch_typed(int world, const LandingPtrs& landing, size_t slot_elems, uint32_t* state, int rank, const void* x,
+                  void* residual, void* out, const void* w, int rows, int H, float eps, cudaStream_t stream) {
+  switch (world) {
+#define LAMINA_PEER_NORM_WORLD(W) \
+  case W: return launch_for_world<T, W>(landing, slot_elems, state, rank, x, residual, out, w, rows, H, eps, stream);
+    LAMINA_PEER_NORM_WORLD(2)
+    LAMINA_PEER_NORM_WORLD(3)
+    LAMINA_PEER_NORM_WORLD(4)
+    LAMINA_PEER_NORM_WORLD(5)
+    LAMINA_PEER_NORM_WORLD(6)
+    LAMINA_PEER_NORM_WORLD(7)
+    LAMINA_PEER_NORM_WORLD(8)
+#undef LAMINA_PEER_NORM_WORLD
+    default: fail("the fused all-reduce supports 2 to ", kLandingMaxRanks, " ranks, not ", world);
+  }
+}
+
+template <typename T>
+void preload_typed() {
+  cudaFuncAttributes attr;
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, peer_all_reduce_add_rms_norm_kernel<T, 2>));
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, peer_all_reduce_add_rms_norm_kernel<T, 3>));
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, peer_all_reduce_add_rms_norm_kernel<T, 4>));
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, peer_all_reduce_add_rms_norm_kernel<T, 5>));
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, peer_all_reduce_add_rms_norm_kernel<T, 6>));
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, peer_all_reduce_add_rms_norm_kernel<T, 7>));
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, peer_all_reduce_add_rms_norm_kernel<T, 8>));
+}
+
+}  // namespace
+
+void preload_peer_norm_kernels() {
+  preload_typed<__nv_bfloat16>();
+  preload_typed<__half>();
+}
+
+bool peer_norm_takes(int H, DType dtype) {
+  if (dtype != DType::F16 && dtype != DType::BF16) return false;
+  return H > 0 && H % 8 == 0 && H <= kMaxChunks * kMaxThreads * 8;
+}
+
+void launch_fill_landing_marker(void* p, size_t bytes, cudaStream_t stream) {
+  LAMINA_CHECK(bytes % 16 == 0 && is_aligned16(p), "landing buffers are whole 16-byte units");
+  const size_t n = bytes / 16;
+  if (n == 0) return;
+  const int blocks = int(n / 256 + 1 < 1024 ? n / 256 + 1 : 1024);
+  fill_marker_kernel<<<blocks, 256, 0, stream>>>(static_cast<uint4*>(p), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_peer_all_reduce_add_rms_norm(DType dtype, int world, const LandingPtrs& landing, size_t slot_elems,
+                                         uint32_t* state, int rank, const void* x, void* residual, void* out,
+                                         const void* w, int T, int H, float eps, cudaStream_t stream) {
+  LAMINA_CHECK(peer_norm_takes(H, dtype), "the fused all-reduce takes no rows of ", H, " ", dtype_user_name(dtype));
+  LAMINA_CHECK(is_aligned16(x) && is_aligned16(residual) && is_aligned16(out) && is_aligned16(w),
+               "the fused all-reduce needs 16-byte aligned buffers");
+  if (dtype == DType::BF16) {
+    launch_typed<__nv_bfloat16>(world, landing, slot_elems, state, rank, x, residual, out, w, T, H, eps, stream);
+  } else {
+    launch_typed<__half>(world, landing, slot_elems, state, rank, x, residual, out, w, T, H, eps, stream);
+  }
+}
+
+}  // namespace lamina::cuda

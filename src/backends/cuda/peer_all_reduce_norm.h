@@ -1,0 +1,44 @@
+// The kernel behind PeerAllReduce::all_reduce_add_rms_norm (protocol in peer_all_reduce_norm.cu).
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/dtype.h"
+
+namespace lamina::cuda {
+
+constexpr int kLandingMaxRanks = 8;
+// Landing slots a rank cycles through: the one being filled, the one a peer a call ahead may
+// already fill, and the one being cleared.
+constexpr int kLandingSlots = 3;
+// The fused kernel's fixed grid (each block keeps its own call counter).
+constexpr int kFusedNormBlocks = 32;
+// uint32 words of per-block state on each rank: [block] → {calls made, elements of the last call}.
+constexpr size_t kFusedNormStateWords = 2 * size_t(kFusedNormBlocks);
+
+// rank → its landing buffer [kLandingSlots][world][slot_elems] of 16-bit elements.
+struct LandingPtrs {
+  void* rank[kLandingMaxRanks];
+};
+
+// Whether the fused kernel takes rows of H elements of dtype (float16 or bfloat16, H a multiple of
+// 8 and at most 2 × 1024 × 8); the caller also checks that T × H fits a landing row.
+bool peer_norm_takes(int H, DType dtype);
+
+// Loads the fused kernels on the current device. CUDA loads a kernel at its first launch by
+// default (lazy loading), and loading may wait for the device to go idle: a rank's first launch
+// must not wait behind a kernel of its own that spins until that very launch's data arrives.
+void preload_peer_norm_kernels();
+
+// Fills `bytes` (a multiple of 16) at p with the empty-landing marker.
+void launch_fill_landing_marker(void* p, size_t bytes, cudaStream_t stream);
+
+// On rank `rank` of `world`: residual[T,H] += Σ_ranks x[T,H]; out[T,H] = rms_norm(residual) · w.
+// x, residual, out and w 16-byte aligned; state is this rank's kFusedNormStateWords.
+void launch_peer_all_reduce_add_rms_norm(DType dtype, int world, const LandingPtrs& landing, size_t slot_elems,
+                                         uint32_t* state, int rank, const void* x, void* residual, void* out,
+                                         const void* w, int T, int H, float eps, cudaStream_t stream);
+
+}  // namespace lamina::cuda
