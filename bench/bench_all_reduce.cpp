@@ -5,7 +5,10 @@
 // engine's communicators (peer-to-peer kernel for small messages, NCCL above) and for NCCL alone
 // (LAMINA_CUSTOM_ALL_REDUCE=0). The sizes are one decode token of Llama-3-8B (4096) and -70B
 // (8192), 8 such tokens, and a 2048-token prefill of 70B. The time includes the wait for the
-// slowest rank, as in the engine. docs/tensor-parallel.md uses it for the tp bound:
+// slowest rank, as in the engine. For the decode sizes it also times what the engine's layers
+// run: the all-reduce followed by the residual add + RMSNorm kernel, against the two fused into
+// one kernel (Communicator::all_reduce_add_rms_norm). docs/tensor-parallel.md uses it for the
+// tp bound:
 //   bench_all_reduce [--json FILE] [--calls N] [--replays N]
 #include <algorithm>
 #include <cstdio>
@@ -32,22 +35,26 @@ namespace {
 struct Rank {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Communicator> comm;
-  DeviceBuffer buf;
+  DeviceBuffer buf, residual, normed, norm_weight;  // residual etc.: [8, 8192] bf16 at most
 };
 
-// Microseconds a call: `calls` all-reduces of n bf16 values captured into one graph per rank,
-// the graph replayed `replays` times after one warm-up replay; the slowest rank's time.
-double time_calls(std::vector<Rank>& ranks, RankWorkers& workers, size_t n, int calls, int replays) {
+constexpr float kEps = 1e-5f;
+
+// Microseconds a call: `calls` calls of op (one all-reduce, or what stands for it) captured into
+// one graph per rank, the graph replayed `replays` times after one warm-up replay; the slowest
+// rank's time.
+template <typename Op>
+double time_calls(std::vector<Rank>& ranks, RankWorkers& workers, int calls, int replays, const Op& op) {
   std::vector<double> us(ranks.size());
   workers.run([&](size_t r) {
     Rank& rk = ranks[r];
     cudaStream_t s = cuda_stream_of(*rk.backend);
-    rk.comm->all_reduce_sum(rk.buf.get(), n, DType::BF16);  // first calls connect outside capture
+    op(rk);  // first calls connect outside capture
     rk.backend->synchronize();
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
     CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < calls; ++i) rk.comm->all_reduce_sum(rk.buf.get(), n, DType::BF16);
+    for (int i = 0; i < calls; ++i) op(rk);
     CUDA_CHECK(cudaStreamEndCapture(s, &graph));
     CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
     CUDA_CHECK(cudaGraphLaunch(exec, s));  // warm-up
@@ -91,12 +98,14 @@ int run(int argc, char** argv) {
   Json out = Json::array();
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::printf("%-6s %-10s %-14s %-12s\n", "ranks", "elements", "engine us", "NCCL us");
+  const size_t max_norm_n = 8 * 8192;  // the decode sizes: [T, H] with H = 4096 for 4096, else 8192
+  std::printf("%-6s %-10s %-14s %-12s %-14s %-12s\n", "ranks", "elements", "engine us", "NCCL us", "AR+norm us",
+              "fused us");
   for (int world = 2; world <= std::min(gpus, 8); world *= 2) {
     std::vector<int> devices(static_cast<size_t>(world));
     for (int r = 0; r < world; ++r) devices[size_t(r)] = r;
     RankWorkers workers(static_cast<size_t>(world));
-    double t[2][std::size(sizes)] = {};
+    double t[2][std::size(sizes)] = {}, t_norm[2][std::size(sizes)] = {};
     for (int nccl_only = 0; nccl_only < 2; ++nccl_only) {
       // The engine's communicators read LAMINA_CUSTOM_ALL_REDUCE when the group is made.
       if (nccl_only) setenv("LAMINA_CUSTOM_ALL_REDUCE", "0", 1);
@@ -117,20 +126,48 @@ int run(int argc, char** argv) {
           h = uint16_t(bits >> 16);
         }
         rk.backend->copy_to_device(rk.buf.get(), host.data(), max_n * 2);
+        rk.residual = DeviceBuffer(rk.backend.get(), max_norm_n * 2);
+        rk.normed = DeviceBuffer(rk.backend.get(), max_norm_n * 2);
+        rk.norm_weight = DeviceBuffer(rk.backend.get(), 8192 * 2);
+        rk.backend->copy_to_device(rk.residual.get(), host.data(), max_norm_n * 2);
+        rk.backend->copy_to_device(rk.norm_weight.get(), host.data(), 8192 * 2);
       }
-      for (size_t i = 0; i < std::size(sizes); ++i) t[nccl_only][i] = time_calls(ranks, workers, sizes[i], calls, replays);
+      for (size_t i = 0; i < std::size(sizes); ++i) {
+        const size_t n = sizes[i];
+        t[nccl_only][i] = time_calls(ranks, workers, calls, replays,
+                                     [&](Rank& rk) { rk.comm->all_reduce_sum(rk.buf.get(), n, DType::BF16); });
+        if (nccl_only || n > max_norm_n) continue;
+        const int H = n == 4096 ? 4096 : 8192, T = int(n / size_t(H));
+        t_norm[0][i] = time_calls(ranks, workers, calls, replays, [&](Rank& rk) {
+          rk.comm->all_reduce_sum(rk.buf.get(), n, DType::BF16);
+          rk.backend->add_rms_norm(rk.residual.get(), rk.buf.get(), rk.normed.get(), rk.norm_weight.get(), T, H, kEps);
+        });
+        t_norm[1][i] = time_calls(ranks, workers, calls, replays, [&](Rank& rk) {
+          LAMINA_CHECK(rk.comm->all_reduce_add_rms_norm(rk.buf.get(), rk.residual.get(), rk.normed.get(),
+                                                        rk.norm_weight.get(), T, H, kEps, DType::BF16),
+                       "the engine's communicator did not fuse the all-reduce and the norm (", T, " x ", H, ")");
+        });
+      }
       for (auto& rk : ranks) {
         rk.backend->synchronize();
         rk.comm.reset();
-        rk.buf = DeviceBuffer();
+        for (DeviceBuffer* b : {&rk.buf, &rk.residual, &rk.normed, &rk.norm_weight}) *b = DeviceBuffer();
       }
       group.reset();
     }
     unsetenv("LAMINA_CUSTOM_ALL_REDUCE");
     for (size_t i = 0; i < std::size(sizes); ++i) {
-      std::printf("%-6d %-10zu %-14.2f %-12.2f\n", world, sizes[i], t[0][i], t[1][i]);
-      out.push_back({{"ranks", world}, {"elements", sizes[i]}, {"dtype", "bfloat16"}, {"engine_us", t[0][i]},
-                     {"nccl_us", t[1][i]}});
+      Json row = {{"ranks", world}, {"elements", sizes[i]}, {"dtype", "bfloat16"}, {"engine_us", t[0][i]},
+                  {"nccl_us", t[1][i]}};
+      if (t_norm[1][i] > 0) {
+        std::printf("%-6d %-10zu %-14.2f %-12.2f %-14.2f %-12.2f\n", world, sizes[i], t[0][i], t[1][i], t_norm[0][i],
+                    t_norm[1][i]);
+        row["all_reduce_then_norm_us"] = t_norm[0][i];
+        row["fused_norm_us"] = t_norm[1][i];
+      } else {
+        std::printf("%-6d %-10zu %-14.2f %-12.2f %-14s %-12s\n", world, sizes[i], t[0][i], t[1][i], "-", "-");
+      }
+      out.push_back(row);
     }
   }
   if (!json_path.empty()) write_json_file(json_path, out);

@@ -14,6 +14,7 @@
 #                                     src/ops, src/backends/{cpu,cuda}, tests/ops and bench (used
 #                                     automatically when the top-level configure fails or lacks a
 #                                     requested target, e.g. while other folders are mid-change)
+#   TEST_TIMEOUT=300                  seconds before a test binary is killed (a hang fails the step)
 #   SANITIZE_FILTER=pattern           also run test_ops under compute-sanitizer memcheck, filtered
 #                                     (killed after SANITIZE_TIMEOUT seconds, default 180)
 #   BUILD_ONLY=1                      stop after the build (for a dry run on a machine without GPU)
@@ -127,9 +128,13 @@ for t in $TESTS; do
   bin=$(find_bin "$t")
   if [[ -z $bin ]]; then note "test $t" "NOT BUILT"; failed=1; continue; fi
   t0=$(stamp)
-  "$bin" --gtest_color=no 2>&1 | tee -a "$OUT/tests.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]|Failure|error|replay" | head -80
-  rc=${PIPESTATUS[0]}
-  counts=$(grep -E "^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test" "$OUT/tests.log" | tail -3 | sed 's/\[ *//;s/ *\]//' | tr '\n' ' ')
+  # A hung test (e.g. a collective waiting on a peer) fails its step instead of using up the call.
+  timeout "${TEST_TIMEOUT:-300}" "$bin" --gtest_color=no >"$OUT/test_$t.log" 2>&1
+  rc=$?
+  cat "$OUT/test_$t.log" >>"$OUT/tests.log"
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]|Failure|error|replay" "$OUT/test_$t.log" | head -80
+  ((rc == 124)) && echo "$t: killed after ${TEST_TIMEOUT:-300} s (TEST_TIMEOUT)"
+  counts=$(grep -E "^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test" "$OUT/test_$t.log" | sed 's/\[ *//;s/ *\]//' | tr '\n' ' ')
   if ((rc == 0)); then note "test $t" "ok $(($(stamp) - t0)) s: $counts"; else note "test $t" "FAILED (rc $rc): $counts"; failed=1; fi
 done
 if [[ -n "${SANITIZE_FILTER:-}" ]]; then

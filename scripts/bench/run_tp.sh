@@ -31,7 +31,10 @@ nvidia-smi topo -m > "$OUT/topology.txt" 2>&1 || true
 df -h "$WORK" /dev/shm > "$OUT/disk.txt" 2>&1 || true
 
 ALLREDUCE=${ALLREDUCE:-$(dirname "$LAMINA")/../../bench/bench_all_reduce}
-if [ -x "$ALLREDUCE" ]; then "$ALLREDUCE" --json "$OUT/all_reduce.json" || echo "bench_all_reduce failed"; fi
+if [ -x "$ALLREDUCE" ]; then
+  "$ALLREDUCE" --json "$OUT/all_reduce.json" > "$OUT/all_reduce.txt" 2>&1 || echo "bench_all_reduce failed"
+  cat "$OUT/all_reduce.txt"
+fi
 
 SRC=$WORK CKPT=$WORK
 if [ "$SHAPE" = llama3-70b ]; then
