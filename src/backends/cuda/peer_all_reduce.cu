@@ -9,6 +9,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_types.cuh"
 #include "backends/cuda/pdl.cuh"
+#include "backends/cuda/rank_order_sum.cuh"
 #include "backends/cuda/peer_all_reduce_norm.h"
 #include "common/error.h"
 
@@ -103,14 +104,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int q = 0; q < W; ++q)
         raw[q] = __ldcg(reinterpret_cast<const uint4*>(static_cast<const T*>(peers.staging[q]) + half + e0));
       float acc[V];
-#pragma unroll
-      for (int i = 0; i < V; ++i) acc[i] = 0.0f;
-#pragma unroll
-      for (int q = 0; q < W; ++q) {
-        const T* e = reinterpret_cast<const T*>(&raw[q]);
-#pragma unroll
-        for (int i = 0; i < V; ++i) acc[i] += to_float(e[i]);
-      }
+      cuda::sum_in_rank_order<T, W>(raw, acc);
       if (aligned_buf) {
         cuda::store_vec(buf + e0, acc);
       } else {

@@ -25,6 +25,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_types.cuh"
 #include "backends/cuda/pdl.cuh"
+#include "backends/cuda/rank_order_sum.cuh"
 #include "backends/cuda/reduce.cuh"
 #include "backends/cuda/rms_norm_shape.h"
 
@@ -128,14 +129,7 @@ __global__ void __launch_bounds__(kMaxThreads)
         }
       }
       float acc[V];
-#pragma unroll
-      for (int i = 0; i < V; ++i) acc[i] = 0.0f;
-#pragma unroll
-      for (int q = 0; q < W; ++q) {
-        const T* e = reinterpret_cast<const T*>(&raw[q]);
-#pragma unroll
-        for (int i = 0; i < V; ++i) acc[i] += to_float(e[i]);
-      }
+      sum_in_rank_order<T, W>(raw, acc);
       // As all_reduce_sum then add_rms_norm round: the sum to T, then residual + sum to T.
       float r[V];
       load_vec(residual + base + c, r);
