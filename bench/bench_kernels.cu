@@ -51,6 +51,12 @@ const Gemm kGemms[] = {
     {"square", 8192, 8192, 8192},    {"qkv", 2048, 6144, 4096},  {"o", 2048, 4096, 4096},
     {"gate_up", 2048, 28672, 4096},  {"down", 2048, 4096, 14336}, {"lm_head", 2048, 128256, 4096},
 };
+// One GPU's projections of Llama-3-70B at tp 4 (column splits of qkv, gate_up and lm_head, row
+// splits of o and down), for the decode GEMVs (`--only 70b`).
+const Gemm kGemms70bTp4[] = {
+    {"70b-tp4 qkv", 1, 2560, 8192},     {"70b-tp4 o", 1, 8192, 2048},       {"70b-tp4 gate_up", 1, 14336, 8192},
+    {"70b-tp4 down", 1, 8192, 7168},    {"70b-tp4 lm_head", 1, 32064, 8192},
+};
 
 struct Ctx {
   Backend* be;
@@ -133,7 +139,8 @@ void bench_gemv_variants(Ctx& c, const Gemm& g) {
     c.out["gemv_shapes"].push_back({{"name", g.name}, {"R", rs[0]}, {"U", rs[1]}, {"ms", tm.ms}, {"gb_per_s", gbs},
                                     {"fraction_of_copy", gbs / c.copy_gbs}});
   }
-  if (std::string(g.name) == "gate_up") {  // w = [gate; up], N/2 outputs silu(gate) * up
+  const std::string name = g.name;
+  if (name.size() >= 7 && name.compare(name.size() - 7, 7, "gate_up") == 0) {  // w = [gate; up], N/2 outputs silu(gate) * up
     const int F = g.N / 2;
     const double bytes = double(wbytes) + 2.0 * (g.K + F);
     for (int R : {2, 4, 8}) {
@@ -148,9 +155,10 @@ void bench_gemv_variants(Ctx& c, const Gemm& g) {
     }
     const Timing tm = time_ms(c.stream, [&](int i) { c.be->gate_up_swiglu(out, x.at(0), w.at(i), 1, F, g.K); });
     const double gbs = bytes / (tm.ms * 1e-3) / 1e9;
-    std::printf("gemv-swiglu gate_up F=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", F, g.K, tm.ms, gbs,
+    std::printf("gemv-swiglu %s F=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", g.name, F, g.K, tm.ms, gbs,
                 100.0 * gbs / c.copy_gbs, tag(tm));
-    c.out["gemv_gate_up_swiglu"] = {{"ms", tm.ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs}};
+    c.out["gemv_gate_up_swiglu"].push_back(
+        {{"name", g.name}, {"ms", tm.ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs}});
   }
   cudaFree(out);
 }
@@ -295,13 +303,15 @@ void bench_gemm_quant(Ctx& c, const Gemm& g, WeightFormat f) {
 // Llama-3-8B attention heads: 32 q heads, 8 kv heads, head_dim 128.
 constexpr int kHq = 32, kHkv = 8, kD = 128;
 constexpr int kTokensPerBlock = 32;
+// The heads of one GPU of Llama-3-70B at tp 4 (64 q and 8 kv heads split 4 ways).
+constexpr int kHq70bTp4 = 16, kHkv70bTp4 = 2;
 
-// The Llama-3-8B attention shape over a paged pool of num_blocks blocks, sequences of up to max_seq
-// positions in seq_rows block-table rows.
-AttentionShape llama8b_attention(int max_seq, int seq_rows, int num_blocks) {
+// The Llama-3-8B attention shape (or hq / hkv heads) over a paged pool of num_blocks blocks,
+// sequences of up to max_seq positions in seq_rows block-table rows.
+AttentionShape llama8b_attention(int max_seq, int seq_rows, int num_blocks, int hq = kHq, int hkv = kHkv) {
   AttentionShape s;
-  s.num_q_heads = kHq;
-  s.num_kv_heads = kHkv;
+  s.num_q_heads = hq;
+  s.num_kv_heads = hkv;
   s.head_dim = kD;
   s.tokens_per_block = kTokensPerBlock;
   s.max_blocks_per_seq = (max_seq + kTokensPerBlock - 1) / kTokensPerBlock;
@@ -326,16 +336,16 @@ AttentionShape paged_shape(Ctx& c, int seq, int seqs, int32_t** d_tables) {
 // cache of max_seq rows a sequence (the split plan is made for max_seq, as in the engine), with
 // shuffled block tables. bytes = batch * seq * Hkv * D * 2 (K, V) * 2 bytes. LAMINA_ATTN_DECODE=latency
 // or =pipelined times that kernel for every batch (the default picks by batch, as the engine does).
-void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq) {
+void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq, int hq = kHq, int hkv = kHkv) {
   const char* mode = std::getenv("LAMINA_ATTN_DECODE");
   const std::string kernel = mode != nullptr && *mode ? mode : "auto";
-  const size_t slot_bytes = size_t(seq) * kHkv * kD * 2;  // one of k or v
+  const size_t slot_bytes = size_t(seq) * hkv * kD * 2;  // one of k or v
   const int slots = std::max(batch, static_cast<int>((c.min_total / 2 + slot_bytes - 1) / slot_bytes));
   const int used_blocks = (seq + kTokensPerBlock - 1) / kTokensPerBlock;  // blocks a sequence fills
-  Rotation k(size_t(used_blocks) * kTokensPerBlock * kHkv * kD * 2 * slots, 0, 50, c.stream),
-      v(size_t(used_blocks) * kTokensPerBlock * kHkv * kD * 2 * slots, 0, 60, c.stream);
-  Rotation qkv(size_t(batch) * (kHq + 2 * kHkv) * kD * 2, 0, 70, c.stream, 3.0f);
-  void* out = dmalloc(size_t(batch) * kHq * kD * 2);
+  Rotation k(size_t(used_blocks) * kTokensPerBlock * hkv * kD * 2 * slots, 0, 50, c.stream),
+      v(size_t(used_blocks) * kTokensPerBlock * hkv * kD * 2 * slots, 0, 60, c.stream);
+  Rotation qkv(size_t(batch) * (hq + 2 * hkv) * kD * 2, 0, 70, c.stream, 3.0f);
+  void* out = dmalloc(size_t(batch) * hq * kD * 2);
   // Rotate which slots the batch reads: set r uses slots r*batch .. r*batch + batch - 1 (mod slots).
   const int sets = std::max(1, slots / batch);
   std::vector<int32_t> host_slots(size_t(sets) * batch), host_pos(batch, seq - 1);
@@ -346,7 +356,7 @@ void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq) {
   c.be->copy_to_device(d_pos, host_pos.data(), host_pos.size() * 4);
   // Block tables [slots, max_seq / 32]: the filled blocks are a shuffled draw from the pool; the
   // entries past `seq` (never read) point at block 0.
-  const AttentionShape shape = llama8b_attention(max_seq, slots, slots * used_blocks);
+  const AttentionShape shape = llama8b_attention(max_seq, slots, slots * used_blocks, hq, hkv);
   std::vector<int32_t> ids(size_t(shape.num_blocks));
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i);
   std::mt19937 rng(7);
@@ -367,11 +377,11 @@ void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq) {
   const double ms = tm.ms;
   const double bytes = 2.0 * batch * slot_bytes;
   const double gbs = bytes / (ms * 1e-3) / 1e9;
-  std::printf("attn decode (%s) seq=%-5d batch=%-4d max_seq=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n",
-              kernel.c_str(), seq, batch, max_seq, ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
+  std::printf("attn decode (%s) heads=%d/%d seq=%-5d batch=%-4d max_seq=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n",
+              kernel.c_str(), hq, hkv, seq, batch, max_seq, ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
   c.out["attention_decode"].push_back({{"seq", seq}, {"batch", batch}, {"max_seq", max_seq}, {"kernel", kernel},
-                                       {"ms", ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs},
-                                       {"graph", tm.graph}});
+                                       {"q_heads", hq}, {"kv_heads", hkv}, {"ms", ms}, {"gb_per_s", gbs},
+                                       {"fraction_of_copy", gbs / c.copy_gbs}, {"graph", tm.graph}});
 }
 
 void bench_prefill_attention(Ctx& c, int T) {
@@ -505,6 +515,14 @@ int main(int argc, char** argv) {
                                 {1024, 256, 2048}};
   for (const auto& a : kDecodeAttn)
     guarded(c, "decode attention", [&] { bench_decode_attention(c, a[1], a[0], a[2]); });
+  // One GPU of Llama-3-70B at tp 4, batch 1: the decode step's GEMVs and its attention (2 kv heads).
+  for (const Gemm& g : kGemms70bTp4) {
+    guarded(c, g.name, [&] { bench_gemv(c, g, 1); });
+    if (std::string(g.name) != "70b-tp4 lm_head") guarded(c, g.name, [&] { bench_gemv_variants(c, g); });
+  }
+  for (int seq : {512, 768, 2048})
+    guarded(c, "70b-tp4 decode attention",
+            [&] { bench_decode_attention(c, seq, 1, 4096, kHq70bTp4, kHkv70bTp4); });
   for (int T : {512, 2048}) guarded(c, "prefill attention", [&] { bench_prefill_attention(c, T); });
   for (int seqs : {16, 64}) guarded(c, "prompts attention", [&] { bench_batched_prompts_attention(c, seqs, 128); });
 
