@@ -1,4 +1,5 @@
-// SplitCommunicator: the path a message takes depends only on its size in bytes.
+// SplitCommunicator: the path a message takes depends only on its size in bytes, for the plain
+// all-reduce and for the one fused with the residual add + norm (whose answer is the chosen path's).
 #include "ops/split_communicator.h"
 
 #include <gtest/gtest.h>
@@ -8,18 +9,23 @@
 namespace lamina {
 namespace {
 
-// Records the sizes it was asked to reduce.
+// Records the sizes it was asked to reduce (T × H for the fused calls, which it takes when `fuses`).
 class RecordingCommunicator final : public Communicator {
  public:
-  explicit RecordingCommunicator(std::vector<size_t>* calls, int rank = 1, int world = 2)
-      : calls_(calls), rank_(rank), world_(world) {}
+  explicit RecordingCommunicator(std::vector<size_t>* calls, int rank = 1, int world = 2, bool fuses = false)
+      : calls_(calls), rank_(rank), world_(world), fuses_(fuses) {}
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
   void all_reduce_sum(void*, size_t n, DType) override { calls_->push_back(n); }
+  bool all_reduce_add_rms_norm(const void*, void*, void*, const void*, int T, int H, float, DType) override {
+    calls_->push_back(size_t(T) * size_t(H));
+    return fuses_;
+  }
 
  private:
   std::vector<size_t>* calls_;
   int rank_, world_;
+  bool fuses_;
 };
 
 TEST(SplitCommunicator, SmallMessagesUpToTheLimitTakeTheSmallPath) {
@@ -36,6 +42,21 @@ TEST(SplitCommunicator, SmallMessagesUpToTheLimitTakeTheSmallPath) {
   EXPECT_EQ(small, (std::vector<size_t>{256, 512, 1}));
   EXPECT_EQ(large, (std::vector<size_t>{257, 513}));
   EXPECT_FALSE(c.takes_small_path(4096, DType::BF16));
+}
+
+TEST(SplitCommunicator, FusedAllReduceNormTakesThePathOfItsSizeAndItsAnswer) {
+  // The small path fuses (peer-to-peer), the large one does not (NCCL): a caller then runs the
+  // unfused pair itself.
+  std::vector<size_t> small, large;
+  SplitCommunicator c(std::make_unique<RecordingCommunicator>(&small, 1, 2, true),
+                      std::make_unique<RecordingCommunicator>(&large, 1, 2, false), 1024);
+  EXPECT_TRUE(c.all_reduce_add_rms_norm(nullptr, nullptr, nullptr, nullptr, 2, 256, 1e-5f, DType::BF16));  // 1024 B
+  EXPECT_FALSE(c.all_reduce_add_rms_norm(nullptr, nullptr, nullptr, nullptr, 3, 256, 1e-5f, DType::BF16));
+  EXPECT_FALSE(c.all_reduce_add_rms_norm(nullptr, nullptr, nullptr, nullptr, 1, 512, 1e-5f, DType::F32));
+  EXPECT_EQ(small, (std::vector<size_t>{512}));
+  EXPECT_EQ(large, (std::vector<size_t>{768, 512}));
+  SoloCommunicator solo;  // the default: never fused
+  EXPECT_FALSE(solo.all_reduce_add_rms_norm(nullptr, nullptr, nullptr, nullptr, 1, 8, 1e-5f, DType::BF16));
 }
 
 TEST(SplitCommunicator, RefusesCommunicatorsOfDifferentRanks) {
