@@ -9,8 +9,8 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_types.cuh"
 #include "backends/cuda/pdl.cuh"
-#include "backends/cuda/rank_order_sum.cuh"
 #include "backends/cuda/peer_all_reduce_norm.h"
+#include "backends/cuda/rank_order_sum.cuh"
 #include "common/error.h"
 
 namespace lamina {
@@ -151,7 +151,8 @@ constexpr size_t kFlagWords = size_t(kPeerBlocks) * kPeerMaxRanks;
 // One rank's all-reduce: through peer memory, on its backend's stream.
 class PeerCommunicator final : public Communicator {
  public:
-  PeerCommunicator(PeerAllReduce& group, int rank, cudaStream_t stream) : group_(group), rank_(rank), stream_(stream) {}
+  PeerCommunicator(PeerAllReduce& group, int rank, cudaStream_t stream)
+      : group_(group), rank_(rank), stream_(stream), fuse_norm_(fused_all_reduce_norm_enabled()) {}
   int rank() const override { return rank_; }
   int world_size() const override { return group_.world_size(); }
   void all_reduce_sum(void* buf, size_t n, DType dtype) override {
@@ -159,14 +160,14 @@ class PeerCommunicator final : public Communicator {
   }
   bool all_reduce_add_rms_norm(const void* x, void* residual, void* out, const void* w, int T, int H, float eps,
                                DType dtype) override {
-    return fused_all_reduce_norm_enabled() &&
-           group_.all_reduce_add_rms_norm(rank_, x, residual, out, w, T, H, eps, dtype, stream_);
+    return fuse_norm_ && group_.all_reduce_add_rms_norm(rank_, x, residual, out, w, T, H, eps, dtype, stream_);
   }
 
  private:
   PeerAllReduce& group_;  // outlives this communicator
   int rank_;
   cudaStream_t stream_;
+  bool fuse_norm_;  // LAMINA_FUSED_ALL_REDUCE_NORM, read once
 };
 
 }  // namespace
@@ -288,8 +289,8 @@ void PeerAllReduce::all_reduce_sum(int rank, void* buf, size_t n, DType dtype, c
 bool PeerAllReduce::all_reduce_add_rms_norm(int rank, const void* x, void* residual, void* out, const void* w, int T,
                                             int H, float eps, DType dtype, cudaStream_t stream) {
   LAMINA_CHECK(rank >= 0 && rank < world_size(), "peer all-reduce rank ", rank, " of ", world_size());
-  if (T < 1 || !cuda::peer_norm_takes(H, dtype) || size_t(T) * size_t(H) * dtype_size(dtype) > capacity_) return false;
-  if (!cuda::is_aligned16(x) || !cuda::is_aligned16(residual) || !cuda::is_aligned16(out) || !cuda::is_aligned16(w))
+  if (T < 1 || size_t(T) * size_t(H) * dtype_size(dtype) > capacity_ ||
+      !cuda::peer_norm_takes(H, dtype, x, residual, out, w))
     return false;
   cuda::LandingPtrs landing{};
   for (int q = 0; q < world_size(); ++q) landing.rank[q] = landing_[size_t(q)];

@@ -163,28 +163,17 @@ __global__ void fill_marker_kernel(uint4* p, size_t n) {
     p[i] = make_uint4(kMarkerPair, kMarkerPair, kMarkerPair, kMarkerPair);
 }
 
-template <typename T, int W>
-void launch_for_world(const LandingPtrs& landing, size_t slot_elems, uint32_t* state, int rank, const void* x,
-                      void* residual, void* out, const void* w, int rows, int H, float eps, cudaStream_t stream) {
-  launch_pdl(peer_all_reduce_add_rms_norm_kernel<T, W>, dim3(kFusedNormBlocks), dim3(rms_norm_threads(H, kVec<T>)),
-             0, stream, landing, state, rank, static_cast<const T*>(x), static_cast<T*>(residual), static_cast<T*>(out),
-             static_cast<const T*>(w), rows, H, eps, slot_elems);
-}
-
+// The kernel for `world` ranks (2..kLandingMaxRanks): what launches and preload_peer_norm_kernels use.
 template <typename T>
-void launch_typed(int world, const LandingPtrs& landing, size_t slot_elems, uint32_t* state, int rank, const void* x,
-                  void* residual, void* out, const void* w, int rows, int H, float eps, cudaStream_t stream) {
+auto kernel_for_world(int world) -> decltype(&peer_all_reduce_add_rms_norm_kernel<T, 2>) {
   switch (world) {
-#define LAMINA_PEER_NORM_WORLD(W) \
-  case W: return launch_for_world<T, W>(landing, slot_elems, state, rank, x, residual, out, w, rows, H, eps, stream);
-    LAMINA_PEER_NORM_WORLD(2)
-    LAMINA_PEER_NORM_WORLD(3)
-    LAMINA_PEER_NORM_WORLD(4)
-    LAMINA_PEER_NORM_WORLD(5)
-    LAMINA_PEER_NORM_WORLD(6)
-    LAMINA_PEER_NORM_WORLD(7)
-    LAMINA_PEER_NORM_WORLD(8)
-#undef LAMINA_PEER_NORM_WORLD
+    case 2: return peer_all_reduce_add_rms_norm_kernel<T, 2>;
+    case 3: return peer_all_reduce_add_rms_norm_kernel<T, 3>;
+    case 4: return peer_all_reduce_add_rms_norm_kernel<T, 4>;
+    case 5: return peer_all_reduce_add_rms_norm_kernel<T, 5>;
+    case 6: return peer_all_reduce_add_rms_norm_kernel<T, 6>;
+    case 7: return peer_all_reduce_add_rms_norm_kernel<T, 7>;
+    case 8: return peer_all_reduce_add_rms_norm_kernel<T, 8>;
     default: fail("the fused all-reduce supports 2 to ", kLandingMaxRanks, " ranks, not ", world);
   }
 }
@@ -192,13 +181,16 @@ void launch_typed(int world, const LandingPtrs& landing, size_t slot_elems, uint
 template <typename T>
 void preload_typed() {
   cudaFuncAttributes attr;
-  CUDA_CHECK(cudaFuncGetAttributes(&attr, peer_all_reduce_add_rms_norm_kernel<T, 2>));
-  CUDA_CHECK(cudaFuncGetAttributes(&attr, peer_all_reduce_add_rms_norm_kernel<T, 3>));
-  CUDA_CHECK(cudaFuncGetAttributes(&attr, peer_all_reduce_add_rms_norm_kernel<T, 4>));
-  CUDA_CHECK(cudaFuncGetAttributes(&attr, peer_all_reduce_add_rms_norm_kernel<T, 5>));
-  CUDA_CHECK(cudaFuncGetAttributes(&attr, peer_all_reduce_add_rms_norm_kernel<T, 6>));
-  CUDA_CHECK(cudaFuncGetAttributes(&attr, peer_all_reduce_add_rms_norm_kernel<T, 7>));
-  CUDA_CHECK(cudaFuncGetAttributes(&attr, peer_all_reduce_add_rms_norm_kernel<T, 8>));
+  for (int world = 2; world <= kLandingMaxRanks; ++world)
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel_for_world<T>(world)));
+}
+
+template <typename T>
+void launch_typed(int world, const LandingPtrs& landing, size_t slot_elems, uint32_t* state, int rank, const void* x,
+                  void* residual, void* out, const void* w, int rows, int H, float eps, cudaStream_t stream) {
+  launch_pdl(kernel_for_world<T>(world), dim3(kFusedNormBlocks), dim3(rms_norm_threads(H, kVec<T>)), 0, stream,
+             landing, state, rank, static_cast<const T*>(x), static_cast<T*>(residual), static_cast<T*>(out),
+             static_cast<const T*>(w), rows, H, eps, slot_elems);
 }
 
 }  // namespace
@@ -208,8 +200,9 @@ void preload_peer_norm_kernels() {
   preload_typed<__half>();
 }
 
-bool peer_norm_takes(int H, DType dtype) {
+bool peer_norm_takes(int H, DType dtype, const void* x, const void* residual, const void* out, const void* w) {
   if (dtype != DType::F16 && dtype != DType::BF16) return false;
+  if (!is_aligned16(x) || !is_aligned16(residual) || !is_aligned16(out) || !is_aligned16(w)) return false;
   return H > 0 && H % 8 == 0 && H <= kMaxChunks * kMaxThreads * 8;
 }
 
@@ -225,9 +218,8 @@ void launch_fill_landing_marker(void* p, size_t bytes, cudaStream_t stream) {
 void launch_peer_all_reduce_add_rms_norm(DType dtype, int world, const LandingPtrs& landing, size_t slot_elems,
                                          uint32_t* state, int rank, const void* x, void* residual, void* out,
                                          const void* w, int T, int H, float eps, cudaStream_t stream) {
-  LAMINA_CHECK(peer_norm_takes(H, dtype), "the fused all-reduce takes no rows of ", H, " ", dtype_user_name(dtype));
-  LAMINA_CHECK(is_aligned16(x) && is_aligned16(residual) && is_aligned16(out) && is_aligned16(w),
-               "the fused all-reduce needs 16-byte aligned buffers");
+  LAMINA_CHECK(peer_norm_takes(H, dtype, x, residual, out, w), "the fused all-reduce takes no rows of ", H, " ",
+               dtype_user_name(dtype), " (or a buffer is not 16-byte aligned)");
   if (dtype == DType::BF16) {
     launch_typed<__nv_bfloat16>(world, landing, slot_elems, state, rank, x, residual, out, w, T, H, eps, stream);
   } else {

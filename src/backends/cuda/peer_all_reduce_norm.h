@@ -23,9 +23,10 @@ struct LandingPtrs {
   void* rank[kLandingMaxRanks];
 };
 
-// Whether the fused kernel takes rows of H elements of dtype (float16 or bfloat16, H a multiple of
-// 8 and at most 2 × 1024 × 8); the caller also checks that T × H fits a landing row.
-bool peer_norm_takes(int H, DType dtype);
+// Whether the fused kernel takes rows of H elements of dtype in these buffers (float16 or
+// bfloat16, H a multiple of 8 and at most 2 × 1024 × 8, every buffer 16-byte aligned); the caller
+// also checks that T × H fits a landing row.
+bool peer_norm_takes(int H, DType dtype, const void* x, const void* residual, const void* out, const void* w);
 
 // Loads the fused kernels on the current device. CUDA loads a kernel at its first launch by
 // default (lazy loading), and loading may wait for the device to go idle: a rank's first launch
@@ -36,7 +37,7 @@ void preload_peer_norm_kernels();
 void launch_fill_landing_marker(void* p, size_t bytes, cudaStream_t stream);
 
 // On rank `rank` of `world`: residual[T,H] += Σ_ranks x[T,H]; out[T,H] = rms_norm(residual) · w.
-// x, residual, out and w 16-byte aligned; state is this rank's kFusedNormStateWords.
+// peer_norm_takes must hold; state is this rank's kFusedNormStateWords.
 void launch_peer_all_reduce_add_rms_norm(DType dtype, int world, const LandingPtrs& landing, size_t slot_elems,
                                          uint32_t* state, int rank, const void* x, void* residual, void* out,
                                          const void* w, int T, int H, float eps, cudaStream_t stream);
