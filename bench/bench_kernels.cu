@@ -12,7 +12,7 @@
 //              LAMINA_ATTN_DECODE=latency|pipelined times one kernel at every batch. Prefill TFLOP/s
 //              at T=512 and 2048 through the op; prompts: 16 and 64 prompts of 128 tokens in one
 //              step (a serving prefill step), the op and each of its two kernels alone.
-// --only WORD runs only the cases whose name holds WORD (e.g. "attention"), plus copy.
+// --only WORD runs only the cases whose name holds WORD (e.g. "attention"), plus copy; "W1|W2" any of them.
 // Inputs are random (never zeros) and rotate over copies larger than L2 so DRAM is measured.
 #include <cuda_runtime.h>
 
@@ -30,6 +30,7 @@
 #include "backends/cuda/attention_common.cuh"
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/gemv_tuner.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/quant_kernels.h"
 #include "bench_util.h"
@@ -64,7 +65,7 @@ struct Ctx {
   size_t min_total;  // rotation sets exceed this many bytes (> L2)
   double copy_gbs = 0;
   Json out = Json::object();
-  std::string only;  // --only WORD: run the cases whose name holds WORD (and copy)
+  std::string only;  // --only WORD[|WORD...]: run the cases whose name holds one of the words (and copy)
 };
 
 // Marks timings that could not be taken from graph replays.
@@ -119,39 +120,37 @@ void bench_gemv(Ctx& c, const Gemm& g, int M) {
                            {"fraction_of_copy", gbs / c.copy_gbs}, {"graph", tm.graph}});
 }
 
-// The GEMV's shapes (rows a block R, chunks a row per load group U) on the decode projections, M = 1,
-// bf16, and the gate_up GEMV with its SwiGLU, so one run shows which shape to make the default.
+// The GEMV's M = 1 launch shapes (rows a block R, chunks a row per load group U: the candidates its
+// tuning times, gemv_tuner.h) on the decode projections, bf16, and those of the gate_up GEMV with its
+// SwiGLU, so one run shows how far apart they are on this GPU.
 void bench_gemv_variants(Ctx& c, const Gemm& g) {
   const size_t wbytes = size_t(g.N) * g.K * 2;
   Rotation w(wbytes, c.min_total, 30, c.stream, 0.05f);
   Rotation x(size_t(2) * g.K * 2, 0, 40, c.stream);
   void* out = dmalloc(size_t(g.N) * 2);
-  const int shapes[][2] = {{1, 1}, {1, 2}, {1, 4}, {2, 1}, {2, 2}, {2, 4}, {4, 1}, {4, 2}, {4, 4}, {8, 1}, {8, 2}};
-  for (const auto& rs : shapes) {
+  const auto shapes = lamina::cuda::gemv_one_token_shapes(false);
+  for (int s = 0; s < static_cast<int>(shapes.size()); ++s) {
     const Timing tm = time_ms(c.stream, [&](int i) {
-      lamina::cuda::launch_gemv_variant(rs[0], rs[1], false, static_cast<const __nv_bfloat16*>(x.at(0)),
-                                        static_cast<const __nv_bfloat16*>(w.at(i)), static_cast<__nv_bfloat16*>(out),
-                                        g.N, g.K, c.stream);
+      lamina::cuda::launch_gemv_one_token_shape(DType::BF16, s, false, out, x.at(0), w.at(i), g.N, g.K, c.stream);
     });
     const double gbs = (double(wbytes) + 2.0 * (g.K + g.N)) / (tm.ms * 1e-3) / 1e9;
-    std::printf("gemv-shape %-8s R=%d U=%d N=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", g.name, rs[0], rs[1],
+    std::printf("gemv-shape %-8s %s N=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", g.name, shapes[s].c_str(),
                 g.N, g.K, tm.ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
-    c.out["gemv_shapes"].push_back({{"name", g.name}, {"R", rs[0]}, {"U", rs[1]}, {"ms", tm.ms}, {"gb_per_s", gbs},
+    c.out["gemv_shapes"].push_back({{"name", g.name}, {"shape", shapes[s]}, {"ms", tm.ms}, {"gb_per_s", gbs},
                                     {"fraction_of_copy", gbs / c.copy_gbs}});
   }
   const std::string name = g.name;
   if (name.size() >= 7 && name.compare(name.size() - 7, 7, "gate_up") == 0) {  // w = [gate; up], N/2 outputs silu(gate) * up
     const int F = g.N / 2;
     const double bytes = double(wbytes) + 2.0 * (g.K + F);
-    for (int R : {2, 4, 8}) {
+    const auto gu_shapes = lamina::cuda::gemv_one_token_shapes(true);
+    for (int s = 0; s < static_cast<int>(gu_shapes.size()); ++s) {
       const Timing tv = time_ms(c.stream, [&](int i) {
-        lamina::cuda::launch_gemv_variant(R, 1, true, static_cast<const __nv_bfloat16*>(x.at(0)),
-                                          static_cast<const __nv_bfloat16*>(w.at(i)), static_cast<__nv_bfloat16*>(out),
-                                          F, g.K, c.stream);
+        lamina::cuda::launch_gemv_one_token_shape(DType::BF16, s, true, out, x.at(0), w.at(i), F, g.K, c.stream);
       });
       const double gv = bytes / (tv.ms * 1e-3) / 1e9;
-      std::printf("gemv-shape gate_up+swiglu R=%d U=1 F=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", R, F,
-                  g.K, tv.ms, gv, 100.0 * gv / c.copy_gbs, tag(tv));
+      std::printf("gemv-shape gate_up+swiglu %s F=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n",
+                  gu_shapes[s].c_str(), F, g.K, tv.ms, gv, 100.0 * gv / c.copy_gbs, tag(tv));
     }
     const Timing tm = time_ms(c.stream, [&](int i) { c.be->gate_up_swiglu(out, x.at(0), w.at(i), 1, F, g.K); });
     const double gbs = bytes / (tm.ms * 1e-3) / 1e9;
@@ -455,7 +454,15 @@ void bench_batched_prompts_attention(Ctx& c, int seqs, int len) {
 
 template <typename F>
 void guarded(Ctx& c, const char* what, F&& f) {
-  if (!c.only.empty() && std::string(what).find(c.only) == std::string::npos && std::string(what) != "copy") return;
+  if (!c.only.empty() && std::string(what) != "copy") {
+    bool wanted = false;
+    for (size_t at = 0; at <= c.only.size() && !wanted;) {
+      const size_t bar = std::min(c.only.find('|', at), c.only.size());
+      wanted = std::string(what).find(c.only.substr(at, bar - at)) != std::string::npos;
+      at = bar + 1;
+    }
+    if (!wanted) return;
+  }
   try {
     f();
   } catch (const std::exception& e) {
@@ -526,6 +533,11 @@ int main(int argc, char** argv) {
   for (int T : {512, 2048}) guarded(c, "prefill attention", [&] { bench_prefill_attention(c, T); });
   for (int seqs : {16, 64}) guarded(c, "prompts attention", [&] { bench_batched_prompts_attention(c, seqs, 128); });
 
+  // The launch shapes the GEMVs' tuning chose on this GPU for the shapes above (gemv_tuner.h).
+  for (const std::string& line : lamina::cuda::gemv_tuning_choices()) {
+    std::printf("gemv tuning %s\n", line.c_str());
+    c.out["gemv_tuning"].push_back(line);
+  }
   if (!json_path.empty()) {
     std::ofstream(json_path) << c.out.dump(2) << "\n";
     std::printf("wrote %s\n", json_path.c_str());

@@ -1,6 +1,11 @@
 // matmul on the CUDA backend (GEMV for M <= 8, cuBLASLt above) vs the CPU reference.
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
+#include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/gemv_tuner.h"
 #include "backends/cuda/kernels.h"
 #include "op_test_util.h"
 
@@ -66,6 +71,43 @@ TEST_P(MatmulOp, GateUpSwigluMatchesCpu) {
   }
   // Above the GEMV's rows the backend declines and the caller takes the two-op path.
   EXPECT_FALSE(gpu_->gate_up_swiglu(nullptr, nullptr, nullptr, cuda::kGemvMaxM + 1, 8, 8));
+}
+
+// The one-token GEMV's launch shapes (the candidates its tuning times, gemv_tuner.h) compute the
+// same bits, so the shape a GPU's tuning picks changes speed only; the backend's tuned launch
+// gives those bits too, and the tuning left a choice for the shape behind.
+TEST_P(MatmulOp, EveryOneTokenGemvShapeGivesTheSameBits) {
+  const int K = 4096, N = 1000;  // N: blocks past the last row at R = 8; F = N for gate_up
+  cudaStream_t stream = cuda_stream_of(*gpu_);
+  for (bool gate_up : {false, true}) {
+    const auto w = rnd(size_t(gate_up ? 2 : 1) * N * K), x = rnd(K);
+    auto w_g = upload_weight(*gpu_, w);
+    auto x_g = upload_act(*gpu_, x);
+    auto tuned_g = poisoned_act(*gpu_, N);
+    if (gate_up)
+      ASSERT_TRUE(gpu_->gate_up_swiglu(tuned_g.get(), x_g.get(), w_g.get(), 1, N, K));
+    else
+      gpu_->matmul(tuned_g.get(), x_g.get(), w_g.get(), 1, N, K);
+    const auto tuned = read_act(*gpu_, tuned_g, N);
+    const auto shapes = cuda::gemv_one_token_shapes(gate_up);
+    ASSERT_GE(shapes.size(), 2u);
+    for (int s = 0; s < static_cast<int>(shapes.size()); ++s) {
+      auto out_g = poisoned_act(*gpu_, N);
+      cuda::launch_gemv_one_token_shape(dt(), s, gate_up, out_g.get(), x_g.get(), w_g.get(), N, K, stream);
+      const auto out = read_act(*gpu_, out_g, N);
+      for (int n = 0; n < N; ++n)
+        ASSERT_EQ(out[n], tuned[n]) << (gate_up ? "gate_up+swiglu " : "gemv ") << shapes[s] << " row " << n;
+    }
+  }
+  if (const char* e = std::getenv("LAMINA_GEMV_TUNING"); e && std::string(e) == "0") return;  // tuning off
+  const auto choices = cuda::gemv_tuning_choices();
+  const std::string dt_name = dt() == DType::F32 ? "f32" : dt() == DType::F16 ? "f16" : "bf16";
+  for (const std::string what : {" gemv N1000 K4096: ", " gate_up+swiglu N1000 K4096: "}) {
+    const std::string want = " " + dt_name + what;
+    EXPECT_TRUE(std::any_of(choices.begin(), choices.end(),
+                            [&](const std::string& c) { return c.find(want) != std::string::npos; }))
+        << "no tuning choice recorded for " << want;
+  }
 }
 
 LAMINA_INSTANTIATE_DTYPES(MatmulOp);

@@ -29,6 +29,10 @@
 #include "pdl.cuh"
 #include "reduce.cuh"
 #include "gemv_epilogue.cuh"
+#include "gemv_tuner.h"
+
+#include <string>
+#include <type_traits>
 
 namespace lamina::cuda {
 namespace {
@@ -148,20 +152,65 @@ void launch_config(T* out, const T* x, const T* w, int N, int K, cudaStream_t st
   launch_pdl(gemv_kernel<T, M, R, U, E>, dim3(ceil_div(N, kOuts)), dim3(kThreads), 0, stream, out, x, w, N, K, rope);
 }
 
+// Several tokens (and qkv with rope at any M): 4 rows a block, one chunk of each row per group (two
+// groups in flight); gate_up with its SwiGLU: 2 gate + 2 up rows a block.
 template <typename T, int M, Epilogue E>
 void launch_m(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream, const RopeKvArgs& rope) {
-  // One chunk of each row per group (two groups in flight). Measured on an H100 at M = 1
-  // (bench_kernels' gemv-shape lines): 4 rows a block reach 91-104% of copy bandwidth on the
-  // Llama-3-8B projections, and 1 row a block is best on the long rows of the down projection
-  // (K = 14336: 100.7% against 97.7%); deeper groups (U = 2, 4) lose 4-30%. gate_up with its
-  // SwiGLU: 2 gate + 2 up rows a block, the shape of the plain gate_up GEMV.
-  // qkv with rope: 4 rows a block, as the plain qkv GEMV.
-  if constexpr (E != Epilogue::kPlain) {
-    launch_config<T, M, 4, 1, E>(out, x, w, N, K, stream, rope);
-  } else if (M == 1 && K >= 8192) {
-    launch_config<T, M, 1, 1, E>(out, x, w, N, K, stream);
+  launch_config<T, M, 4, 1, E>(out, x, w, N, K, stream, rope);
+}
+
+// M = 1 launch shapes that gemv_tuner.h times against each other, and the built-in choice among
+// them. Built in, from an H100 at M = 1 (bench_kernels' gemv-shape lines): 4 rows a block reach
+// 91-104% of copy bandwidth on the Llama-3-8B projections, and 1 row a block is best on the long
+// rows of the down projection (K = 14336: 100.7% against 97.7%); deeper groups (U = 2, 4) lose
+// 4-30% there. On an H200 at Llama-3-70B's tp 4 slices, R = 2 or U = 2 win by 2-9% instead.
+struct Shape {
+  int R, U;
+};
+template <Epilogue E>
+struct TunedShapes;
+template <>
+struct TunedShapes<Epilogue::kPlain> {
+  static constexpr Shape v[] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {4, 1}, {4, 2}, {8, 1}};
+  static int builtin(int K) { return K >= 8192 ? 0 : 4; }
+};
+template <>
+struct TunedShapes<Epilogue::kGateUp> {
+  static constexpr Shape v[] = {{2, 1}, {2, 2}, {4, 1}, {8, 1}};
+  static int builtin(int) { return 2; }
+};
+
+template <typename T, Epilogue E, int I = 0>
+void launch_tuned_shape(int index, T* out, const T* x, const T* w, int N, int K, cudaStream_t stream) {
+  constexpr auto& shapes = TunedShapes<E>::v;
+  if constexpr (I < static_cast<int>(sizeof(shapes) / sizeof(shapes[0]))) {
+    if (index == I) return launch_config<T, 1, shapes[I].R, shapes[I].U, E>(out, x, w, N, K, stream);
+    launch_tuned_shape<T, E, I + 1>(index, out, x, w, N, K, stream);
+  }
+}
+
+// One token: the tuned shape for this matrix on this GPU (kPlain, kGateUp; kRopeKv writes the KV
+// cache, so it keeps its one shape rather than run on scratch).
+template <typename T, Epilogue E>
+void launch_one_token(T* out, const T* x, const T* w, int N, int K, cudaStream_t stream, const RopeKvArgs& rope) {
+  if constexpr (E == Epilogue::kRopeKv) {
+    launch_m<T, 1, E>(out, x, w, N, K, stream, rope);
   } else {
-    launch_config<T, M, 4, 1, E>(out, x, w, N, K, stream);
+    using Shapes = TunedShapes<E>;
+    constexpr bool kGateUp = E == Epilogue::kGateUp;
+    GemvTuneRequest req;
+    req.key = std::string(sizeof(T) == 4 ? "f32" : std::is_same_v<T, __half> ? "f16" : "bf16") +
+              (kGateUp ? " gate_up+swiglu" : " gemv") + " N" + std::to_string(N) + " K" + std::to_string(K);
+    req.weight_bytes = size_t(kGateUp ? 2 : 1) * N * K * sizeof(T);
+    req.x_bytes = size_t(K) * sizeof(T);
+    req.out_bytes = size_t(N) * sizeof(T);
+    req.candidates = gemv_one_token_shapes(kGateUp);
+    req.fallback = Shapes::builtin(K);
+    const int index = tuned_gemv_choice(req, stream, [&](int i, const void* sw, const void* sx, void* so, cudaStream_t st) {
+      launch_tuned_shape<T, E>(i, static_cast<T*>(so), static_cast<const T*>(sx), static_cast<const T*>(sw), N, K, st);
+      CUDA_CHECK_LAUNCH();
+    });
+    launch_tuned_shape<T, E>(index, out, x, w, N, K, stream);
   }
 }
 
@@ -186,7 +235,7 @@ void launch(DType dt, void* out, const void* x, const void* w, int M, int N, int
       return;
     }
     switch (M) {
-      case 1: launch_m<E, 1, Ep>(o, a, b, N, K, stream, rope); break;
+      case 1: launch_one_token<E, Ep>(o, a, b, N, K, stream, rope); break;
       case 2: launch_m<E, 2, Ep>(o, a, b, N, K, stream, rope); break;
       case 3: launch_m<E, 3, Ep>(o, a, b, N, K, stream, rope); break;
       case 4: launch_m<E, 4, Ep>(o, a, b, N, K, stream, rope); break;
@@ -223,28 +272,31 @@ bool launch_qkv_rope_kv_write_gemv(DType dt, void* qkv, const void* x, const voi
   return true;
 }
 
-bool launch_gemv_variant(int rows_per_block, int chunks_per_group, bool gate_up_swiglu, const __nv_bfloat16* x, const __nv_bfloat16* w,
-                         __nv_bfloat16* out, int N, int K, cudaStream_t stream) {
-  if (K % kVec<__nv_bfloat16> != 0) return false;
-  const int key = (gate_up_swiglu ? 1000 : 0) + rows_per_block * 10 + chunks_per_group;
-  switch (key) {
-    case 11: launch_config<__nv_bfloat16, 1, 1, 1, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
-    case 12: launch_config<__nv_bfloat16, 1, 1, 2, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
-    case 14: launch_config<__nv_bfloat16, 1, 1, 4, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
-    case 21: launch_config<__nv_bfloat16, 1, 2, 1, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
-    case 22: launch_config<__nv_bfloat16, 1, 2, 2, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
-    case 24: launch_config<__nv_bfloat16, 1, 2, 4, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
-    case 41: launch_config<__nv_bfloat16, 1, 4, 1, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
-    case 42: launch_config<__nv_bfloat16, 1, 4, 2, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
-    case 44: launch_config<__nv_bfloat16, 1, 4, 4, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
-    case 81: launch_config<__nv_bfloat16, 1, 8, 1, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
-    case 82: launch_config<__nv_bfloat16, 1, 8, 2, Epilogue::kPlain>(out, x, w, N, K, stream); return true;
-    // gate_up with its SwiGLU (w = [2N, K], R/2 gate and R/2 up rows a block): keys 1000 + R*10 + U.
-    case 1021: launch_config<__nv_bfloat16, 1, 2, 1, Epilogue::kGateUp>(out, x, w, N, K, stream); return true;
-    case 1041: launch_config<__nv_bfloat16, 1, 4, 1, Epilogue::kGateUp>(out, x, w, N, K, stream); return true;
-    case 1081: launch_config<__nv_bfloat16, 1, 8, 1, Epilogue::kGateUp>(out, x, w, N, K, stream); return true;
-    default: return false;
-  }
+std::vector<std::string> gemv_one_token_shapes(bool gate_up_swiglu) {
+  std::vector<std::string> names;
+  auto add = [&](const auto& shapes) {
+    for (const Shape& sh : shapes) names.push_back("R" + std::to_string(sh.R) + " U" + std::to_string(sh.U));
+  };
+  if (gate_up_swiglu) add(TunedShapes<Epilogue::kGateUp>::v);
+  else add(TunedShapes<Epilogue::kPlain>::v);
+  return names;
+}
+
+void launch_gemv_one_token_shape(DType dt, int index, bool gate_up_swiglu, void* out, const void* x, const void* w,
+                                 int N, int K, cudaStream_t stream) {
+  const int count = static_cast<int>(gemv_one_token_shapes(gate_up_swiglu).size());
+  LAMINA_CHECK(index >= 0 && index < count, "GEMV shape ", index, " out of range (", count, " shapes)");
+  dispatch_float_type(dt, [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    LAMINA_CHECK(K % kVec<E> == 0 && is_aligned16(x) && is_aligned16(w), "GEMV shapes need 16-byte rows");
+    if (gate_up_swiglu)
+      launch_tuned_shape<E, Epilogue::kGateUp>(index, static_cast<E*>(out), static_cast<const E*>(x),
+                                               static_cast<const E*>(w), N, K, stream);
+    else
+      launch_tuned_shape<E, Epilogue::kPlain>(index, static_cast<E*>(out), static_cast<const E*>(x),
+                                              static_cast<const E*>(w), N, K, stream);
+    CUDA_CHECK_LAUNCH();
+  });
 }
 
 }  // namespace lamina::cuda

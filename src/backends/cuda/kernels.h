@@ -8,6 +8,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "common/dtype.h"
 #include "ops/backend.h"
@@ -69,10 +71,12 @@ void launch_gate_up_swiglu_gemv(DType dt, void* out, const void* x, const void* 
 bool launch_qkv_rope_kv_write_gemv(DType dt, void* qkv, const void* x, const void* w, int M, int K,
                                    const int32_t* positions, const int32_t* slots, const float* inv_freq,
                                    KVCacheLayer cache, const AttentionShape& s, cudaStream_t stream);
-// bench_kernels only: the bf16 M = 1 GEMV with R rows a block and U chunks a row per load group
-// (R in {1, 2, 4, 8}, U in {1, 2, 4}; R = 8 with U <= 2), or its gate_up + SwiGLU form (w = [2N, K],
-// N outputs; R in {2, 4, 8}, U = 1). False for other shapes.
-bool launch_gemv_variant(int rows_per_block, int chunks_per_group, bool gate_up_swiglu, const __nv_bfloat16* x, const __nv_bfloat16* w,
-                         __nv_bfloat16* out, int N, int K, cudaStream_t stream);
+// The M = 1 launch shapes a GEMV's tuning chooses among (gemv_tuner.h), by name ("R4 U1": 4 rows
+// of w a block, 1 16-byte chunk of each row per load group), for the plain GEMV or the gate_up +
+// SwiGLU one; and a launch of shape `index` of that list (bench_kernels' sweep; the tests check
+// that every shape gives the same bits). Needs K a multiple of a 16-byte chunk and aligned x, w.
+std::vector<std::string> gemv_one_token_shapes(bool gate_up_swiglu);
+void launch_gemv_one_token_shape(DType dt, int index, bool gate_up_swiglu, void* out, const void* x, const void* w,
+                                 int N, int K, cudaStream_t stream);
 
 }  // namespace lamina::cuda
