@@ -355,7 +355,8 @@ void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq, int hq = kH
   c.be->copy_to_device(d_pos, host_pos.data(), host_pos.size() * 4);
   // Block tables [slots, max_seq / 32]: the filled blocks are a shuffled draw from the pool; the
   // entries past `seq` (never read) point at block 0.
-  const AttentionShape shape = llama8b_attention(max_seq, slots, slots * used_blocks, hq, hkv);
+  AttentionShape shape = llama8b_attention(max_seq, slots, slots * used_blocks, hq, hkv);
+  shape.inputs_ready_before_step = true;  // as in the engine's steps: the inputs and cache are set up first
   std::vector<int32_t> ids(size_t(shape.num_blocks));
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i);
   std::mt19937 rng(7);

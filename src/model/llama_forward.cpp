@@ -22,6 +22,7 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
   attn_.max_blocks_per_seq = (limits.max_seq_len + limits.tokens_per_block - 1) / limits.tokens_per_block;
   attn_.num_seq_rows = limits.max_seqs;
   attn_.num_blocks = 0;
+  attn_.inputs_ready_before_step = true;  // step() uploads the inputs and synchronizes first
   H_ = cfg.hidden_size;
   F_ = cfg.intermediate_per_rank();
   qkv_rows_ = cfg.qkv_rows_per_rank();

@@ -37,6 +37,12 @@ struct AttentionShape {
   int max_blocks_per_seq = 0;  // columns of the block tables
   int num_blocks = 0;          // blocks in the pool
   int num_seq_rows = 1;        // rows of the block tables (sequences of one step at most)
+  // The caller's promise that a step's inputs (positions, sequence rows, block tables) and the
+  // cache rows of earlier steps are complete before the step's first kernel runs (LlamaForward
+  // uploads the inputs and synchronizes before every step). A step appends at most T rows to a
+  // sequence, so rows below position - (T - 1) are earlier steps'. With it the one-token decode
+  // kernel starts reading them while the qkv projection before it still runs.
+  bool inputs_ready_before_step = false;
   // Positions a sequence can hold: max_blocks_per_seq * tokens_per_block.
   int max_seq_len() const { return max_blocks_per_seq * tokens_per_block; }
 };
@@ -69,6 +75,8 @@ class Backend {
   // ---- memory ----
   virtual void* alloc(size_t bytes) = 0;  // zero-filled is not promised
   virtual void free(void* p) = 0;
+  // Returns once the bytes are in place and every op issued before it has finished (LlamaForward's
+  // steps rely on it: AttentionShape::inputs_ready_before_step).
   virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void synchronize() = 0;

@@ -390,6 +390,44 @@ TEST_P(AttentionOps, RopeThenAttentionPrefill) {
   }
 }
 
+// A decode step as LlamaForward runs it (AttentionShape::inputs_ready_before_step): the cache and
+// the step's inputs uploaded first, then rope_kv_write appends the step's rows and attention runs
+// right behind it, reading the rows of earlier steps before it waits for rope_kv_write. One token
+// (batch-1 decode), and 3 tokens of one sequence (rows pos - 2 .. pos all new this step); the
+// heads of Llama-3-8B and of Llama-3-70B at tp 4, and small heads whose cache rows share 128-byte
+// lines (one kv head of 16 or 32 elements: a row read early and the row written meanwhile sit in
+// one line, which must not be served stale from L1).
+TEST_P(AttentionOps, DecodeStepReadsEarlierRowsBeforeWaiting) {
+  const Case cases[] = {{32, 8, 128, 2048, 2, 32}, {16, 2, 128, 2048, 2, 16}, {4, 1, 16, 300, 2, 16},
+                        {8, 1, 32, 300, 2, 32}, {8, 2, 16, 300, 2, 16}};
+  for (const Case& c : cases) {
+    PagedKV pk = paged(rng_, c);
+    pk.shape.inputs_ready_before_step = true;
+    const auto inv_freq = llama3_inv_freq(c.D);
+    const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
+    for (int T : {1, 3})
+      for (int len : {1, 3, 33, 200, 512, 700, c.max_seq}) {
+        if (len < T || len > c.max_seq) continue;
+        std::vector<int32_t> pos(T), slot(T, 1);
+        for (int t = 0; t < T; ++t) pos[t] = len - T + t;
+        const size_t out_n = size_t(T) * c.Hq * c.D;
+        const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -2.0f, 2.0f);
+        auto run = [&](Backend& b) {
+          auto f = upload_f32(b, inv_freq);
+          auto q = upload_act(b, qkv);
+          DeviceKV kv = upload_kv(b, pk, k0, v0);
+          auto p = upload_i32(b, pos), s = upload_i32(b, slot);
+          auto out = poisoned_act(b, out_n);
+          b.rope_kv_write(q.get(), p.as<int32_t>(), s.as<int32_t>(), f.as<float>(), kv.layer(), pk.shape, T);
+          b.attention(out.get(), q.get(), p.as<int32_t>(), s.as<int32_t>(), kv.layer(), pk.shape, T);
+          return read_act(b, out, out_n);
+        };
+        expect_close(run(*gpu_), run(*cpu_), tol(),
+                     "decode step T=" + std::to_string(T) + " len=" + std::to_string(len) + " " + c.str());
+      }
+  }
+}
+
 // The same step through contiguous and through shuffled block tables (same data at the same
 // (sequence, position)) gives the same output on the GPU.
 TEST_P(AttentionOps, ShuffledTablesMatchContiguous) {

@@ -48,6 +48,14 @@ DecodeKernel forced_decode_kernel() {
   }();
   return k;
 }
+// LAMINA_ATTN_READ_BEFORE_WAIT=0 turns AttentionShape::inputs_ready_before_step off (A/B).
+bool reads_before_wait_allowed() {
+  static const bool allowed = [] {
+    const char* e = std::getenv("LAMINA_ATTN_READ_BEFORE_WAIT");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  return allowed;
+}
 }  // namespace
 
 void launch_attention(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
@@ -65,6 +73,7 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
   AttnParams p = make_attn_params(s, T, cache);
   p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(s.head_dim)));
   p.prefill_takes_uniform_tiles = T > kAttentionDecodeMaxTokens && attention_prefill_supports(s.head_dim);
+  p.read_before_wait = p.read_before_wait && !p.prefill_takes_uniform_tiles && reads_before_wait_allowed();
 
   const size_t per_split = static_cast<size_t>(T) * p.Hq * (s.head_dim + 2) * sizeof(float);
   const bool have_workspace = how.workspace != nullptr && how.workspace_bytes > kAttentionCounterBytes &&

@@ -41,6 +41,9 @@ struct AttnParams {
   // FP8 KV cache (KVCacheLayer::fp8_e4m3): pools of e4m3, value = e4m3 * scale.
   bool kv_fp8 = false;
   float k_scale = 1.0f, v_scale = 1.0f;
+  // AttentionShape::inputs_ready_before_step: the latency decode kernel reads the step's inputs
+  // and earlier steps' cache rows before pdl_wait().
+  bool read_before_wait = false;
 };
 
 inline AttnParams make_attn_params(const AttentionShape& s, int T) {
@@ -56,6 +59,7 @@ inline AttnParams make_attn_params(const AttentionShape& s, int T) {
   p.num_blocks = s.num_blocks;
   p.num_seq_rows = s.num_seq_rows;
   p.max_seq = s.max_seq_len();
+  p.read_before_wait = s.inputs_ready_before_step;
   return p;
 }
 
@@ -74,10 +78,13 @@ inline AttnParams make_attn_params(const AttentionShape& s, int T, const KVCache
 //   + pos % tokens_per_block
 // -1 when seq, pos or the block id is out of range (the host checks tables before a step; this
 // keeps a bad entry from becoming a wild address). Every kernel addresses the KV cache through it.
+// kL2Only: the table entry is read through L2 only, for lookups before pdl_wait() (pdl.cuh).
+template <bool kL2Only = false>
 __device__ __forceinline__ long long kv_cache_row(const int32_t* __restrict__ block_tables, int seq, int pos,
                                                   const AttnParams& p) {
   if (seq < 0 || seq >= p.num_seq_rows || pos < 0 || pos >= p.max_seq) return -1;
-  const int block = __ldg(block_tables + static_cast<long long>(seq) * p.max_blocks_per_seq + (pos >> p.block_shift));
+  const int32_t* entry = block_tables + static_cast<long long>(seq) * p.max_blocks_per_seq + (pos >> p.block_shift);
+  const int block = kL2Only ? __ldcg(entry) : __ldg(entry);
   if (block < 0 || block >= p.num_blocks) return -1;
   return (static_cast<long long>(block) << p.block_shift) + (pos & (p.tokens_per_block - 1));
 }
@@ -111,27 +118,36 @@ struct DecodeBlock {
 };
 
 // Fills b for the calling block. False when the block has nothing to do: its token belongs to the
-// prefill kernel (a uniform tile), or is invalid (len == 0), whose output rows split 0 writes as
-// zeros. Every thread of the block must call it (tile_is_uniform synchronizes); `threads` is the
-// block size.
+// prefill kernel (a uniform tile; b.len = -1), or is invalid (b.len == 0), whose output rows split
+// 0 writes as zeros (write_decode_zeros; here unless write_zeros is false). Every thread of the
+// block must call it (tile_is_uniform synchronizes); `threads` is the block size. It reads only
+// the step's inputs (positions and sequence rows, through L2: pdl.cuh), so a kernel may call it
+// before pdl_wait() with write_zeros false when those are complete before the step
+// (AttnParams::read_before_wait) and the prefill kernel takes no tiles.
+template <typename T, int D>
+__device__ __forceinline__ void write_decode_zeros(const DecodeBlock<T>& b, int threads) {
+  if (b.split == 0)
+    for (int i = threadIdx.x; i < b.ng * D; i += threads) b.out_t[i] = from_float<T>(0.0f);
+}
+
 template <typename T, int D, int MAXG>
 __device__ __forceinline__ bool decode_block(DecodeBlock<T>& b, T* out, const int32_t* positions,
                                              const int32_t* slots, const AttnParams& p, int head_chunks,
-                                             int threads) {
+                                             int threads, bool write_zeros = true) {
   b.t = blockIdx.x;
   b.kvh = blockIdx.y / head_chunks;
   b.g0 = (blockIdx.y % head_chunks) * MAXG;
   b.ng = min(MAXG, p.G - b.g0);
   b.split = blockIdx.z;
+  b.len = -1;
   if (p.prefill_takes_uniform_tiles && tile_is_uniform(slots, b.t, p.T)) return false;
-  b.pos = positions[b.t];
-  b.slot = slots[b.t];
+  b.pos = __ldcg(positions + b.t);
+  b.slot = __ldcg(slots + b.t);
   b.len = token_kv_len(b.pos, b.slot, p);
   b.h0 = b.kvh * p.G + b.g0;
   b.out_t = out + (static_cast<size_t>(b.t) * p.Hq + b.h0) * D;
   if (b.len == 0) {
-    if (b.split == 0)
-      for (int i = threadIdx.x; i < b.ng * D; i += threads) b.out_t[i] = from_float<T>(0.0f);
+    if (write_zeros) write_decode_zeros<T, D>(b, threads);
     return false;
   }
   return true;
@@ -150,6 +166,20 @@ __device__ __forceinline__ void load8(const T* p, float (&o)[8]) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) o[i] = a[i], o[4 + i] = b[i];
   }
+}
+
+// The same through L2 only (ld.global.cg), for data the kernel before wrote: a load the compiler
+// sees as read-only (ld.global.nc, as for a const __restrict__ pointer) may be scheduled above
+// pdl_wait() (pdl.cuh); a coherent one stays below it.
+template <typename T>
+__device__ __forceinline__ void load8_l2(const T* p, float (&o)[8]) {
+  constexpr int kLoads = 8 / kVec<T>;  // 16-byte loads: 1 for 16-bit types, 2 for float32
+  uint4 raw[kLoads];
+#pragma unroll
+  for (int i = 0; i < kLoads; ++i) raw[i] = __ldcg(reinterpret_cast<const uint4*>(p + i * kVec<T>));
+  const T* e = reinterpret_cast<const T*>(raw);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) o[i] = to_float(e[i]);
 }
 
 // The KV cache's element type C: the activation type T, or e4m3 (an FP8 cache, KvFp8) whose
@@ -186,6 +216,25 @@ __device__ __forceinline__ void load8_kv(const C* p, float scale, float (&o)[8])
   }
 }
 
+// The same from global memory through L2 only (ld.global.cg), for a kernel that reads cache rows
+// before pdl_wait() (pdl.cuh): L1 may hold lines of old contents, and a line read early may also
+// hold a row the kernel before it is still writing (rows are Hkv * head_dim elements apart, less
+// than a 128-byte line for small heads). L2 is coherent.
+template <typename C>
+__device__ __forceinline__ void load8_kv_l2(const C* p, float scale, float (&o)[8]) {
+  if constexpr (kIsFp8Kv<C>) {
+    const uint2 raw = __ldcg(reinterpret_cast<const uint2*>(p));
+    float lo[4], hi[4];
+    Decode<WeightFormat::Fp8PerTensor>::word(raw.x, lo);
+    Decode<WeightFormat::Fp8PerTensor>::word(raw.y, hi);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o[i] = lo[i] * scale, o[4 + i] = hi[i] * scale;
+  } else {
+    (void)scale;
+    load8_l2(p, o);
+  }
+}
+
 // Stores N floats as cache elements at p: e4m3(x / scale) (saturating), or the activation type
 // (16-byte vector store when N is its vector width).
 template <typename C, int N>
@@ -216,7 +265,7 @@ __device__ __forceinline__ void load_q_scaled(const T* qkv, const AttnParams& p,
 #pragma unroll
   for (int g = 0; g < MAXG; ++g) {
     if (g < ng) {
-      load8(q_row + static_cast<size_t>(g) * D, q[g]);
+      load8_l2(q_row + static_cast<size_t>(g) * D, q[g]);
 #pragma unroll
       for (int e = 0; e < 8; ++e) q[g][e] *= p.scale_log2;
     } else {

@@ -49,10 +49,20 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float sm_m[STREAMS * MAXG], sm_l[STREAMS * MAXG];  // [STREAMS][MAXG]
   __shared__ float sm_o[STREAMS * MAXG * D];                       // [STREAMS][MAXG][D]
   pdl_launch_dependents();  // the reduce (or the next projection) may launch and wait
-  pdl_wait();               // q and the cache rows come from rope_kv_write
 
+  // With p.read_before_wait, what does not come from this step's kernels is read before the wait:
+  // the step's positions, sequence rows and block tables, and the first U cache rows of this lane
+  // group that predate the step (keys below pos - (T - 1)); they arrive while the qkv projection
+  // before this kernel finishes.
+  if (!p.read_before_wait) pdl_wait();
   DecodeBlock<T> b;
-  if (!decode_block<T, D, MAXG>(b, out, positions, slots, p, head_chunks, kThreads)) return;
+  if (!decode_block<T, D, MAXG>(b, out, positions, slots, p, head_chunks, kThreads, /*write_zeros=*/false)) {
+    if (b.len == 0) {  // an invalid token: zeros, written once the output's earlier readers are done
+      pdl_wait();
+      write_decode_zeros<T, D>(b, kThreads);
+    }
+    return;
+  }
   const int t = b.t, kvh = b.kvh, g0 = b.g0, ng = b.ng, split = b.split;
   const int pos = b.pos, slot = b.slot, len = b.len, h0 = b.h0;
   T* out_t = b.out_t;
@@ -60,41 +70,57 @@ __global__ void __launch_bounds__(kThreads)
   if (split * split_len >= len) return;  // no rows for this split: the reduce skips it
   const int start = split * split_len;
   const int end = min(len, start + split_len);
+  const int old_end = min(end, pos - (p.T - 1));  // keys [start, old_end) predate this step
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int sub = lane / LPK, d0 = (lane % LPK) * kElems;
   const int stream_id = warp * KPW + sub;
 
-  float q[MAXG][kElems], m[MAXG], l[MAXG], acc[MAXG][kElems];
-  load_q_scaled<T, D, MAXG>(qkv, p, t, h0, ng, d0, q);
-  init_softmax_state<MAXG>(m, l, acc);
-
   const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;  // elements between pool rows
   const C* k_base = k_cache + static_cast<size_t>(kvh) * D + d0;
   const C* v_base = v_cache + static_cast<size_t>(kvh) * D + d0;
-
-  // Warp-uniform loop (the shuffles need every lane): key j = jb + u * (kWarps*KPW) + sub.
-  for (int jb = start + warp * KPW; jb < end; jb += kWarps * KPW * U) {
-    float kf[U][kElems], vf[U][kElems];
-    bool valid[U];
+  // Key j = jb + u * (kWarps*KPW) + sub of a group of U; `fetched`: loaded already (valid says
+  // whether it is a real row).
+  float kf[U][kElems], vf[U][kElems];
+  bool valid[U], fetched[U];
+  auto load_keys = [&](int jb, int limit) {
     long long rows[U];  // the U lookups first, so their loads overlap
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int j = jb + u * kWarps * KPW + sub;
-      rows[u] = j < end ? kv_cache_row(block_tables, slot, j, p) : -1;  // position j's pool row
+      rows[u] = !fetched[u] && j < limit ? kv_cache_row<true>(block_tables, slot, j, p) : -1;  // position j's pool row
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
+      if (fetched[u]) continue;
+      const int j = jb + u * kWarps * KPW + sub;
       const long long row = rows[u];
       valid[u] = row >= 0;
-      if (valid[u]) {
-        load8_kv(k_base + static_cast<size_t>(row) * pos_stride, p.k_scale, kf[u]);
-        load8_kv(v_base + static_cast<size_t>(row) * pos_stride, p.v_scale, vf[u]);
+      if (valid[u]) {  // through L2 only: see load8_kv_l2
+        load8_kv_l2(k_base + static_cast<size_t>(row) * pos_stride, p.k_scale, kf[u]);
+        load8_kv_l2(v_base + static_cast<size_t>(row) * pos_stride, p.v_scale, vf[u]);
       } else {
 #pragma unroll
         for (int e = 0; e < kElems; ++e) kf[u][e] = vf[u][e] = 0.0f;
       }
+      fetched[u] = j < limit;
     }
+  };
+#pragma unroll
+  for (int u = 0; u < U; ++u) fetched[u] = false;
+  if (p.read_before_wait) load_keys(start + warp * KPW, old_end);  // the first group's rows of earlier steps
+
+  pdl_wait();  // q and this step's cache rows come from the qkv projection (rope_kv_write)
+
+  float q[MAXG][kElems], m[MAXG], l[MAXG], acc[MAXG][kElems];
+  load_q_scaled<T, D, MAXG>(qkv, p, t, h0, ng, d0, q);
+  init_softmax_state<MAXG>(m, l, acc);
+
+  // Warp-uniform loop (the shuffles need every lane): key j = jb + u * (kWarps*KPW) + sub.
+  for (int jb = start + warp * KPW; jb < end; jb += kWarps * KPW * U) {
+    load_keys(jb, end);  // what the prefetch did not take (all of it after the first group)
+#pragma unroll
+    for (int u = 0; u < U; ++u) fetched[u] = false;
     // Per q head: the U scores, then one online-softmax update for all of them.
 #pragma unroll
     for (int g = 0; g < MAXG; ++g) {
@@ -156,30 +182,31 @@ __global__ void __launch_bounds__(kReduceThreads<D>)
   __shared__ float weight[kMaxSplits];
   __shared__ float scratch[32];
   pdl_launch_dependents();
-  pdl_wait();  // the partials come from the decode kernel
+  if (!p.read_before_wait) pdl_wait();  // else the step's inputs are read first (as the decode kernel)
   const int t = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
   if (p.prefill_takes_uniform_tiles && tile_is_uniform(slots, t, p.T)) return;
-  const int len = token_kv_len(positions[t], slots[t], p);
+  const int len = token_kv_len(__ldcg(positions + t), __ldcg(slots + t), p);  // through L2: pdl.cuh
   if (len == 0) return;  // zeros were written by the decode kernel
+  pdl_wait();  // the partials come from the decode kernel
   const int split_len = latency_split_len(len, num_splits);
   const int n = (len + split_len - 1) / split_len;
   const size_t pi0 = (static_cast<size_t>(t) * p.Hq + h) * num_splits;
   const float* ml = partials + static_cast<size_t>(p.T) * p.Hq * num_splits * D + pi0 * 2;
   float mx = -INFINITY;
-  for (int s = d; s < n; s += NT) mx = fmaxf(mx, ml[2 * s]);
+  for (int s = d; s < n; s += NT) mx = fmaxf(mx, __ldcg(ml + 2 * s));  // through L2: pdl.cuh
   const float M = block_max(mx, scratch);
   float lsum = 0.0f;
   for (int s = d; s < n; s += NT) {
-    const float w = exp2f(ml[2 * s] - M);
+    const float w = exp2f(__ldcg(ml + 2 * s) - M);
     weight[s] = w;
-    lsum = fmaf(ml[2 * s + 1], w, lsum);
+    lsum = fmaf(__ldcg(ml + 2 * s + 1), w, lsum);
   }
   const float L = block_sum(lsum, scratch);  // its barrier also publishes weight[]
   if (d >= D) return;
   const float* part = partials + pi0 * D + d;
   float O = 0.0f;
 #pragma unroll 8
-  for (int s = 0; s < n; ++s) O = fmaf(part[static_cast<size_t>(s) * D], weight[s], O);
+  for (int s = 0; s < n; ++s) O = fmaf(__ldcg(part + static_cast<size_t>(s) * D), weight[s], O);
   out[(static_cast<size_t>(t) * p.Hq + h) * D + d] = from_float<T>(O / L);
 }
 template <typename T, int D, int MAXG>

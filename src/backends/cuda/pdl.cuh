@@ -5,6 +5,13 @@
 // previous kernel's tail and the launch gap. pdl_launch_dependents() lets the next kernel launch
 // once every block of this one has called it; calling it first thing is safe because by then all
 // of this kernel's blocks are resident, so the next kernel only takes SM room that is free.
+// With reads moved before the wait, two rules keep them right (attention_decode_latency.cu):
+// data that changes between launches (a step's positions, block tables, cache rows) is read there
+// through L2 only (__ldcg), since L1 may hold lines of its old contents; and what the kernel before
+// wrote is read after the wait with coherent loads (__ldcg), not read-only ones (__ldg, or plain
+// loads through const __restrict__ pointers, compiled to ld.global.nc), which the compiler may
+// schedule above the wait. (Measured: the one-token decode attention with its q loads right after
+// a late wait gave wrong tokens from the first CUDA-graph step on; coherent loads fixed it.)
 // On older GPUs both calls compile to nothing and launch_pdl() is a plain launch. LAMINA_PDL=0 in
 // the environment turns it off (for comparisons).
 #pragma once
