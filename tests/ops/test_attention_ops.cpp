@@ -359,6 +359,23 @@ TEST_P(AttentionOps, SeveralSequencesOneStep) {
   }
 }
 
+// One step on backend b: the cache (k0, v0) and the step's inputs uploaded, rope_kv_write appends
+// the tokens' rows, attention reads them; returns attention's output [T, Hq, D].
+std::vector<float> rope_then_attention(Backend& b, const PagedKV& pk, const std::vector<float>& k0,
+                                       const std::vector<float>& v0, const std::vector<float>& qkv,
+                                       const std::vector<int32_t>& pos, const std::vector<int32_t>& slot) {
+  const int T = static_cast<int>(pos.size());
+  const size_t out_n = size_t(T) * pk.shape.num_q_heads * pk.shape.head_dim;
+  auto f = upload_f32(b, llama3_inv_freq(pk.shape.head_dim));
+  auto q = upload_act(b, qkv);
+  DeviceKV kv = upload_kv(b, pk, k0, v0);
+  auto p = upload_i32(b, pos), s = upload_i32(b, slot);
+  auto out = poisoned_act(b, out_n);
+  b.rope_kv_write(q.get(), p.as<int32_t>(), s.as<int32_t>(), f.as<float>(), kv.layer(), pk.shape, T);
+  b.attention(out.get(), q.get(), p.as<int32_t>(), s.as<int32_t>(), kv.layer(), pk.shape, T);
+  return read_act(b, out, out_n);
+}
+
 // rope_kv_write then attention over the cache it wrote: the prefill of a whole prompt, then a
 // second chunk (chunked prefill) of another sequence row after existing cache rows, both through
 // shuffled block tables.
@@ -367,24 +384,13 @@ TEST_P(AttentionOps, RopeThenAttentionPrefill) {
     const Case c{8, 2, 128, 300, 2, tpb};
     const PagedKV pk = paged(rng_, c);
     const int T = 200;
-    const size_t out_n = size_t(T) * c.Hq * c.D;
-    const auto inv_freq = llama3_inv_freq(c.D);
     const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -2.0f, 2.0f);
     const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
     for (int start : {0, 77}) {
       std::vector<int32_t> pos(T), slot(T, start == 0 ? 0 : 1);
       for (int t = 0; t < T; ++t) pos[t] = start + t;
-      auto run = [&](Backend& b) {
-        auto f = upload_f32(b, inv_freq);
-        auto q = upload_act(b, qkv);
-        DeviceKV kv = upload_kv(b, pk, k0, v0);
-        auto p = upload_i32(b, pos), s = upload_i32(b, slot);
-        auto out = poisoned_act(b, out_n);
-        b.rope_kv_write(q.get(), p.as<int32_t>(), s.as<int32_t>(), f.as<float>(), kv.layer(), pk.shape, T);
-        b.attention(out.get(), q.get(), p.as<int32_t>(), s.as<int32_t>(), kv.layer(), pk.shape, T);
-        return read_act(b, out, out_n);
-      };
-      expect_close(run(*gpu_), run(*cpu_), tol(),
+      expect_close(rope_then_attention(*gpu_, pk, k0, v0, qkv, pos, slot),
+                   rope_then_attention(*cpu_, pk, k0, v0, qkv, pos, slot), tol(),
                    "rope + attention prefill T=200 start=" + std::to_string(start) + " tpb=" + std::to_string(tpb));
     }
   }
@@ -403,26 +409,15 @@ TEST_P(AttentionOps, DecodeStepReadsEarlierRowsBeforeWaiting) {
   for (const Case& c : cases) {
     PagedKV pk = paged(rng_, c);
     pk.shape.inputs_ready_before_step = true;
-    const auto inv_freq = llama3_inv_freq(c.D);
     const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
     for (int T : {1, 3})
       for (int len : {1, 3, 33, 200, 512, 700, c.max_seq}) {
         if (len < T || len > c.max_seq) continue;
         std::vector<int32_t> pos(T), slot(T, 1);
         for (int t = 0; t < T; ++t) pos[t] = len - T + t;
-        const size_t out_n = size_t(T) * c.Hq * c.D;
         const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -2.0f, 2.0f);
-        auto run = [&](Backend& b) {
-          auto f = upload_f32(b, inv_freq);
-          auto q = upload_act(b, qkv);
-          DeviceKV kv = upload_kv(b, pk, k0, v0);
-          auto p = upload_i32(b, pos), s = upload_i32(b, slot);
-          auto out = poisoned_act(b, out_n);
-          b.rope_kv_write(q.get(), p.as<int32_t>(), s.as<int32_t>(), f.as<float>(), kv.layer(), pk.shape, T);
-          b.attention(out.get(), q.get(), p.as<int32_t>(), s.as<int32_t>(), kv.layer(), pk.shape, T);
-          return read_act(b, out, out_n);
-        };
-        expect_close(run(*gpu_), run(*cpu_), tol(),
+        expect_close(rope_then_attention(*gpu_, pk, k0, v0, qkv, pos, slot),
+                     rope_then_attention(*cpu_, pk, k0, v0, qkv, pos, slot), tol(),
                      "decode step T=" + std::to_string(T) + " len=" + std::to_string(len) + " " + c.str());
       }
   }

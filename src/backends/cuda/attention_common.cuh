@@ -201,37 +201,26 @@ void dispatch_kv_element(bool kv_fp8, F&& f) {
 }
 
 // 8 consecutive cache elements at p (global or shared memory, aligned to their size) as floats.
-template <typename C>
-__device__ __forceinline__ void load8_kv(const C* p, float scale, float (&o)[8]) {
-  if constexpr (kIsFp8Kv<C>) {
-    const uint2 raw = *reinterpret_cast<const uint2*>(p);
-    float lo[4], hi[4];
-    Decode<WeightFormat::Fp8PerTensor>::word(raw.x, lo);
-    Decode<WeightFormat::Fp8PerTensor>::word(raw.y, hi);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) o[i] = lo[i] * scale, o[4 + i] = hi[i] * scale;
-  } else {
-    (void)scale;
-    load8(p, o);
-  }
-}
-
-// The same from global memory through L2 only (ld.global.cg), for a kernel that reads cache rows
+// kL2Only: from global memory through L2 only (ld.global.cg), for a kernel that reads cache rows
 // before pdl_wait() (pdl.cuh): L1 may hold lines of old contents, and a line read early may also
 // hold a row the kernel before it is still writing (rows are Hkv * head_dim elements apart, less
 // than a 128-byte line for small heads). L2 is coherent.
-template <typename C>
-__device__ __forceinline__ void load8_kv_l2(const C* p, float scale, float (&o)[8]) {
+template <bool kL2Only = false, typename C>
+__device__ __forceinline__ void load8_kv(const C* p, float scale, float (&o)[8]) {
   if constexpr (kIsFp8Kv<C>) {
-    const uint2 raw = __ldcg(reinterpret_cast<const uint2*>(p));
+    const uint2* raw_p = reinterpret_cast<const uint2*>(p);
+    const uint2 raw = kL2Only ? __ldcg(raw_p) : *raw_p;
     float lo[4], hi[4];
     Decode<WeightFormat::Fp8PerTensor>::word(raw.x, lo);
     Decode<WeightFormat::Fp8PerTensor>::word(raw.y, hi);
 #pragma unroll
     for (int i = 0; i < 4; ++i) o[i] = lo[i] * scale, o[4 + i] = hi[i] * scale;
-  } else {
+  } else if constexpr (kL2Only) {
     (void)scale;
     load8_l2(p, o);
+  } else {
+    (void)scale;
+    load8(p, o);
   }
 }
 

@@ -96,9 +96,9 @@ __global__ void __launch_bounds__(kThreads)
       const int j = jb + u * kWarps * KPW + sub;
       const long long row = rows[u];
       valid[u] = row >= 0;
-      if (valid[u]) {  // through L2 only: see load8_kv_l2
-        load8_kv_l2(k_base + static_cast<size_t>(row) * pos_stride, p.k_scale, kf[u]);
-        load8_kv_l2(v_base + static_cast<size_t>(row) * pos_stride, p.v_scale, vf[u]);
+      if (valid[u]) {  // through L2 only: see load8_kv
+        load8_kv<true>(k_base + static_cast<size_t>(row) * pos_stride, p.k_scale, kf[u]);
+        load8_kv<true>(v_base + static_cast<size_t>(row) * pos_stride, p.v_scale, vf[u]);
       } else {
 #pragma unroll
         for (int e = 0; e < kElems; ++e) kf[u][e] = vf[u][e] = 0.0f;

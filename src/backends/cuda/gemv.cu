@@ -7,6 +7,8 @@
 //   SMs and the last wave is short. A block reduction finishes each of the M*R dot products.
 //   The first group of weight loads is issued before pdl_wait(): it overlaps the previous kernel.
 //   x (M*K elements, shared by every block) is read through the read-only cache.
+//   One token (batch-1 decode) takes the (R, U) that timing chose for this matrix on this GPU
+//   (gemv_tuner.h, TunedShapes below); several tokens take R = 4, U = 1.
 // Epilogues (what a block does with its M x R dot products):
 //   kPlain   out[m, n] = the dot product.
 //   kGateUp  w is an MLP's gate_up [2N, K] (gate rows, then up rows) and out[M, N] = silu(x · gate^T)

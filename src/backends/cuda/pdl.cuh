@@ -9,9 +9,11 @@
 // data that changes between launches (a step's positions, block tables, cache rows) is read there
 // through L2 only (__ldcg), since L1 may hold lines of its old contents; and what the kernel before
 // wrote is read after the wait with coherent loads (__ldcg), not read-only ones (__ldg, or plain
-// loads through const __restrict__ pointers, compiled to ld.global.nc), which the compiler may
-// schedule above the wait. (Measured: the one-token decode attention with its q loads right after
-// a late wait gave wrong tokens from the first CUDA-graph step on; coherent loads fixed it.)
+// loads through const __restrict__ pointers, compiled to ld.global.nc), which nothing orders
+// after the wait. Seen: the one-token decode attention, its q loads (ld.global.nc) right after a
+// wait placed late, decoded wrong tokens from the first CUDA-graph step on; with coherent q loads
+// it is exact. (The GEMVs still read x through __ldg, inside their K loop after the wait; every
+// GPU end-to-end test checks their output.)
 // On older GPUs both calls compile to nothing and launch_pdl() is a plain launch. LAMINA_PDL=0 in
 // the environment turns it off (for comparisons).
 #pragma once
