@@ -224,7 +224,7 @@ void add_sequence(Tokens& tk, int slot, int start, int n) {
 TEST_P(AttentionOps, DecodeUnevenSplits) {
   const Case cases[] = {
       {8, 2, 128, 4096, 9, 32},   // G=4
-      {16, 1, 64, 2048, 9, 16},   // G=16: two head chunks of 8
+      {16, 1, 64, 2048, 9, 16},   // G=16: head chunks (8 heads pipelined, 4 one-token)
       {4, 4, 256, 1100, 9, 32},   // G=1, D=256
   };
   for (const Case& c : cases) {
@@ -269,7 +269,7 @@ TEST_P(AttentionOps, DecodeUnevenSplits) {
 TEST_P(AttentionOps, DecodeOneTokenSteps) {
   const Case cases[] = {
       {32, 8, 128, 4096, 1, 32},  // Llama-3-8B heads
-      {16, 1, 64, 2048, 1, 16},   // G=16: two head chunks of 8
+      {16, 1, 64, 2048, 1, 16},   // G=16: four head chunks of 4 (one-token kernel)
   };
   for (const Case& c : cases) {
     const PagedKV pk = paged(rng_, c);

@@ -7,7 +7,10 @@
 // attention_common.cuh).
 //
 //   grid (T, Hkv * head_chunks, num_splits), 128 threads. A block takes one token t, one kv head
-//   and up to MAXG of the q heads that read it (GQA: K/V rows are loaded once for all of them),
+//   and up to MAXG = 4 of the q heads that read it (GQA: K/V rows are loaded once for all of them;
+//   a group of 8, as Llama-3-70B's at any tp, runs as two chunks of 4: 6.6 us at 512 rows against
+//   11.0 for one block of 8, which also unrolled half as far; 10.4 against 17.6 at 2048; H200,
+//   16 q / 2 kv heads, bench_kernels),
 //   and one split of the token's rows, of latency_split_len(len, num_splits) rows (chosen here
 //   from the token's own length, so graphs replay it); blocks past the token's rows exit at once.
 //   Lanes: a key row of D elements is read by D/8 lanes, 8 elements (16 bytes for 16-bit types)
@@ -31,9 +34,8 @@ namespace {
 
 constexpr int kWarps = 4, kThreads = kWarps * 32;
 constexpr int kElems = 8;  // head dims per lane
-// Keys per lane group loaded before any is used (fewer with 8 q heads: registers).
-template <int MAXG>
-inline constexpr int kUnroll = MAXG >= 8 ? 2 : 4;
+// Keys per lane group loaded before any is used.
+constexpr int kUnroll = 4;
 
 template <typename T, typename C, int D, int MAXG>
 __global__ void __launch_bounds__(kThreads)
@@ -45,7 +47,7 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int LPK = D / kElems;        // lanes per key row
   constexpr int KPW = 32 / LPK;          // keys a warp reads at once
   constexpr int STREAMS = kWarps * KPW;  // lane groups, each with its own online softmax
-  constexpr int U = kUnroll<MAXG>;
+  constexpr int U = kUnroll;
   __shared__ float sm_m[STREAMS * MAXG], sm_l[STREAMS * MAXG];  // [STREAMS][MAXG]
   __shared__ float sm_o[STREAMS * MAXG * D];                       // [STREAMS][MAXG][D]
   pdl_launch_dependents();  // the reduce (or the next projection) may launch and wait
@@ -233,10 +235,8 @@ void launch_decode_d(T* out, const T* qkv, const int32_t* positions, const int32
                      const AttnParams& p, int num_splits, float* partials, cudaStream_t stream) {
   if (p.G == 1) {
     launch_decode_typed<T, D, 1>(out, qkv, positions, slots, cache, p, num_splits, partials, stream);
-  } else if (p.G <= 4) {
+  } else {  // G > 4 runs as several chunks of 4 q heads
     launch_decode_typed<T, D, 4>(out, qkv, positions, slots, cache, p, num_splits, partials, stream);
-  } else {  // G > 8 runs as several chunks of 8 q heads
-    launch_decode_typed<T, D, 8>(out, qkv, positions, slots, cache, p, num_splits, partials, stream);
   }
 }
 
