@@ -264,12 +264,12 @@ void launch_gate_up_swiglu_gemv(DType dt, void* out, const void* x, const void* 
 bool launch_qkv_rope_kv_write_gemv(DType dt, void* qkv, const void* x, const void* w, int M, int K,
                                    const int32_t* positions, const int32_t* slots, const float* inv_freq,
                                    KVCacheLayer cache, const AttentionShape& s, cudaStream_t stream) {
-  const int D = s.head_dim, N = (s.num_q_heads + 2 * s.num_kv_heads) * D;
+  const int N = (s.num_q_heads + 2 * s.num_kv_heads) * s.head_dim;
   const int vec = 16 / static_cast<int>(dtype_size(dt));
-  if (M < 1 || M > kGemvMaxM || D % 4 != 0 || K % vec != 0 || !is_aligned16(x) || !is_aligned16(w) ||
-      cache.block_tables == nullptr || s.tokens_per_block <= 0 || s.max_blocks_per_seq <= 0)
+  RopeKvArgs rope;
+  if (K % vec != 0 || !is_aligned16(x) || !is_aligned16(w) ||
+      !make_rope_kv_args(rope, M, positions, slots, inv_freq, cache, s))
     return false;
-  const RopeKvArgs rope{positions, slots, inv_freq, cache.k, cache.v, cache.block_tables, make_attn_params(s, M, cache)};
   launch<Epilogue::kRopeKv>(dt, qkv, x, w, M, N, K, stream, rope);
   return true;
 }

@@ -12,6 +12,7 @@
 #include "activation.cuh"
 #include "attention_common.cuh"
 #include "cuda_types.cuh"
+#include "kernels.h"
 
 namespace lamina::cuda {
 
@@ -27,6 +28,17 @@ struct RopeKvArgs {
   const int32_t* block_tables = nullptr;
   AttnParams p;
 };
+
+// Host: the epilogue's arguments for a step of M tokens over this cache, or false where the fused
+// qkv GEMV does not apply (M outside 1..kGemvMaxM, head_dim not a multiple of 4, no block tables).
+inline bool make_rope_kv_args(RopeKvArgs& a, int M, const int32_t* positions, const int32_t* slots,
+                              const float* inv_freq, const KVCacheLayer& cache, const AttentionShape& s) {
+  if (M < 1 || M > kGemvMaxM || s.head_dim % 4 != 0 || cache.block_tables == nullptr || s.tokens_per_block <= 0 ||
+      s.max_blocks_per_seq <= 0)
+    return false;
+  a = RopeKvArgs{positions, slots, inv_freq, cache.k, cache.v, cache.block_tables, make_attn_params(s, M, cache)};
+  return true;
+}
 
 // The qkv row that row r (0..3) of block b reads and writes: head b / (D/4), pair
 // dims j = 2 (b % (D/4)), rows j, j + 1, j + D/2, j + D/2 + 1 of the head.

@@ -288,12 +288,12 @@ bool launch_gemv_quant_gate_up(DType dt, void* out, const void* x, const DeviceQ
 bool launch_gemv_quant_qkv_rope_kv_write(DType dt, void* qkv, const void* x, const DeviceQuantWeight& w, int M, int K,
                                         const int32_t* positions, const int32_t* slots, const float* inv_freq,
                                         KVCacheLayer cache, const AttentionShape& s, cudaStream_t stream) {
-  const int D = s.head_dim, N = (s.num_q_heads + 2 * s.num_kv_heads) * D;
+  const int N = (s.num_q_heads + 2 * s.num_kv_heads) * s.head_dim;
   const bool eight_bit = w.format == WeightFormat::Int8PerChannel || w.format == WeightFormat::Fp8PerTensor;
-  if (!eight_bit || M < 1 || M > kGemvMaxM || D % 4 != 0 || K % 16 != 0 || !is_aligned16(x) ||
-      !is_aligned16(w.data) || cache.block_tables == nullptr || s.tokens_per_block <= 0 || s.max_blocks_per_seq <= 0)
+  RopeKvArgs rope;
+  if (!eight_bit || K % 16 != 0 || !is_aligned16(x) || !is_aligned16(w.data) ||
+      !make_rope_kv_args(rope, M, positions, slots, inv_freq, cache, s))
     return false;
-  const RopeKvArgs rope{positions, slots, inv_freq, cache.k, cache.v, cache.block_tables, make_attn_params(s, M, cache)};
   const auto* wb = static_cast<const uint8_t*>(w.data);
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;

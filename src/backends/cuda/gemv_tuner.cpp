@@ -24,10 +24,13 @@ Mode tuning_mode() {
 
 // Choices by "device <d> <key>". Tuning itself runs without the lock: ranks of a tensor-parallel
 // engine tune on their own devices at the same time, and one rank's stream may wait on the others.
+struct Choice {
+  int index;
+  std::string name;  // for gemv_tuning_choices()
+};
 struct ChoiceTable {
   std::mutex mu;
-  std::map<std::string, std::string> names;  // for gemv_tuning_choices()
-  std::map<std::string, int> index;
+  std::map<std::string, Choice> by_key;
 };
 ChoiceTable& table() {
   static ChoiceTable t;
@@ -115,7 +118,7 @@ int tuned_gemv_choice(const GemvTuneRequest& req, cudaStream_t stream, const Gem
   ChoiceTable& t = table();
   {
     std::lock_guard<std::mutex> lock(t.mu);
-    if (auto it = t.index.find(key); it != t.index.end()) return it->second;
+    if (auto it = t.by_key.find(key); it != t.by_key.end()) return it->second.index;
   }
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone)
@@ -125,15 +128,14 @@ int tuned_gemv_choice(const GemvTuneRequest& req, cudaStream_t stream, const Gem
   const std::string& name = req.candidates[choice];
   if (mode == Mode::kLog) std::fprintf(stderr, "[lamina] gemv tuning: %s -> %s\n", key.c_str(), name.c_str());
   std::lock_guard<std::mutex> lock(t.mu);
-  t.names.emplace(key, name);
-  return t.index.emplace(key, choice).first->second;
+  return t.by_key.emplace(key, Choice{choice, name}).first->second.index;
 }
 
 std::vector<std::string> gemv_tuning_choices() {
   ChoiceTable& t = table();
   std::lock_guard<std::mutex> lock(t.mu);
   std::vector<std::string> lines;
-  for (const auto& [key, name] : t.names) lines.push_back(key + ": " + name);
+  for (const auto& [key, c] : t.by_key) lines.push_back(key + ": " + c.name);
   return lines;
 }
 
