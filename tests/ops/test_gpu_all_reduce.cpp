@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <thread>
@@ -99,7 +100,7 @@ std::string first_difference(DType dt, const std::vector<char>& got, const std::
 // One GPU per rank, a stream and device buffers on each.
 class Ranks {
  public:
-  explicit Ranks(int world) : devices_(first_devices(world)) {
+  explicit Ranks(int world) : devices_(first_devices(world)), graphs_(devices_.size()) {
     for (int d : devices_) {
       CUDA_CHECK(cudaSetDevice(d));
       cudaStream_t s;
@@ -111,7 +112,9 @@ class Ranks {
     for (size_t r = 0; r < devices_.size(); ++r) {
       cudaSetDevice(devices_[r]);
       cudaStreamSynchronize(streams_[r]);
-      for (void* p : buffers_[r]) cudaFree(p);
+      for (cudaGraphExec_t g : graphs_[r]) cudaGraphExecDestroy(g);
+      if (r < buffers_.size())
+        for (void* p : buffers_[r]) cudaFree(p);
       cudaStreamDestroy(streams_[r]);
     }
   }
@@ -143,6 +146,20 @@ class Ranks {
     CUDA_CHECK(cudaStreamSynchronize(stream(r)));
     return out;
   }
+  // Captures what `ops` issues on rank r's stream into an instantiated graph, which lives as long
+  // as this Ranks. A rank's graphs are its own: ranks may capture from threads of their own.
+  cudaGraphExec_t capture(int r, const std::function<void()>& ops) {
+    CUDA_CHECK(cudaSetDevice(devices_[size_t(r)]));
+    cudaGraph_t graph = nullptr;
+    CUDA_CHECK(cudaStreamBeginCapture(stream(r), cudaStreamCaptureModeThreadLocal));
+    ops();
+    CUDA_CHECK(cudaStreamEndCapture(stream(r), &graph));
+    cudaGraphExec_t exec = nullptr;
+    CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    CUDA_CHECK(cudaGraphDestroy(graph));
+    graphs_[size_t(r)].push_back(exec);
+    return exec;
+  }
   void sync_all() {
     for (int r = 0; r < world(); ++r) {
       CUDA_CHECK(cudaSetDevice(devices_[size_t(r)]));
@@ -153,6 +170,7 @@ class Ranks {
  private:
   std::vector<int> devices_;
   std::vector<cudaStream_t> streams_;
+  std::vector<std::vector<cudaGraphExec_t>> graphs_;  // [rank] → captured graphs to destroy
   std::vector<std::vector<void*>> buffers_;  // [rank] → allocations to free
 };
 
@@ -254,19 +272,12 @@ TEST(PeerAllReduce, CapturedInACudaGraphAndReplayed) {
       for (int r = 0; r < world; ++r) group->all_reduce_sum(r, a[size_t(r)], n, dt, ranks.stream(r));
       ranks.sync_all();
       std::vector<cudaGraphExec_t> execs;
-      for (int r = 0; r < world; ++r) {
-        CUDA_CHECK(cudaSetDevice(ranks.devices()[size_t(r)]));
-        cudaGraph_t graph = nullptr;
-        CUDA_CHECK(cudaStreamBeginCapture(ranks.stream(r), cudaStreamCaptureModeThreadLocal));
-        group->all_reduce_sum(r, a[size_t(r)], n, dt, ranks.stream(r));
-        group->all_reduce_sum(r, b[size_t(r)], m, dt, ranks.stream(r));
-        group->all_reduce_sum(r, a[size_t(r)], n, dt, ranks.stream(r));
-        CUDA_CHECK(cudaStreamEndCapture(ranks.stream(r), &graph));
-        cudaGraphExec_t exec = nullptr;
-        CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-        CUDA_CHECK(cudaGraphDestroy(graph));
-        execs.push_back(exec);
-      }
+      for (int r = 0; r < world; ++r)
+        execs.push_back(ranks.capture(r, [&] {
+          group->all_reduce_sum(r, a[size_t(r)], n, dt, ranks.stream(r));
+          group->all_reduce_sum(r, b[size_t(r)], m, dt, ranks.stream(r));
+          group->all_reduce_sum(r, a[size_t(r)], n, dt, ranks.stream(r));
+        }));
       for (int replay = 0; replay < 5; ++replay) {
         SCOPED_TRACE("replay " + std::to_string(replay));
         std::vector<std::vector<char>> in_a, in_b;
@@ -288,11 +299,6 @@ TEST(PeerAllReduce, CapturedInACudaGraphAndReplayed) {
           ASSERT_EQ(first_difference(dt, ranks.download(r, a[size_t(r)], n * es), want_a), "") << "a, rank " << r;
           ASSERT_EQ(first_difference(dt, ranks.download(r, b[size_t(r)], m * es), want_b), "") << "b, rank " << r;
         }
-      }
-      ranks.sync_all();
-      for (int r = 0; r < world; ++r) {
-        CUDA_CHECK(cudaSetDevice(ranks.devices()[size_t(r)]));
-        CUDA_CHECK(cudaGraphExecDestroy(execs[size_t(r)]));
       }
     }
   }
@@ -443,14 +449,11 @@ TEST(PeerAllReduceNorm, InterleavedWithAllReducesAndReplayedFromGraphs) {
   on_each_rank(ranks, [&](int r) {
     taken[size_t(r)] += run_fused(*group, ranks, dt, a, r);  // an eager call first, as the engine's first step
     CUDA_CHECK(cudaStreamSynchronize(ranks.stream(r)));
-    cudaGraph_t graph = nullptr;
-    CUDA_CHECK(cudaStreamBeginCapture(ranks.stream(r), cudaStreamCaptureModeThreadLocal));
-    taken[size_t(r)] += run_fused(*group, ranks, dt, a, r);
-    group->all_reduce_sum(r, plain[size_t(r)], m, dt, ranks.stream(r));
-    taken[size_t(r)] += run_fused(*group, ranks, dt, b, r);
-    CUDA_CHECK(cudaStreamEndCapture(ranks.stream(r), &graph));
-    CUDA_CHECK(cudaGraphInstantiate(&execs[size_t(r)], graph, 0));
-    CUDA_CHECK(cudaGraphDestroy(graph));
+    execs[size_t(r)] = ranks.capture(r, [&] {
+      taken[size_t(r)] += run_fused(*group, ranks, dt, a, r);
+      group->all_reduce_sum(r, plain[size_t(r)], m, dt, ranks.stream(r));
+      taken[size_t(r)] += run_fused(*group, ranks, dt, b, r);
+    });
   });
   for (int r = 0; r < world; ++r) ASSERT_EQ(taken[size_t(r)], 3) << "rank " << r;
   for (int replay = 0; replay < 5; ++replay) {
@@ -479,10 +482,6 @@ TEST(PeerAllReduceNorm, InterleavedWithAllReducesAndReplayedFromGraphs) {
     const std::vector<char> want = rank_order_sum(dt, in_plain, m);
     for (int r = 0; r < world; ++r)
       ASSERT_EQ(first_difference(dt, ranks.download(r, plain[size_t(r)], m * 2), want), "") << "plain, rank " << r;
-  }
-  for (int r = 0; r < world; ++r) {
-    CUDA_CHECK(cudaSetDevice(ranks.devices()[size_t(r)]));
-    CUDA_CHECK(cudaGraphExecDestroy(execs[size_t(r)]));
   }
 }
 
