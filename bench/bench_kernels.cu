@@ -518,7 +518,7 @@ int main(int argc, char** argv) {
       if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")
         guarded(c, g.name, [&] { bench_gemm_quant(c, g, f); });
   // Decode attention {batch, seq, max_seq}: one sequence (latency), a small batch, serving batches.
-  const int kDecodeAttn[][3] = {{1, 512, 4096},   {1, 2048, 4096},  {1, 4096, 4096},   {4, 512, 4096},
+  const int kDecodeAttn[][3] = {{1, 512, 4096},   {1, 768, 4096},   {1, 1024, 4096},  {1, 2048, 4096},  {1, 4096, 4096},   {4, 512, 4096},
                                 {8, 512, 4096},   {16, 512, 4096},  {16, 2048, 4096},  {256, 256, 2048},
                                 {1024, 256, 2048}};
   for (const auto& a : kDecodeAttn)
@@ -528,7 +528,7 @@ int main(int argc, char** argv) {
     guarded(c, g.name, [&] { bench_gemv(c, g, 1); });
     if (std::string(g.name) != "70b-tp4 lm_head") guarded(c, g.name, [&] { bench_gemv_variants(c, g); });
   }
-  for (int seq : {512, 768, 2048})
+  for (int seq : {512, 768, 1024, 2048})
     guarded(c, "70b-tp4 decode attention",
             [&] { bench_decode_attention(c, seq, 1, 4096, kHq70bTp4, kHkv70bTp4); });
   for (int T : {512, 2048}) guarded(c, "prefill attention", [&] { bench_prefill_attention(c, T); });

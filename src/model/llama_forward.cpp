@@ -45,6 +45,7 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
   logits_ = DeviceBuffer(be_, T * size_t(vocab_rank_) * act);  // [rows, V_rank]
   choices_ = DeviceBuffer(be_, T * sizeof(TokenChoice));
   chosen_ = DeviceBuffer(be_, T * sizeof(int32_t));
+  argmax_ = DeviceBuffer(be_, T * sizeof(SliceArgmax));
 
   // Step inputs incl. block tables ([max_seqs, max_blocks_per_seq]; rows in use uploaded each step).
   const size_t inputs_n = 4 * T + size_t(limits.max_seqs) * size_t(attn_.max_blocks_per_seq);
@@ -222,28 +223,10 @@ std::vector<SliceArgmax> LlamaForward::slice_argmax(int R) {
     for (auto& s : out) s.value = std::numeric_limits<float>::quiet_NaN();
     return out;
   }
-  LAMINA_CHECK(int64_t(R) * vocab_rank_ <= INT32_MAX, "logits too large for the slice argmax");
-  const std::vector<TokenChoice> greedy(size_t(R), TokenChoice{0.0f, 0, 1.0f, 0.0f});
-  be_->copy_to_device(choices_.get(), greedy.data(), greedy.size() * sizeof(TokenChoice));
-  int32_t* ids_dev = chosen_.as<int32_t>();
-  const size_t row_bytes = size_t(vocab_rank_) * dtype_size(be_->activation_dtype());
-  if (valid == vocab_rank_) {
-    be_->select_tokens(ids_dev, logits_.get(), R, int(valid), choices_.as<TokenChoice>());
-  } else {  // rows are vocab_rank_ apart but only `valid` of them count: one row at a time
-    for (int r = 0; r < R; ++r)
-      be_->select_tokens(ids_dev + r, logits_.as<char>() + size_t(r) * row_bytes, 1, int(valid),
-                         choices_.as<TokenChoice>() + r);
-  }
-  std::vector<int32_t> idx(static_cast<size_t>(R));
-  be_->copy_to_host(idx.data(), ids_dev, idx.size() * sizeof(int32_t));
-  // The chosen logits: gather element r * V_rank + idx[r] of logits viewed as [R * V_rank, 1].
-  std::vector<int32_t> flat(static_cast<size_t>(R));
-  for (int r = 0; r < R; ++r) flat[size_t(r)] = int32_t(int64_t(r) * vocab_rank_ + idx[size_t(r)]);
-  be_->copy_to_device(ids_dev, flat.data(), flat.size() * sizeof(int32_t));
-  be_->gather_rows(last_.get(), logits_.get(), ids_dev, R, 1);  // last_ is free after the lm_head
-  std::vector<float> values(static_cast<size_t>(R));
-  be_->activations_to_host_f32(values.data(), last_.get(), values.size());
-  for (int r = 0; r < R; ++r) out[size_t(r)] = {values[size_t(r)], idx[size_t(r)]};
+  // One kernel and one copy back (each copy waits for the device: a tensor-parallel decode step
+  // ends with this on every rank).
+  be_->slice_argmax_rows(argmax_.as<SliceArgmax>(), logits_.get(), R, int(valid), vocab_rank_);
+  be_->copy_to_host(out.data(), argmax_.get(), out.size() * sizeof(SliceArgmax));
   return out;
 }
 

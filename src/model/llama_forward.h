@@ -112,6 +112,7 @@ class LlamaForward {
   DeviceBuffer residual_, normed_, qkv_, attn_out_, proj_, gate_up_, mlp_;
   DeviceBuffer last_, logits_;
   DeviceBuffer choices_, chosen_;  // TokenChoice [max_tokens], int32 [max_tokens]
+  DeviceBuffer argmax_;            // SliceArgmax [max_tokens]
   std::vector<DeviceBuffer> k_cache_, v_cache_;
 };
 

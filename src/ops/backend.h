@@ -150,6 +150,11 @@ class Backend {
   // ids[r] = the token choices[r] picks from logits[r, 0:V] (activations; ids and choices are
   // device arrays [R]). See ops/token_choice.h for the definition.
   virtual void select_tokens(int32_t* ids, const void* logits, int R, int V, const TokenChoice* choices) = 0;
+  // out[r] (device [R]) = the greedy argmax of logits row r (row r starts row_stride elements after
+  // row r - 1; its first V count) and that logit as float32: choose_token's greedy (lowest index on
+  // ties, NaN never wins; index 0 with a NaN value when every logit is NaN). A tensor-parallel
+  // rank's share of a greedy choice (SliceArgmax), found in one pass so one copy brings it back.
+  virtual void slice_argmax_rows(SliceArgmax* out, const void* logits, int R, int V, int64_t row_stride) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -394,9 +394,50 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
   for (int32_t r : host_rows)
     LAMINA_CHECK(r >= 0 && size_t(r) < logit_rows.size(), "host row ", r, " is not a logit row");
   return lead(batch, [&] {
+    if (!followers_ && tp_size() > 1 && greedy_rows(choices, host_rows)) {
+      // Each rank thread runs its step and then its slice's argmax (one job, no second hand-off),
+      // so the ranks' copies back overlap instead of queueing on this thread.
+      std::vector<std::vector<SliceArgmax>> parts(tp_size());
+      workers_->run([&](size_t r) {
+        ranks_[r]->forward->step(batch);
+        parts[r] = ranks_[r]->forward->slice_argmax(int(choices.size()));
+      });
+      return join_greedy(parts, choices, host_rows);
+    }
     forward(batch);
     return choose(choices, host_rows);
   });
+}
+
+bool Engine::greedy_rows(const std::vector<TokenChoice>& choices, const std::vector<int32_t>& host_rows) {
+  // Host rows come back whole anyway: their ids are chosen from those rows, whatever their choice.
+  std::vector<char> on_host(choices.size(), 0);
+  for (int32_t r : host_rows) on_host[size_t(r)] = 1;
+  bool all_greedy = true;
+  for (size_t i = 0; i < choices.size(); ++i) all_greedy &= on_host[i] || !(choices[i].temperature > 0.0f);
+  return all_greedy;
+}
+
+// Vocabulary split over ranks, greedy rows: each rank found its slice's argmax where its logits
+// are (parts[rank][row]); the host joins the (value, index) pairs, exactly as a whole-row argmax.
+ChosenTokens Engine::join_greedy(const std::vector<std::vector<SliceArgmax>>& parts,
+                                 const std::vector<TokenChoice>& choices, const std::vector<int32_t>& host_rows) {
+  ChosenTokens out;
+  const size_t tp = tp_size(), V = size_t(cfg_.vocab_size), Vr = size_t(cfg_.vocab_per_rank());
+  std::vector<SliceArgmax> row(tp);
+  out.ids.resize(choices.size());
+  for (size_t i = 0; i < choices.size(); ++i) {
+    for (size_t r = 0; r < tp; ++r) row[r] = parts[r][i];
+    out.ids[i] = combine_slice_argmax(row.data(), int(tp), int64_t(Vr));
+  }
+  if (!host_rows.empty()) {
+    out.host_logits = join_vocab_slices(rank_logit_rows(host_rows), host_rows.size(), V, Vr);
+    for (size_t j = 0; j < host_rows.size(); ++j) {
+      const size_t i = size_t(host_rows[j]);
+      out.ids[i] = choose_token(out.host_logits.data() + j * V, int(V), choices[i]);
+    }
+  }
+  return out;
 }
 
 // The tokens of the step forward() just ran, one per logit row (choices.size() of them).
@@ -409,31 +450,7 @@ ChosenTokens Engine::choose(const std::vector<TokenChoice>& choices, const std::
     if (!host_rows.empty()) out.host_logits = f.logit_rows_f32(host_rows);
     return out;
   }
-  const size_t tp = tp_size(), Vr = size_t(cfg_.vocab_per_rank());
-  // Host rows come back whole anyway: their ids are chosen from those rows, whatever their choice.
-  std::vector<char> on_host(choices.size(), 0);
-  for (int32_t r : host_rows) on_host[size_t(r)] = 1;
-  bool all_greedy = true;
-  for (size_t i = 0; i < choices.size(); ++i) all_greedy &= on_host[i] || !(choices[i].temperature > 0.0f);
-  if (all_greedy) {
-    // Vocabulary split over ranks, greedy rows: each rank finds its slice's argmax where its
-    // logits are; the host joins the (value, index) pairs, exactly as a whole-row argmax.
-    const std::vector<std::vector<SliceArgmax>> parts = rank_slice_argmax(int(choices.size()));
-    std::vector<SliceArgmax> row(tp);
-    out.ids.resize(choices.size());
-    for (size_t i = 0; i < choices.size(); ++i) {
-      for (size_t r = 0; r < tp; ++r) row[r] = parts[r][i];
-      out.ids[i] = combine_slice_argmax(row.data(), int(tp), int64_t(Vr));
-    }
-    if (!host_rows.empty()) {
-      out.host_logits = join_vocab_slices(rank_logit_rows(host_rows), host_rows.size(), V, Vr);
-      for (size_t j = 0; j < host_rows.size(); ++j) {
-        const size_t i = size_t(host_rows[j]);
-        out.ids[i] = choose_token(out.host_logits.data() + j * V, int(V), choices[i]);
-      }
-    }
-    return out;
-  }
+  if (greedy_rows(choices, host_rows)) return join_greedy(rank_slice_argmax(int(choices.size())), choices, host_rows);
   // Sampled rows: gather whole rows on the host and choose there, by the same definition.
   const std::vector<float> logits = gather_logits(choices.size());
   out.ids.resize(choices.size());

@@ -93,6 +93,11 @@ class Engine {
   void forward(const StepBatch& batch);
   std::vector<float> gather_logits(size_t rows) const;  // [rows, vocab_size] from every rank's slice
   ChosenTokens choose(const std::vector<TokenChoice>& choices, const std::vector<int32_t>& host_rows);
+  // Whether every row is greedy or comes back whole (host_rows): then tp ranks choose by slice argmax.
+  static bool greedy_rows(const std::vector<TokenChoice>& choices, const std::vector<int32_t>& host_rows);
+  // The ids from the ranks' slice argmaxes (parts[rank][row]); host rows chosen from their whole rows.
+  ChosenTokens join_greedy(const std::vector<std::vector<SliceArgmax>>& parts, const std::vector<TokenChoice>& choices,
+                           const std::vector<int32_t>& host_rows);
   // Every rank's part of the last step's output, in rank order: this process's ranks' and, on
   // the leader of an mpirun job, its followers'.
   std::vector<std::vector<float>> rank_logits(size_t rows) const;

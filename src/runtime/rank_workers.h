@@ -2,7 +2,12 @@
 // once (their all-reduces wait for one another, so one thread cannot run two ranks); starting tp
 // threads for every step costs tens of microseconds, so these live as long as the engine.
 // Rank 0 runs on the calling thread; ranks 1..tp-1 each have their own worker.
+// Hand-offs spin for a while before they sleep: a condition variable's wake-up takes tens of
+// microseconds, and a decode step of a tensor-parallel engine hands off twice (out to the
+// workers, back to the caller) every few milliseconds. LAMINA_RANK_SPIN_US sets how long
+// (default 200 us; 0 sleeps at once).
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -34,9 +39,10 @@ class RankWorkers {
   std::mutex mutex_;      // guards everything below
   std::condition_variable start_cv_, done_cv_;
   const std::function<void(size_t)>* job_ = nullptr;
-  uint64_t generation_ = 0;  // bumped once per run: a worker runs the job of each generation once
-  size_t pending_ = 0;       // workers still running this generation's job
-  bool stop_ = false;
+  // Written under mutex_; atomic so that spinning threads may read them without it.
+  std::atomic<uint64_t> generation_{0};  // bumped once per run: a worker runs the job of each generation once
+  std::atomic<size_t> pending_{0};       // workers still running this generation's job
+  std::atomic<bool> stop_{false};
   std::vector<std::exception_ptr> errors_;  // [rank]
   std::vector<std::thread> threads_;        // ranks 1..ranks-1
 };

@@ -51,6 +51,46 @@ TEST_F(Sampling, Argmax) {
   }
 }
 
+// Backend::slice_argmax_rows (a tensor-parallel rank's greedy share): rows row_stride apart of which
+// only the first V count (the padding after them holds larger values, which must not win), ties,
+// a NaN that must not win, a row of NaN only; float32 and bfloat16 logits, each against the CPU
+// backend on the same (rounded) values.
+TEST_F(Sampling, SliceArgmaxRowsMatchesCpu) {
+  auto cpu = make_cpu_backend();
+  for (DType dt : {DType::F32, DType::BF16}) {
+    auto gpu = make_cuda_backend(0, dt);
+    for (int V : {7, 1000, 64128}) {
+      const int R = 9, stride = V + 37;
+      auto z = make_logits(rng_, R, stride, true);
+      for (int r = 0; r < R; ++r)
+        for (int v = V; v < stride; ++v) z[size_t(r) * stride + v] = 1000.0f;  // padding: never counts
+      z[size_t(1) * stride + V - 1] = 100.0f;                                // the last valid index wins
+      z[size_t(2) * stride + 3] = z[size_t(2) * stride + 5] = 100.0f;        // a tie: the lower index wins
+      z[size_t(3) * stride + 0] = std::numeric_limits<float>::quiet_NaN();  // NaN never wins
+      for (int v = 0; v < V; ++v) z[size_t(4) * stride + v] = std::numeric_limits<float>::quiet_NaN();
+      auto z_g = upload_act(*gpu, z);
+      const std::vector<float> rounded = read_act(*gpu, z_g, z.size());
+      DeviceBuffer out_g(gpu.get(), R * sizeof(SliceArgmax));
+      gpu->slice_argmax_rows(out_g.as<SliceArgmax>(), z_g.get(), R, V, stride);
+      std::vector<SliceArgmax> got(R), want(R);
+      gpu->copy_to_host(got.data(), out_g.get(), R * sizeof(SliceArgmax));
+      cpu->slice_argmax_rows(want.data(), rounded.data(), R, V, stride);
+      for (int r = 0; r < R; ++r) {
+        const std::string what = std::string(dtype_user_name(dt)) + " V=" + std::to_string(V) + " row " + std::to_string(r);
+        EXPECT_EQ(got[r].index, want[r].index) << what;
+        if (std::isnan(want[r].value)) {
+          EXPECT_TRUE(std::isnan(got[r].value)) << what;
+        } else {
+          EXPECT_EQ(got[r].value, want[r].value) << what;
+        }
+      }
+      EXPECT_EQ(want[1].index, V - 1);
+      EXPECT_EQ(want[2].index, 3);
+      EXPECT_TRUE(std::isnan(want[4].value) && want[4].index == 0);
+    }
+  }
+}
+
 TEST_F(Sampling, TopKTopPMatchesCpu) {
   for (int V : {1000, 50257, 128256}) {
     for (bool masked : {false, true}) {

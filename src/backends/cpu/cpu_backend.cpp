@@ -221,6 +221,14 @@ class CpuBackend final : public Backend {
 #pragma omp parallel for
     for (int r = 0; r < R; ++r) ids[r] = choose_token(static_cast<const float*>(logits) + size_t(r) * V, V, choices[r]);
   }
+  void slice_argmax_rows(SliceArgmax* out, const void* logits, int R, int V, int64_t row_stride) override {
+    const TokenChoice greedy{0.0f, 0, 1.0f, 0.0f};
+    for (int r = 0; r < R; ++r) {
+      const float* row = static_cast<const float*>(logits) + r * row_stride;
+      const int32_t i = choose_token(row, V, greedy);
+      out[r] = SliceArgmax{row[i], i};
+    }
+  }
 };
 
 }  // namespace

@@ -276,6 +276,11 @@ class CudaBackend final : public Backend {
     auto span = profile("select_tokens", R);
     launch_sample(act_, logits, R, V, choices, ids, stream_);
   }
+  void slice_argmax_rows(SliceArgmax* out, const void* logits, int R, int V, int64_t row_stride) override {
+    use_device();
+    auto span = profile("slice_argmax_rows", R);
+    launch_slice_argmax(act_, logits, R, V, row_stride, out, stream_);
+  }
 
   // First use of a key runs the ops directly (GEMM plans and kernel attributes are set up on
   // first call, outside any capture); the second captures them into a graph; later uses replay it.

@@ -17,6 +17,11 @@ using SampleParams = lamina::TokenChoice;
 // out_ids[b] = argmax_v logits[b, v]; the lowest index wins ties; NaN never wins.
 void launch_argmax(const float* logits, int B, int V, int32_t* out_ids, cudaStream_t stream);
 
+// out[b] = {logits[b * row_stride + i], i} for i the argmax of the row's first V logits (as
+// launch_argmax; logits in `dt`): Backend::slice_argmax_rows.
+void launch_slice_argmax(DType dt, const void* logits, int B, int V, int64_t row_stride, lamina::SliceArgmax* out,
+                         cudaStream_t stream);
+
 // out_ids[b] = the token TokenChoice params[b] picks; params: device array [B].
 void launch_sample(const float* logits, int B, int V, const SampleParams* params, int32_t* out_ids,
                    cudaStream_t stream);

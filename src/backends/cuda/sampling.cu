@@ -65,6 +65,14 @@ __device__ int block_argmax(const T* x, int V) {
 }
 
 template <typename T>
+__global__ void slice_argmax_kernel(const T* __restrict__ logits, int V, int64_t row_stride,
+                                    lamina::SliceArgmax* __restrict__ out) {
+  const T* row = logits + static_cast<size_t>(blockIdx.x) * row_stride;
+  const int best = block_argmax(row, V);
+  if (threadIdx.x == 0) out[blockIdx.x] = lamina::SliceArgmax{to_float(row[best]), best};
+}
+
+template <typename T>
 __global__ void argmax_kernel(const T* __restrict__ logits, int V, int32_t* __restrict__ out) {
   const int best = block_argmax(logits + static_cast<size_t>(blockIdx.x) * V, V);
   if (threadIdx.x == 0) out[blockIdx.x] = best;
@@ -235,6 +243,16 @@ void launch_sample(const float* logits, int B, int V, const SampleParams* params
                    cudaStream_t stream) {
   if (B <= 0) return;
   sample_kernel<<<B, kThreads, 0, stream>>>(logits, V, params, out_ids);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_slice_argmax(DType dt, const void* logits, int B, int V, int64_t row_stride, lamina::SliceArgmax* out,
+                         cudaStream_t stream) {
+  if (B <= 0) return;
+  dispatch_float_type(dt, [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    slice_argmax_kernel<<<B, kThreads, 0, stream>>>(static_cast<const E*>(logits), V, row_stride, out);
+  });
   CUDA_CHECK_LAUNCH();
 }
 
