@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
+#include <array>
 #include <random>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -249,6 +250,22 @@ void bench_int4_tiles(Ctx& c, const Gemm& g) {
                 wu[0], wu[1], wu[2] ? "smem" : "regs", g.N, g.K, tm.ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
     c.out["gemv_int4_tiles"].push_back({{"name", g.name}, {"W", wu[0]}, {"U", wu[1]}, {"shared_x", wu[2] != 0},
                                         {"ms", tm.ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs}});
+  }
+  // gate_up with its SwiGLU in one kernel: a block's warps split between a gate tile and its up tile.
+  if (std::string(g.name) == "gate_up") {
+    const int F = g.N / 2;
+    for (const auto& wu : {std::array<int, 2>{4, 2}, {4, 4}, {4, 8}, {8, 2}, {8, 4}, {8, 8}, {16, 2}, {16, 4}}) {
+      const Timing tm = time_ms(c.stream, [&](int i) {
+        cuda::DeviceQuantWeight w{WeightFormat::Int4Group, data.at(i), static_cast<const float*>(scales.at(i)),
+                                  kInt4GroupSize, true};
+        cuda::launch_gemv_int4_tiles_gate_up_variant(wu[0], wu[1], DType::BF16, out, x.at(0), w, 1, F, g.K, c.stream);
+      });
+      const double gbs = bytes / (tm.ms * 1e-3) / 1e9;
+      std::printf("gemv-int4-tiles gate_up+swiglu W=%d U=%d x=smem F=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n",
+                  wu[0], wu[1], F, g.K, tm.ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
+      c.out["gemv_int4_tiles_gate_up"].push_back(
+          {{"W", wu[0]}, {"U", wu[1]}, {"ms", tm.ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs}});
+    }
   }
   cudaFree(out);
   bench_gemv_quant(c, g, WeightFormat::Int4Group, 1, "int4tiles");  // the backend's choice
@@ -518,9 +535,9 @@ int main(int argc, char** argv) {
       if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")
         guarded(c, g.name, [&] { bench_gemm_quant(c, g, f); });
   // Decode attention {batch, seq, max_seq}: one sequence (latency), a small batch, serving batches.
-  const int kDecodeAttn[][3] = {{1, 512, 4096},   {1, 768, 4096},   {1, 1024, 4096},  {1, 2048, 4096},  {1, 4096, 4096},   {4, 512, 4096},
-                                {8, 512, 4096},   {16, 512, 4096},  {16, 2048, 4096},  {256, 256, 2048},
-                                {1024, 256, 2048}};
+  const int kDecodeAttn[][3] = {{1, 512, 4096},  {1, 768, 4096},   {1, 1024, 4096},  {1, 2048, 4096},
+                                {1, 4096, 4096}, {4, 512, 4096},   {8, 512, 4096},   {16, 512, 4096},
+                                {16, 2048, 4096}, {256, 256, 2048}, {1024, 256, 2048}};
   for (const auto& a : kDecodeAttn)
     guarded(c, "decode attention", [&] { bench_decode_attention(c, a[1], a[0], a[2]); });
   // One GPU of Llama-3-70B at tp 4, batch 1: the decode step's GEMVs and its attention (2 kv heads).

@@ -61,6 +61,10 @@ bool launch_gemv_int4_tiles_gate_up(DType dt, void* out, const void* x, const De
 bool launch_gemv_int4_tiles_variant(int warps, int chunks_per_group, bool shared_x, DType dt, void* out,
                                     const void* x, const DeviceQuantWeight& w, int M, int N, int K,
                                     cudaStream_t stream);
+// The same for the gate_up GEMV with its SwiGLU (N = F outputs of a [2F, K] weight; `warps` a block,
+// half on the gate tile, half on its up tile; x in shared memory): warps 4, 8 or 16, chunks 2, 4 or 8.
+bool launch_gemv_int4_tiles_gate_up_variant(int warps, int chunks_per_group, DType dt, void* out, const void* x,
+                                            const DeviceQuantWeight& w, int M, int F, int K, cudaStream_t stream);
 
 // int4_tiles.cu — whether an int4 [N, K] weight with this group size takes the tile layout
 // (N % 16 == 0, K % 64 == 0, group a multiple of 64 dividing K); the conversion of packed
