@@ -221,7 +221,7 @@ void build_engine(const BuildOptions& opts) {
   if (!kv_cache_quant_algo_supported(opts.kv_cache_quant_algo))
     fail("unknown --kv_cache_quant_algo '", opts.kv_cache_quant_algo, "' (supported: ", kSupportedKvCacheQuantAlgos, ")");
   if (!opts.kv_cache_quant_algo.empty()) engine_cfg.kv_cache_quant_algo = opts.kv_cache_quant_algo;
-  if (engine_cfg.kv_cache_quant_algo == "FP8" && dt == DType::F32)
+  if (!kv_cache_quant_algo_fits_dtype(engine_cfg.kv_cache_quant_algo, engine_cfg.dtype))
     fail("an FP8 KV cache needs a float16 or bfloat16 engine: build with --dtype bfloat16 (or float16)");
   StagedDir staged(opts.output_dir);
   Json config = {

@@ -174,7 +174,7 @@ void convert_checkpoint(const ConvertOptions& opts) {
   cfg.dtype = dtype_user_name(out);
   cfg.quant_algo = opts.quant_algo;
   cfg.kv_cache_quant_algo = opts.kv_cache_quant_algo;
-  if (cfg.kv_cache_quant_algo == "FP8" && out == DType::F32)
+  if (!kv_cache_quant_algo_fits_dtype(cfg.kv_cache_quant_algo, cfg.dtype))
     fail("--kv_cache_quant_algo FP8 needs a float16 or bfloat16 checkpoint (--dtype float16 or bfloat16)");
   const TensorSource src = TensorSource::open_hf_dir(opts.model_dir);
 

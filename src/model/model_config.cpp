@@ -28,7 +28,7 @@ void ModelConfig::validate() const {
   if (!kv_cache_quant_algo_supported(kv_cache_quant_algo))
     fail("kv_cache_quant_algo '", kv_cache_quant_algo, "' is not supported (supported: ", kSupportedKvCacheQuantAlgos,
          ")");
-  if (kv_cache_quant_algo == "FP8" && dtype == "float32")
+  if (!kv_cache_quant_algo_fits_dtype(kv_cache_quant_algo, dtype))
     fail("kv_cache_quant_algo FP8 needs a float16 or bfloat16 model (dtype is float32)");
   const int64_t tp = mapping.tp_size;
   if (tp < 1) fail("tp_size must be at least 1");

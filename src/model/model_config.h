@@ -28,6 +28,12 @@ inline bool quant_algo_supported(const std::string& a) { return a == "W8A16" || 
 // --kv_cache_quant_algo values ("" = the engine dtype).
 inline constexpr const char* kSupportedKvCacheQuantAlgos = "FP8";
 inline bool kv_cache_quant_algo_supported(const std::string& a) { return a.empty() || a == "FP8"; }
+// Whether a KV cache of kv_cache_quant_algo a goes with a model of dtype `dtype` (its user name):
+// an FP8 cache stores e4m3 made from 16-bit activations, so float16 or bfloat16 only. Convert,
+// build and ModelConfig::validate() apply it, each naming its own way out.
+inline bool kv_cache_quant_algo_fits_dtype(const std::string& a, const std::string& dtype) {
+  return a != "FP8" || dtype != "float32";
+}
 
 struct ModelConfig {
   std::string architecture = "LlamaForCausalLM";
