@@ -526,7 +526,7 @@ int main(int argc, char** argv) {
           guarded(c, g.name, [&] { bench_gemv_quant(c, g, f, M); });
   for (const Gemm& g : kGemms)
     if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")
-      guarded(c, "int4 tiles", [&] { bench_int4_tiles(c, g); });
+      guarded(c, (std::string("int4 tiles ") + g.name).c_str(), [&] { bench_int4_tiles(c, g); });
   for (const Gemm& g : kGemms)
     if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")
       guarded(c, "fp8 shapes", [&] { bench_fp8_shapes(c, g); });
