@@ -9,24 +9,21 @@
 namespace lamina {
 namespace {
 
-std::chrono::microseconds spin_time() {
-  static const std::chrono::microseconds t = [] {
-    const char* e = std::getenv("LAMINA_RANK_SPIN_US");
-    if (e == nullptr || *e == 0) return std::chrono::microseconds(200);
-    char* end = nullptr;
-    const long v = std::strtol(e, &end, 10);
-    if (*end != 0 || v < 0 || v > 1000000)
-      fail("LAMINA_RANK_SPIN_US must be a number of microseconds from 0 to 1000000, not '", e, "'");
-    return std::chrono::microseconds(v);
-  }();
-  return t;
+// LAMINA_RANK_SPIN_US, read when workers start.
+std::chrono::microseconds spin_time_from_env() {
+  const char* e = std::getenv("LAMINA_RANK_SPIN_US");
+  if (e == nullptr || *e == 0) return std::chrono::microseconds(200);
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  if (*end != 0 || v < 0 || v > 1000000)
+    fail("LAMINA_RANK_SPIN_US must be a number of microseconds from 0 to 1000000, not '", e, "'");
+  return std::chrono::microseconds(v);
 }
 
-// Polls done() for up to spin_time(); the caller then waits on its condition variable, which
-// returns at once if done() became true.
+// Polls done() for up to `limit`; the caller then waits on its condition variable, which returns
+// at once if done() became true.
 template <class Done>
-void spin_until(Done done) {
-  const auto limit = spin_time();
+void spin_until(std::chrono::microseconds limit, Done done) {
   if (limit.count() == 0) return;
   const auto start = std::chrono::steady_clock::now();
   for (unsigned i = 1;; ++i) {
@@ -40,8 +37,8 @@ void spin_until(Done done) {
 
 }  // namespace
 
-RankWorkers::RankWorkers(size_t ranks) : ranks_(ranks == 0 ? 1 : ranks), errors_(ranks_) {
-  spin_time();  // a bad LAMINA_RANK_SPIN_US fails here, not on a worker thread
+RankWorkers::RankWorkers(size_t ranks)
+    : ranks_(ranks == 0 ? 1 : ranks), spin_(spin_time_from_env()), errors_(ranks_) {
   for (size_t r = 1; r < ranks_; ++r) threads_.emplace_back([this, r] { work(r); });
 }
 
@@ -58,7 +55,7 @@ void RankWorkers::work(size_t rank) {
   uint64_t seen = 0;
   for (;;) {
     const std::function<void(size_t)>* job = nullptr;
-    spin_until([&] { return stop_ || generation_.load() != seen; });
+    spin_until(spin_, [&] { return stop_ || generation_.load() != seen; });
     {
       std::unique_lock<std::mutex> lock(mutex_);
       start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
@@ -94,7 +91,7 @@ void RankWorkers::run(const std::function<void(size_t)>& fn) {
     err0 = std::current_exception();
   }
   std::vector<std::exception_ptr> errors;
-  spin_until([&] { return pending_.load() == 0; });
+  spin_until(spin_, [&] { return pending_.load() == 0; });
   {
     std::unique_lock<std::mutex> lock(mutex_);
     done_cv_.wait(lock, [&] { return pending_ == 0; });

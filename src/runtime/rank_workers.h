@@ -8,6 +8,7 @@
 // (default 200 us; 0 sleeps at once).
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -21,7 +22,7 @@ namespace lamina {
 
 class RankWorkers {
  public:
-  explicit RankWorkers(size_t ranks);  // starts ranks - 1 threads
+  explicit RankWorkers(size_t ranks);  // starts ranks - 1 threads; a bad LAMINA_RANK_SPIN_US throws
   ~RankWorkers();                      // stops and joins them
   RankWorkers(const RankWorkers&) = delete;
   RankWorkers& operator=(const RankWorkers&) = delete;
@@ -35,6 +36,7 @@ class RankWorkers {
   void work(size_t rank);
 
   size_t ranks_;
+  std::chrono::microseconds spin_;  // how long a hand-off polls before it sleeps
   std::mutex run_mutex_;  // serializes run()
   std::mutex mutex_;      // guards everything below
   std::condition_variable start_cv_, done_cv_;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -30,6 +31,34 @@ TEST(RankWorkers, RanksRunAtOnceOnTheSameThreadsEveryRun) {
     if (round == 0) first = ids;
     for (size_t r = 1; r < ranks; ++r) EXPECT_EQ(ids[r], first[r]);
   }
+}
+
+// LAMINA_RANK_SPIN_US: how long hand-offs poll before they sleep. 0 (sleep at once) and a long
+// spin both run every rank at once; a value that is no number of microseconds is an error that
+// names the variable, raised when the workers start.
+TEST(RankWorkers, SpinSettingWorksAtZeroAndRejectsBadValues) {
+  for (const char* spin : {"0", "5000"}) {
+    ::setenv("LAMINA_RANK_SPIN_US", spin, 1);
+    RankWorkers workers(3);
+    for (int round = 0; round < 20; ++round) {
+      std::atomic<size_t> arrived{0};
+      workers.run([&](size_t) {
+        arrived.fetch_add(1);
+        while (arrived.load() < 3) std::this_thread::yield();
+      });
+      EXPECT_EQ(arrived.load(), 3u) << "LAMINA_RANK_SPIN_US=" << spin;
+    }
+  }
+  for (const char* bad : {"abc", "-1", "12us", "2000000"}) {
+    ::setenv("LAMINA_RANK_SPIN_US", bad, 1);
+    try {
+      RankWorkers workers(2);
+      ADD_FAILURE() << "LAMINA_RANK_SPIN_US=" << bad << " was accepted";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("LAMINA_RANK_SPIN_US"), std::string::npos) << e.what();
+    }
+  }
+  ::unsetenv("LAMINA_RANK_SPIN_US");
 }
 
 TEST(RankWorkers, RethrowsTheLowestFailingRanksErrorAndStaysUsable) {
