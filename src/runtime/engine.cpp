@@ -354,10 +354,18 @@ std::vector<std::vector<float>> Engine::rank_logit_rows(const std::vector<int32_
   return parts;
 }
 
-std::vector<std::vector<SliceArgmax>> Engine::rank_slice_argmax(int rows) const {
-  if (followers_) return followers_->slice_argmax(rows, ranks_[0]->forward->slice_argmax(rows));
-  std::vector<std::vector<SliceArgmax>> parts;
-  for (auto& rk : ranks_) parts.push_back(rk->forward->slice_argmax(rows));
+std::vector<std::vector<SliceArgmax>> Engine::step_and_slice_argmax(const StepBatch& batch, int rows) {
+  if (followers_) {  // rank 0 here, the followers theirs
+    forward(batch);
+    return followers_->slice_argmax(rows, ranks_[0]->forward->slice_argmax(rows));
+  }
+  // Each rank thread runs its step and then its slice's argmax (one job, no second hand-off), so
+  // the ranks' copies back overlap instead of queueing on this thread.
+  std::vector<std::vector<SliceArgmax>> parts(tp_size());
+  workers_->run([&](size_t r) {
+    ranks_[r]->forward->step(batch);
+    parts[r] = ranks_[r]->forward->slice_argmax(rows);
+  });
   return parts;
 }
 
@@ -394,16 +402,8 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
   for (int32_t r : host_rows)
     LAMINA_CHECK(r >= 0 && size_t(r) < logit_rows.size(), "host row ", r, " is not a logit row");
   return lead(batch, [&] {
-    if (!followers_ && tp_size() > 1 && greedy_rows(choices, host_rows)) {
-      // Each rank thread runs its step and then its slice's argmax (one job, no second hand-off),
-      // so the ranks' copies back overlap instead of queueing on this thread.
-      std::vector<std::vector<SliceArgmax>> parts(tp_size());
-      workers_->run([&](size_t r) {
-        ranks_[r]->forward->step(batch);
-        parts[r] = ranks_[r]->forward->slice_argmax(int(choices.size()));
-      });
-      return join_greedy(parts, choices, host_rows);
-    }
+    if (tp_size() > 1 && greedy_rows(choices, host_rows))
+      return join_greedy(step_and_slice_argmax(batch, int(choices.size())), choices, host_rows);
     forward(batch);
     return choose(choices, host_rows);
   });
@@ -440,7 +440,9 @@ ChosenTokens Engine::join_greedy(const std::vector<std::vector<SliceArgmax>>& pa
   return out;
 }
 
-// The tokens of the step forward() just ran, one per logit row (choices.size() of them).
+// The tokens of the step forward() just ran, one per logit row (choices.size() of them): on the
+// device at tp 1; over a split vocabulary (some row sampled; all-greedy steps take
+// step_and_slice_argmax instead) from whole rows gathered on the host.
 ChosenTokens Engine::choose(const std::vector<TokenChoice>& choices, const std::vector<int32_t>& host_rows) {
   ChosenTokens out;
   const size_t V = size_t(cfg_.vocab_size);
@@ -450,7 +452,6 @@ ChosenTokens Engine::choose(const std::vector<TokenChoice>& choices, const std::
     if (!host_rows.empty()) out.host_logits = f.logit_rows_f32(host_rows);
     return out;
   }
-  if (greedy_rows(choices, host_rows)) return join_greedy(rank_slice_argmax(int(choices.size())), choices, host_rows);
   // Sampled rows: gather whole rows on the host and choose there, by the same definition.
   const std::vector<float> logits = gather_logits(choices.size());
   out.ids.resize(choices.size());

@@ -102,7 +102,9 @@ class Engine {
   // the leader of an mpirun job, its followers'.
   std::vector<std::vector<float>> rank_logits(size_t rows) const;
   std::vector<std::vector<float>> rank_logit_rows(const std::vector<int32_t>& rows) const;
-  std::vector<std::vector<SliceArgmax>> rank_slice_argmax(int rows) const;
+  // Every rank runs its step, then the argmax of its vocabulary slice over the first `rows` logit
+  // rows; the argmaxes in rank order (this process's ranks' and, on an mpirun leader, its followers').
+  std::vector<std::vector<SliceArgmax>> step_and_slice_argmax(const StepBatch& batch, int rows);
   // fn() = one step; on the leader of an mpirun job, the batch is checked first and an error
   // inside the step ends the job (the followers would wait in a collective forever).
   template <class Fn>
