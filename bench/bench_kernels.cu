@@ -352,14 +352,18 @@ AttentionShape paged_shape(Ctx& c, int seq, int seqs, int32_t** d_tables) {
 // cache of max_seq rows a sequence (the split plan is made for max_seq, as in the engine), with
 // shuffled block tables. bytes = batch * seq * Hkv * D * 2 (K, V) * 2 bytes. LAMINA_ATTN_DECODE=latency
 // or =pipelined times that kernel for every batch (the default picks by batch, as the engine does).
-void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq, int hq = kHq, int hkv = kHkv) {
+// fp8_kv: an FP8 (e4m3) cache, one byte an element (the pools hold random bytes: the speed does
+// not depend on the values).
+void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq, int hq = kHq, int hkv = kHkv,
+                            bool fp8_kv = false) {
   const char* mode = std::getenv("LAMINA_ATTN_DECODE");
-  const std::string kernel = mode != nullptr && *mode ? mode : "auto";
-  const size_t slot_bytes = size_t(seq) * hkv * kD * 2;  // one of k or v
+  const std::string kernel = std::string(mode != nullptr && *mode ? mode : "auto") + (fp8_kv ? ", fp8 kv" : "");
+  const size_t elem_bytes = fp8_kv ? 1 : 2;
+  const size_t slot_bytes = size_t(seq) * hkv * kD * elem_bytes;  // one of k or v
   const int slots = std::max(batch, static_cast<int>((c.min_total / 2 + slot_bytes - 1) / slot_bytes));
   const int used_blocks = (seq + kTokensPerBlock - 1) / kTokensPerBlock;  // blocks a sequence fills
-  Rotation k(size_t(used_blocks) * kTokensPerBlock * hkv * kD * 2 * slots, 0, 50, c.stream),
-      v(size_t(used_blocks) * kTokensPerBlock * hkv * kD * 2 * slots, 0, 60, c.stream);
+  Rotation k(size_t(used_blocks) * kTokensPerBlock * hkv * kD * elem_bytes * slots, 0, 50, c.stream),
+      v(size_t(used_blocks) * kTokensPerBlock * hkv * kD * elem_bytes * slots, 0, 60, c.stream);
   Rotation qkv(size_t(batch) * (hq + 2 * hkv) * kD * 2, 0, 70, c.stream, 3.0f);
   void* out = dmalloc(size_t(batch) * hq * kD * 2);
   // Rotate which slots the batch reads: set r uses slots r*batch .. r*batch + batch - 1 (mod slots).
@@ -384,7 +388,7 @@ void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq, int hq = kH
   auto* d_tables = static_cast<int32_t*>(dmalloc(tables.size() * 4));
   c.be->copy_to_device(d_tables, tables.data(), tables.size() * 4);
   const Timing tm = time_ms(c.stream, [&](int i) {
-    const KVCacheLayer cache{k.at(0), v.at(0), d_tables};
+    const KVCacheLayer cache{k.at(0), v.at(0), d_tables, fp8_kv, 1.0f, 1.0f};
     c.be->attention(out, qkv.at(0), d_pos, d_slots + size_t(i % sets) * batch, cache, shape, batch);
   });
   cudaFree(out);
@@ -471,12 +475,12 @@ void bench_batched_prompts_attention(Ctx& c, int seqs, int len) {
 }
 
 template <typename F>
-void guarded(Ctx& c, const char* what, F&& f) {
-  if (!c.only.empty() && std::string(what) != "copy") {
+void guarded(Ctx& c, const std::string& what, F&& f) {
+  if (!c.only.empty() && what != "copy") {
     bool wanted = false;
     for (size_t at = 0; at <= c.only.size() && !wanted;) {
       const size_t bar = std::min(c.only.find('|', at), c.only.size());
-      wanted = std::string(what).find(c.only.substr(at, bar - at)) != std::string::npos;
+      wanted = what.find(c.only.substr(at, bar - at)) != std::string::npos;
       at = bar + 1;
     }
     if (!wanted) return;
@@ -484,8 +488,8 @@ void guarded(Ctx& c, const char* what, F&& f) {
   try {
     f();
   } catch (const std::exception& e) {
-    std::printf("%s FAILED: %s\n", what, e.what());
-    c.out["errors"].push_back(std::string(what) + ": " + e.what());
+    std::printf("%s FAILED: %s\n", what.c_str(), e.what());
+    c.out["errors"].push_back(what + ": " + e.what());
   }
 }
 
@@ -539,7 +543,12 @@ int main(int argc, char** argv) {
                                 {1, 4096, 4096}, {4, 512, 4096},   {8, 512, 4096},   {16, 512, 4096},
                                 {16, 2048, 4096}, {256, 256, 2048}, {1024, 256, 2048}};
   for (const auto& a : kDecodeAttn)
-    guarded(c, "decode attention", [&] { bench_decode_attention(c, a[1], a[0], a[2]); });
+    guarded(c, "decode attention b" + std::to_string(a[0]) + " s" + std::to_string(a[1]),
+            [&] { bench_decode_attention(c, a[1], a[0], a[2]); });
+  for (const auto& a : kDecodeAttn)
+    if (a[0] > 1)
+      guarded(c, "decode attention fp8 kv b" + std::to_string(a[0]) + " s" + std::to_string(a[1]),
+              [&] { bench_decode_attention(c, a[1], a[0], a[2], kHq, kHkv, true); });
   // One GPU of Llama-3-70B at tp 4, batch 1: the decode step's GEMVs and its attention (2 kv heads).
   for (const Gemm& g : kGemms70bTp4) {
     guarded(c, g.name, [&] { bench_gemv(c, g, 1); });

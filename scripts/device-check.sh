@@ -136,6 +136,20 @@ for t in $TESTS; do
   ((rc == 124)) && echo "$t: killed after ${TEST_TIMEOUT:-300} s (TEST_TIMEOUT)"
   counts=$(grep -E "^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test" "$OUT/test_$t.log" | sed 's/\[ *//;s/ *\]//' | tr '\n' ' ')
   if ((rc == 0)); then note "test $t" "ok $(($(stamp) - t0)) s: $counts"; else note "test $t" "FAILED (rc $rc): $counts"; failed=1; fi
+  # The attention tests again with each many-token decode kernel forced: the automatic choice
+  # (attention.cu) gives most test steps, which are small, to the pipelined kernel.
+  if [[ $t == test_ops && -z "${GTEST_FILTER:-}" ]]; then
+    for kernel in mma pipelined; do
+      t0=$(stamp)
+      LAMINA_ATTN_DECODE=$kernel timeout "${TEST_TIMEOUT:-300}" "$bin" --gtest_color=no \
+        --gtest_filter='*AttentionOps*:*Fp8KvCache*Attention*' >"$OUT/test_${t}_$kernel.log" 2>&1
+      rc=$?
+      cat "$OUT/test_${t}_$kernel.log" >>"$OUT/tests.log"
+      grep -E "^\[  (FAILED|PASSED) |Failure" "$OUT/test_${t}_$kernel.log" | head -40
+      counts=$(grep -E "^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test" "$OUT/test_${t}_$kernel.log" | sed 's/\[ *//;s/ *\]//' | tr '\n' ' ')
+      if ((rc == 0)); then note "test $t ($kernel decode)" "ok $(($(stamp) - t0)) s: $counts"; else note "test $t ($kernel decode)" "FAILED (rc $rc): $counts"; failed=1; fi
+    done
+  fi
 done
 if [[ -n "${SANITIZE_FILTER:-}" ]]; then
   bin=$(find_bin test_ops)

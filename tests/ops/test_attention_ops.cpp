@@ -1,5 +1,5 @@
 // rope_kv_write and attention on the CUDA backend vs the CPU reference: GQA groups 1, 3, 4, 8, 16,
-// head_dim 16/32/64/128/256, several sequences, prefill (one sequence, consecutive positions from
+// head_dim 16/32/64/128/256 (so every decode kernel: latency, pipelined and tensor-core), several sequences, prefill (one sequence, consecutive positions from
 // a random start, i.e. a chunk after existing cache rows), decode (tokens of random sequences at
 // random positions) and mixed steps; for the prefill kernel, whole prompts up to 2100 tokens,
 // chunks after a cached prefix and several sequences in one step. The KV cache is paged: the
@@ -195,15 +195,18 @@ TEST_P(AttentionOps, Attention) {
   }
 }
 
-// Long sequences: many split-K splits for decode, many key tiles for prefill.
+// Long sequences: many split-K splits for decode, many key tiles for prefill. The second case has
+// 8 tokens a KV block, so the tensor-core decode kernel's 16-key groups span two blocks (a table
+// lookup per key).
 TEST_P(AttentionOps, LongContext) {
-  const Case c{8, 2, 128, 4096, 2, 16};
-  const PagedKV pk = paged(rng_, c);
-  const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
-  for (Layout layout : {Layout::Prefill, Layout::Decode, Layout::Mixed}) {
-    for (int T : {1, 3, 130}) {
-      const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
-      check_attention(*gpu_, *cpu_, rng_, c, pk, layout, T, tol(), k0, v0, qkv);
+  for (const Case& c : {Case{8, 2, 128, 4096, 2, 16}, Case{32, 8, 128, 1100, 3, 8}}) {
+    const PagedKV pk = paged(rng_, c);
+    const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
+    for (Layout layout : {Layout::Prefill, Layout::Decode, Layout::Mixed}) {
+      for (int T : {1, 3, 130}) {
+        const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
+        check_attention(*gpu_, *cpu_, rng_, c, pk, layout, T, tol(), k0, v0, qkv);
+      }
     }
   }
 }

@@ -26,8 +26,11 @@ struct Case {
   }
 };
 // D = 64 and 128 take the mma.sync prefill for whole 64-token tiles; 16, 32 and 256 decode only.
+// Decode steps of several tokens go to the tensor-core kernel for D = 64, 128 with GQA (the last
+// case: Llama-3-8B heads, 8 tokens a block so its 16-key groups span blocks), else the pipelined one.
 const Case kCases[] = {{8, 2, 64, 300, 3, 32}, {4, 4, 128, 300, 2, 16}, {16, 2, 64, 300, 2, 16},
-                       {8, 2, 16, 300, 2, 32}, {4, 1, 32, 300, 2, 16},  {4, 1, 256, 300, 2, 32}};
+                       {8, 2, 16, 300, 2, 32}, {4, 1, 32, 300, 2, 16},  {4, 1, 256, 300, 2, 32},
+                       {32, 8, 128, 700, 3, 8}};
 
 // One layer's FP8 cache on both backends: e4m3 bytes on the GPU, their float32 values on the CPU.
 struct Fp8KV {

@@ -398,6 +398,13 @@ void launch_attention_decode_latency(DType dt, void* out, const void* qkv, const
 void launch_attention_decode(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                              KVCacheLayer cache, const AttnParams& p, int num_splits, float* partials, int* counters,
                              cudaStream_t stream);
+// Tensor-core decode kernel (attention_decode_mma.cu) for steps of more than
+// kAttentionLatencyMaxTokens tokens where it applies (16-bit activations, head_dim 64 or 128, at
+// least 2 q heads a kv head); same split plan, workspace and merge as launch_attention_decode.
+bool attention_decode_mma_supports(DType dt, const AttnParams& p);
+void launch_attention_decode_mma(DType dt, void* out, const void* qkv, const int32_t* positions,
+                                 const int32_t* slots, KVCacheLayer cache, const AttnParams& p, int num_splits,
+                                 float* partials, int* counters, cudaStream_t stream);
 void launch_attention_prefill(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                               KVCacheLayer cache, const AttnParams& p, cudaStream_t stream);
 // Tensor-core kernel for float16 / bfloat16 (attention_prefill_mma.cu: mma.sync, cp.async

@@ -1,0 +1,392 @@
+// Decode attention on the tensor cores, for steps of many tokens (serving batches): the q heads
+// of a kv head (GQA) are the 8 columns of one mma.sync m16n8k16, keys are its 16 rows, so each
+// K/V row is read from memory once for all of its q heads and the dot products cost 2 mma a key
+// instead of ~60 CUDA-core instructions (the pipelined kernel, attention_decode.cu, which stays for
+// float32, one q head a kv head and head_dim 16/32/256).
+//
+//   grid (T, Hkv * head_chunks, Z), 128 threads = 4 warps; a block takes one token t, one kv head,
+//   up to 8 of its q heads (chunk g0) and one split of the token's cache rows, with the same split
+//   plan, partials and last-block merge as the pipelined kernel (attention_common.cuh). The split's
+//   keys go in groups of 16; warp w takes groups w, w + 4, ... with its own online softmax and
+//   the block merges the 4 warps' states at the end.
+//   Per group (g = lane / 4, q = lane % 4; mma_layout.h):
+//     S^T[16 keys, 8 heads] = K[16, D] · Q^T[D, 8]   KD = D/16 mma; A = K rows straight from
+//                       memory into registers, B = Q^T loaded once
+//     softmax           per head (column): max over the group's keys (lanes of equal q), running
+//                       max m, sum l in the exp2 domain, fp32
+//     O^T[D, 8] += V^T[D, 16 keys] · P^T[16 keys, 8]  KD mma; P^T from the S^T accumulators by
+//                       one movmatrix.trans per 8 keys, V^T assembled from V rows with byte_perm
+//   No shared memory in the loop: the order of the head dims inside an mma's k (and the rows of
+//   O^T) is free as long as both operands use it, so each lane's part of a K or V row is
+//   contiguous: K dims KW*q .. KW*q + KW - 1 (KW = D/4) of keys g, g + 8; V dims VW*g .. VW*g + VW - 1
+//   (VW = D/8) of keys 2q, 2q+1, 2q+8, 2q+9. k-step kk takes K dims KW*q + 4kk + {0,1} (k 2q, 2q+1)
+//   and + {2,3} (k 2q+8, 2q+9); O^T m-tile mt row g is dim VW*g + 2mt, row g + 8 is dim VW*g + 2mt + 1.
+//   A warp's next group loads while it computes the current one (two register sets).
+// An FP8 cache (e4m3) runs the mma in float16: e4m3 converts to f16x2 in one instruction, q is
+// rounded to float16 (clamped to its range) and the cache scales are applied to S and O in fp32.
+#include <cuda_runtime.h>
+
+#include <type_traits>
+
+#include "attention_common.cuh"
+#include "cuda_check.h"
+#include "cuda_types.cuh"
+#include "mma.cuh"
+#include "pdl.cuh"
+
+namespace lamina::cuda {
+namespace {
+
+constexpr int kWarps = 4, kThreads = kWarps * 32;
+constexpr int kHeads = 8;                 // q heads a block: the mma's n
+constexpr int kGroupKeys = 16;            // keys a warp takes at once: the mma's m
+constexpr int kRoundKeys = kGroupKeys * kWarps;
+
+// Shapes for cache element type C and head_dim D. M: the mma's input type.
+template <typename T, typename C, int D>
+struct MmaDecodeShape {
+  using M = std::conditional_t<kIsFp8Kv<C>, __half, T>;
+  static constexpr int KD = D / 16;                          // k-steps of S^T, m-tiles of O^T
+  static constexpr int KW = D / 4, VW = D / 8;               // dims of a K / V row a lane holds
+  static constexpr int KWORDS = KW * int(sizeof(C)) / 4;     // 32-bit words of them
+  static constexpr int VWORDS = VW * int(sizeof(C)) / 4;
+  static_assert(KWORDS % 4 == 0 && (VWORDS % 4 == 0 || VWORDS == 2), "16- or 8-byte loads");
+};
+
+// One lane's cache data of one 16-key group.
+template <int KWORDS, int VWORDS>
+struct GroupRegs {
+  uint32_t k[2][KWORDS];  // keys g, g + 8
+  uint32_t v[4][VWORDS];  // keys 2q, 2q + 1, 2q + 8, 2q + 9
+  // Warp-uniform: some key of the group is past the split's end or has no pool row. Then `ok`
+  // (bits 0, 1: the K keys; 2..5: the V keys) says which of this lane's keys exist; the others
+  // were loaded from a stand-in row and are masked (scores -inf, V zeros) before use.
+  bool partial;
+  uint32_t ok;
+};
+
+// WORDS 32-bit words from src (16-byte aligned, or 8 for WORDS == 2) through L2: rope_kv_write,
+// the kernel before, wrote the step's rows (pdl.cuh).
+template <int WORDS>
+__device__ __forceinline__ void load_words(uint32_t (&w)[WORDS], const void* src) {
+  if constexpr (WORDS % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < WORDS / 4; ++i) {
+      const uint4 x = __ldcg(reinterpret_cast<const uint4*>(src) + i);
+      w[4 * i] = x.x, w[4 * i + 1] = x.y, w[4 * i + 2] = x.z, w[4 * i + 3] = x.w;
+    }
+  } else {
+    static_assert(WORDS == 2, "16- or 8-byte rows");
+    const uint2 x = __ldcg(reinterpret_cast<const uint2*>(src));
+    w[0] = x.x, w[1] = x.y;
+  }
+}
+
+// Two e4m3 (the low 16 bits of w) as f16x2, the low byte in the low half.
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t w) {
+  const __half2_raw r = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w & 0xffffu), __NV_E4M3);
+  return static_cast<uint32_t>(r.x) | (static_cast<uint32_t>(r.y) << 16);
+}
+
+// The same without the conversion unit: halves holding e4m3 byte b at bits 8..15 (zeros below)
+// become the f16 of value(b) * 2^-8: sign to bit 15, exponent and mantissa shifted down one bit
+// (an e4m3 exponent field e reads as f16 exponent e, 8 less than its bias difference; subnormals
+// map to subnormals). Exact for every finite e4m3.
+__device__ __forceinline__ uint32_t spread_e4m3x2_to_f16x2_div256(uint32_t x) {
+  return (x & 0x80008000u) | ((x >> 1) & 0x3f803f80u);
+}
+
+// The transpose of an 8x8 16-bit matrix held in mma fragment layout (lane: row lane/4, columns
+// 2(lane%4), +1), in the same layout.
+__device__ __forceinline__ uint32_t transpose8x8(uint32_t x) {
+  uint32_t y;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+
+template <typename T, typename C, int D>
+__global__ void __launch_bounds__(kThreads)
+    attn_decode_mma_kernel(T* __restrict__ out, float* __restrict__ partials, int* __restrict__ counters,
+                           const T* __restrict__ qkv, const int32_t* __restrict__ positions,
+                           const int32_t* __restrict__ slots, const C* __restrict__ k_cache,
+                           const C* __restrict__ v_cache, const int32_t* __restrict__ block_tables, AttnParams p,
+                           int head_chunks) {
+  using S = MmaDecodeShape<T, C, D>;
+  using M = typename S::M;
+  constexpr int KD = S::KD, KW = S::KW, VW = S::VW, KWORDS = S::KWORDS, VWORDS = S::VWORDS;
+  using Regs = GroupRegs<KWORDS, VWORDS>;
+  __shared__ float sm_o[kWarps * kHeads * D], sm_m[kWarps * kHeads], sm_l[kWarps * kHeads];
+  pdl_launch_dependents();  // the next projection may launch and wait
+  pdl_wait();               // q and the cache rows come from rope_kv_write
+
+  const int num_splits = gridDim.z;
+  DecodeBlock<T> b;
+  if (!decode_block<T, D, kHeads>(b, out, positions, slots, p, head_chunks, kThreads)) return;
+  int split_len = max(kDecodeMinSplitLen, (b.len + num_splits - 1) / num_splits);
+  split_len = (split_len + kRoundKeys - 1) / kRoundKeys * kRoundKeys;
+  const int n_splits = (b.len + split_len - 1) / split_len;
+  if (b.split >= n_splits) return;  // no rows for this split; it never touches the counter
+  const int start = b.split * split_len;
+  const int end = min(b.len, start + split_len);
+  const int n_groups = (end - start + kGroupKeys - 1) / kGroupKeys;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+
+  // Group i's rows: keys start + 16i + r. With tokens_per_block >= 16 a group (16-aligned) lies in
+  // one KV block: its rows are consecutive pool rows from the first one's, so a lane's loads sit at
+  // fixed offsets (k_off, v_off) from the group's first row, and one table lookup serves the group.
+  // The lanes look up 32 of the warp's groups at once (lane j: group warp + 4 (32n + j) of batch
+  // n) and a group takes its first row by a shuffle, so no lookup latency sits between a group's
+  // turn and its loads.
+  const size_t pos_stride = static_cast<size_t>(p.Hkv) * D;  // elements between pool rows
+  const size_t head_off = static_cast<size_t>(b.kvh) * D;
+  const int k_key[2] = {g, g + 8}, v_key[4] = {2 * q, 2 * q + 1, 2 * q + 8, 2 * q + 9};
+  uint32_t k_off[2], v_off[4];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) k_off[h] = static_cast<uint32_t>(k_key[h] * pos_stride + KW * q);
+#pragma unroll
+  for (int h = 0; h < 4; ++h) v_off[h] = static_cast<uint32_t>(v_key[h] * pos_stride + VW * g);
+  const bool group_in_one_block = p.tokens_per_block >= kGroupKeys;
+  long long lane_base = -1;
+  int base_batch = -1;
+  auto load_group = [&](Regs& r, int i) {  // warp-uniform i
+    const int j0 = start + i * kGroupKeys;
+    if (group_in_one_block) {
+      const int k = (i - warp) / kWarps;  // the warp's k-th group
+      if (k / 32 != base_batch) {
+        base_batch = k / 32;
+        const int gi = warp + kWarps * (32 * base_batch + lane);
+        lane_base = gi < n_groups ? kv_cache_row(block_tables, b.slot, start + gi * kGroupKeys, p) : -1;
+      }
+      const long long base = __shfl_sync(0xffffffffu, lane_base, k % 32);
+      // A missing block reads block 0's rows in its place (masked below).
+      const size_t first = static_cast<size_t>(base < 0 ? 0 : base) * pos_stride + head_off;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) load_words<KWORDS>(r.k[h], k_cache + first + k_off[h]);
+#pragma unroll
+      for (int h = 0; h < 4; ++h) load_words<VWORDS>(r.v[h], v_cache + first + v_off[h]);
+      const int n_valid = base < 0 ? 0 : min(kGroupKeys, end - j0);
+      r.partial = n_valid < kGroupKeys;
+      if (r.partial) {
+        r.ok = 0;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) r.ok |= (k_key[h] < n_valid ? 1u : 0u) << h;
+#pragma unroll
+        for (int h = 0; h < 4; ++h) r.ok |= (v_key[h] < n_valid ? 1u : 0u) << (2 + h);
+      }
+    } else {  // blocks of fewer than 16 rows: a lookup per key
+      r.partial = true;
+      r.ok = 0;
+      auto row_of = [&](int key) -> long long {  // pool row of key j0 + key, -1 if none
+        return j0 + key < end ? kv_cache_row(block_tables, b.slot, j0 + key, p) : -1;
+      };
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const long long row = row_of(k_key[h]);
+        r.ok |= (row >= 0 ? 1u : 0u) << h;
+        load_words<KWORDS>(r.k[h], k_cache + static_cast<size_t>(row >= 0 ? row : 0) * pos_stride + head_off + KW * q);
+      }
+#pragma unroll
+      for (int h = 0; h < 4; ++h) {
+        const long long row = row_of(v_key[h]);
+        r.ok |= (row >= 0 ? 1u : 0u) << (2 + h);
+        load_words<VWORDS>(r.v[h], v_cache + static_cast<size_t>(row >= 0 ? row : 0) * pos_stride + head_off + VW * g);
+      }
+    }
+  };
+  // The first group's loads go out before q's, so the two latencies overlap.
+  Regs ra, rb;
+  if (warp < n_groups) load_group(ra, warp);
+
+  // Q^T as B fragments: qb[kk] = q head h0 + g at dims KW*q + 4kk + {0,1}, {2,3} (zeros past ng).
+  uint32_t qb[KD][2];
+  {
+    uint32_t raw[KW / 2];  // KW elements of T
+    const T* q_row = qkv + static_cast<size_t>(b.t) * (p.Hq + 2 * p.Hkv) * D + static_cast<size_t>(b.h0 + g) * D;
+    if (g < b.ng) {
+      load_words<KW / 2>(raw, q_row + KW * q);
+    } else {
+#pragma unroll
+      for (int w = 0; w < KW / 2; ++w) raw[w] = 0;
+    }
+#pragma unroll
+    for (int kk = 0; kk < KD; ++kk)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint32_t w = raw[2 * kk + h];
+        if constexpr (std::is_same_v<M, T>) {
+          qb[kk][h] = w;
+        } else {  // T -> float16 for the FP8 cache's mma, clamped to float16's range
+          const T* e = reinterpret_cast<const T*>(&w);
+          constexpr float kMax = 65504.0f;
+          qb[kk][h] = pack2<M>(fminf(fmaxf(to_float(e[0]), -kMax), kMax), fminf(fmaxf(to_float(e[1]), -kMax), kMax));
+        }
+      }
+  }
+  const float score_scale = p.scale_log2 * (kIsFp8Kv<C> ? p.k_scale : 1.0f);
+
+  // Online softmax of heads 2q, 2q+1 (this lane's columns): running max m (the same in every lane
+  // of a column), this lane's part of the sum l, and O^T [KD m-tiles] in accumulator layout.
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float o[KD][4];
+#pragma unroll
+  for (int mt = 0; mt < KD; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[mt][e] = 0.0f;
+
+  auto compute_group = [&](Regs& r) {
+    if (r.partial) {  // V rows of missing keys become zeros (their scores become -inf below)
+#pragma unroll
+      for (int h = 0; h < 4; ++h)
+        if (!((r.ok >> (2 + h)) & 1u))
+#pragma unroll
+          for (int w = 0; w < VWORDS; ++w) r.v[h][w] = 0;
+    }
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // S^T: (key g, head 2q), (g, 2q+1), (g+8, 2q), (g+8, 2q+1)
+#pragma unroll
+    for (int kk = 0; kk < KD; ++kk) {
+      uint32_t a[4];
+      if constexpr (kIsFp8Kv<C>) {
+        a[0] = e4m3x2_to_f16x2(r.k[0][kk]);
+        a[1] = e4m3x2_to_f16x2(r.k[1][kk]);
+        a[2] = e4m3x2_to_f16x2(r.k[0][kk] >> 16);
+        a[3] = e4m3x2_to_f16x2(r.k[1][kk] >> 16);
+      } else {
+        a[0] = r.k[0][2 * kk];
+        a[1] = r.k[1][2 * kk];
+        a[2] = r.k[0][2 * kk + 1];
+        a[3] = r.k[1][2 * kk + 1];
+      }
+      mma_16816<M>(s, a, qb[kk][0], qb[kk][1]);
+    }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[e] = !r.partial || ((r.ok >> (e >> 1)) & 1u) ? s[e] * score_scale : -INFINITY;
+
+    float alpha[2], pr[4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float mx = fmaxf(s[h], s[h + 2]);
+#pragma unroll
+      for (int x = 4; x < 32; x <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, x));
+      const float m_new = fmaxf(m[h], mx);
+      const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // nothing visible yet: no inf - inf
+      alpha[h] = exp2f(m[h] - m_use);
+      m[h] = m_new;
+      pr[h] = exp2f(s[h] - m_use);
+      pr[h + 2] = exp2f(s[h + 2] - m_use);
+      l[h] = fmaf(l[h], alpha[h], pr[h] + pr[h + 2]);
+    }
+    // P^T as B fragments: keys 2q, 2q+1 (b0) and 2q+8, 2q+9 (b1) of head g.
+    const uint32_t b0 = transpose8x8(pack2<M>(pr[0], pr[1]));
+    const uint32_t b1 = transpose8x8(pack2<M>(pr[2], pr[3]));
+#pragma unroll
+    for (int mt = 0; mt < KD; ++mt) {
+      uint32_t a[4];  // V^T rows (dims) VW*g + 2mt (a0, a2), + 1 (a1, a3); keys 2q, 2q+1 (a0, a1), 2q+8, 2q+9
+      if constexpr (kIsFp8Kv<C>) {
+        const uint32_t sel = (mt & 1) ? 0x7362u : 0x5140u;  // bytes 2mt, 2mt+1 of two keys, interleaved
+        const uint32_t lo = __byte_perm(r.v[0][mt / 2], r.v[1][mt / 2], sel);
+        const uint32_t hi = __byte_perm(r.v[2][mt / 2], r.v[3][mt / 2], sel);
+        a[0] = e4m3x2_to_f16x2(lo);
+        a[1] = e4m3x2_to_f16x2(lo >> 16);
+        a[2] = e4m3x2_to_f16x2(hi);
+        a[3] = e4m3x2_to_f16x2(hi >> 16);
+      } else {
+        a[0] = __byte_perm(r.v[0][mt], r.v[1][mt], 0x5410u);
+        a[1] = __byte_perm(r.v[0][mt], r.v[1][mt], 0x7632u);
+        a[2] = __byte_perm(r.v[2][mt], r.v[3][mt], 0x5410u);
+        a[3] = __byte_perm(r.v[2][mt], r.v[3][mt], 0x7632u);
+      }
+      o[mt][0] *= alpha[0];
+      o[mt][1] *= alpha[1];
+      o[mt][2] *= alpha[0];
+      o[mt][3] *= alpha[1];
+      mma_16816<M>(o[mt], a, b0, b1);
+    }
+  };
+
+  // Groups warp, warp + 4, ...: the next one loads while this one computes.
+  int i = warp;
+#pragma unroll 1
+  for (; i < n_groups; i += 2 * kWarps) {
+    if (i + kWarps < n_groups) load_group(rb, i + kWarps);
+    compute_group(ra);
+    if (i + kWarps >= n_groups) break;
+    if (i + 2 * kWarps < n_groups) load_group(ra, i + 2 * kWarps);
+    compute_group(rb);
+  }
+
+  // The warps' states into shared memory as [warp][head][D] (the lane-group layout the merge
+  // helpers take, with the warps as the streams); V's scale goes on O here.
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int x = 4; x < 32; x <<= 1) l[h] += __shfl_xor_sync(0xffffffffu, l[h], x);
+  const float v_scale = kIsFp8Kv<C> ? p.v_scale : 1.0f;
+#pragma unroll
+  for (int mt = 0; mt < KD; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int head = 2 * q + (e & 1), dim = VW * g + 2 * mt + (e >> 1);
+      sm_o[(warp * kHeads + head) * D + dim] = o[mt][e] * v_scale;
+    }
+  if (g == 0) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      sm_m[warp * kHeads + 2 * q + h] = m[h];
+      sm_l[warp * kHeads + 2 * q + h] = l[h];
+    }
+  }
+  __syncthreads();
+  const size_t pi_h0 = (static_cast<size_t>(b.t) * p.Hq + b.h0) * num_splits;  // partial index of (t, h0, split 0)
+  float* ml = partials + static_cast<size_t>(p.T) * p.Hq * num_splits * D;    // [T, Hq, Z, 2]
+  write_block_outputs<T, D, kHeads, kWarps>(b.out_t, partials, ml, sm_o, sm_m, sm_l, b.ng, n_splits == 1, pi_h0,
+                                            num_splits, b.split, kThreads);
+  if (n_splits == 1) return;
+  merge_splits_if_last<T, D>(b.out_t, partials, ml, pi_h0, num_splits, n_splits, b.ng,
+                             counters + static_cast<size_t>(b.t) * gridDim.y + blockIdx.y);
+}
+
+template <typename T, typename C, int D>
+void launch_cache(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
+                  const AttnParams& p, int num_splits, float* partials, int* counters, cudaStream_t stream) {
+  const int head_chunks = (p.G + kHeads - 1) / kHeads;
+  const dim3 grid(p.T, p.Hkv * head_chunks, num_splits);
+  launch_pdl(attn_decode_mma_kernel<T, C, D>, grid, dim3(kThreads), 0, stream, static_cast<T*>(out), partials,
+             counters, static_cast<const T*>(qkv), positions, slots, static_cast<const C*>(cache.k),
+             static_cast<const C*>(cache.v), cache.block_tables, p, head_chunks);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename T, int D>
+void launch_d(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
+              const AttnParams& p, int num_splits, float* partials, int* counters, cudaStream_t stream) {
+  dispatch_kv_element<T>(p.kv_fp8, [&](auto tag) {
+    launch_cache<T, typename decltype(tag)::type, D>(out, qkv, positions, slots, cache, p, num_splits, partials,
+                                                     counters, stream);
+  });
+}
+
+template <typename T>
+void launch_t(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
+              const AttnParams& p, int num_splits, float* partials, int* counters, cudaStream_t stream) {
+  if (p.head_dim == 64) return launch_d<T, 64>(out, qkv, positions, slots, cache, p, num_splits, partials, counters, stream);
+  launch_d<T, 128>(out, qkv, positions, slots, cache, p, num_splits, partials, counters, stream);
+}
+
+}  // namespace
+
+bool attention_decode_mma_supports(DType dt, const AttnParams& p) {
+  return (dt == DType::F16 || dt == DType::BF16) && (p.head_dim == 64 || p.head_dim == 128) && p.G >= 2;
+}
+
+void launch_attention_decode_mma(DType dt, void* out, const void* qkv, const int32_t* positions,
+                                 const int32_t* slots, KVCacheLayer cache, const AttnParams& p, int num_splits,
+                                 float* partials, int* counters, cudaStream_t stream) {
+  LAMINA_CHECK(attention_decode_mma_supports(dt, p), "the mma.sync decode attention takes float16/bfloat16, "
+               "head_dim 64 or 128 and at least 2 q heads a kv head, not ", dtype_user_name(dt), ", head_dim ",
+               p.head_dim, ", ", p.G, " q heads a kv head");
+  if (dt == DType::F16) return launch_t<__half>(out, qkv, positions, slots, cache, p, num_splits, partials, counters, stream);
+  launch_t<__nv_bfloat16>(out, qkv, positions, slots, cache, p, num_splits, partials, counters, stream);
+}
+
+}  // namespace lamina::cuda
