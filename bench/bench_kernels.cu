@@ -53,6 +53,13 @@ const Gemm kGemms[] = {
     {"square", 8192, 8192, 8192},    {"qkv", 2048, 6144, 4096},  {"o", 2048, 4096, 4096},
     {"gate_up", 2048, 28672, 4096},  {"down", 2048, 4096, 14336}, {"lm_head", 2048, 128256, 4096},
 };
+// The projections at the serving benchmark's step sizes (1024 decode tokens; 8192-token prefill
+// steps), for the batched GEMMs and their algorithm tuning (`--only serve`).
+const Gemm kServingGemms[] = {
+    {"serve qkv", 1024, 6144, 4096},     {"serve o", 1024, 4096, 4096},     {"serve gate_up", 1024, 28672, 4096},
+    {"serve down", 1024, 4096, 14336},   {"serve qkv", 8192, 6144, 4096},   {"serve o", 8192, 4096, 4096},
+    {"serve gate_up", 8192, 28672, 4096}, {"serve down", 8192, 4096, 14336},
+};
 // One GPU's projections of Llama-3-70B at tp 4 (column splits of qkv, gate_up and lm_head, row
 // splits of o and down), for the decode GEMVs (`--only 70b`).
 const Gemm kGemms70bTp4[] = {
@@ -100,7 +107,7 @@ void bench_gemm(Ctx& c, const Gemm& g) {
   cudaFree(out);
   const double ms = tm.ms;
   const double tflops = 2.0 * g.M * g.N * g.K / (ms * 1e-3) / 1e12;
-  std::printf("gemm %-9s M=%-5d N=%-6d K=%-5d %8.3f ms %8.1f TFLOP/s%s\n", g.name, g.M, g.N, g.K, ms, tflops,
+  std::printf("gemm %-13s M=%-5d N=%-6d K=%-5d %8.3f ms %8.1f TFLOP/s%s\n", g.name, g.M, g.N, g.K, ms, tflops,
               tag(tm));
   c.out["gemm"].push_back({{"name", g.name}, {"M", g.M}, {"N", g.N}, {"K", g.K}, {"ms", ms}, {"tflops", tflops}, {"graph", tm.graph}});
 }
@@ -310,7 +317,7 @@ void bench_gemm_quant(Ctx& c, const Gemm& g, WeightFormat f) {
   cudaFree(out);
   const double ms = tm.ms;
   const double tflops = 2.0 * g.M * g.N * g.K / (ms * 1e-3) / 1e12;
-  std::printf("gemm-%-4s %-9s M=%-5d N=%-6d K=%-5d %8.3f ms %8.1f TFLOP/s%s\n", format_tag(f), g.name, g.M, g.N, g.K,
+  std::printf("gemm-%-4s %-13s M=%-5d N=%-6d K=%-5d %8.3f ms %8.1f TFLOP/s%s\n", format_tag(f), g.name, g.M, g.N, g.K,
               ms, tflops, tag(tm));
   c.out["gemm_quant"].push_back({{"format", format_tag(f)}, {"name", g.name}, {"M", g.M}, {"N", g.N}, {"K", g.K},
                                  {"ms", ms}, {"tflops", tflops}, {"graph", tm.graph}});
@@ -518,6 +525,10 @@ int main(int argc, char** argv) {
 
   guarded(c, "copy", [&] { bench_copy(c); });
   for (const Gemm& g : kGemms) guarded(c, g.name, [&] { bench_gemm(c, g); });
+  for (const Gemm& g : kServingGemms) {
+    guarded(c, g.name, [&] { bench_gemm(c, g); });
+    guarded(c, std::string(g.name) + " fp8", [&] { bench_gemm_quant(c, g, WeightFormat::Fp8PerTensor); });
+  }
   for (int M : {1, 8})
     for (const Gemm& g : kGemms) guarded(c, g.name, [&] { bench_gemv(c, g, M); });
   for (const Gemm& g : kGemms)

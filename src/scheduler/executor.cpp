@@ -13,6 +13,7 @@ Executor::Executor(Engine& engine, const ExecutorOptions& opts)
       max_num_tokens_(scheduler_.max_num_tokens()),
       kv_reuse_active_(scheduler_.kv_reuse_active()),
       stats_(scheduler_.stats()) {
+  delivery_ = std::thread([this] { deliver_loop(); });
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -23,7 +24,13 @@ Executor::~Executor() {
     accepting_ = false;
   }
   wake_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable()) thread_.join();  // its last publish() hands over the cancelled outputs
+  {
+    std::lock_guard<std::mutex> lk(out_mu_);
+    out_stop_ = true;
+  }
+  out_cv_.notify_one();
+  if (delivery_.joinable()) delivery_.join();  // delivers what is left first
 }
 
 RequestId Executor::submit(RequestSpec spec, OutputCallback on_output) {
@@ -130,16 +137,39 @@ void Executor::publish() {
     stats_ = scheduler_.stats();
     scheduled_waiting_ = stats_.num_waiting;
   }
-  int finished = 0;
-  for (auto& [cb, out] : deferred_) {
-    finished += out.finished ? 1 : 0;
-    if (*cb) (*cb)(std::move(out));
+  if (deferred_.empty()) return;
+  {
+    std::lock_guard<std::mutex> lk(out_mu_);
+    if (outbox_.empty()) {
+      outbox_.swap(deferred_);
+    } else {
+      for (Delivery& d : deferred_) outbox_.push_back(std::move(d));
+    }
   }
   deferred_.clear();
-  if (finished == 0) return;
-  std::lock_guard<std::mutex> lk(mu_);  // drain() waits until every final output is delivered
-  in_flight_ -= finished;
-  if (in_flight_ == 0) idle_.notify_all();
+  out_cv_.notify_one();
+}
+
+void Executor::deliver_loop() {
+  std::vector<Delivery> batch;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lk(out_mu_);
+      out_cv_.wait(lk, [&] { return out_stop_ || !outbox_.empty(); });
+      if (outbox_.empty()) return;  // stopping, and everything was delivered
+      batch.swap(outbox_);
+    }
+    int finished = 0;
+    for (auto& [cb, out] : batch) {
+      finished += out.finished ? 1 : 0;
+      if (*cb) (*cb)(std::move(out));
+    }
+    batch.clear();
+    if (finished == 0) continue;
+    std::lock_guard<std::mutex> lk(mu_);  // drain() waits until every final output is delivered
+    in_flight_ -= finished;
+    if (in_flight_ == 0) idle_.notify_all();
+  }
 }
 
 }  // namespace lamina

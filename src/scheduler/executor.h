@@ -1,6 +1,9 @@
 // The thread-safe face of the Scheduler. One scheduler thread owns the Engine and the Scheduler;
 // other threads (HTTP handlers) submit and cancel through a locked inbox, and tokens come back
-// through each request's OutputCallback, called on the scheduler thread.
+// through each request's OutputCallback, called on a delivery thread in step order (a request's
+// outputs in the order they were made). The scheduler thread hands a step's outputs over in one
+// batch and goes on with the next step, so waking a thousand waiting HTTP handlers does not hold
+// the GPU up (it took ~3 ms a step at 1024 streams when the scheduler thread did it).
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -47,8 +50,10 @@ class Executor {
     OutputCallback on_output;
     SteadyTime arrival;
   };
+  using Delivery = std::pair<std::shared_ptr<OutputCallback>, RequestOutput>;
   void loop();
-  void publish();  // stats snapshot, then this step's outputs, then the in-flight count (scheduler thread)
+  void publish();  // stats snapshot, then this step's outputs to the delivery thread (scheduler thread)
+  void deliver_loop();  // calls the callbacks, then lowers the in-flight count (delivery thread)
 
   Scheduler scheduler_;  // touched only by the scheduler thread after construction
   const int max_queue_;
@@ -63,11 +68,16 @@ class Executor {
   bool cancel_all_ = false, accepting_ = true, stop_ = false;
   int scheduled_waiting_ = 0;  // scheduler's queue length as of the last step
   int in_flight_ = 0;          // submitted, final output not yet delivered
-  // Outputs of the current step, delivered by publish(); scheduler thread only.
-  std::vector<std::pair<std::shared_ptr<OutputCallback>, RequestOutput>> deferred_;
+  // Outputs of the current step, handed over by publish(); scheduler thread only.
+  std::vector<Delivery> deferred_;
   RequestId next_id_ = 1;
   SchedulerStats stats_;
-  std::thread thread_;
+  // Outputs waiting for the delivery thread (under out_mu_).
+  std::mutex out_mu_;
+  std::condition_variable out_cv_;
+  std::vector<Delivery> outbox_;
+  bool out_stop_ = false;
+  std::thread delivery_, thread_;
 };
 
 }  // namespace lamina

@@ -1,5 +1,5 @@
 // One HTTP completion: its choices (prompts × n) as scheduler requests, and the text coming back.
-// The scheduler thread pushes each RequestOutput into a locked inbox; the HTTP thread polls it and
+// The executor's delivery thread pushes each RequestOutput into a locked inbox; the HTTP thread polls it and
 // turns tokens into text deltas: streaming detokenizer (never half a UTF-8 character), then stop
 // strings (the stop string and what follows are never sent; the request is cancelled at once).
 #pragma once
