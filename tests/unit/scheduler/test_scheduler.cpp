@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <numeric>
 #include <random>
@@ -321,6 +322,31 @@ TEST_F(SchedulerTest, ExecutorServesConcurrentSubmitters) {
     EXPECT_EQ(finished[i], 1);
     EXPECT_EQ(got[i], alone(specs[i]).output_ids) << "request " << i;
   }
+}
+
+// Output callbacks run off the scheduler thread, so a slow one (here the first, which waits until
+// the scheduler has made every token of the request) does not hold the steps up. When the
+// scheduler thread called them, this wait never ended.
+TEST_F(SchedulerTest, ExecutorStepsWhileAnOutputCallbackWaits) {
+  ExecutorOptions eo;
+  Executor ex(*engine_, eo);
+  RequestSpec r;
+  r.prompt = {1, 2, 3};
+  r.max_tokens = 12;
+  std::atomic<int> calls{0};
+  std::atomic<bool> saw_all_tokens{false};
+  std::vector<int32_t> got;
+  ex.submit(r, [&](RequestOutput&& o) {
+    for (auto& t : o.tokens) got.push_back(t.id);
+    if (calls++ > 0) return;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (ex.stats().generation_tokens_total < uint64_t(r.max_tokens) && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    saw_all_tokens = ex.stats().generation_tokens_total >= uint64_t(r.max_tokens);
+  });
+  ex.drain();
+  EXPECT_TRUE(saw_all_tokens) << "the scheduler stopped stepping while an output callback ran";
+  EXPECT_EQ(got, alone(r).output_ids);  // and every output still arrived, in order
 }
 
 // The engine reads KV only through the block tables: a sequence whose blocks are scattered over
