@@ -1,8 +1,9 @@
 // Decode attention on the tensor cores, for steps of many tokens (serving batches): the q heads
 // of a kv head (GQA) are the 8 columns of one mma.sync m16n8k16, keys are its 16 rows, so each
 // K/V row is read from memory once for all of its q heads and the dot products cost 2 mma a key
-// instead of ~60 CUDA-core instructions (the pipelined kernel, attention_decode.cu, which stays for
-// float32, one q head a kv head and head_dim 16/32/256).
+// instead of ~60 CUDA-core instructions in the pipelined kernel (attention_decode.cu), which keeps
+// steps of fewer than 2 blocks an SM (attention.cu: it is ahead there), float32, one q head a kv
+// head and head_dim 16/32/256.
 //
 //   grid (T, Hkv * head_chunks, Z), 128 threads = 4 warps; a block takes one token t, one kv head,
 //   up to 8 of its q heads (chunk g0) and one split of the token's cache rows, with the same split
