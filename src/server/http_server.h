@@ -15,7 +15,8 @@ namespace lamina::server {
 struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 8000;                         // 0: any free port (bind() returns it)
-  int threads = 128;                       // connections served at once (keep-alive holds one each)
+  int threads = 128;                       // connections served at once (keep-alive holds one each;
+                                           // lamina serve sizes it from the batch and queue)
   size_t max_body_bytes = size_t(8) << 20;
   double drain_timeout_s = 60;             // a shutdown cancels what is still running after this
 };

@@ -1,8 +1,12 @@
 // A live `lamina serve` under abuse: limits answered with OpenAI errors (400, 404, 413, 429),
 // malformed bodies, clients hanging up mid-stream, a bounded load run, SIGTERM while a stream is
 // running, and `lamina bench_serving` against it. Every loop is bounded in count and time.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -233,6 +237,33 @@ TEST(ServerQueue, AFullQueueAnswers429AndServesTheRest) {
   EXPECT_EQ(busy + ok, 8);
   EXPECT_EQ(http_get(server.port(), "/health").status, 200);
   EXPECT_TRUE(idle(wait_for_metrics(server.port(), idle)));
+}
+
+// The connection pool is sized from the batch and the queue (max_batch_size 8 + max_queue 256 +
+// 16 here): 200 clients that connect and send nothing (each holds a connection until the read
+// times out, 5 s) leave room for /health. With the earlier fixed pool of 128 connections it waited
+// for those timeouts.
+TEST(ServerConnections, IdleConnectionsDoNotStarveHealth) {
+  ServerProcess server;
+  EXPECT_NE(server.output().find("280 connections at once"), std::string::npos) << server.output();
+  std::vector<int> idle_fds;
+  for (int i = 0; i < 200; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(uint16_t(server.port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << "connection " << i;
+    idle_fds.push_back(fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the server has taken them all
+  const auto start = Clock::now();
+  const HttpReply r = http_get(server.port(), "/health");
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  for (int fd : idle_fds) ::close(fd);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_LT(seconds, 2.0) << "/health waited for a connection";
 }
 
 TEST(ServerShutdown, SigtermDrainsTheRunningStreamAndExitsZero) {

@@ -32,12 +32,21 @@ struct ServeOptions {
   std::string engine_dir, tokenizer_dir, host = "127.0.0.1", device = "auto", served_model_name;
   std::string capacity_policy = "guaranteed_no_evict";
   int port = 8000, max_queue = 256, tokens_per_block = 32, max_batch_size = 0, max_num_tokens = 0;
-  int max_tokens_in_paged_kv_cache = 0, http_threads = 128;
+  int max_tokens_in_paged_kv_cache = 0, http_threads = 0;  // 0: auto_http_threads
   double kv_cache_free_gpu_memory_fraction = 0.9, drain_timeout = 60;
   bool enable_kv_cache_reuse = false, skip_checksum = false;
 };
 
 #if LAMINA_HAVE_SERVER
+
+// Connections served at once when --http_threads is not given: one for every request the server
+// runs or queues (a streaming request holds its connection to the end), and 16 more for /health,
+// /metrics and the requests it refuses. A fixed pool smaller than the batch left requests waiting
+// for a connection while the engine had room for them (1024 streams against 128 connections).
+int auto_http_threads(int max_batch_size, int max_queue) {
+  const int queued = max_queue > 0 ? max_queue : 256;  // no limit: room for 256 waiting
+  return max_batch_size + queued + 16;
+}
 
 void add_unique(std::vector<int32_t>& ids, int32_t id) {
   if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
@@ -94,7 +103,7 @@ void serve(const ServeOptions& o) {
   server::HttpOptions ho;
   ho.host = o.host;
   ho.port = o.port;
-  ho.threads = o.http_threads;
+  ho.threads = o.http_threads > 0 ? o.http_threads : auto_http_threads(executor.max_batch_size(), o.max_queue);
   ho.drain_timeout_s = o.drain_timeout;
   server::HttpServer http(executor, tok, model, ho);
   const int port = http.bind();
@@ -105,7 +114,8 @@ void serve(const ServeOptions& o) {
               st.kv_blocks_total, st.tokens_per_block, o.capacity_policy.c_str(),
               executor.kv_reuse_active() ? ", prefix reuse" : "",
               engine->config().kv_cache_quant_algo == "FP8" ? ", fp8 e4m3" : "");
-  std::printf("[lamina] serving on http://%s:%d (Ctrl-C or SIGTERM drains and exits)\n", o.host.c_str(), port);
+  std::printf("[lamina] serving on http://%s:%d, %d connections at once (Ctrl-C or SIGTERM drains and exits)\n",
+              o.host.c_str(), port, ho.threads);
   std::fflush(stdout);
 
   std::atomic<bool> stopping{false};
@@ -165,7 +175,8 @@ void register_serve(CLI::App& app) {
                   "Share of the GPU memory free after weights and activations that the KV pool takes (CUDA)")
       ->capture_default_str();
   sub->add_flag("--enable_kv_cache_reuse", o->enable_kv_cache_reuse, "Reuse the KV of shared prompt prefixes");
-  sub->add_option("--http_threads", o->http_threads, "Connections served at once")->capture_default_str()
+  sub->add_option("--http_threads", o->http_threads,
+                  "Connections served at once (default: max_batch_size + max_queue + 16, a max_queue of 0 counting 256)")
       ->check(CLI::PositiveNumber);
   sub->add_option("--drain_timeout", o->drain_timeout, "Seconds a shutdown waits before cancelling requests")
       ->capture_default_str();
