@@ -202,6 +202,11 @@ TEST_F(ServerRobustness, BenchServingReportsThroughput) {
                                      " --concurrency 4 --num_requests 8 --isl 16 --osl 8 --json " + json.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("output tok/s"), std::string::npos) << r.output;
+  // The server's engine steps of the run, from its /metrics before and after.
+  const size_t steps_at = r.output.find("server steps: ");
+  ASSERT_NE(steps_at, std::string::npos) << r.output;
+  EXPECT_GT(std::atoi(r.output.c_str() + steps_at + 14), 0) << r.output;
+  EXPECT_NE(r.output.find("wall time by phase: schedule", steps_at), std::string::npos) << r.output;
   std::ifstream in(json);
   const Json j = Json::parse(in, nullptr, false);
   EXPECT_EQ(j["failed"], 0);

@@ -6,13 +6,18 @@
 //     server), over HTTP.
 //   --engine_dir: offline, as trtllm-bench does: the engine and the in-flight batching scheduler
 //     (Executor) in this process, no HTTP; what the server adds is the difference of the two.
-// Prints output tok/s, TTFT and inter-token latency percentiles, and writes them as JSON.
+// Prints output tok/s, TTFT and inter-token latency percentiles, and writes them as JSON, then the
+// engine steps' wall time by phase (offline: the executor's stats; a lamina server: the difference
+// of its /metrics before and after), so the engine's share of the run shows.
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -90,6 +95,8 @@ Workload make_workload(const BenchServingOptions& o) {
 
 void report(const BenchServingOptions& o, const std::string& target, const std::vector<RequestResult>& results,
             double duration);
+// "<what>: N, wall time by phase: ..." for N engine steps.
+void print_step_phases(const char* what, double steps, double schedule_s, double engine_s, double output_s);
 
 // Offline: the Executor in this process. A request is submitted when its arrival time has come
 // and fewer than C are in flight; its tokens are timed as the scheduler hands them out.
@@ -124,7 +131,7 @@ void bench_offline(const BenchServingOptions& o) {
     RequestSpec spec;
     spec.prompt.assign(w.prompts[i].begin(), w.prompts[i].end());
     spec.max_tokens = o.osl;  // no end ids: exactly osl tokens (ignore_eos)
-    // Runs on the scheduler thread: record and return.
+    // Runs on the executor's delivery thread: record and return.
     auto on_output = [&, i](RequestOutput&& out) {
       const auto now = Clock::now();
       std::lock_guard<std::mutex> lk(mu);
@@ -161,10 +168,8 @@ void bench_offline(const BenchServingOptions& o) {
   const double duration = std::chrono::duration<double>(Clock::now() - t0).count();
   report(o, "offline " + o.engine_dir + " (" + engine->device_name() + ")", results, duration);
   const SchedulerStats st = executor.stats();
-  std::printf("steps: %llu, wall time by phase: schedule %.3f s, engine %.3f s (%.2f ms a step), output %.3f s\n",
-              static_cast<unsigned long long>(st.steps_total), st.step_schedule_seconds_total,
-              st.step_engine_seconds_total, st.steps_total ? 1e3 * st.step_engine_seconds_total / double(st.steps_total) : 0.0,
-              st.step_output_seconds_total);
+  print_step_phases("steps", double(st.steps_total), st.step_schedule_seconds_total, st.step_engine_seconds_total,
+                    st.step_output_seconds_total);
 }
 
 #if LAMINA_HAVE_SERVER
@@ -212,8 +217,48 @@ RequestResult run_one(httplib::Client& cli, const Json& body) {
   return r;
 }
 
+// The value of the first sample of `name` in Prometheus text whose labels include `label` (any
+// labels when empty), if there is one.
+std::optional<double> prometheus_sample(const std::string& text, const std::string& name, const std::string& label) {
+  for (size_t at = 0; at < text.size();) {
+    const size_t end = std::min(text.find('\n', at), text.size());
+    const std::string line = text.substr(at, end - at);
+    at = end + 1;
+    if (line.compare(0, name.size(), name) != 0 || line.size() <= name.size()) continue;
+    size_t value_at = name.size();
+    if (line[value_at] == '{') {
+      const size_t close = line.find('}', value_at);
+      if (close == std::string::npos) continue;
+      if (!label.empty() && line.substr(value_at, close - value_at).find(label) == std::string::npos) continue;
+      value_at = close + 1;
+    } else if (line[value_at] != ' ' || !label.empty()) {
+      continue;
+    }
+    return std::strtod(line.c_str() + value_at, nullptr);
+  }
+  return std::nullopt;
+}
+
+// A lamina server's step counters (/metrics); empty when the server has none (another server).
+std::optional<std::array<double, 4>> server_step_counters(const std::string& url) {
+  httplib::Client cli(url);
+  cli.set_read_timeout(10);
+  const httplib::Result res = cli.Get("/metrics");
+  if (!res || res->status != 200) return std::nullopt;
+  const auto steps = prometheus_sample(res->body, "lamina_engine_steps_total", "");
+  std::array<double, 4> c{steps.value_or(0), 0, 0, 0};
+  const char* phases[] = {"schedule", "engine", "output"};
+  for (int i = 0; i < 3; ++i) {
+    const auto v = prometheus_sample(res->body, "lamina_step_seconds_total", std::string("phase=\"") + phases[i] + "\"");
+    if (!steps || !v) return std::nullopt;
+    c[size_t(i) + 1] = *v;
+  }
+  return c;
+}
+
 void bench_server(const BenchServingOptions& o) {
   const Workload w = make_workload(o);
+  const auto counters_before = server_step_counters(o.server);
   std::vector<Json> bodies;
   for (const auto& ids : w.prompts) {
     Json b = {{"prompt", ids}, {"max_tokens", o.osl}, {"temperature", 0}, {"ignore_eos", true}, {"stream", true},
@@ -237,10 +282,22 @@ void bench_server(const BenchServingOptions& o) {
       }
     });
   for (auto& t : workers) t.join();
-  report(o, o.server, results, std::chrono::duration<double>(Clock::now() - t0).count());
+  const double duration = std::chrono::duration<double>(Clock::now() - t0).count();
+  const auto counters_after = server_step_counters(o.server);
+  report(o, o.server, results, duration);
+  if (counters_before && counters_after) {
+    const auto& a = *counters_before;
+    const auto& b = *counters_after;
+    print_step_phases("server steps", b[0] - a[0], b[1] - a[1], b[2] - a[2], b[3] - a[3]);
+  }
 }
 
 #endif  // LAMINA_HAVE_SERVER
+
+void print_step_phases(const char* what, double steps, double schedule_s, double engine_s, double output_s) {
+  std::printf("%s: %.0f, wall time by phase: schedule %.3f s, engine %.3f s (%.2f ms a step), output %.3f s\n", what,
+              steps, schedule_s, engine_s, steps > 0 ? 1e3 * engine_s / steps : 0.0, output_s);
+}
 
 void report(const BenchServingOptions& o, const std::string& target, const std::vector<RequestResult>& results,
             double duration) {
