@@ -1,8 +1,9 @@
 // Host check (no GPU) of the fragment bookkeeping of the mma.sync prefill attention kernel
-// (src/backends/cuda/attention_prefill_mma.cu): ldmatrix and mma.sync m16n8k16 are emulated from
-// their PTX ISA definitions, written here independently of src/backends/cuda/mma_layout.h, and
-// one warp's S = Q·K^T and O = P·V are run with the kernel's loop structure and lane addresses,
-// then compared with plain loops. Small integers keep every product exact.
+// (src/backends/cuda/attention_prefill_mma.cu), of the tensor-core decode attention's register
+// layout (attention_decode_mma.cu) and of the int4 tile GEMV: ldmatrix, movmatrix and mma.sync
+// m16n8k16 are emulated from their PTX ISA definitions, written here independently of
+// src/backends/cuda/mma_layout.h, and one warp's products are run with the kernel's loop structure
+// and lane addresses, then compared with plain loops. Small integers keep every product exact.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -188,6 +189,102 @@ TEST(MmaLayout, Int4TileWordsAreTheGemvFragments) {
       ASSERT_EQ(acc[l][e], want) << "lane " << l << " e " << e;
     }
 }
+
+// movmatrix.sync.m8n8.trans.b16: lane l holds row l / 4, columns 2 (l % 4), + 1 of an 8x8 matrix
+// before and of its transpose after.
+std::array<Reg, 32> movmatrix_trans(const std::array<Reg, 32>& x) {
+  float m[8][8];
+  for (int l = 0; l < 32; ++l)
+    for (int h = 0; h < 2; ++h) m[l / 4][2 * (l % 4) + h] = x[l][h];
+  std::array<Reg, 32> y{};
+  for (int l = 0; l < 32; ++l)
+    for (int h = 0; h < 2; ++h) y[l][h] = m[2 * (l % 4) + h][l / 4];
+  return y;
+}
+
+// One warp of the tensor-core decode attention (attention_decode_mma.cu) over a 16-key group, with
+// its operands laid out by mma_layout.h's decode_* maps: S^T = K · Q^T for 8 q heads, then
+// O^T = V^T · P^T with P^T taken from the S^T accumulators by movmatrix (P = S^T here, integers).
+// Each lane also loads only its own contiguous dims, checked against the maps' ranges.
+void check_decode_group(int D) {
+  std::mt19937_64 rng(99 + D);
+  std::uniform_int_distribution<int> d(-3, 3);
+  std::vector<std::vector<float>> K(16, std::vector<float>(D)), V(16, std::vector<float>(D)),
+      Q(8, std::vector<float>(D));
+  for (auto* m : {&K, &V, &Q})
+    for (auto& row : *m)
+      for (float& x : row) x = float(d(rng));
+  const int KD = D / 16;
+
+  std::array<Acc, 32> st{};
+  for (int kk = 0; kk < KD; ++kk) {
+    std::array<Frag, 32> a{};
+    std::array<std::array<Reg, 2>, 32> b{};
+    for (int l = 0; l < 32; ++l) {
+      const int g = l / 4, q = l % 4, first = ml::decode_k_first(D, q);
+      for (int i = 0; i < 4; ++i) {
+        const int el = ml::decode_k_elem(kk, i >> 1);
+        ASSERT_TRUE(el >= 0 && el + 1 < D / 4) << "K element " << el << " outside the lane's dims";
+        a[l][i] = {K[g + 8 * (i & 1)][first + el], K[g + 8 * (i & 1)][first + el + 1]};
+      }
+      for (int j = 0; j < 2; ++j) {
+        const int el = ml::decode_k_elem(kk, j);
+        b[l][j] = {Q[g][first + el], Q[g][first + el + 1]};
+      }
+    }
+    mma(st, a, b);
+  }
+  for (int l = 0; l < 32; ++l)
+    for (int e = 0; e < 4; ++e) {
+      const int key = l / 4 + 8 * (e >> 1), head = 2 * (l % 4) + (e & 1);
+      float want = 0;
+      for (int i = 0; i < D; ++i) want += K[key][i] * Q[head][i];
+      ASSERT_EQ(st[l][e], want) << "S^T lane " << l << " e " << e << " D " << D;
+    }
+
+  // P^T as B: keys 2q, 2q + 1 (b0) and 2q + 8, 2q + 9 (b1) of head g.
+  std::array<Reg, 32> lo{}, hi{};
+  for (int l = 0; l < 32; ++l) {
+    lo[l] = {st[l][0], st[l][1]};
+    hi[l] = {st[l][2], st[l][3]};
+  }
+  const std::array<Reg, 32> b0 = movmatrix_trans(lo), b1 = movmatrix_trans(hi);
+  std::array<std::array<Reg, 2>, 32> pb{};
+  for (int l = 0; l < 32; ++l) pb[l] = {b0[l], b1[l]};
+  for (int mt = 0; mt < KD; ++mt) {
+    std::array<Frag, 32> a{};
+    for (int l = 0; l < 32; ++l) {
+      const int g = l / 4, q = l % 4, first = ml::decode_v_first(D, g);
+      for (int i = 0; i < 4; ++i) {
+        const int el = ml::decode_v_elem(mt, i & 1), key = 2 * q + 8 * (i >> 1);
+        ASSERT_TRUE(el >= 0 && el < D / 8) << "V element " << el << " outside the lane's dims";
+        a[l][i] = {V[key][first + el], V[key + 1][first + el]};
+      }
+    }
+    std::array<Acc, 32> ot{};
+    mma(ot, a, pb);
+    for (int l = 0; l < 32; ++l)
+      for (int e = 0; e < 4; ++e) {
+        const int dim = ml::decode_v_first(D, l / 4) + ml::decode_v_elem(mt, e >> 1), head = 2 * (l % 4) + (e & 1);
+        float want = 0;
+        for (int key = 0; key < 16; ++key) {
+          float p = 0;
+          for (int i = 0; i < D; ++i) p += K[key][i] * Q[head][i];
+          want += V[key][dim] * p;
+        }
+        ASSERT_EQ(ot[l][e], want) << "O^T m-tile " << mt << " lane " << l << " e " << e << " D " << D;
+      }
+  }
+  // Every output dim comes out of exactly one (lane row, m-tile, half).
+  std::vector<int> seen(size_t(D), 0);
+  for (int g = 0; g < 8; ++g)
+    for (int mt = 0; mt < KD; ++mt)
+      for (int u = 0; u < 2; ++u) ++seen[size_t(ml::decode_v_first(D, g) + ml::decode_v_elem(mt, u))];
+  for (int i = 0; i < D; ++i) ASSERT_EQ(seen[size_t(i)], 1) << "output dim " << i << " D " << D;
+}
+
+TEST(MmaLayout, DecodeGroupMatchesPlainLoopsD64) { check_decode_group(64); }
+TEST(MmaLayout, DecodeGroupMatchesPlainLoopsD128) { check_decode_group(128); }
 
 TEST(MmaLayout, WarpTileMatchesPlainLoopsD64) { check_warp(64); }
 TEST(MmaLayout, WarpTileMatchesPlainLoopsD128) { check_warp(128); }

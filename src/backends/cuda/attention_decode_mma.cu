@@ -21,7 +21,8 @@
 //   O^T) is free as long as both operands use it, so each lane's part of a K or V row is
 //   contiguous: K dims KW*q .. KW*q + KW - 1 (KW = D/4) of keys g, g + 8; V dims VW*g .. VW*g + VW - 1
 //   (VW = D/8) of keys 2q, 2q+1, 2q+8, 2q+9. k-step kk takes K dims KW*q + 4kk + {0,1} (k 2q, 2q+1)
-//   and + {2,3} (k 2q+8, 2q+9); O^T m-tile mt row g is dim VW*g + 2mt, row g + 8 is dim VW*g + 2mt + 1.
+//   and + {2,3} (k 2q+8, 2q+9); O^T m-tile mt row g is dim VW*g + 2mt, row g + 8 is dim VW*g + 2mt + 1
+//   (mma_layout.h's decode_* maps, which tests/ops/test_mma_layout.cpp checks on the host).
 //   A warp's next group loads while it computes the current one (two register sets).
 // An FP8 cache (e4m3) runs the mma in float16: e4m3 converts to f16x2 in one instruction, q is
 // rounded to float16 (clamped to its range) and the cache scales are applied to S and O in fp32.
@@ -33,10 +34,13 @@
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "mma.cuh"
+#include "mma_layout.h"
 #include "pdl.cuh"
 
 namespace lamina::cuda {
 namespace {
+
+namespace ml = mma_layout;
 
 constexpr int kWarps = 4, kThreads = kWarps * 32;
 constexpr int kHeads = 8;                 // q heads a block: the mma's n
@@ -89,14 +93,6 @@ __device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t w) {
   return static_cast<uint32_t>(r.x) | (static_cast<uint32_t>(r.y) << 16);
 }
 
-// The same without the conversion unit: halves holding e4m3 byte b at bits 8..15 (zeros below)
-// become the f16 of value(b) * 2^-8: sign to bit 15, exponent and mantissa shifted down one bit
-// (an e4m3 exponent field e reads as f16 exponent e, 8 less than its bias difference; subnormals
-// map to subnormals). Exact for every finite e4m3.
-__device__ __forceinline__ uint32_t spread_e4m3x2_to_f16x2_div256(uint32_t x) {
-  return (x & 0x80008000u) | ((x >> 1) & 0x3f803f80u);
-}
-
 // The transpose of an 8x8 16-bit matrix held in mma fragment layout (lane: row lane/4, columns
 // 2(lane%4), +1), in the same layout.
 __device__ __forceinline__ uint32_t transpose8x8(uint32_t x) {
@@ -114,7 +110,7 @@ __global__ void __launch_bounds__(kThreads)
                            int head_chunks) {
   using S = MmaDecodeShape<T, C, D>;
   using M = typename S::M;
-  constexpr int KD = S::KD, KW = S::KW, VW = S::VW, KWORDS = S::KWORDS, VWORDS = S::VWORDS;
+  constexpr int KD = S::KD, KW = S::KW, KWORDS = S::KWORDS, VWORDS = S::VWORDS;
   using Regs = GroupRegs<KWORDS, VWORDS>;
   __shared__ float sm_o[kWarps * kHeads * D], sm_m[kWarps * kHeads], sm_l[kWarps * kHeads];
   pdl_launch_dependents();  // the next projection may launch and wait
@@ -144,9 +140,9 @@ __global__ void __launch_bounds__(kThreads)
   const int k_key[2] = {g, g + 8}, v_key[4] = {2 * q, 2 * q + 1, 2 * q + 8, 2 * q + 9};
   uint32_t k_off[2], v_off[4];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) k_off[h] = static_cast<uint32_t>(k_key[h] * pos_stride + KW * q);
+  for (int h = 0; h < 2; ++h) k_off[h] = static_cast<uint32_t>(k_key[h] * pos_stride + ml::decode_k_first(D, q));
 #pragma unroll
-  for (int h = 0; h < 4; ++h) v_off[h] = static_cast<uint32_t>(v_key[h] * pos_stride + VW * g);
+  for (int h = 0; h < 4; ++h) v_off[h] = static_cast<uint32_t>(v_key[h] * pos_stride + ml::decode_v_first(D, g));
   const bool group_in_one_block = p.tokens_per_block >= kGroupKeys;
   long long lane_base = -1;
   int base_batch = -1;
@@ -185,13 +181,15 @@ __global__ void __launch_bounds__(kThreads)
       for (int h = 0; h < 2; ++h) {
         const long long row = row_of(k_key[h]);
         r.ok |= (row >= 0 ? 1u : 0u) << h;
-        load_words<KWORDS>(r.k[h], k_cache + static_cast<size_t>(row >= 0 ? row : 0) * pos_stride + head_off + KW * q);
+        load_words<KWORDS>(r.k[h], k_cache + static_cast<size_t>(row >= 0 ? row : 0) * pos_stride + head_off +
+                                       ml::decode_k_first(D, q));
       }
 #pragma unroll
       for (int h = 0; h < 4; ++h) {
         const long long row = row_of(v_key[h]);
         r.ok |= (row >= 0 ? 1u : 0u) << (2 + h);
-        load_words<VWORDS>(r.v[h], v_cache + static_cast<size_t>(row >= 0 ? row : 0) * pos_stride + head_off + VW * g);
+        load_words<VWORDS>(r.v[h], v_cache + static_cast<size_t>(row >= 0 ? row : 0) * pos_stride + head_off +
+                                       ml::decode_v_first(D, g));
       }
     }
   };
@@ -199,13 +197,14 @@ __global__ void __launch_bounds__(kThreads)
   Regs ra, rb;
   if (warp < n_groups) load_group(ra, warp);
 
-  // Q^T as B fragments: qb[kk] = q head h0 + g at dims KW*q + 4kk + {0,1}, {2,3} (zeros past ng).
+  // Q^T as B fragments: qb[kk][j] = q head h0 + g at elements decode_k_elem(kk, j), + 1 of the
+  // lane's dims (zeros past ng).
   uint32_t qb[KD][2];
   {
     uint32_t raw[KW / 2];  // KW elements of T
     const T* q_row = qkv + static_cast<size_t>(b.t) * (p.Hq + 2 * p.Hkv) * D + static_cast<size_t>(b.h0 + g) * D;
     if (g < b.ng) {
-      load_words<KW / 2>(raw, q_row + KW * q);
+      load_words<KW / 2>(raw, q_row + ml::decode_k_first(D, q));
     } else {
 #pragma unroll
       for (int w = 0; w < KW / 2; ++w) raw[w] = 0;
@@ -214,7 +213,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int kk = 0; kk < KD; ++kk)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const uint32_t w = raw[2 * kk + h];
+        const uint32_t w = raw[ml::decode_k_elem(kk, h) / 2];
         if constexpr (std::is_same_v<M, T>) {
           qb[kk][h] = w;
         } else {  // T -> float16 for the FP8 cache's mma, clamped to float16's range
@@ -246,17 +245,15 @@ __global__ void __launch_bounds__(kThreads)
     float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // S^T: (key g, head 2q), (g, 2q+1), (g+8, 2q), (g+8, 2q+1)
 #pragma unroll
     for (int kk = 0; kk < KD; ++kk) {
-      uint32_t a[4];
-      if constexpr (kIsFp8Kv<C>) {
-        a[0] = e4m3x2_to_f16x2(r.k[0][kk]);
-        a[1] = e4m3x2_to_f16x2(r.k[1][kk]);
-        a[2] = e4m3x2_to_f16x2(r.k[0][kk] >> 16);
-        a[3] = e4m3x2_to_f16x2(r.k[1][kk] >> 16);
-      } else {
-        a[0] = r.k[0][2 * kk];
-        a[1] = r.k[1][2 * kk];
-        a[2] = r.k[0][2 * kk + 1];
-        a[3] = r.k[1][2 * kk + 1];
+      uint32_t a[4];  // register i: key g + 8 (i & 1), elements decode_k_elem(kk, i >> 1) and + 1
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int el = ml::decode_k_elem(kk, i >> 1);
+        if constexpr (kIsFp8Kv<C>) {  // 4 elements a word
+          a[i] = e4m3x2_to_f16x2(r.k[i & 1][el / 4] >> (8 * (el % 4)));
+        } else {  // 2 elements a word
+          a[i] = r.k[i & 1][el / 2];
+        }
       }
       mma_16816<M>(s, a, qb[kk][0], qb[kk][1]);
     }
@@ -282,20 +279,24 @@ __global__ void __launch_bounds__(kThreads)
     const uint32_t b1 = transpose8x8(pack2<M>(pr[2], pr[3]));
 #pragma unroll
     for (int mt = 0; mt < KD; ++mt) {
-      uint32_t a[4];  // V^T rows (dims) VW*g + 2mt (a0, a2), + 1 (a1, a3); keys 2q, 2q+1 (a0, a1), 2q+8, 2q+9
-      if constexpr (kIsFp8Kv<C>) {
-        const uint32_t sel = (mt & 1) ? 0x7362u : 0x5140u;  // bytes 2mt, 2mt+1 of two keys, interleaved
-        const uint32_t lo = __byte_perm(r.v[0][mt / 2], r.v[1][mt / 2], sel);
-        const uint32_t hi = __byte_perm(r.v[2][mt / 2], r.v[3][mt / 2], sel);
-        a[0] = e4m3x2_to_f16x2(lo);
-        a[1] = e4m3x2_to_f16x2(lo >> 16);
-        a[2] = e4m3x2_to_f16x2(hi);
-        a[3] = e4m3x2_to_f16x2(hi >> 16);
-      } else {
-        a[0] = __byte_perm(r.v[0][mt], r.v[1][mt], 0x5410u);
-        a[1] = __byte_perm(r.v[0][mt], r.v[1][mt], 0x7632u);
-        a[2] = __byte_perm(r.v[2][mt], r.v[3][mt], 0x5410u);
-        a[3] = __byte_perm(r.v[2][mt], r.v[3][mt], 0x7632u);
+      // Register i: element decode_v_elem(mt, i & 1) of the lane's V dims (row g + 8 (i & 1)) at
+      // keys 2q + 8 (i >> 1) (low half) and + 1, i.e. of r.v[2 (i >> 1)] and r.v[2 (i >> 1) + 1].
+      uint32_t a[4];
+      const int el = ml::decode_v_elem(mt, 0);  // even; the odd row is el + 1, next to it
+      if constexpr (kIsFp8Kv<C>) {  // bytes el % 4, + 1 of word el / 4 of two keys, interleaved
+        const uint32_t sel = el % 4 == 2 ? 0x7362u : 0x5140u;
+#pragma unroll
+        for (int kp = 0; kp < 2; ++kp) {
+          const uint32_t two = __byte_perm(r.v[2 * kp][el / 4], r.v[2 * kp + 1][el / 4], sel);
+          a[2 * kp] = e4m3x2_to_f16x2(two);
+          a[2 * kp + 1] = e4m3x2_to_f16x2(two >> 16);
+        }
+      } else {  // the low (el) and high (el + 1) halves of word el / 2 of two keys
+#pragma unroll
+        for (int kp = 0; kp < 2; ++kp) {
+          a[2 * kp] = __byte_perm(r.v[2 * kp][el / 2], r.v[2 * kp + 1][el / 2], 0x5410u);
+          a[2 * kp + 1] = __byte_perm(r.v[2 * kp][el / 2], r.v[2 * kp + 1][el / 2], 0x7632u);
+        }
       }
       o[mt][0] *= alpha[0];
       o[mt][1] *= alpha[1];
@@ -327,7 +328,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int mt = 0; mt < KD; ++mt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int head = 2 * q + (e & 1), dim = VW * g + 2 * mt + (e >> 1);
+      const int head = 2 * q + (e & 1), dim = ml::decode_v_first(D, g) + ml::decode_v_elem(mt, e >> 1);
       sm_o[(warp * kHeads + head) * D + dim] = o[mt][e] * v_scale;
     }
   if (g == 0) {

@@ -1,5 +1,5 @@
-// Lane <-> element maps of the warp-level tensor-core instructions the prefill attention kernel
-// uses (PTX ISA: mma.sync.m16n8k16 with 16-bit inputs, ldmatrix.m8n8.x4), kept apart from the
+// Lane <-> element maps of the warp-level tensor-core instructions the attention kernels and the
+// int4 GEMV use (PTX ISA: mma.sync.m16n8k16 with 16-bit inputs, ldmatrix.m8n8.x4), kept apart from the
 // kernel so a host test (tests/ops/test_mma_layout.cpp) can check them without a GPU.
 //
 // mma.sync.m16n8k16 (g = lane / 4, q = lane % 4; each register holds two 16-bit elements, the
@@ -54,5 +54,21 @@ LAMINA_HD RowCol int4_tile_elem(int lane, int word, int nibble) {
   return {(lane >> 2) + (r & 1) * 8, (lane & 3) * 16 + word * 4 + (r >> 1) * 2 + h};
 }
 inline constexpr int kInt4TileRows = 16, kInt4TileCols = 64, kInt4TileBytes = 512;
+
+// The tensor-core decode attention (attention_decode_mma.cu) holds K, V and q in registers in its
+// own order of head dims: a dot product does not care which dims meet in which mma k slot as long
+// as both operands agree, and so each lane's share of a row is contiguous. Head dim D, lane l
+// (g = l / 4, q = l % 4):
+//   S^T = K · Q^T (rows: 16 keys, columns: 8 q heads). The lane holds K rows g and g + 8, and q
+//   head g, at dims decode_k_first(D, q) + 0 .. D/4 - 1. At k-step kk, A register i (row
+//   g + 8 (i & 1)) and B register j = i >> 1 hold elements decode_k_elem(kk, i >> 1) and + 1 of those.
+//   O^T = V^T · P^T (rows: head dims, columns: q heads). The lane holds V rows (keys) 2q, 2q + 1,
+//   2q + 8, 2q + 9 at dims decode_v_first(D, g) + 0 .. D/8 - 1. M-tile mt's A register i is
+//   element decode_v_elem(mt, i & 1) of those (row g + 8 (i & 1)) at keys 2q + 8 (i >> 1) + {0, 1};
+//   accumulator element e is element decode_v_elem(mt, e >> 1), q head 2q + (e & 1).
+LAMINA_HD int decode_k_first(int D, int q) { return D / 4 * q; }
+LAMINA_HD int decode_k_elem(int kk, int half) { return 4 * kk + 2 * half; }
+LAMINA_HD int decode_v_first(int D, int g) { return D / 8 * g; }
+LAMINA_HD int decode_v_elem(int mt, int upper) { return 2 * mt + upper; }
 
 }  // namespace lamina::cuda::mma_layout
