@@ -18,6 +18,11 @@ QUANT=${QUANT:-}
 KV_QUANT=${KV_QUANT:-}
 sfx=${QUANT:+_$QUANT}${KV_QUANT:+_kv$KV_QUANT}
 ckpt=$WORK/ckpt$sfx
+# The device's 64 GB disk holds the HF checkpoint (16 GB), one engine and about two more
+# checkpoints: drop the other configurations' checkpoints before making another.
+if [ ! -d "$ckpt" ]; then
+  for other in "$WORK"/ckpt*; do [ -d "$other" ] && [ "$other" != "$ckpt" ] && rm -rf "$other"; done
+fi
 [ -d "$ckpt" ] || "$LAMINA" convert --model_dir "$WORK/hf" --output_dir "$ckpt" --dtype bfloat16 \
   ${QUANT:+--quant_algo "$QUANT"} ${KV_QUANT:+--kv_cache_quant_algo "$KV_QUANT"}
 # Slots hold max_seq_len rows each: 256 x 512 tokens of KV is 17 GB for this shape.
