@@ -1,10 +1,12 @@
 // lamina bench --engine_dir ENGINE --input_len I --output_len O [--warmup W] [--runs R] [--json F]
 // Offline latency of one request: time to first token (prefill), per-token decode latency, and
-// the matching throughputs, as a table and JSON.
+// the matching throughputs, as a table and JSON. With a serving-load flag (--concurrency, ...)
+// main() runs `lamina bench_serving` instead (bench_asks_for_serving_load).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <string>
 
 #include "commands.h"
 #include "mpi_job.h"
@@ -75,8 +77,21 @@ void bench(const BenchOptions& o) {
 
 }  // namespace
 
+bool bench_asks_for_serving_load(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) != "bench") return false;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    for (const char* flag : {"--concurrency", "--request_rate", "--num_requests", "--isl", "--osl", "--server"})
+      if (a == flag || a.rfind(std::string(flag) + "=", 0) == 0) return true;
+  }
+  return false;
+}
+
 void register_bench(CLI::App& app) {
-  auto* sub = app.add_subcommand("bench", "Measure TTFT, per-token latency and throughput of an engine");
+  auto* sub = app.add_subcommand("bench",
+                                 "Measure TTFT, per-token latency and throughput of an engine (batch 1); with "
+                                 "--concurrency, --request_rate, --num_requests, --isl, --osl or --server, the "
+                                 "serving load test (as lamina bench_serving)");
   auto o = std::make_shared<BenchOptions>();
   sub->add_option("--engine_dir", o->engine_dir, "Output of lamina build")->required();
   sub->add_option("--input_len", o->input_len, "Prompt tokens (random ids)")->capture_default_str()->check(CLI::PositiveNumber);

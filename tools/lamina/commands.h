@@ -13,4 +13,10 @@ void register_tokenize(CLI::App& app);  // tokenize + detokenize
 void register_serve(CLI::App& app);
 void register_bench_serving(CLI::App& app);
 
+// Whether `lamina bench ...` asks for the serving load test: a flag of bench_serving that bench
+// lacks (--concurrency, --request_rate, --num_requests, --isl, --osl, --server). main() then runs
+// bench_serving with the same arguments, so `lamina bench --concurrency 64 --isl 128 --osl 128
+// --engine_dir E` works as `lamina bench_serving ...` does.
+bool bench_asks_for_serving_load(int argc, char** argv);
+
 }  // namespace lamina::cli

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   using lamina::cli::end_mpi_job;
   try {
     lamina::cli::join_mpi_job_if_launched(argc, argv);
+    char serving_bench[] = "bench_serving";
+    if (lamina::cli::bench_asks_for_serving_load(argc, argv)) argv[1] = serving_bench;
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);
