@@ -24,9 +24,10 @@ int main(int argc, char** argv) {
   // Under mpirun, every exit goes through end_mpi_job: an error must end the whole job.
   using lamina::cli::end_mpi_job;
   try {
-    lamina::cli::join_mpi_job_if_launched(argc, argv);
+    // Before the MPI check, which then refuses the load test under mpirun as it refuses bench_serving.
     char serving_bench[] = "bench_serving";
     if (lamina::cli::bench_asks_for_serving_load(argc, argv)) argv[1] = serving_bench;
+    lamina::cli::join_mpi_job_if_launched(argc, argv);
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);
