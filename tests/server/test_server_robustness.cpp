@@ -271,6 +271,25 @@ TEST(ServerConnections, IdleConnectionsDoNotStarveHealth) {
   EXPECT_LT(seconds, 2.0) << "/health waited for a connection";
 }
 
+// bench_serving against an address where nothing listens names it and says what to do, once.
+TEST(BenchServing, NamesAServerThatIsNotThere) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);  // a port that was free a moment ago
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int port = ntohs(addr.sin_port);
+  ::close(fd);
+  const CommandResult r = run_lamina("bench_serving --server http://127.0.0.1:" + std::to_string(port) +
+                                     " --concurrency 2 --num_requests 4 --isl 4 --osl 2");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("cannot reach http://127.0.0.1:" + std::to_string(port)), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("lamina serve"), std::string::npos) << r.output;
+}
+
 TEST(ServerShutdown, SigtermDrainsTheRunningStreamAndExitsZero) {
   ServerProcess server;
   std::promise<void> first_chunk;

@@ -257,6 +257,14 @@ std::optional<std::array<double, 4>> server_step_counters(const std::string& url
 }
 
 void bench_server(const BenchServingOptions& o) {
+  {  // A server that is not there would fail every request alike: say so once, up front.
+    httplib::Client probe(o.server);
+    probe.set_connection_timeout(5);
+    if (const httplib::Result res = probe.Get("/v1/models"); !res)
+      fail("cannot reach ", o.server, " (", httplib::to_string(res.error()),
+           "): is a server running there? Start one with `lamina serve --engine_dir ENGINE`, or run the "
+           "load offline with --engine_dir ENGINE");
+  }
   const Workload w = make_workload(o);
   const auto counters_before = server_step_counters(o.server);
   std::vector<Json> bodies;
