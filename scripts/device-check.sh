@@ -123,31 +123,34 @@ fi
 
 find_bin() { find "$build" -type f -name "$1" -perm -u+x | head -1; }
 
+# run_test LABEL LOG BIN [ARGS...]: one run of a gtest binary (with the caller's environment),
+# its log appended to tests.log, its counts in the summary under LABEL.
+run_test() {
+  local label=$1 log=$2 bin=$3
+  shift 3
+  local t0 rc counts
+  t0=$(stamp)
+  # A hung test (e.g. a collective waiting on a peer) fails its step instead of using up the call.
+  timeout "${TEST_TIMEOUT:-300}" "$bin" --gtest_color=no "$@" >"$log" 2>&1
+  rc=$?
+  cat "$log" >>"$OUT/tests.log"
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]|Failure|error|replay" "$log" | head -80
+  ((rc == 124)) && echo "$label: killed after ${TEST_TIMEOUT:-300} s (TEST_TIMEOUT)"
+  counts=$(grep -E "^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test" "$log" | sed 's/\[ *//;s/ *\]//' | tr '\n' ' ')
+  if ((rc == 0)); then note "$label" "ok $(($(stamp) - t0)) s: $counts"; else note "$label" "FAILED (rc $rc): $counts"; failed=1; fi
+}
+
 # ---- tests ----
 for t in $TESTS; do
   bin=$(find_bin "$t")
   if [[ -z $bin ]]; then note "test $t" "NOT BUILT"; failed=1; continue; fi
-  t0=$(stamp)
-  # A hung test (e.g. a collective waiting on a peer) fails its step instead of using up the call.
-  timeout "${TEST_TIMEOUT:-300}" "$bin" --gtest_color=no >"$OUT/test_$t.log" 2>&1
-  rc=$?
-  cat "$OUT/test_$t.log" >>"$OUT/tests.log"
-  grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]|Failure|error|replay" "$OUT/test_$t.log" | head -80
-  ((rc == 124)) && echo "$t: killed after ${TEST_TIMEOUT:-300} s (TEST_TIMEOUT)"
-  counts=$(grep -E "^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test" "$OUT/test_$t.log" | sed 's/\[ *//;s/ *\]//' | tr '\n' ' ')
-  if ((rc == 0)); then note "test $t" "ok $(($(stamp) - t0)) s: $counts"; else note "test $t" "FAILED (rc $rc): $counts"; failed=1; fi
+  run_test "test $t" "$OUT/test_$t.log" "$bin"
   # The attention tests again with each many-token decode kernel forced: the automatic choice
   # (attention.cu) gives most test steps, which are small, to the pipelined kernel.
   if [[ $t == test_ops && -z "${GTEST_FILTER:-}" ]]; then
     for kernel in mma pipelined; do
-      t0=$(stamp)
-      LAMINA_ATTN_DECODE=$kernel timeout "${TEST_TIMEOUT:-300}" "$bin" --gtest_color=no \
-        --gtest_filter='*AttentionOps*:*Fp8KvCache*Attention*' >"$OUT/test_${t}_$kernel.log" 2>&1
-      rc=$?
-      cat "$OUT/test_${t}_$kernel.log" >>"$OUT/tests.log"
-      grep -E "^\[  (FAILED|PASSED) |Failure" "$OUT/test_${t}_$kernel.log" | head -40
-      counts=$(grep -E "^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test" "$OUT/test_${t}_$kernel.log" | sed 's/\[ *//;s/ *\]//' | tr '\n' ' ')
-      if ((rc == 0)); then note "test $t ($kernel decode)" "ok $(($(stamp) - t0)) s: $counts"; else note "test $t ($kernel decode)" "FAILED (rc $rc): $counts"; failed=1; fi
+      LAMINA_ATTN_DECODE=$kernel run_test "test $t ($kernel decode)" "$OUT/test_${t}_$kernel.log" "$bin" \
+        --gtest_filter='*AttentionOps*:*Fp8KvCache*Attention*'
     done
   fi
 done
