@@ -44,6 +44,15 @@ std::string wait_for_metrics(int port, const std::function<bool(const std::strin
   return text;
 }
 
+// 127.0.0.1:port as a socket address (port 0: any free port, for bind).
+sockaddr_in loopback(int port) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return addr;
+}
+
 bool idle(const std::string& m) {
   return metric(m, "lamina_num_requests_running") == 0 && metric(m, "lamina_num_requests_waiting") == 0 &&
          metric(m, "lamina_kv_cache_blocks_used") == 0;
@@ -255,10 +264,7 @@ TEST(ServerConnections, IdleConnectionsDoNotStarveHealth) {
   for (int i = 0; i < 200; ++i) {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     ASSERT_GE(fd, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(uint16_t(server.port()));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sockaddr_in addr = loopback(server.port());
     ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << "connection " << i;
     idle_fds.push_back(fd);
   }
@@ -275,9 +281,7 @@ TEST(ServerConnections, IdleConnectionsDoNotStarveHealth) {
 TEST(BenchServing, NamesAServerThatIsNotThere) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);  // a port that was free a moment ago
   ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sockaddr_in addr = loopback(0);
   ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   socklen_t len = sizeof(addr);
   ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
