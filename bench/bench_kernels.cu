@@ -31,6 +31,7 @@
 #include "backends/cuda/attention_common.cuh"
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/cuda_sampling.h"
 #include "backends/cuda/gemv_tuner.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/quant_kernels.h"
@@ -481,6 +482,28 @@ void bench_batched_prompts_attention(Ctx& c, int seqs, int len) {
   cudaFree(d_slot);
 }
 
+// Token choice over a Llama 3 vocabulary (128,256 bf16 logits a row, uniform in [-4, 4]): greedy,
+// and sampled with temperature 0.7, top_k 50 and top_p 0.9; one row (batch-1 decode) and 64.
+void bench_token_choice(Ctx& c, int R, bool sample) {
+  const int V = 128256;
+  Rotation logits(size_t(R) * V * 2, 0, 50, c.stream, 4.0f);
+  std::vector<lamina::cuda::SampleParams> hp(static_cast<size_t>(R));
+  for (int r = 0; r < R; ++r)
+    hp[size_t(r)] = sample ? lamina::cuda::SampleParams{0.7f, 50, 0.9f, float(r % 16) / 16.0f}
+                           : lamina::cuda::SampleParams{0.0f, 0, 1.0f, 0.0f};
+  auto* params = static_cast<lamina::cuda::SampleParams*>(dmalloc(hp.size() * sizeof(hp[0])));
+  auto* ids = static_cast<int32_t*>(dmalloc(size_t(R) * sizeof(int32_t)));
+  CUDA_CHECK(cudaMemcpy(params, hp.data(), hp.size() * sizeof(hp[0]), cudaMemcpyHostToDevice));
+  const Timing tm = time_ms(c.stream, [&](int i) {
+    lamina::cuda::launch_sample(DType::BF16, logits.at(i), R, V, params, ids, c.stream);
+  });
+  cudaFree(params);
+  cudaFree(ids);
+  const char* kind = sample ? "top_k 50 top_p 0.9" : "greedy";
+  std::printf("token choice %-18s R=%-3d V=%d %8.4f ms%s\n", kind, R, V, tm.ms, tag(tm));
+  c.out["token_choice"].push_back({{"kind", kind}, {"R", R}, {"V", V}, {"ms", tm.ms}, {"graph", tm.graph}});
+}
+
 template <typename F>
 void guarded(Ctx& c, const std::string& what, F&& f) {
   if (!c.only.empty() && what != "copy") {
@@ -569,6 +592,8 @@ int main(int argc, char** argv) {
     guarded(c, "70b-tp4 decode attention",
             [&] { bench_decode_attention(c, seq, 1, 4096, kHq70bTp4, kHkv70bTp4); });
   for (int T : {512, 2048}) guarded(c, "prefill attention", [&] { bench_prefill_attention(c, T); });
+  for (int R : {1, 64})
+    for (bool sample : {false, true}) guarded(c, "token choice", [&] { bench_token_choice(c, R, sample); });
   for (int seqs : {16, 64}) guarded(c, "prompts attention", [&] { bench_batched_prompts_attention(c, seqs, 128); });
 
   // The launch shapes the GEMVs' tuning chose on this GPU for the shapes above (gemv_tuner.h).
