@@ -67,6 +67,28 @@ TEST_F(OfflineBench, BenchWithConcurrencyIsTheServingLoadTest) {
   EXPECT_NE(mixed.output.find("input_len"), std::string::npos) << mixed.output;
 }
 
+// Sampled decoding is timed with lamina run's flags, and the report says which choice ran.
+TEST_F(OfflineBench, BatchOneBenchTimesSampledDecoding) {
+  const auto json = *scratch_ / "sampled.json";
+  const auto r = run_lamina("bench --engine_dir " + engine() + " --device cpu --input_len 8 --output_len 5 --runs 1" +
+                            " --temperature 0.7 --top_k 50 --top_p 0.9 --random_seed 7 --json " + json.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("| temperature 0.7 top_k 50 top_p 0.9 |"), std::string::npos) << r.output;
+  std::ifstream in(json);
+  const Json j = Json::parse(in, nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  EXPECT_EQ(j["sampling"], "temperature 0.7 top_k 50 top_p 0.9");
+  EXPECT_GT(j["ms_per_token"].get<double>(), 0);
+  // Greedy (the default) keeps the table's columns as they were.
+  const auto greedy = run_lamina("bench --engine_dir " + engine() + " --device cpu --input_len 8 --output_len 3 --runs 1");
+  ASSERT_EQ(greedy.exit_code, 0) << greedy.output;
+  EXPECT_EQ(greedy.output.find("sampling"), std::string::npos) << greedy.output;
+  // A value out of range is named before the engine loads.
+  const auto bad = run_lamina("bench --engine_dir " + engine() + " --device cpu --top_k 50 --top_p 1.5");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("top_p"), std::string::npos) << bad.output;
+}
+
 TEST_F(OfflineBench, RefusesPromptIdsOutsideTheVocabulary) {
   const auto r = run_lamina("bench_serving --engine_dir " + engine() + " --device cpu --num_requests 1 --isl 4" +
                             " --osl 2 --vocab_size 999999");
