@@ -228,23 +228,28 @@ __device__ uint32_t radix_select(const Row<T>& row, uint32_t floor, bool by_mass
   return prefix;
 }
 
-// Cuts s_v >= s_max - delta_j, delta_j = 0.5 * 2^j (p_v >= e^-delta_j), tightest first. measure_cuts counts the
+// Cuts s_v >= s_max - delta_j, delta_j = base * 2^j (p_v >= e^-delta_j), tightest first. measure_cuts counts the
 // tokens and sums the mass p_v at or above each cut in one pass with no atomics; a radix select
 // given as floor a cut that already holds its target finds the same θ (nothing below the floor can
 // be in the answer), while its passes histogram only the tokens above the floor, which are few. Its
 // first pass over all 128k logits otherwise piles them into a handful of exponent buckets.
-// (6 cuts: with 1024 threads a block a thread has 64 registers, and 10 cuts spilled.)
+// (6 cuts a pass: with 1024 threads a block a thread has 64 registers, and 10 cuts spilled.) A
+// first pass takes base 0.5 (cuts 0.5 .. 16); where its tightest cut still holds more than
+// kRefineAbove tokens (flat logits: 4 % of a 128k vocabulary within 0.5 of the max), a second
+// pass measures 6 cuts 64 times tighter, so a top_k of 50 gets a floor near its 50 tokens.
 constexpr int kCuts = 6;
-__device__ __forceinline__ float cut_delta(int j) { return 0.5f * static_cast<float>(1 << j); }  // 0.5 .. 16
+constexpr float kCoarseCutBase = 0.5f, kFineCutBase = kCoarseCutBase / 64.0f;
+constexpr float kRefineAbove = 256.0f;
+__device__ __forceinline__ float cut_delta(float base, int j) { return base * static_cast<float>(1 << j); }
 
-// key[j] = the key of cut j, count[j] and mass[j] what it holds (shared arrays; every thread
-// calls, every thread sees the results).
+// key[j] = the key of cut j of `base`, count[j] and mass[j] what it holds (shared arrays; every
+// thread calls, every thread sees the results).
 template <typename T>
-__device__ void measure_cuts(const Row<T>& row, uint32_t* key, float* count, float* mass) {
+__device__ void measure_cuts(const Row<T>& row, float base, uint32_t* key, float* count, float* mass) {
   __shared__ float part[32][2 * kCuts];  // [warp][count of each cut, then mass of each cut]
   uint32_t k[kCuts];
 #pragma unroll
-  for (int j = 0; j < kCuts; ++j) k[j] = float_key(row.s_max - cut_delta(j));
+  for (int j = 0; j < kCuts; ++j) k[j] = float_key(row.s_max - cut_delta(base, j));
   float c[kCuts] = {}, m[kCuts] = {};
   for_each_logit(row.z, row.V, [&](int, float f) {
     const float s = f * row.inv_t;
@@ -273,7 +278,7 @@ __device__ void measure_cuts(const Row<T>& row, uint32_t* key, float* count, flo
     for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) total += part[w][threadIdx.x];
     if (threadIdx.x < kCuts) {
       count[threadIdx.x] = total;
-      key[threadIdx.x] = float_key(row.s_max - cut_delta(threadIdx.x));
+      key[threadIdx.x] = float_key(row.s_max - cut_delta(base, threadIdx.x));
     } else {
       mass[threadIdx.x - kCuts] = total;
     }
@@ -308,14 +313,23 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* __restrict__ 
   }
 
   const bool top_k_on = P.top_k > 0 && P.top_k < V, top_p_on = P.top_p < 1.0f;
-  __shared__ uint32_t cut_key[kCuts];
-  __shared__ float cut_count[kCuts], cut_mass[kCuts];
+  // Cuts tightest first: the fine pass's (when it runs) in [0, kCuts), the coarse pass's after.
+  __shared__ uint32_t cut_key[2 * kCuts];
+  __shared__ float cut_count[2 * kCuts], cut_mass[2 * kCuts];
   const bool cuts = isfinite(row.s_max) && (top_k_on || top_p_on);
-  if (cuts) measure_cuts(row, cut_key, cut_count, cut_mass);
+  int first_cut = 2 * kCuts;  // none
+  if (cuts) {
+    measure_cuts(row, kCoarseCutBase, cut_key + kCuts, cut_count + kCuts, cut_mass + kCuts);
+    first_cut = kCuts;
+    if (cut_count[kCuts] > kRefineAbove) {  // the same value in every thread: a uniform branch
+      measure_cuts(row, kFineCutBase, cut_key, cut_count, cut_mass);
+      first_cut = 0;
+    }
+  }
   uint32_t theta = 0;
   if (top_k_on) {
     uint32_t floor = 0;  // the tightest cut holding top_k tokens
-    for (int j = 0; cuts && j < kCuts; ++j)
+    for (int j = first_cut; j < 2 * kCuts; ++j)
       if (cut_count[j] >= static_cast<float>(P.top_k)) {
         floor = cut_key[j];
         break;
@@ -333,7 +347,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* __restrict__ 
     // The tightest cut above θ holding the target mass, with a margin for the sums' rounding
     // (the cuts' and the radix passes' add the same p_v in other orders).
     uint32_t floor = theta;
-    for (int j = 0; cuts && j < kCuts; ++j)
+    for (int j = first_cut; j < 2 * kCuts; ++j)
       if (cut_key[j] >= theta && cut_mass[j] >= target * 1.001f) {
         floor = cut_key[j];
         break;
