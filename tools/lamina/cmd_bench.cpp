@@ -2,8 +2,8 @@
 //              [--temperature T --top_k K --top_p P --random_seed S]
 // Offline latency of one request: time to first token (prefill), per-token decode latency, and
 // the matching throughputs, as a table and JSON. Greedy by default; the sampling flags (as lamina
-// run's) time sampled decoding, whose token choice costs more a step. With a serving-load flag (--concurrency, ...)
-// main() runs `lamina bench_serving` instead (bench_asks_for_serving_load).
+// run's) time sampled decoding, whose token choice costs more a step. With a serving-load flag
+// (--concurrency, ...) main() runs `lamina bench_serving` instead (bench_asks_for_serving_load).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

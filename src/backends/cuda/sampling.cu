@@ -127,11 +127,7 @@ struct Row {
 // The sum of v over the lanes of `active` (the calling lanes, all of them calling): a butterfly
 // when the whole warp is there, else one shuffle per lane (tails of a pass only).
 __device__ __forceinline__ float sum_over_lanes(unsigned active, float v) {
-  if (active == 0xffffffffu) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-  }
+  if (active == 0xffffffffu) return warp_sum(v);
   float total = 0.0f;
   for (unsigned rest = active; rest; rest &= rest - 1) total += __shfl_sync(active, v, __ffs(rest) - 1);
   return total;
