@@ -487,15 +487,15 @@ void bench_batched_prompts_attention(Ctx& c, int seqs, int len) {
 void bench_token_choice(Ctx& c, int R, bool sample) {
   const int V = 128256;
   Rotation logits(size_t(R) * V * 2, 0, 50, c.stream, 4.0f);
-  std::vector<lamina::cuda::SampleParams> hp(static_cast<size_t>(R));
+  std::vector<cuda::SampleParams> hp(static_cast<size_t>(R));
   for (int r = 0; r < R; ++r)
-    hp[size_t(r)] = sample ? lamina::cuda::SampleParams{0.7f, 50, 0.9f, float(r % 16) / 16.0f}
-                           : lamina::cuda::SampleParams{0.0f, 0, 1.0f, 0.0f};
-  auto* params = static_cast<lamina::cuda::SampleParams*>(dmalloc(hp.size() * sizeof(hp[0])));
+    hp[size_t(r)] = sample ? cuda::SampleParams{0.7f, 50, 0.9f, float(r % 16) / 16.0f}
+                           : cuda::SampleParams{0.0f, 0, 1.0f, 0.0f};
+  auto* params = static_cast<cuda::SampleParams*>(dmalloc(hp.size() * sizeof(hp[0])));
   auto* ids = static_cast<int32_t*>(dmalloc(size_t(R) * sizeof(int32_t)));
   CUDA_CHECK(cudaMemcpy(params, hp.data(), hp.size() * sizeof(hp[0]), cudaMemcpyHostToDevice));
   const Timing tm = time_ms(c.stream, [&](int i) {
-    lamina::cuda::launch_sample(DType::BF16, logits.at(i), R, V, params, ids, c.stream);
+    cuda::launch_sample(DType::BF16, logits.at(i), R, V, params, ids, c.stream);
   });
   cudaFree(params);
   cudaFree(ids);
@@ -564,7 +564,7 @@ int main(int argc, char** argv) {
           guarded(c, g.name, [&] { bench_gemv_quant(c, g, f, M); });
   for (const Gemm& g : kGemms)
     if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")
-      guarded(c, (std::string("int4 tiles ") + g.name).c_str(), [&] { bench_int4_tiles(c, g); });
+      guarded(c, std::string("int4 tiles ") + g.name, [&] { bench_int4_tiles(c, g); });
   for (const Gemm& g : kGemms)
     if (std::string(g.name) != "square" && std::string(g.name) != "lm_head")
       guarded(c, "fp8 shapes", [&] { bench_fp8_shapes(c, g); });
