@@ -275,6 +275,27 @@ void bench_int4_tiles(Ctx& c, const Gemm& g) {
           {{"W", wu[0]}, {"U", wu[1]}, {"ms", tm.ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs}});
     }
   }
+  // The streaming kernel (chunks copied into shared memory, `depth` in flight a warp).
+  const bool gate_up = std::string(g.name) == "gate_up";
+  for (const bool fused : {false, true}) {
+    if (fused && !gate_up) continue;
+    const int n = fused ? g.N / 2 : g.N;
+    for (const auto& wp : {std::array<int, 2>{4, 4}, {4, 8}, {8, 4}, {8, 8}, {16, 2}, {16, 4}, {16, 8}}) {
+      bool ran = true;
+      const Timing tm = time_ms(c.stream, [&](int i) {
+        cuda::DeviceQuantWeight w{WeightFormat::Int4Group, data.at(i), static_cast<const float*>(scales.at(i)),
+                                  kInt4GroupSize, true};
+        ran = cuda::launch_gemv_int4_stream_variant(wp[0], wp[1], fused, DType::BF16, out, x.at(0), w, 1, n, g.K,
+                                                    c.stream);
+      });
+      if (!ran) continue;
+      const double gbs = bytes / (tm.ms * 1e-3) / 1e9;
+      std::printf("gemv-int4-stream %-8s%s W=%-2d P=%d N=%-6d K=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", g.name,
+                  fused ? "+swiglu" : "", wp[0], wp[1], n, g.K, tm.ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
+      c.out["gemv_int4_stream"].push_back({{"name", g.name}, {"swiglu", fused}, {"W", wp[0]}, {"P", wp[1]},
+                                           {"ms", tm.ms}, {"gb_per_s", gbs}, {"fraction_of_copy", gbs / c.copy_gbs}});
+    }
+  }
   cudaFree(out);
   bench_gemv_quant(c, g, WeightFormat::Int4Group, 1, "int4tiles");  // the backend's choice
   setenv("LAMINA_INT4_TILES", "0", 1);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every kernel of a short batch-1 run (prefill of 512 tokens, then a few one-token steps) under
-# Nsight Compute: its name, grid, duration and DRAM bytes, one CSV row each, to see where a decode
+# Nsight Compute: its name, grid, duration, DRAM bytes, registers and shared memory (with the
+# L1/shared split the driver configured for it), one CSV row each, to see where a decode
 # step's time goes kernel by kernel (ncu runs kernels one at a time, so PDL overlap is gone and
 # each kernel's ramp and tail show in full). Needs ncu and a build in build-device.
 #   OUT=/tmp/out QUANTS="FP8 W4A16_AWQ" bash scripts/bench/ncu_decode_step.sh
@@ -22,7 +23,7 @@ for q in ${QUANTS:-FP8}; do
     rm -rf "$WORK/ckpt-$q"
   fi
   ncu --clock-control none --cache-control none --csv --page raw \
-    --metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size,launch__block_size \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size,launch__block_size,launch__shared_mem_config_size,launch__shared_mem_per_block_static,launch__shared_mem_per_block_dynamic,launch__registers_per_thread \
     "$LAMINA" bench --engine_dir "$WORK/engine-$q" --input_len 512 --output_len 4 --warmup 0 --runs 1 \
     --skip_checksum >"$OUT/ncu_decode_$q.csv" 2>"$OUT/ncu_decode_$q.err"
   echo "$q: $(grep -c '^"' "$OUT/ncu_decode_$q.csv") rows"

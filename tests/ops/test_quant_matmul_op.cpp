@@ -4,11 +4,13 @@
 // fresh random floats quantized on the host, so both backends see the same quantized numbers.
 #include <cuda_runtime_api.h>
 
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <string>
 
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/quant_kernels.h"
 #include "common/dtype.h"
 #include "common/quant.h"
 #include "op_test_util.h"
@@ -141,6 +143,54 @@ TEST_P(QuantMatmulOp, Int4TilesMatchPackedRows) {
     gpu_->matmul(b.get(), x.get(), rows.get(), M, N, K);
     expect_close(read_act(*gpu_, a, size_t(M) * N), read_act(*gpu_, b, size_t(M) * N), tolerance(dt()),
                  "int4 tiles vs packed rows M=" + std::to_string(M));
+  }
+}
+
+// Every block shape of the streaming int4 tile GEMV (bench_kernels' sweep; the backend uses some)
+// against the CPU's matmul, plain and gate_up + SwiGLU: chunks a warp fewer than, equal to and
+// many times its pipeline depth (K = 256, 4096, 14336), 1 to 8 tokens, and the shapes whose shared
+// memory does not fit, which decline.
+TEST_P(QuantMatmulOp, Int4StreamVariantsMatchCpu) {
+  if (fmt() != WeightFormat::Int4Group || dt() == DType::F32) GTEST_SKIP() << "int4 tiles: 16-bit activations";
+  const std::vector<std::array<int, 2>> plain = {{4, 4}, {4, 8}, {8, 4}, {8, 8}, {16, 2}, {16, 4}, {16, 8}};
+  const std::vector<std::array<int, 2>> gate_up = {{8, 4}, {8, 8}, {16, 4}, {16, 8}};  // {warps, depth}
+  for (const Shape& s : {Shape{32, 256}, Shape{64, 4096}, Shape{32, 14336}}) {
+    for (const bool fused : {false, true}) {
+      const int F = s.N, rows = fused ? 2 * F : F, K = s.K;
+      const HostQuant q = quantize(fmt(), random_floats(rng_, size_t(rows) * K), rows, K);
+      DeviceBuffer w_g = DeviceBuffer::adopt(gpu_.get(), gpu_->upload_quantized_weight(q.view), q.data.size());
+      DeviceBuffer w_c = DeviceBuffer::adopt(cpu_.get(), cpu_->upload_quantized_weight(q.view), q.data.size());
+      void* scales = nullptr;  // the variant call takes the weight's parts: its scales on the device
+      ASSERT_EQ(cudaMalloc(&scales, q.scales.size() * sizeof(float)), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(scales, q.scales.data(), q.scales.size() * sizeof(float), cudaMemcpyHostToDevice),
+                cudaSuccess);
+      const cuda::DeviceQuantWeight w{WeightFormat::Int4Group, w_g.get(), static_cast<const float*>(scales),
+                                      kInt4GroupSize, true};
+      for (int M : {1, 3, cuda::kGemvMaxM}) {
+        const auto x = rnd(size_t(M) * K);
+        auto x_g = upload_act(*gpu_, x), x_c = upload_act(*cpu_, x);
+        auto ref = poisoned_act(*cpu_, size_t(M) * F), all = poisoned_act(*cpu_, size_t(M) * rows);
+        cpu_->matmul(fused ? all.get() : ref.get(), x_c.get(), w_c.get(), M, rows, K);
+        if (fused) cpu_->silu_mul(ref.get(), all.get(), M, F);
+        const auto want = read_act(*cpu_, ref, size_t(M) * F);
+        for (const auto& v : fused ? gate_up : plain) {
+          auto out = poisoned_act(*gpu_, size_t(M) * F);
+          gpu_->synchronize();  // the launch below is on the default stream
+          const bool ran = cuda::launch_gemv_int4_stream_variant(v[0], v[1], fused, dt(), out.get(), x_g.get(), w, M,
+                                                                 F, K, nullptr);
+          const size_t smem = size_t(v[0]) * v[1] * 512 + (fused ? 2 : 1) * 16 * (K / kInt4GroupSize) * 4 +
+                              size_t(M) * K * 2;
+          const std::string what = std::string(fused ? "gate_up" : "plain") + " W=" + std::to_string(v[0]) +
+                                   " P=" + std::to_string(v[1]) + " M=" + std::to_string(M) + " F=" +
+                                   std::to_string(F) + " K=" + std::to_string(K);
+          ASSERT_EQ(ran, smem <= 110 * 1024) << what;
+          if (!ran) continue;
+          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
+          expect_close(read_act(*gpu_, out, size_t(M) * F), want, tolerance(dt()), "int4 stream " + what);
+        }
+      }
+      cudaFree(scales);
+    }
   }
 }
 

@@ -18,12 +18,17 @@
 //   weights and scales load before pdl_wait(). The warps' partial 16 x 8 tiles are summed through
 //   shared memory. kGateUp (the MLP's gate_up with its SwiGLU) runs a gate tile and its up tile in
 //   one block, W/2 warps each.
+// The streaming form (gemv_int4_stream_kernel) brings the chunks into shared memory with cp.async,
+// a pipeline a warp, so the bytes in flight are not bounded by registers; o, down and the fused
+// gate_up take it where x fits in shared memory.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <type_traits>
 
 #include "activation.cuh"
 #include "cuda_check.h"
+#include "cp_async.cuh"
 #include "cuda_types.cuh"
 #include "mma.cuh"
 #include "mma_layout.h"
@@ -218,6 +223,122 @@ __global__ void __launch_bounds__(W * 32)
   }
 }
 
+// The streaming form of the kernel above, for M * K small enough to stage x in shared memory.
+// Above, a lane's chunks in flight sit in registers (U of them, and U more for the next group),
+// which caps the bytes in flight an SM at what its resident blocks' registers hold: o and down
+// (256 tiles, 2 blocks of 16 warps an SM) kept ~32 KB an SM in flight and streamed at 59-69 % of
+// copy bandwidth. Here each warp runs its own pipeline of P asynchronous copies (cp.async, 16
+// bytes a lane) into a ring of P chunk slots in shared memory: a lane copies its own 16 bytes of
+// a chunk and later reads the same 16 bytes back, so no barrier is needed between warps or lanes,
+// and the bytes in flight (W x P x 512 an SM's block) cost shared memory, not registers. The first
+// P chunks a warp and the tiles' group scales are requested before pdl_wait(), so they stream
+// while the kernel before finishes; x[M, K] is staged once a block after it.
+//   shared memory: ring [W][P][32 lanes] uint4 | scales [tiles][16 rows][K / group] f32 | x [M][K] T
+template <typename T, int W, int P, bool kGateUp>
+__global__ void __launch_bounds__(W * 32)
+    gemv_int4_stream_kernel(T* __restrict__ out, const T* __restrict__ x, const uint4* __restrict__ w,
+                            const float* __restrict__ scales, int M, int N, int K, int group) {
+  constexpr int kRows = mma_layout::kInt4TileRows, kCols = mma_layout::kInt4TileCols;
+  constexpr int kTiles = kGateUp ? 2 : 1;  // a gate tile and its up tile, or one tile
+  constexpr int WT = W / kTiles;           // warps a tile
+  extern __shared__ uint4 smem[];
+  pdl_launch_dependents();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int chunks = K / kCols, chunks_per_group = group / kCols, groups = K / group;
+  uint4* ring = smem + warp * P * 32 + lane;  // this lane's 16 bytes of slot 0
+  float* scale_shared = reinterpret_cast<float*>(smem + W * P * 32);
+  T* x_shared = reinterpret_cast<T*>(scale_shared + kTiles * kRows * groups);
+
+  // The tiles' scales: a tile's 16 rows of K / group floats are contiguous.
+  const int scale_vecs = kRows * groups / 4;
+  for (int i = threadIdx.x; i < kTiles * scale_vecs; i += W * 32) {
+    const int rt = blockIdx.x + (i / scale_vecs) * (N / kRows);
+    const uint4* src = reinterpret_cast<const uint4*>(scales + static_cast<size_t>(rt) * kRows * groups);
+    cp_async16(smem_u32(reinterpret_cast<uint4*>(scale_shared) + i), src + i % scale_vecs, true);
+  }
+  cp_async_commit();
+  const int tile = kGateUp && warp >= WT ? 1 : 0, wt = warp - tile * WT;
+  const int rt = blockIdx.x + tile * (N / kRows);  // the weight's tile row
+  const uint4* lane_tile = w + static_cast<size_t>(rt) * chunks * 32 + lane;
+  // Chunk c of this warp into slot `slot` (zeros past the last chunk), one copy group each.
+  auto request = [&](int c, int slot) {
+    cp_async16(smem_u32(ring + slot * 32), lane_tile + static_cast<size_t>(min(c, chunks - 1)) * 32, c < chunks);
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int j = 0; j < P; ++j) request(wt + j * WT, j);  // no wait needed: weights are no kernel's output
+
+  pdl_wait();  // x (and out) belong to earlier kernels
+  const uint4* x_src = reinterpret_cast<const uint4*>(x);
+  for (int i = threadIdx.x; i < M * K / 8; i += W * 32) reinterpret_cast<uint4*>(x_shared)[i] = __ldcg(x_src + i);
+  cp_async_wait<P>();  // this thread's scale copies (the oldest group)
+  __syncthreads();
+
+  const bool has_token = g < M;  // B column g is token g; lanes of absent tokens feed zeros
+  const T* x_lane = x_shared + static_cast<size_t>(has_token ? g : 0) * K + 16 * t;
+  const float* scale_lo = scale_shared + (tile * kRows + g) * groups;  // row g of the tile
+  const float* scale_hi = scale_lo + 8 * groups;                      // row g + 8
+  float acc[4] = {};
+  int slot = 0;
+  for (int c = wt; c < chunks; c += WT) {
+    cp_async_wait<P - 1>();  // chunk c's group: P - 1 newer ones may still be in flight
+    Group<1, true> grp;
+    grp.w[0] = ring[slot * 32];
+    grp.s_lo[0] = scale_lo[c / chunks_per_group];
+    grp.s_hi[0] = scale_hi[c / chunks_per_group];
+    multiply<T, WT, 1, true>(grp, x_lane, has_token, c, chunks, acc);
+    request(c + P * WT, slot);  // after the math has read the slot
+    slot = slot + 1 == P ? 0 : slot + 1;
+  }
+  cp_async_wait<0>();  // no copy may land after the block has gone
+
+  __shared__ float partial[W][kRows][8];
+  partial[warp][g][2 * t] = acc[0];
+  partial[warp][g][2 * t + 1] = acc[1];
+  partial[warp][g + 8][2 * t] = acc[2];
+  partial[warp][g + 8][2 * t + 1] = acc[3];
+  __syncthreads();
+  if (threadIdx.x < kRows * M) {
+    const int row = threadIdx.x % kRows, m = threadIdx.x / kRows;
+    float s = 0.0f, up = 0.0f;
+#pragma unroll
+    for (int i = 0; i < WT; ++i) {
+      s += partial[i][row][m];
+      if constexpr (kGateUp) up += partial[WT + i][row][m];
+    }
+    if constexpr (kGateUp) s = silu(s) * up;
+    out[static_cast<size_t>(m) * N + blockIdx.x * kRows + row] = from_float<T>(s);
+  }
+}
+
+// Shared memory of the streaming kernel (see its layout), and the most it may take: two blocks an
+// SM must fit.
+inline constexpr size_t kMaxStreamSmemBytes = 110 * 1024;
+size_t stream_smem_bytes(int W, int P, bool gate_up, int M, int K, int group) {
+  const size_t tiles = gate_up ? 2 : 1;
+  return size_t(W) * P * 512 + tiles * mma_layout::kInt4TileRows * (K / group) * 4 + size_t(M) * K * 2;
+}
+
+// N: outputs (kGateUp: F, of a [2F, K] weight). False (nothing launched) where the shared memory
+// would exceed kMaxStreamSmemBytes.
+template <int W, int P, bool kGateUp = false>
+bool launch_stream(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
+                   cudaStream_t stream) {
+  static_assert(W * 32 >= mma_layout::kInt4TileRows * 8, "the final sum needs a thread per (row, token)");
+  const size_t bytes = stream_smem_bytes(W, P, kGateUp, M, K, w.group_size);
+  if (bytes > kMaxStreamSmemBytes) return false;
+  auto run = [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    auto* kernel = gemv_int4_stream_kernel<E, W, P, kGateUp>;
+    allow_dynamic_smem(reinterpret_cast<const void*>(kernel), kMaxStreamSmemBytes);
+    launch_pdl(kernel, dim3(N / mma_layout::kInt4TileRows), dim3(W * 32), bytes, stream, static_cast<E*>(out),
+               static_cast<const E*>(x), static_cast<const uint4*>(w.data), w.scales, M, N, K, w.group_size);
+  };
+  if (dt == DType::F16) run(TypeTag<__half>{});
+  else run(TypeTag<__nv_bfloat16>{});
+  return true;
+}
+
 // N: outputs (kGateUp: F, of a [2F, K] weight).
 template <int W, int U, bool kSharedX, bool kGateUp = false>
 void launch_shape(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int N, int K,
@@ -234,6 +355,15 @@ void launch_shape(DType dt, void* out, const void* x, const DeviceQuantWeight& w
   };
   if (dt == DType::F16) run(TypeTag<__half>{});
   else run(TypeTag<__nv_bfloat16>{});
+}
+
+// LAMINA_INT4_STREAM=0 in the environment: the register-pipelined kernel only (A/B).
+bool stream_enabled() {
+  static const bool on = [] {
+    const char* env = std::getenv("LAMINA_INT4_STREAM");
+    return !(env && env[0] == '0');
+  }();
+  return on;
 }
 
 int multiprocessors() {
@@ -265,6 +395,15 @@ void launch_gemv_int4_tiles(DType dt, void* out, const void* x, const DeviceQuan
   // instead of once a warp, wins (83 % against 76 %).
   static const int sms = multiprocessors();
   const int tiles = N / mma_layout::kInt4TileRows;
+  // With at most 2 tiles an SM (o, down) the streaming kernel, 16 warps a tile and 2 chunks in
+  // flight a warp: on an H200 (bench_kernels' gemv-int4-stream lines) down took 12.1 us (61 % of
+  // copy) against 14.8 for the best register-pipelined shape, o 4.8 against 4.9; deeper pipelines
+  // were slower (down: 12.7 us at 4, 14.1 at 8). qkv keeps the register kernel (6.7 against 7.6).
+  if (tiles <= 2 * sms && stream_enabled() && is_aligned16(w.scales) &&
+      launch_stream<16, 2>(dt, out, x, w, M, N, K, stream)) {
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
   const bool x_fits = static_cast<size_t>(M) * K * 2 <= kMaxSharedXBytes;
   if (tiles <= 2 * sms && x_fits) launch_shape<16, 2, true>(dt, out, x, w, M, N, K, stream);
   else if (tiles <= 2 * sms) launch_shape<8, 2, false>(dt, out, x, w, M, N, K, stream);
@@ -281,6 +420,12 @@ bool launch_gemv_int4_tiles_gate_up(DType dt, void* out, const void* x, const De
   // for both, 2 chunks a group. H100, Llama-3-8B (bench_kernels' gemv-int4-tiles gate_up+swiglu
   // lines): 25.5 us (81 % of copy bandwidth) against 28.6 with 4 chunks a group, which plain
   // gate_up's best shape has; 8B W4A16 decode 2.591 against 2.678 ms/token in one run.
+  // The streaming kernel at 8 warps and 4 chunks in flight a warp where it fits: 24.9 against 25.9
+  // us on an H200 (gemv-int4-stream gate_up+swiglu lines).
+  if (stream_enabled() && is_aligned16(w.scales) && launch_stream<8, 4, true>(dt, out, x, w, M, F, K, stream)) {
+    CUDA_CHECK_LAUNCH();
+    return true;
+  }
   if (static_cast<size_t>(M) * K * 2 <= kMaxSharedXBytes) launch_shape<8, 2, true, true>(dt, out, x, w, M, F, K, stream);
   else launch_shape<8, 4, false, true>(dt, out, x, w, M, F, K, stream);
   CUDA_CHECK_LAUNCH();
@@ -312,6 +457,29 @@ bool launch_gemv_int4_tiles_variant(int warps, int chunks_per_group, bool shared
   }
   CUDA_CHECK_LAUNCH();
   return true;
+}
+
+bool launch_gemv_int4_stream_variant(int warps, int depth, bool gate_up, DType dt, void* out, const void* x,
+                                     const DeviceQuantWeight& w, int M, int N, int K, cudaStream_t stream) {
+  check_args(dt, x, w, M, gate_up ? 2 * N : N, K);
+  if (!is_aligned16(w.scales) || (gate_up && N % mma_layout::kInt4TileRows != 0)) return false;
+  bool launched = false;
+  switch ((gate_up ? 1000 : 0) + warps * 10 + depth) {
+    case 44: launched = launch_stream<4, 4>(dt, out, x, w, M, N, K, stream); break;
+    case 48: launched = launch_stream<4, 8>(dt, out, x, w, M, N, K, stream); break;
+    case 84: launched = launch_stream<8, 4>(dt, out, x, w, M, N, K, stream); break;
+    case 88: launched = launch_stream<8, 8>(dt, out, x, w, M, N, K, stream); break;
+    case 162: launched = launch_stream<16, 2>(dt, out, x, w, M, N, K, stream); break;
+    case 164: launched = launch_stream<16, 4>(dt, out, x, w, M, N, K, stream); break;
+    case 168: launched = launch_stream<16, 8>(dt, out, x, w, M, N, K, stream); break;
+    case 1084: launched = launch_stream<8, 4, true>(dt, out, x, w, M, N, K, stream); break;
+    case 1088: launched = launch_stream<8, 8, true>(dt, out, x, w, M, N, K, stream); break;
+    case 1164: launched = launch_stream<16, 4, true>(dt, out, x, w, M, N, K, stream); break;
+    case 1168: launched = launch_stream<16, 8, true>(dt, out, x, w, M, N, K, stream); break;
+    default: return false;
+  }
+  if (launched) CUDA_CHECK_LAUNCH();
+  return launched;
 }
 
 bool launch_gemv_int4_tiles_gate_up_variant(int warps, int chunks_per_group, DType dt, void* out, const void* x,

@@ -66,6 +66,14 @@ bool launch_gemv_int4_tiles_variant(int warps, int chunks_per_group, bool shared
 bool launch_gemv_int4_tiles_gate_up_variant(int warps, int chunks_per_group, DType dt, void* out, const void* x,
                                             const DeviceQuantWeight& w, int M, int F, int K, cudaStream_t stream);
 
+// The streaming int4 tile GEMV (each warp's chunks copied into shared memory by cp.async, `depth`
+// in flight a warp; x staged in shared memory) for bench_kernels and the tests: warps 4, 8 or 16
+// and depth 4 or 8 (16 warps: 2, 4 or 8); gate_up: N = F outputs of a [2F, K] weight with its
+// SwiGLU, warps 8 or 16, depth 4 or 8. False (nothing launched) for other shapes or where its
+// shared memory would not fit (M x K too large).
+bool launch_gemv_int4_stream_variant(int warps, int depth, bool gate_up, DType dt, void* out, const void* x,
+                                     const DeviceQuantWeight& w, int M, int N, int K, cudaStream_t stream);
+
 // int4_tiles.cu — whether an int4 [N, K] weight with this group size takes the tile layout
 // (N % 16 == 0, K % 64 == 0, group a multiple of 64 dividing K); the conversion of packed
 // [N, K/2] int4 data into it (out and in: N*K/2 bytes of device memory, not overlapping); and the
