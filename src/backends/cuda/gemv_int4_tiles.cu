@@ -19,8 +19,8 @@
 //   shared memory. kGateUp (the MLP's gate_up with its SwiGLU) runs a gate tile and its up tile in
 //   one block, W/2 warps each.
 // The streaming form (gemv_int4_stream_kernel) brings the chunks into shared memory with cp.async,
-// a pipeline a warp, so the bytes in flight are not bounded by registers; o, down and the fused
-// gate_up take it where x fits in shared memory.
+// a pipeline a warp, so the bytes in flight are not bounded by registers; the matrices of at most
+// 2 tiles an SM (o, down) take it where x fits in shared memory.
 #include <cuda_runtime.h>
 
 #include <cstdlib>
@@ -396,9 +396,10 @@ void launch_gemv_int4_tiles(DType dt, void* out, const void* x, const DeviceQuan
   static const int sms = multiprocessors();
   const int tiles = N / mma_layout::kInt4TileRows;
   // With at most 2 tiles an SM (o, down) the streaming kernel, 16 warps a tile and 2 chunks in
-  // flight a warp: on an H200 (bench_kernels' gemv-int4-stream lines) down took 12.1 us (61 % of
-  // copy) against 14.8 for the best register-pipelined shape, o 4.8 against 4.9; deeper pipelines
-  // were slower (down: 12.7 us at 4, 14.1 at 8). qkv keeps the register kernel (6.7 against 7.6).
+  // flight a warp (bench_kernels' gemv-int4-stream lines): down 13.4 us (78 % of copy) against
+  // 15.4 for the best register-pipelined shape on an H100 (12.1 against 14.8 on an H200), o 4.9
+  // against 5.1 (4.8 against 4.9); 8 chunks in flight were slower (down 15.4, 14.1). qkv keeps the
+  // register kernel (7.0 against 7.7 us at its best streaming shape, H100).
   if (tiles <= 2 * sms && stream_enabled() && is_aligned16(w.scales) &&
       launch_stream<16, 2>(dt, out, x, w, M, N, K, stream)) {
     CUDA_CHECK_LAUNCH();
@@ -420,12 +421,8 @@ bool launch_gemv_int4_tiles_gate_up(DType dt, void* out, const void* x, const De
   // for both, 2 chunks a group. H100, Llama-3-8B (bench_kernels' gemv-int4-tiles gate_up+swiglu
   // lines): 25.5 us (81 % of copy bandwidth) against 28.6 with 4 chunks a group, which plain
   // gate_up's best shape has; 8B W4A16 decode 2.591 against 2.678 ms/token in one run.
-  // The streaming kernel at 8 warps and 4 chunks in flight a warp where it fits: 24.9 against 25.9
-  // us on an H200 (gemv-int4-stream gate_up+swiglu lines).
-  if (stream_enabled() && is_aligned16(w.scales) && launch_stream<8, 4, true>(dt, out, x, w, M, F, K, stream)) {
-    CUDA_CHECK_LAUNCH();
-    return true;
-  }
+  // The streaming kernel's best shape here (8 warps, 4 chunks in flight a warp) is not faster:
+  // 27.0 against 25.8 us on an H100, 24.9 against 25.9 on an H200 (gemv-int4-stream lines).
   if (static_cast<size_t>(M) * K * 2 <= kMaxSharedXBytes) launch_shape<8, 2, true, true>(dt, out, x, w, M, F, K, stream);
   else launch_shape<8, 4, false, true>(dt, out, x, w, M, F, K, stream);
   CUDA_CHECK_LAUNCH();
