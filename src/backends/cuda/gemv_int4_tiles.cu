@@ -158,6 +158,33 @@ __device__ __forceinline__ void multiply(const Group<U, kSharedX>& grp, const T*
   }
 }
 
+// The block's output tile: the W warps' 16 x 8 C tiles (acc: rows g, g + 8 x tokens 2t, 2t + 1)
+// summed through shared memory, partial[warp][row][token]; kGateUp: the first W/2 warps' sum is the
+// gate, the others' the up, and out = silu(gate) * up. Rows blockIdx.x * 16 .. + 15 of out[M, N].
+template <typename T, int W, bool kGateUp>
+__device__ __forceinline__ void sum_warp_tiles(T* __restrict__ out, const float (&acc)[4], int M, int N) {
+  constexpr int kRows = mma_layout::kInt4TileRows;
+  constexpr int WT = kGateUp ? W / 2 : W;  // warps a tile
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  __shared__ float partial[W][kRows][8];
+  partial[warp][g][2 * t] = acc[0];
+  partial[warp][g][2 * t + 1] = acc[1];
+  partial[warp][g + 8][2 * t] = acc[2];
+  partial[warp][g + 8][2 * t + 1] = acc[3];
+  __syncthreads();
+  if (threadIdx.x < kRows * M) {
+    const int row = threadIdx.x % kRows, m = threadIdx.x / kRows;
+    float s = 0.0f, up = 0.0f;
+#pragma unroll
+    for (int i = 0; i < WT; ++i) {
+      s += partial[i][row][m];
+      if constexpr (kGateUp) up += partial[WT + i][row][m];
+    }
+    if constexpr (kGateUp) s = silu(s) * up;
+    out[static_cast<size_t>(m) * N + blockIdx.x * kRows + row] = from_float<T>(s);
+  }
+}
+
 // kGateUp: w is an MLP's gate_up [2N, K] (gate tiles, then up tiles) and out[M, N] = silu(gate) *
 // up: block b runs gate tile b on its first W/2 warps and up tile b + N/16 on the others.
 template <typename T, int W, int U, bool kSharedX, bool kGateUp>
@@ -203,24 +230,7 @@ __global__ void __launch_bounds__(W * 32)
     if (more) cur = next;
   }
 
-  // Sum the warps' tiles: partial[warp][row][token].
-  __shared__ float partial[W][kRows][8];
-  partial[warp][g][2 * t] = acc[0];
-  partial[warp][g][2 * t + 1] = acc[1];
-  partial[warp][g + 8][2 * t] = acc[2];
-  partial[warp][g + 8][2 * t + 1] = acc[3];
-  __syncthreads();
-  if (threadIdx.x < kRows * M) {
-    const int row = threadIdx.x % kRows, m = threadIdx.x / kRows;
-    float s = 0.0f, up = 0.0f;
-#pragma unroll
-    for (int i = 0; i < WT; ++i) {
-      s += partial[i][row][m];
-      if constexpr (kGateUp) up += partial[WT + i][row][m];
-    }
-    if constexpr (kGateUp) s = silu(s) * up;
-    out[static_cast<size_t>(m) * N + blockIdx.x * kRows + row] = from_float<T>(s);
-  }
+  sum_warp_tiles<T, W, kGateUp>(out, acc, M, N);
 }
 
 // The streaming form of the kernel above, for M * K small enough to stage x in shared memory.
@@ -292,23 +302,7 @@ __global__ void __launch_bounds__(W * 32)
   }
   cp_async_wait<0>();  // no copy may land after the block has gone
 
-  __shared__ float partial[W][kRows][8];
-  partial[warp][g][2 * t] = acc[0];
-  partial[warp][g][2 * t + 1] = acc[1];
-  partial[warp][g + 8][2 * t] = acc[2];
-  partial[warp][g + 8][2 * t + 1] = acc[3];
-  __syncthreads();
-  if (threadIdx.x < kRows * M) {
-    const int row = threadIdx.x % kRows, m = threadIdx.x / kRows;
-    float s = 0.0f, up = 0.0f;
-#pragma unroll
-    for (int i = 0; i < WT; ++i) {
-      s += partial[i][row][m];
-      if constexpr (kGateUp) up += partial[WT + i][row][m];
-    }
-    if constexpr (kGateUp) s = silu(s) * up;
-    out[static_cast<size_t>(m) * N + blockIdx.x * kRows + row] = from_float<T>(s);
-  }
+  sum_warp_tiles<T, W, kGateUp>(out, acc, M, N);
 }
 
 // Shared memory of the streaming kernel (see its layout), and the most it may take: two blocks an
