@@ -33,10 +33,19 @@
 #include "gemv_epilogue.cuh"
 #include "gemv_tuner.h"
 
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 
 namespace lamina::cuda {
+
+bool rope_prepare_late() {
+  static const bool late = [] {
+    const char* e = std::getenv("LAMINA_ROPE_PREPARE_LATE");
+    return e != nullptr && std::string(e) == "1";
+  }();
+  return late;
+}
 namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32;
@@ -91,6 +100,7 @@ __global__ void __launch_bounds__(kThreads)
   int c0 = threadIdx.x;
   load_group<R, U>(cur, rows, c0, chunks);  // weights only: no wait needed
   pdl_wait();                               // x (and out) belong to earlier kernels
+  const RopeKvPrep prep = rope_kv_prepare_early<M, R, kRopeKv>(rope);
 
   float acc[M][R] = {};
   constexpr int kStep = kThreads * U;
@@ -124,7 +134,7 @@ __global__ void __launch_bounds__(kThreads)
 
   float s = 0.0f;
   const bool has_sum = block_sum_each<kWarps>(acc, s);  // thread m * R + r: row r's sum for token m
-  write_block_sums<T, R, kGateUp, kRopeKv>(out, N, n0, s, has_sum, rope);
+  write_block_sums<T, R, kGateUp, kRopeKv>(out, N, n0, s, has_sum, rope, prep);
 }
 
 // Fallback: one warp per (m, n), scalar loads (kGateUp: the gate and up dot products of n).

@@ -27,7 +27,12 @@ struct RopeKvArgs {
   void* v_cache = nullptr;
   const int32_t* block_tables = nullptr;
   AttnParams p;
+  bool prepare_late = false;  // rope_kv_prepare after the block's reduction (LAMINA_ROPE_PREPARE_LATE=1, A/B)
 };
+
+// LAMINA_ROPE_PREPARE_LATE=1 in the environment: the kernels prepare the epilogue after their
+// reduction, as they did before (A/B).
+bool rope_prepare_late();
 
 // Host: the epilogue's arguments for a step of M tokens over this cache, or false where the fused
 // qkv GEMV does not apply (M outside 1..kGemvMaxM, head_dim not a multiple of 4, no block tables).
@@ -36,7 +41,8 @@ inline bool make_rope_kv_args(RopeKvArgs& a, int M, const int32_t* positions, co
   if (M < 1 || M > kGemvMaxM || s.head_dim % 4 != 0 || cache.block_tables == nullptr || s.tokens_per_block <= 0 ||
       s.max_blocks_per_seq <= 0)
     return false;
-  a = RopeKvArgs{positions, slots, inv_freq, cache.k, cache.v, cache.block_tables, make_attn_params(s, M, cache)};
+  a = RopeKvArgs{positions, slots, inv_freq, cache.k, cache.v, cache.block_tables, make_attn_params(s, M, cache),
+                 rope_prepare_late()};
   return true;
 }
 
@@ -47,24 +53,42 @@ __device__ __forceinline__ int rope_row(int b, int r, int D) {
   return head * D + j + (r & 1) + (r >= 2 ? D / 2 : 0);
 }
 
+// What thread (m, r)'s epilogue needs besides the sums: its row's rotation at the token's position
+// (q and k rows) and the token's cache row (k and v rows). The kernels compute it right after
+// pdl_wait(), before their K loop, so its dependent loads (the position, then the block table) and
+// the double-precision sincos overlap the weight stream instead of trailing the block's reduction.
+struct RopeKvPrep {
+  float c = 1.0f, s = 0.0f;   // cos and sin of pos * inv_freq[dim % (D/2)]
+  long long cache_row = -1;  // kv_cache_row of (slot, position); -1: none
+};
+
+__device__ __forceinline__ RopeKvPrep rope_kv_prepare(int m, int r, const RopeKvArgs& a) {
+  const int D = a.p.head_dim, half = D / 2, Hq = a.p.Hq, Hkv = a.p.Hkv;
+  const int row = rope_row(blockIdx.x, r, D), head = row / D, dim = row % D;
+  const int pos = a.positions[m];
+  RopeKvPrep prep;
+  if (head < Hq + Hkv) {  // q or k: rotate (x_i, x_{i+D/2}) by pos * inv_freq[i]
+    double sn, cs;
+    sincos(static_cast<double>(pos) * static_cast<double>(a.inv_freq[dim % half]), &sn, &cs);
+    prep.c = static_cast<float>(cs);
+    prep.s = static_cast<float>(sn);
+  }
+  if (head >= Hq) prep.cache_row = kv_cache_row(a.block_tables, a.slots[m], pos, a.p);
+  return prep;
+}
+
 // The epilogue of thread (m, r) holding row r's sum s; `partner` is the sum of row r ^ 2 (the
 // other half of its rotate-half pair).
 template <typename T>
 __device__ __forceinline__ void rope_kv_store(T* out, int N, int m, int r, float s, float partner,
-                                              const RopeKvArgs& a) {
-  const int D = a.p.head_dim, half = D / 2, Hq = a.p.Hq, Hkv = a.p.Hkv;
+                                              const RopeKvArgs& a, const RopeKvPrep& prep) {
+  const int D = a.p.head_dim, Hq = a.p.Hq, Hkv = a.p.Hkv;
   const int row = rope_row(blockIdx.x, r, D), head = row / D, dim = row % D;
-  const int pos = a.positions[m];
   float v = s;
-  if (head < Hq + Hkv) {  // q or k: rotate (x_i, x_{i+D/2}) by pos * inv_freq[i]
-    double sn, cs;
-    sincos(static_cast<double>(pos) * static_cast<double>(a.inv_freq[dim % half]), &sn, &cs);
-    const float c = static_cast<float>(cs), sf = static_cast<float>(sn);
-    v = r < 2 ? s * c - partner * sf : s * c + partner * sf;
-  }
+  if (head < Hq + Hkv) v = r < 2 ? s * prep.c - partner * prep.s : s * prep.c + partner * prep.s;
   out[static_cast<size_t>(m) * N + row] = from_float<T>(v);
   if (head >= Hq) {  // k or v: the cache row of (slot, position); none when out of range
-    const long long cache_row = kv_cache_row(a.block_tables, a.slots[m], pos, a.p);
+    const long long cache_row = prep.cache_row;
     if (cache_row >= 0) {
       const bool is_k = head < Hq + Hkv;
       const int kv_head = head - Hq - (is_k ? 0 : Hkv);
@@ -80,13 +104,25 @@ __device__ __forceinline__ void rope_kv_store(T* out, int N, int m, int r, float
   }
 }
 
+// A kernel's early call (after pdl_wait, before its K loop): thread i < M * R prepares (i / R, i % R).
+template <int M, int R, bool kRopeKv>
+__device__ __forceinline__ RopeKvPrep rope_kv_prepare_early(const RopeKvArgs& rope) {
+  RopeKvPrep prep;
+  if constexpr (kRopeKv) {
+    if (!rope.prepare_late && threadIdx.x < M * R) prep = rope_kv_prepare(threadIdx.x / R, threadIdx.x % R, rope);
+  }
+  return prep;
+}
+
 // Writes a block's reduced sums: thread i = m * R + r holds `s`, row r's sum for token m (valid
 // where has_sum). Every thread of warp 0 must call it (the gate/up and rope pairs meet by
 // shuffles). kGateUp: rows r < R/2 are gate rows n0 + r, rows R/2 + r their up rows, and
 // out[m, n0 + r] = silu(gate) * up. kRopeKv: rope_kv_store with row r ^ 2 as the partner.
-// Otherwise out[m, n0 + r] = s. Rows past N are not written.
+// Otherwise out[m, n0 + r] = s. Rows past N are not written. `prep`: rope_kv_prepare's result
+// for thread (m, r) (kRopeKv; computed here when rope.prepare_late).
 template <typename T, int R, bool kGateUp, bool kRopeKv>
-__device__ __forceinline__ void write_block_sums(T* out, int N, int n0, float s, bool has_sum, const RopeKvArgs& rope) {
+__device__ __forceinline__ void write_block_sums(T* out, int N, int n0, float s, bool has_sum, const RopeKvArgs& rope,
+                                                 RopeKvPrep prep = {}) {
   constexpr int kOuts = kGateUp ? R / 2 : R;
   const int m = threadIdx.x / R, r = threadIdx.x % R;
   if constexpr (kGateUp) {
@@ -97,7 +133,8 @@ __device__ __forceinline__ void write_block_sums(T* out, int N, int n0, float s,
   } else if constexpr (kRopeKv) {
     if (threadIdx.x < 32) {  // all of warp 0 shuffles: row r's rotate-half partner is row r ^ 2
       const float partner = __shfl_xor_sync(0xffffffffu, s, 2);
-      if (has_sum) rope_kv_store(out, N, m, r, s, partner, rope);
+      if (has_sum && rope.prepare_late) prep = rope_kv_prepare(m, r, rope);
+      if (has_sum) rope_kv_store(out, N, m, r, s, partner, rope, prep);
     }
   } else if (has_sum && n0 + r < N) {
     out[static_cast<size_t>(m) * N + n0 + r] = from_float<T>(s);

@@ -93,6 +93,7 @@ __global__ void __launch_bounds__(B)
 #pragma unroll
   for (int r = 0; r < R; ++r) cur[r] = c < chunks ? load_stream16(w_row[r] + c) : uint4{};
   pdl_wait();  // x and out belong to earlier kernels
+  const RopeKvPrep prep = rope_kv_prepare_early<M, R, kRopeKv>(rope);
 
   float acc[M][R] = {};
   for (; c < chunks; c += B) {
@@ -133,7 +134,7 @@ __global__ void __launch_bounds__(B)
   float s = 0.0f;
   const bool has_sum = block_sum_each<kBlockWarps>(acc, s);  // thread m * R + r: row r's sum for token m
   if (has_sum && !kGrouped) s *= scales[static_cast<size_t>(scale_stride) * row_for(threadIdx.x % R)];
-  write_block_sums<T, R, kGateUp, kRopeKv>(out, N, n0, s, has_sum, rope);
+  write_block_sums<T, R, kGateUp, kRopeKv>(out, N, n0, s, has_sum, rope, prep);
 }
 
 // Fallback: one warp per (m, n), scalar decode (kGateUp: the gate and up dot products of n).
