@@ -74,16 +74,20 @@ __global__ void __launch_bounds__(kMaxThreads)
   static_assert(sizeof(T) == 2, "the landing marker is a 16-bit pattern");
   constexpr int V = kVec<T>;
   __shared__ float scratch[32];
-  __shared__ uint32_t s_call, s_prev_n;
-  pdl_wait();  // x is the previous kernel's output; state was written by our previous call
-  pdl_launch_dependents();
-  if (threadIdx.x == 0) {
-    s_call = state[2 * blockIdx.x] + 1;
-    s_prev_n = state[2 * blockIdx.x + 1];
+  pdl_launch_dependents();  // the next GEMV may start streaming its weights now
+  // The norm weight: no kernel writes it, so it loads before the wait.
+  float g[kMaxChunks][V];
+#pragma unroll
+  for (int k = 0; k < kMaxChunks; ++k) {
+    const int c = (threadIdx.x + k * blockDim.x) * V;
+    if (c < H) load_vec_ro(w + c, g[k]);
   }
-  __syncthreads();
-  const uint32_t call = s_call;
-  const size_t n = size_t(rows) * H, prev_units = s_prev_n / V;
+  pdl_wait();  // x is the previous kernel's output; state was written by our previous call
+  // Every thread reads the block's state (one broadcast load, no barrier); thread 0 rewrites it
+  // after the barrier at the end.
+  const uint32_t call = __ldcg(state + 2 * blockIdx.x) + 1;
+  const uint32_t prev_n = __ldcg(state + 2 * blockIdx.x + 1);
+  const size_t n = size_t(rows) * H, prev_units = prev_n / V;
   const size_t slot_stride = size_t(W) * slot_elems;  // elements of one slot: [W][slot_elems]
   const size_t tid = size_t(blockIdx.x) * blockDim.x + threadIdx.x, nthreads = size_t(gridDim.x) * blockDim.x;
 
@@ -117,6 +121,8 @@ __global__ void __launch_bounds__(kMaxThreads)
     for (int k = 0; k < kMaxChunks; ++k) {
       const int c = (threadIdx.x + k * blockDim.x) * V;
       if (c >= H) break;
+      float r[V];
+      load_vec(residual + base + c, r);  // issued with the landing reads, not after them
       uint4 raw[W];
 #pragma unroll
       for (int q = 0; q < W; ++q) {
@@ -131,8 +137,6 @@ __global__ void __launch_bounds__(kMaxThreads)
       float acc[V];
       sum_in_rank_order<T, W>(raw, acc);
       // As all_reduce_sum then add_rms_norm round: the sum to T, then residual + sum to T.
-      float r[V];
-      load_vec(residual + base + c, r);
 #pragma unroll
       for (int i = 0; i < V; ++i) v[k][i] = to_float(from_float<T>(r[i] + to_float(from_float<T>(acc[i]))));
       store_vec(residual + base + c, v[k]);
@@ -144,14 +148,14 @@ __global__ void __launch_bounds__(kMaxThreads)
     for (int k = 0; k < kMaxChunks; ++k) {
       const int c = (threadIdx.x + k * blockDim.x) * V;
       if (c >= H) break;
-      float g[V];
-      load_vec_ro(w + c, g);
 #pragma unroll
-      for (int i = 0; i < V; ++i) v[k][i] = v[k][i] * inv * g[i];
+      for (int i = 0; i < V; ++i) v[k][i] = v[k][i] * inv * g[k][i];
       store_vec(out + base + c, v[k]);
     }
   }
-  // Read by this block only, at the next call (after this grid completed).
+  // Read by this block only, at the next call (after this grid completed); every thread of the
+  // block has read them by now.
+  __syncthreads();
   if (threadIdx.x == 0) {
     state[2 * blockIdx.x] = call;
     state[2 * blockIdx.x + 1] = uint32_t(n);
