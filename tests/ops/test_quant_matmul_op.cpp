@@ -253,9 +253,10 @@ TEST_P(QuantMatmulOp, RecordedMatchesDirect) {
   }
 }
 
-// The decode qkv GEMV over int8 / fp8 weights with rope and the KV write fused in, against the
-// CPU's matmul (dequantized weights) then rope_kv_write, on qkv and both caches (bf16 caches and an
-// FP8 cache). int4 has no such kernel: the backend declines and the caller runs the two ops.
+// The decode qkv GEMV over int8 / fp8 / int4 (tile layout: a block pairs each tile of a head's
+// first half with the tile D/2 rows below) weights with rope and the KV write fused in, against
+// the CPU's matmul (dequantized weights) then rope_kv_write, on qkv and both caches (bf16 caches
+// and an FP8 cache).
 TEST_P(QuantMatmulOp, QkvRopeKvWriteMatchesMatmulThenRope) {
   if (dt() == DType::F32) GTEST_SKIP() << "16-bit activations (an FP8 cache needs them)";
   const int Hq = 8, Hkv = 2, D = 64, K = 512, N = (Hq + 2 * Hkv) * D;
@@ -287,10 +288,6 @@ TEST_P(QuantMatmulOp, QkvRopeKvWriteMatchesMatmulThenRope) {
       auto slot_g = upload_i32(*gpu_, slot), slot_c = upload_i32(*cpu_, slot);
       const bool fused = gpu_->qkv_rope_kv_write(qkv_g.get(), x_g.get(), w_g.get(), T, K, pos_g.as<int32_t>(),
                                                  slot_g.as<int32_t>(), f_g.as<float>(), kv_g, pk.shape);
-      if (fmt() == WeightFormat::Int4Group) {
-        EXPECT_FALSE(fused);
-        continue;
-      }
       ASSERT_TRUE(fused);
       cpu_->matmul(qkv_c.get(), x_c.get(), w_c.get(), T, N, K);
       cpu_->rope_kv_write(qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), f_c.as<float>(), kv_c, pk.shape, T);

@@ -1,6 +1,6 @@
 // What the GEMVs (gemv.cu over float weights, gemv_quant.cu over quantized ones) do with a block's
 // M x R dot products once they are reduced: write them, or the gate_up SwiGLU, or the qkv rope +
-// KV-cache write. For the last, a block owns rows j, j + 1, j + D/2, j + D/2 + 1 of one head of
+// KV-cache write (also used by gemv_int4_tiles.cu, whose blocks own whole tiles: rope_kv_*_row). For the last, a block owns rows j, j + 1, j + D/2, j + D/2 + 1 of one head of
 // the qkv projection [(Hq + 2 Hkv) D, K] (R = 4, two rotate-half pairs); thread (m, r) rotates q
 // and k rows by positions[m] * inv_freq (angles in double precision, as rope_kv_write.cu), writes
 // its output and, for k and v rows, the token's KV-cache element.
@@ -62,9 +62,10 @@ struct RopeKvPrep {
   long long cache_row = -1;  // kv_cache_row of (slot, position); -1: none
 };
 
-__device__ __forceinline__ RopeKvPrep rope_kv_prepare(int m, int r, const RopeKvArgs& a) {
+// Row `row` of the qkv projection for token m.
+__device__ __forceinline__ RopeKvPrep rope_kv_prepare_row(int m, int row, const RopeKvArgs& a) {
   const int D = a.p.head_dim, half = D / 2, Hq = a.p.Hq, Hkv = a.p.Hkv;
-  const int row = rope_row(blockIdx.x, r, D), head = row / D, dim = row % D;
+  const int head = row / D, dim = row % D;
   const int pos = a.positions[m];
   RopeKvPrep prep;
   if (head < Hq + Hkv) {  // q or k: rotate (x_i, x_{i+D/2}) by pos * inv_freq[i]
@@ -77,15 +78,19 @@ __device__ __forceinline__ RopeKvPrep rope_kv_prepare(int m, int r, const RopeKv
   return prep;
 }
 
-// The epilogue of thread (m, r) holding row r's sum s; `partner` is the sum of row r ^ 2 (the
-// other half of its rotate-half pair).
+__device__ __forceinline__ RopeKvPrep rope_kv_prepare(int m, int r, const RopeKvArgs& a) {
+  return rope_kv_prepare_row(m, rope_row(blockIdx.x, r, a.p.head_dim), a);
+}
+
+// The epilogue of qkv row `row` for token m, holding its sum s; `partner` is the sum of the other
+// row of its rotate-half pair (dim +- D/2).
 template <typename T>
-__device__ __forceinline__ void rope_kv_store(T* out, int N, int m, int r, float s, float partner,
-                                              const RopeKvArgs& a, const RopeKvPrep& prep) {
+__device__ __forceinline__ void rope_kv_store_row(T* out, int N, int m, int row, float s, float partner,
+                                                  const RopeKvArgs& a, const RopeKvPrep& prep) {
   const int D = a.p.head_dim, Hq = a.p.Hq, Hkv = a.p.Hkv;
-  const int row = rope_row(blockIdx.x, r, D), head = row / D, dim = row % D;
+  const int head = row / D, dim = row % D;
   float v = s;
-  if (head < Hq + Hkv) v = r < 2 ? s * prep.c - partner * prep.s : s * prep.c + partner * prep.s;
+  if (head < Hq + Hkv) v = dim < D / 2 ? s * prep.c - partner * prep.s : s * prep.c + partner * prep.s;
   out[static_cast<size_t>(m) * N + row] = from_float<T>(v);
   if (head >= Hq) {  // k or v: the cache row of (slot, position); none when out of range
     const long long cache_row = prep.cache_row;
@@ -102,6 +107,13 @@ __device__ __forceinline__ void rope_kv_store(T* out, int N, int m, int r, float
       }
     }
   }
+}
+
+// The same for row r of the block's four (thread (m, r)); `partner` is the sum of row r ^ 2.
+template <typename T>
+__device__ __forceinline__ void rope_kv_store(T* out, int N, int m, int r, float s, float partner,
+                                              const RopeKvArgs& a, const RopeKvPrep& prep) {
+  rope_kv_store_row(out, N, m, rope_row(blockIdx.x, r, a.p.head_dim), s, partner, a, prep);
 }
 
 // A kernel's early call (after pdl_wait, before its K loop): thread i < M * R prepares (i / R, i % R).

@@ -14,6 +14,8 @@
 
 namespace lamina::cuda {
 
+struct RopeKvArgs;  // gemv_epilogue.cuh
+
 // A quantized [N, K] weight on the device.
 struct DeviceQuantWeight {
   WeightFormat format = WeightFormat::Int8PerChannel;
@@ -40,9 +42,9 @@ bool launch_gemv_fp8_variant(int rows_per_block, int threads, const void* x, con
                              int N, int K, cudaStream_t stream);
 
 // The qkv GEMV with rope and the KV write fused in (as launch_qkv_rope_kv_write_gemv, kernels.h)
-// over int8 or fp8 weights, M <= kGemvMaxM. False (nothing launched) for other formats, head_dim
-// not a multiple of 4, K not a multiple of 16 or unaligned operands: the caller runs the GEMV, then
-// rope_kv_write.
+// over int8 or fp8 weights, or int4 ones in the tile layout, M <= kGemvMaxM. False (nothing
+// launched) for other formats, head_dim not a multiple of 4 (of 32 for int4), K not a multiple of
+// 16 or unaligned operands: the caller runs the GEMV, then rope_kv_write.
 bool launch_gemv_quant_qkv_rope_kv_write(DType dt, void* qkv, const void* x, const DeviceQuantWeight& w, int M, int K,
                                         const int32_t* positions, const int32_t* slots, const float* inv_freq,
                                         KVCacheLayer cache, const AttentionShape& s, cudaStream_t stream);
@@ -58,6 +60,11 @@ void launch_gemv_int4_tiles(DType dt, void* out, const void* x, const DeviceQuan
 // (x · up^T). False (nothing launched) when F is no multiple of 16.
 bool launch_gemv_int4_tiles_gate_up(DType dt, void* out, const void* x, const DeviceQuantWeight& w, int M, int F,
                                     int K, cudaStream_t stream);
+// The qkv GEMV with rope and the KV write (as launch_gemv_quant_qkv_rope_kv_write) over an int4
+// tile weight, rope from make_rope_kv_args (gemv_epilogue.cuh). False (nothing launched) when
+// head_dim is no multiple of 32.
+bool launch_gemv_int4_tiles_qkv_rope_kv_write(DType dt, void* qkv, const void* x, const DeviceQuantWeight& w, int M,
+                                              int K, const RopeKvArgs& rope, cudaStream_t stream);
 bool launch_gemv_int4_tiles_variant(int warps, int chunks_per_group, bool shared_x, DType dt, void* out,
                                     const void* x, const DeviceQuantWeight& w, int M, int N, int K,
                                     cudaStream_t stream);
