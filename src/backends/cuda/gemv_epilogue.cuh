@@ -1,9 +1,10 @@
 // What the GEMVs (gemv.cu over float weights, gemv_quant.cu over quantized ones) do with a block's
 // M x R dot products once they are reduced: write them, or the gate_up SwiGLU, or the qkv rope +
-// KV-cache write (also used by gemv_int4_tiles.cu, whose blocks own whole tiles: rope_kv_*_row). For the last, a block owns rows j, j + 1, j + D/2, j + D/2 + 1 of one head of
+// KV-cache write. For the last, a block owns rows j, j + 1, j + D/2, j + D/2 + 1 of one head of
 // the qkv projection [(Hq + 2 Hkv) D, K] (R = 4, two rotate-half pairs); thread (m, r) rotates q
 // and k rows by positions[m] * inv_freq (angles in double precision, as rope_kv_write.cu), writes
-// its output and, for k and v rows, the token's KV-cache element.
+// its output and, for k and v rows, the token's KV-cache element. The int4 tile GEMV
+// (gemv_int4_tiles.cu), whose blocks own whole tiles, calls the row-based rope_kv_*_row.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -475,8 +475,10 @@ bool launch_gemv_int4_tiles_qkv_rope_kv_write(DType dt, void* qkv, const void* x
   // Llama-3-8B qkv run in one wave (x in registers took 168: one block an SM, two waves). H100, 8B
   // W4A16 decode: 2.391 ms/token against 2.421 with the separate rope kernel (LAMINA_FUSED_ROPE=0);
   // 8 warps with 2 chunks a group took 2.430 (x in registers) and 2.455 (shared), 4 warps 2.560.
-  if (static_cast<size_t>(M) * K * 2 <= kMaxSharedXBytes) launch_shape<8, 4, true, false, true>(dt, qkv, x, w, M, N, K, stream, rope);
-  else launch_shape<8, 2, false, false, true>(dt, qkv, x, w, M, N, K, stream, rope);
+  if (static_cast<size_t>(M) * K * 2 <= kMaxSharedXBytes)
+    launch_shape<8, 4, true, false, true>(dt, qkv, x, w, M, N, K, stream, rope);
+  else
+    launch_shape<8, 2, false, false, true>(dt, qkv, x, w, M, N, K, stream, rope);
   CUDA_CHECK_LAUNCH();
   return true;
 }
