@@ -292,13 +292,10 @@ bool launch_gemv_quant_qkv_rope_kv_write(DType dt, void* qkv, const void* x, con
   const int N = (s.num_q_heads + 2 * s.num_kv_heads) * s.head_dim;
   const bool eight_bit = w.format == WeightFormat::Int8PerChannel || w.format == WeightFormat::Fp8PerTensor;
   RopeKvArgs rope;
-  if (w.format == WeightFormat::Int4Group && w.int4_tiles) {
-    return make_rope_kv_args(rope, M, positions, slots, inv_freq, cache, s) &&
-           launch_gemv_int4_tiles_qkv_rope_kv_write(dt, qkv, x, w, M, K, rope, stream);
-  }
-  if (!eight_bit || K % 16 != 0 || !is_aligned16(x) || !is_aligned16(w.data) ||
-      !make_rope_kv_args(rope, M, positions, slots, inv_freq, cache, s))
-    return false;
+  if (!make_rope_kv_args(rope, M, positions, slots, inv_freq, cache, s)) return false;
+  if (w.format == WeightFormat::Int4Group && w.int4_tiles)
+    return launch_gemv_int4_tiles_qkv_rope_kv_write(dt, qkv, x, w, M, K, rope, stream);
+  if (!eight_bit || K % 16 != 0 || !is_aligned16(x) || !is_aligned16(w.data)) return false;
   const auto* wb = static_cast<const uint8_t*>(w.data);
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;
