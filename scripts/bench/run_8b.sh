@@ -37,14 +37,16 @@ fi  # SKIP_BF16
 # engine, one per space-separated variant VAR=VALUE[,VAR=VALUE...], as bench_decode_<q>_<variant>.json.
 # FP8: cuBLASLt's own log of errors (CUBLASLT_LOG_LEVEL=1) goes to $OUT/cublaslt_<q>.log, to see why
 # it answers NOT_SUPPORTED for the batched FP8 GEMM (docs/quantization.md).
-# A QUANTS entry "FP8+kvFP8" adds --kv_cache_quant_algo FP8 ("bf16+kvFP8": bf16 weights, FP8 KV cache).
+# A QUANTS entry "FP8+kvFP8" adds --kv_cache_quant_algo FP8 ("bf16+kvFP8": bf16 weights, FP8 KV cache);
+# "W4A16_AWQ+lm_head" adds --quantize_lm_head.
 for q in ${QUANTS:-}; do
   export CUBLASLT_LOG_LEVEL=1 CUBLASLT_LOG_FILE="$OUT/cublaslt_$q.log"
   t0=$SECONDS
-  weights=${q%+kvFP8}
+  weights=${q%%+*}
   flags=()
   [[ "$weights" != bf16 ]] && flags+=(--quant_algo "$weights")
-  [[ "$q" == *+kvFP8 ]] && flags+=(--kv_cache_quant_algo FP8)
+  [[ "$q" == *+kvFP8* ]] && flags+=(--kv_cache_quant_algo FP8)
+  [[ "$q" == *+lm_head* ]] && flags+=(--quantize_lm_head)
   "$LAMINA" convert --model_dir "$WORK/hf" --output_dir "$WORK/ckpt-$q" --dtype bfloat16 "${flags[@]}"
   "$LAMINA" build --checkpoint_dir "$WORK/ckpt-$q" --output_dir "$WORK/engine-$q" --max_batch_size 8 \
     --max_input_len 2048 --max_seq_len 4096 --max_num_tokens 2048

@@ -189,8 +189,16 @@ void write_rank(const ModelConfig& cfg, const TensorSource& ckpt, DType dt, cons
   put(names::kEngFinalNorm, {names::kCkptFinalNorm});
   // A TensorRT-LLM checkpoint of a tied model may omit lm_head: use the (whole) embedding then.
   if (ckpt.has(names::kCkptLmHead)) {
-    expect(names::kCkptLmHead, {cfg.vocab_per_rank(), H});
+    // A quantized lm_head (convert --quantize_lm_head) is stored as the other linear weights are.
+    const bool quantized = ckpt.get(names::kCkptLmHead).dtype == DType::I8;
+    if (quantized != cfg.quantize_lm_head)
+      fail("checkpoint tensor '", names::kCkptLmHead, "' is ", quantized ? "" : "not ", "quantized but config.json says ",
+           "lm_head is ", cfg.quantize_lm_head ? "" : "not ", "(quantization.exclude_modules): the checkpoint does not ",
+           "match its config; re-convert it with lamina convert");
+    expect_linear(names::kCkptLmHead, cfg.vocab_per_rank(), H);
     put(names::kEngLmHead, {names::kCkptLmHead});
+  } else if (cfg.quantize_lm_head) {
+    fail("checkpoint has no lm_head.weight but its config says lm_head is quantized; re-convert it with lamina convert");
   } else if (cfg.mapping.tp_size == 1) {
     put(names::kEngLmHead, {names::kCkptEmbedding});
   } else {

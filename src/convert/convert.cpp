@@ -25,7 +25,7 @@ namespace {
 struct Job {
   TensorDecl decl;  // in the output dtype
   std::function<void(std::vector<uint8_t>&, DType&)> fill;
-  bool linear = false;  // a linear layer's weight: quantized under W8A16
+  bool linear = false;  // a linear layer's weight: quantized under --quant_algo
 };
 
 
@@ -55,7 +55,8 @@ class RankWriter {
     // Tied models have no lm_head in the HF file: the embedding serves as the output projection.
     const std::string head = cfg_.tie_word_embeddings || !src_.has("lm_head.weight") ? "model.embed_tokens.weight"
                                                                                       : "lm_head.weight";
-    js.push_back(rows(names::kCkptLmHead, head, cfg_.vocab_size, H, cfg_.vocab_per_rank()));
+    Job lm_head = rows(names::kCkptLmHead, head, cfg_.vocab_size, H, cfg_.vocab_per_rank());
+    js.push_back(cfg_.quantize_lm_head ? linear(std::move(lm_head)) : std::move(lm_head));
     return js;
   }
 
@@ -150,6 +151,10 @@ void convert_checkpoint(const ConvertOptions& opts) {
     fail("unknown --quant_algo '", opts.quant_algo, "' (supported: ", kSupportedQuantAlgos, ")");
   if (!kv_cache_quant_algo_supported(opts.kv_cache_quant_algo))
     fail("unknown --kv_cache_quant_algo '", opts.kv_cache_quant_algo, "' (supported: ", kSupportedKvCacheQuantAlgos, ")");
+  if (opts.quantize_lm_head && opts.quant_algo != "W8A16" && opts.quant_algo != "W4A16_AWQ")
+    fail("--quantize_lm_head needs --quant_algo W8A16 or W4A16_AWQ",
+         opts.quant_algo.empty() ? std::string(" (no --quant_algo was given)")
+                                 : ", not " + opts.quant_algo + " (FP8 keeps lm_head in the engine dtype)");
   if (opts.pp_size != 1) fail("--pp_size ", opts.pp_size, " is not supported: pipeline parallelism is not implemented; use --pp_size 1");
   ModelConfig cfg = load_hf_config(opts.model_dir);
   cfg.mapping = {opts.tp_size * opts.pp_size, opts.tp_size, opts.pp_size};
@@ -173,6 +178,7 @@ void convert_checkpoint(const ConvertOptions& opts) {
   const DType out = opts.dtype_given ? opts.dtype : storage_dtype(cfg.dtype);
   cfg.dtype = dtype_user_name(out);
   cfg.quant_algo = opts.quant_algo;
+  cfg.quantize_lm_head = opts.quantize_lm_head;
   cfg.kv_cache_quant_algo = opts.kv_cache_quant_algo;
   if (!kv_cache_quant_algo_fits_dtype(cfg.kv_cache_quant_algo, cfg.dtype))
     fail("--kv_cache_quant_algo FP8 needs a float16 or bfloat16 checkpoint (--dtype float16 or bfloat16)");

@@ -16,6 +16,7 @@ struct ConvertOptions {
   int pp_size = 1;
   std::string quant_algo;  // "", "W8A16", "FP8" or "W4A16_AWQ" (TensorRT-LLM's names; others are refused)
   std::string kv_cache_quant_algo;  // "" or "FP8": an FP8 KV cache (no calibration: per-layer scales 1.0)
+  bool quantize_lm_head = false;  // lm_head in the weight-only format too (W8A16, W4A16_AWQ only)
 };
 
 void convert_checkpoint(const ConvertOptions& opts);

@@ -43,6 +43,26 @@ Json rope_scaling_to_json(const RopeScaling& rs) {
   return j;
 }
 
+// quantization.exclude_modules, as TensorRT-LLM writes it: the modules left in the engine dtype
+// when quant_algo is set (null without quant_algo). Lamina's only optional one is lm_head.
+Json exclude_modules_json(const ModelConfig& c) {
+  if (c.quant_algo.empty()) return nullptr;
+  return c.quantize_lm_head ? Json::array() : Json::array({"lm_head"});
+}
+
+// Whether a checkpoint's lm_head is quantized: quant_algo is set and exclude_modules is a list
+// with no entry naming lm_head (TensorRT-LLM also writes patterns such as "*lm_head*"). Without
+// the list (older checkpoints) lm_head stays in the engine dtype.
+bool lm_head_quantized(const ModelConfig& c, const Json& quantization, const std::string& where) {
+  if (c.quant_algo.empty() || !quantization.contains("exclude_modules")) return false;
+  const Json& ex = quantization["exclude_modules"];
+  if (ex.is_null()) return false;
+  if (!ex.is_array()) fail(where, ": quantization.exclude_modules must be a list of module names, got ", ex.dump());
+  for (const auto& m : ex)
+    if (m.is_string() && m.get<std::string>().find("lm_head") != std::string::npos) return false;
+  return true;
+}
+
 }  // namespace
 
 ModelConfig parse_hf_config(const Json& j, const std::string& where) {
@@ -134,7 +154,8 @@ Json model_config_to_json(const ModelConfig& c) {
       {"mapping", {{"world_size", c.mapping.world_size}, {"tp_size", c.mapping.tp_size}, {"pp_size", c.mapping.pp_size}}},
       {"quantization", {{"quant_algo", c.quant_algo.empty() ? Json(nullptr) : Json(c.quant_algo)},
                         {"kv_cache_quant_algo", c.kv_cache_quant_algo.empty() ? Json(nullptr) : Json(c.kv_cache_quant_algo)},
-                        {"group_size", c.group_size}}},
+                        {"group_size", c.group_size},
+                        {"exclude_modules", exclude_modules_json(c)}}},
   };
 }
 
@@ -175,6 +196,7 @@ ModelConfig model_config_from_json(const Json& j, const std::string& where) {
     c.group_size = json_get_or<int64_t>(q, "group_size", 128);
     if (c.quant_algo == "W4A16_AWQ" && c.group_size != kInt4GroupSize)
       fail(where, ": W4A16_AWQ with group_size ", c.group_size, " is not supported (only ", kInt4GroupSize, ")");
+    c.quantize_lm_head = lm_head_quantized(c, q, where);
     if (q.contains("kv_cache_quant_algo") && !q["kv_cache_quant_algo"].is_null()) {  // validate() checks it
       const Json& kv = q["kv_cache_quant_algo"];
       c.kv_cache_quant_algo = kv.is_string() ? kv.get<std::string>() : kv.dump();

@@ -30,6 +30,9 @@ void ModelConfig::validate() const {
          ")");
   if (!kv_cache_quant_algo_fits_dtype(kv_cache_quant_algo, dtype))
     fail("kv_cache_quant_algo FP8 needs a float16 or bfloat16 model (dtype is float32)");
+  if (quantize_lm_head && quant_algo != "W8A16" && quant_algo != "W4A16_AWQ")
+    fail("a quantized lm_head needs quant_algo W8A16 or W4A16_AWQ (quant_algo is '", quant_algo,
+         "'; FP8 keeps lm_head in the engine dtype)");
   const int64_t tp = mapping.tp_size;
   if (tp < 1) fail("tp_size must be at least 1");
   if (mapping.pp_size != 1) fail("pp_size ", mapping.pp_size, " is not supported: use --pp_size 1");

@@ -59,9 +59,12 @@ struct ModelConfig {
   //   "W8A16"     int8 weights, one float scale per output channel; activations in the engine dtype
   //   "FP8"       float8 e4m3 weights, one scale per tensor; activations quantized at run time
   //   "W4A16_AWQ" int4 weights, one scale per group of group_size input features (round-to-nearest)
-  // The embedding and lm_head are never quantized.
+  // The embedding is never quantized; lm_head only under quantize_lm_head.
   std::string quant_algo;
   int64_t group_size = 128;  // W4A16_AWQ only
+  // lm_head in the weight-only format too (W8A16, W4A16_AWQ; TensorRT-LLM's --quantize_lm_head).
+  // config.json says so as TensorRT-LLM does: "lm_head" is absent from quantization.exclude_modules.
+  bool quantize_lm_head = false;
   // KV cache quantization: "" (the engine dtype) or "FP8" (float8 e4m3, one scale per layer for k
   // and one for v; without calibration data every scale is 1.0).
   std::string kv_cache_quant_algo;

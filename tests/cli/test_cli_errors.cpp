@@ -104,6 +104,19 @@ TEST(CliErrors, UnknownQuantAlgo) {
   EXPECT_FALSE(fs::exists(s / "out"));
 }
 
+// --quantize_lm_head applies to the weight-only formats; alone or with FP8 it is refused before
+// anything is written.
+TEST(CliErrors, QuantizeLmHeadNeedsAWeightOnlyFormat) {
+  ScratchDir s("cli");
+  const std::string base = "convert --model_dir " + test::golden_dir("gqa_f32_hub").string() + " --output_dir " +
+                           (s / "out").string() + " --quantize_lm_head";
+  expect_failure(run_lamina(base), "--quantize_lm_head needs --quant_algo W8A16 or W4A16_AWQ (no --quant_algo was given)");
+  EXPECT_FALSE(fs::exists(s / "out"));
+  expect_failure(run_lamina(base + " --quant_algo FP8"),
+                 "--quantize_lm_head needs --quant_algo W8A16 or W4A16_AWQ, not FP8 (FP8 keeps lm_head in the engine dtype)");
+  EXPECT_FALSE(fs::exists(s / "out"));
+}
+
 TEST(CliErrors, KvCacheQuantAlgoOnlyFp8AndNotInFloat32) {
   ScratchDir s("cli");
   const std::string base = "convert --model_dir " + test::golden_dir("gqa_f32_hub").string() + " --output_dir " +

@@ -19,6 +19,7 @@ std::unique_ptr<Engine> convert_build_load(const ScratchDir& scratch, const fs::
   c.tp_size = setup.tp_size;
   c.quant_algo = setup.quant_algo;
   c.kv_cache_quant_algo = setup.kv_cache_quant_algo;
+  c.quantize_lm_head = setup.quantize_lm_head;
   convert_checkpoint(c);
   BuildOptions b;
   b.checkpoint_dir = c.output_dir;

@@ -20,6 +20,7 @@ struct EngineSetup {
   int max_num_tokens = 40;  // smaller than the longer prompts: exercises chunked prefill
   std::string quant_algo;   // "", "W8A16", "FP8" or "W4A16_AWQ"
   std::string kv_cache_quant_algo;  // "" or "FP8"
+  bool quantize_lm_head = false;    // lm_head in the quant_algo format too (W8A16, W4A16_AWQ)
 };
 
 std::unique_ptr<Engine> convert_build_load(const ScratchDir& scratch, const fs::path& hf_dir, const EngineSetup& setup);

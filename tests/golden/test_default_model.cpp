@@ -21,10 +21,10 @@ const test::fs::path kModel = test::source_dir() / "models/lamina-tiny-llama";
 Json eval_json() { return read_json_file((kModel / "eval.json").string()); }
 
 std::unique_ptr<Engine> build_default(const test::ScratchDir& s, DType dtype, const std::string& quant = "",
-                                      const std::string& kv_quant = "") {
+                                      const std::string& kv_quant = "", bool quantize_lm_head = false) {
   return test::convert_build_load(s, kModel, {.dtype = dtype, .device = Device::CPU, .max_input_len = 512,
                                               .max_seq_len = 1024, .max_num_tokens = 256, .quant_algo = quant,
-                                              .kv_cache_quant_algo = kv_quant});
+                                              .kv_cache_quant_algo = kv_quant, .quantize_lm_head = quantize_lm_head});
 }
 
 // Log-softmax of every held-out position's logits (row i predicts token i), windows as eval.json.
@@ -120,14 +120,17 @@ TEST(DefaultModel, QuantizedHeldoutPerplexityAndKL) {
   const double base_ppl = heldout_ppl(base, ids);
   std::printf("[ metric   ] bf16 held-out perplexity %.4f over %zu tokens\n", base_ppl, ids.size());
   // "KV FP8": bf16 weights, --kv_cache_quant_algo FP8 (every k and v value rounded through e4m3).
+  // "+lm_head": convert --quantize_lm_head (lm_head in the same format), held to the same bound.
   const struct {
     const char* algo;
     double max_ratio;
-  } algos[] = {{"W8A16", 1.01}, {"FP8", 1.01}, {"W4A16_AWQ", 1.05}, {"KV FP8", 1.01}};
+  } algos[] = {{"W8A16", 1.01},         {"FP8", 1.01},    {"W4A16_AWQ", 1.05}, {"KV FP8", 1.01},
+               {"W8A16+lm_head", 1.01}, {"W4A16_AWQ+lm_head", 1.05}};
   for (const auto& a : algos) {
-    const bool kv = std::string(a.algo) == "KV FP8";
-    test::ScratchDir s(kv ? std::string("ppl-kv-fp8") : std::string("ppl-") + a.algo);
-    auto engine = build_default(s, DType::BF16, kv ? "" : a.algo, kv ? "FP8" : "");
+    const std::string name = a.algo, weights = name.substr(0, name.find('+'));
+    const bool kv = name == "KV FP8";
+    test::ScratchDir s(kv ? std::string("ppl-kv-fp8") : "ppl-" + name);
+    auto engine = build_default(s, DType::BF16, kv ? "" : weights, kv ? "FP8" : "", weights != name);
     const auto lp = heldout_logprobs(*engine, ids, bos, window);
     ASSERT_EQ(lp.size(), base.size());
     double kl = 0;
@@ -135,7 +138,7 @@ TEST(DefaultModel, QuantizedHeldoutPerplexityAndKL) {
       for (size_t v = 0; v < lp[i].size(); ++v) kl += std::exp(double(base[i][v])) * (double(base[i][v]) - lp[i][v]);
     kl /= double(lp.size());
     const double ppl = heldout_ppl(lp, ids);
-    std::printf("[ metric   ] %-9s held-out perplexity %.4f (%+.2f%% vs bf16), mean KL(bf16 || %s) %.5f nats\n",
+    std::printf("[ metric   ] %-17s held-out perplexity %.4f (%+.2f%% vs bf16), mean KL(bf16 || %s) %.5f nats\n",
                 a.algo, ppl, 100.0 * (ppl / base_ppl - 1.0), a.algo, kl);
     EXPECT_LE(ppl, base_ppl * a.max_ratio) << a.algo;
   }

@@ -5,7 +5,10 @@
 
 #include "common/json.h"
 #include "engine_fixture.h"
+#include "io/engine_file.h"
 #include "io/npy.h"
+#include "io/tensor_source.h"
+#include "common/quant.h"
 #include "runtime/engine.h"
 #include "runtime/generator.h"
 #include "test_support.h"
@@ -104,6 +107,58 @@ TEST(GoldenW8A16, LogitsCloseToTransformers) {
     std::printf("[ metric   ] W8A16 tp %d rel_l2 %.4g\n", tp, err);
     EXPECT_LE(err, bound) << "tp " << tp;
     EXPECT_GT(err, 1e-6) << "the weights were not quantized";
+  }
+}
+
+// convert --quantize_lm_head: lm_head is stored in the weight-only format (int8 per channel, or
+// packed int4 with group scales) in the checkpoint and the engine, config.json leaves it out of
+// quantization.exclude_modules, and the logits move a little from those of the same format with a
+// float lm_head, at tp 1 and with the vocabulary split over 2 ranks (random weights: int4 moves
+// these logits by ~12 %; the bundled model's perplexity test bounds what it does to a real model).
+TEST(GoldenQuantizedLmHead, StoredQuantizedAndCloseToTheFloatHead) {
+  const struct {
+    const char* fixture;
+    const char* algo;
+    double bound;  // rel_l2 of the logits against the same engine with a float lm_head
+  } cases[] = {{"llama31_bf16_sharded", "W8A16", 0.02}, {"gqa_f32_hub", "W4A16_AWQ", 0.2}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.algo);
+    const Reference ref = load_reference(c.fixture);
+    GenerationRequest req;
+    req.prompt = ref.input_ids;
+    req.max_new_tokens = 1;
+    req.return_context_logits = true;
+    for (int tp : {1, 2}) {
+      std::vector<float> float_head;
+      if (tp == 2 && std::string(c.algo) == "W4A16_AWQ") continue;  // 64 features a rank: no whole group
+      for (bool quantized : {false, true}) {
+        ScratchDir scratch(quantized ? "lmq" : "lmf");
+        auto engine = test::convert_build_load(scratch, test::golden_dir(c.fixture),
+                                               {.dtype = DType::F32, .device = Device::CPU, .tp_size = tp,
+                                                .max_input_len = 128, .max_seq_len = 160, .quant_algo = c.algo,
+                                                .quantize_lm_head = quantized});
+        const Json cfg = read_json_file((scratch / "ckpt" / "config.json").string());
+        EXPECT_EQ(cfg["quantization"]["exclude_modules"], quantized ? Json::array() : Json::array({"lm_head"}));
+        EXPECT_EQ(engine->config().quantize_lm_head, quantized);
+        const TensorSource ckpt = TensorSource::open_file((scratch / "ckpt" / "rank0.safetensors").string());
+        const EngineFile file((scratch / "engine" / "rank0.engine").string());
+        const EngineTensor& head = file.get("lm_head");
+        if (!quantized) {
+          EXPECT_EQ(ckpt.get("lm_head.weight").dtype, DType::F32);
+          EXPECT_EQ(head.dtype, DType::F32);
+          float_head = generate(*engine, req).context_logits;
+          continue;
+        }
+        EXPECT_EQ(ckpt.get("lm_head.weight").dtype, DType::I8);
+        EXPECT_TRUE(file.has("lm_head.scale"));
+        if (std::string(c.algo) == "W4A16_AWQ") EXPECT_EQ(head.layout, kInt4PackedLayout);
+        else EXPECT_EQ(head.dtype, DType::I8);
+        const double err = test::rel_l2(generate(*engine, req).context_logits, float_head);
+        std::printf("[ metric   ] %s tp %d quantized lm_head vs float lm_head rel_l2 %.4g\n", c.algo, tp, err);
+        EXPECT_GT(err, 1e-6) << "lm_head was not quantized";
+        EXPECT_LE(err, c.bound) << "tp " << tp;
+      }
+    }
   }
 }
 

@@ -115,17 +115,22 @@ TEST(GpuTokenChoice, ChosenIdsFollowTheLogits) {
 // Quantized engines decoding on the GPU (the one-token GEMVs over int8, fp8 and int4 tiles with
 // their fused rope and SwiGLU epilogues, replayed from CUDA graphs) against the same quantized
 // engine on the CPU, which dequantizes the weights exactly: one token a step along the bundled
-// model's sample, the same ids on both, every step's logits compared.
+// model's sample, the same ids on both, every step's logits compared. "+lm_head": the lm_head
+// quantized too (convert --quantize_lm_head), its GEMV over int8 or int4 tiles.
 TEST(GpuQuantized, OneTokenStepsMatchCpu) {
   SKIP_WITHOUT_GPU();
   const test::DefaultModelSample d = test::default_model_sample();
   std::vector<int32_t> ids = d.prompt;
   ids.insert(ids.end(), d.expected.begin(), d.expected.end());
-  for (const char* algo : {"W8A16", "FP8", "W4A16_AWQ"}) {
-    SCOPED_TRACE(algo);
-    ScratchDir sc(std::string("q-cpu-") + algo), sg(std::string("q-gpu-") + algo);
-    auto cpu = test::convert_build_load(sc, d.model, {.dtype = DType::BF16, .device = Device::CPU, .quant_algo = algo});
-    auto gpu = test::convert_build_load(sg, d.model, {.dtype = DType::BF16, .device = Device::CUDA, .quant_algo = algo});
+  for (const std::string variant : {"W8A16", "FP8", "W4A16_AWQ", "W8A16+lm_head", "W4A16_AWQ+lm_head"}) {
+    SCOPED_TRACE(variant);
+    const std::string algo = variant.substr(0, variant.find('+'));
+    const bool lm_head = variant != algo;
+    ScratchDir sc("q-cpu-" + variant), sg("q-gpu-" + variant);
+    auto cpu = test::convert_build_load(
+        sc, d.model, {.dtype = DType::BF16, .device = Device::CPU, .quant_algo = algo, .quantize_lm_head = lm_head});
+    auto gpu = test::convert_build_load(
+        sg, d.model, {.dtype = DType::BF16, .device = Device::CUDA, .quant_algo = algo, .quantize_lm_head = lm_head});
     const int n = int(ids.size()), V = int(cpu->config().vocab_size), tpb = cpu->kv_cache().tokens_per_block;
     std::vector<int32_t> table;
     for (int b = 0; b * tpb < n; ++b) table.push_back(b);
@@ -139,7 +144,7 @@ TEST(GpuQuantized, OneTokenStepsMatchCpu) {
       got.insert(got.end(), g.begin(), g.end());
     }
     const double err = test::rel_l2(got, want);
-    std::printf("[ metric   ] %s one-token steps GPU vs CPU rel_l2 %.3g over %d steps\n", algo, err, n);
+    std::printf("[ metric   ] %s one-token steps GPU vs CPU rel_l2 %.3g over %d steps\n", variant.c_str(), err, n);
     EXPECT_LE(err, 2e-2);  // bf16 activations on the GPU against float32 on the CPU
     // The GPU's argmax is the CPU's wherever the CPU's top two are clearly apart.
     for (int t = 0; t < n; ++t) {

@@ -1,5 +1,5 @@
 // lamina convert --model_dir HF_DIR --output_dir CKPT [--dtype D] [--tp_size N] [--pp_size 1]
-//                [--quant_algo Q] [--kv_cache_quant_algo FP8]
+//                [--quant_algo Q] [--quantize_lm_head] [--kv_cache_quant_algo FP8]
 #include "commands.h"
 #include "convert/convert.h"
 
@@ -18,6 +18,9 @@ void register_convert(CLI::App& app) {
   sub->add_option("--quant_algo", opts->quant_algo,
                   "Weight quantization (docs/quantization.md): W8A16 (int8, per-channel scales), FP8 (e4m3, per-tensor "
                   "scales, dynamic activation scales), W4A16_AWQ (int4, group-128 scales; round-to-nearest, no calibration)");
+  sub->add_flag("--quantize_lm_head", opts->quantize_lm_head,
+               "Quantize lm_head as well (W8A16, W4A16_AWQ; FP8 keeps it in the engine dtype): a quarter (int4) or "
+               "half (int8) of its bytes, which a decode step reads once a token");
   sub->add_option("--kv_cache_quant_algo", opts->kv_cache_quant_algo,
                   "KV cache quantization: FP8 (e4m3, half the KV memory and reads; per-layer scales 1.0, no "
                   "calibration)");

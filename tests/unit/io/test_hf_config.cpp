@@ -92,6 +92,43 @@ TEST(HfConfig, KvCacheQuantAlgoRoundTripsAndOnlyFp8) {
   }
 }
 
+// A quantized lm_head is written as TensorRT-LLM writes it: "lm_head" left out of
+// quantization.exclude_modules. Without the list (older checkpoints) lm_head is not quantized;
+// FP8 and unquantized checkpoints never have it.
+TEST(HfConfig, QuantizedLmHeadRoundTripsThroughExcludeModules) {
+  ModelConfig c = load_hf_config(test::golden_dir("llama31_bf16_sharded").string());
+  EXPECT_TRUE(model_config_to_json(c)["quantization"]["exclude_modules"].is_null());
+  c.quant_algo = "W4A16_AWQ";
+  Json j = model_config_to_json(c);
+  EXPECT_EQ(j["quantization"]["exclude_modules"], Json::array({"lm_head"}));
+  EXPECT_FALSE(model_config_from_json(j, "config.json").quantize_lm_head);
+  c.quantize_lm_head = true;
+  j = model_config_to_json(c);
+  EXPECT_EQ(j["quantization"]["exclude_modules"], Json::array());
+  EXPECT_TRUE(model_config_from_json(j, "config.json").quantize_lm_head);
+  j["quantization"]["exclude_modules"] = Json::array({"*lm_head*"});
+  EXPECT_FALSE(model_config_from_json(j, "config.json").quantize_lm_head);
+  j["quantization"].erase("exclude_modules");
+  EXPECT_FALSE(model_config_from_json(j, "config.json").quantize_lm_head);
+  j["quantization"]["exclude_modules"] = Json::array();
+  j["quantization"]["quant_algo"] = "FP8";
+  try {
+    model_config_from_json(j, "config.json");
+    ADD_FAILURE() << "an FP8 lm_head was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("a quantized lm_head needs quant_algo W8A16 or W4A16_AWQ"), std::string::npos)
+        << e.what();
+  }
+  j["quantization"]["quant_algo"] = "W8A16";
+  j["quantization"]["exclude_modules"] = "lm_head";
+  try {
+    model_config_from_json(j, "config.json");
+    ADD_FAILURE() << "a string exclude_modules was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("quantization.exclude_modules must be a list"), std::string::npos) << e.what();
+  }
+}
+
 TEST(HfConfig, KvHeadsDuplicateWhenTpExceedsThem) {
   ModelConfig c = load_hf_config(test::golden_dir("gqa_f32_hub").string());  // 8 q heads, 2 kv heads
   c.mapping = {4, 4, 1};
