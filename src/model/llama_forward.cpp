@@ -207,10 +207,22 @@ std::vector<int32_t> LlamaForward::choose_tokens(const std::vector<TokenChoice>&
   LAMINA_CHECK(R <= lim_.max_tokens, "more token choices than logit rows");
   std::vector<int32_t> ids(choices.size());
   if (R == 0) return ids;
-  be_->copy_to_device(choices_.get(), choices.data(), choices.size() * sizeof(TokenChoice));
+  prepare_choices(choices);
   be_->select_tokens(chosen_.as<int32_t>(), logits_.get(), R, int(vocab_rank_), choices_.as<TokenChoice>());
   be_->copy_to_host(ids.data(), chosen_.get(), ids.size() * sizeof(int32_t));
   return ids;
+}
+
+void LlamaForward::prepare_choices(const std::vector<TokenChoice>& choices) {
+  LAMINA_CHECK(choices.size() <= size_t(lim_.max_tokens), "more token choices than logit rows");
+  const auto same = [](const TokenChoice& a, const TokenChoice& b) {
+    return a.temperature == b.temperature && a.top_k == b.top_k && a.top_p == b.top_p && a.uniform == b.uniform;
+  };
+  if (choices.size() == choices_on_device_.size() &&
+      std::equal(choices.begin(), choices.end(), choices_on_device_.begin(), same))
+    return;
+  be_->copy_to_device(choices_.get(), choices.data(), choices.size() * sizeof(TokenChoice));
+  choices_on_device_ = choices;
 }
 
 std::vector<SliceArgmax> LlamaForward::slice_argmax(int R) {

@@ -404,6 +404,8 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
   return lead(batch, [&] {
     if (tp_size() > 1 && greedy_rows(choices, host_rows))
       return join_greedy(step_and_slice_argmax(batch, int(choices.size())), choices, host_rows);
+    // At tp 1 the choices go to the device before the step, while it is idle (LlamaForward::prepare_choices).
+    if (tp_size() == 1) ranks_[0]->forward->prepare_choices(choices);
     forward(batch);
     return choose(choices, host_rows);
   });

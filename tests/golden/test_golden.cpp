@@ -234,5 +234,39 @@ TEST(EngineTokenChoice, ChosenIdsFollowTheLogits) {
   }
 }
 
+// At tp 1 the choices reach the device before the step, and only when they changed: a run of
+// choices that repeat or change in one field (a sampled row's random number, greedy to sampled
+// and back) must choose by each call's own choices, as choose_token does over step()'s logits.
+TEST(EngineTokenChoice, DeviceChoicesFollowEveryChange) {
+  const Reference ref = load_reference("llama31_bf16_sharded");
+  ScratchDir scratch("choices");
+  auto engine = make_engine(scratch, "llama31_bf16_sharded", DType::F32, 1);
+  const int T = 8, V = int(engine->config().vocab_size);
+  const std::vector<int32_t> ids(ref.input_ids.begin(), ref.input_ids.begin() + T);
+  std::vector<int32_t> pos(T), slots(T, 0), rows = {2, 5, 7};
+  for (int t = 0; t < T; ++t) pos[size_t(t)] = t;
+  const StepBatch batch{ids, pos, slots, {{0}}, rows};
+  const std::vector<float> logits = engine->step(batch);
+  const auto with = [&](float temperature, float uniform) {
+    std::vector<TokenChoice> c(rows.size());
+    for (size_t i = 0; i < c.size(); ++i) c[i] = {temperature, 0, 1.0f, uniform + 0.1f * float(i)};
+    return c;
+  };
+  const std::vector<std::vector<TokenChoice>> runs = {with(0, 0),    with(0, 0),    with(2, 0.05f), with(2, 0.65f),
+                                                      with(2, 0.65f), with(2, 0.05f), with(0, 0)};
+  int changed = 0;
+  for (size_t k = 0; k < runs.size(); ++k) {
+    const ChosenTokens got = engine->step_and_choose(batch, runs[k], {});
+    ASSERT_EQ(got.ids.size(), rows.size());
+    for (size_t i = 0; i < rows.size(); ++i)
+      EXPECT_EQ(got.ids[i], choose_token(logits.data() + i * size_t(V), V, runs[k][i])) << "call " << k << " row " << i;
+    if (k > 0) {
+      const ChosenTokens before = engine->step_and_choose(batch, runs[k - 1], {});
+      changed += before.ids != got.ids;
+    }
+  }
+  EXPECT_GT(changed, 0) << "no run of choices changed the tokens: the test shows nothing";
+}
+
 }  // namespace
 }  // namespace lamina
