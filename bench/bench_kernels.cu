@@ -515,14 +515,21 @@ void bench_token_choice(Ctx& c, int R, bool sample) {
   auto* params = static_cast<cuda::SampleParams*>(dmalloc(hp.size() * sizeof(hp[0])));
   auto* ids = static_cast<int32_t*>(dmalloc(size_t(R) * sizeof(int32_t)));
   CUDA_CHECK(cudaMemcpy(params, hp.data(), hp.size() * sizeof(hp[0]), cudaMemcpyHostToDevice));
-  const Timing tm = time_ms(c.stream, [&](int i) {
-    cuda::launch_sample(DType::BF16, logits.at(i), R, V, params, ids, c.stream);
-  });
+  // split 0: one block a row; 64: greedy rows split over 64 blocks (select_tokens for <= 8 rows).
+  constexpr int kSplit = 64;
+  auto* partials = static_cast<SliceArgmax*>(dmalloc(size_t(R) * kSplit * sizeof(SliceArgmax)));
+  for (int split : {0, kSplit}) {
+    const Timing tm = time_ms(c.stream, [&](int i) {
+      cuda::launch_sample_split(DType::BF16, logits.at(i), R, V, params, ids, partials, split, c.stream);
+    });
+    const char* kind = sample ? "top_k 50 top_p 0.9" : "greedy";
+    std::printf("token choice %-18s R=%-3d V=%d split %-2d %8.4f ms%s\n", kind, R, V, split, tm.ms, tag(tm));
+    c.out["token_choice"].push_back(
+        {{"kind", kind}, {"R", R}, {"V", V}, {"split", split}, {"ms", tm.ms}, {"graph", tm.graph}});
+  }
+  cudaFree(partials);
   cudaFree(params);
   cudaFree(ids);
-  const char* kind = sample ? "top_k 50 top_p 0.9" : "greedy";
-  std::printf("token choice %-18s R=%-3d V=%d %8.4f ms%s\n", kind, R, V, tm.ms, tag(tm));
-  c.out["token_choice"].push_back({{"kind", kind}, {"R", R}, {"V", V}, {"ms", tm.ms}, {"graph", tm.graph}});
 }
 
 template <typename F>

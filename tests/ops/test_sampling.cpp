@@ -91,6 +91,41 @@ TEST_F(Sampling, SliceArgmaxRowsMatchesCpu) {
   }
 }
 
+// Greedy rows' argmax split over blocks (launch_sample_split, what select_tokens runs for up to 8
+// rows), among sampled rows: the split greedy rows give exactly cpu_argmax (the last index, a tie
+// across two chunks, a NaN, a row of NaN only: 0), sampled rows a valid choice; splits that leave
+// chunks empty (64 over V = 7) or uneven (7 over 1000) included.
+TEST_F(Sampling, SplitGreedyArgmaxMatchesCpu) {
+  for (int V : {7, 1000, 128256}) {
+    for (int split : {1, 7, 64}) {
+      const int B = 6;
+      auto z = make_logits(rng_, B, V, V > 7);
+      auto params = make_params(rng_, B);
+      for (int b : {0, 1, 2, 3, 4}) params[size_t(b)].temperature = 0.0f;  // row 5 samples
+      z[size_t(1) * V + V - 1] = 100.0f;
+      z[size_t(2) * V + 0] = z[size_t(2) * V + V - 1] = 100.0f;  // first and last chunk tie: 0 wins
+      z[size_t(3) * V + V / 2] = std::numeric_limits<float>::quiet_NaN();
+      for (int v = 0; v < V; ++v) z[size_t(4) * V + v] = std::numeric_limits<float>::quiet_NaN();
+      auto z_g = upload_f32(*gpu_, z);
+      DeviceBuffer p_g(gpu_.get(), B * sizeof(SampleParams)), ids(gpu_.get(), B * 4);
+      DeviceBuffer partials(gpu_.get(), size_t(B) * split * sizeof(SliceArgmax));
+      gpu_->copy_to_device(p_g.get(), params.data(), B * sizeof(SampleParams));
+      cuda::launch_sample_split(DType::F32, z_g.get(), B, V, p_g.as<SampleParams>(), ids.as<int32_t>(),
+                                partials.as<SliceArgmax>(), split, cuda_stream_of(*gpu_));
+      std::vector<int32_t> got(B);
+      gpu_->copy_to_host(got.data(), ids.get(), B * 4);
+      for (int b = 0; b < B; ++b) {
+        SCOPED_TRACE("V=" + std::to_string(V) + " split " + std::to_string(split) + " row " + std::to_string(b));
+        if (b < 5) EXPECT_EQ(got[b], cpu_argmax(&z[size_t(b) * V], V));
+        else expect_valid_choice(got[b], &z[size_t(b) * V], V, params[b]);
+      }
+      EXPECT_EQ(got[1], V - 1);
+      EXPECT_EQ(got[2], 0);
+      EXPECT_EQ(got[4], 0);
+    }
+  }
+}
+
 TEST_F(Sampling, TopKTopPMatchesCpu) {
   for (int V : {1000, 50257, 128256}) {
     for (bool masked : {false, true}) {

@@ -28,5 +28,10 @@ void launch_sample(const float* logits, int B, int V, const SampleParams* params
 // The same over logits in `dt` (float32, float16 or bfloat16), read without a float32 copy.
 void launch_sample(DType dt, const void* logits, int B, int V, const SampleParams* params, int32_t* out_ids,
                    cudaStream_t stream);
+// The same with each greedy row's argmax split over `split` blocks (a kernel before the sampling
+// one; partials: device workspace of B * split entries): for a few rows, where one block a row
+// leaves the GPU nearly idle. split 0 (or no workspace): launch_sample.
+void launch_sample_split(DType dt, const void* logits, int B, int V, const SampleParams* params, int32_t* out_ids,
+                         lamina::SliceArgmax* partials, int split, cudaStream_t stream);
 
 }  // namespace lamina::cuda

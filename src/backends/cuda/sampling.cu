@@ -68,8 +68,10 @@ __device__ __forceinline__ void for_each_logit(const T* z, int V, F&& f) {
 }
 
 // The lowest index among the largest values of x[0, V); NaN is skipped. All threads get it.
+// (value, index) of the largest of x[0, V) with the lowest index on ties; NaN is skipped; index
+// INT_MAX when nothing was found (V == 0, or every value NaN). All threads get it.
 template <typename T>
-__device__ int block_argmax(const T* x, int V) {
+__device__ SliceArgmax block_best(const T* x, int V) {
   __shared__ float s_val[32];
   __shared__ int s_idx[32];
   float best = -INFINITY;
@@ -96,7 +98,29 @@ __device__ int block_argmax(const T* x, int V) {
     const int oi = __shfl_xor_sync(0xffffffffu, best_i, o);
     if (better(ov, oi, best, best_i)) best = ov, best_i = oi;
   }
+  return SliceArgmax{best, best_i};
+}
+
+template <typename T>
+__device__ int block_argmax(const T* x, int V) {
+  const int best_i = block_best(x, V).index;
   return best_i == INT_MAX ? 0 : best_i;
+}
+
+// A greedy row's argmax split over gridDim.x blocks (few rows, as at batch 1: one block of a
+// 128k-token row took ~9 us): block (s, b) writes the best of chunk s of row b into
+// partials[b * gridDim.x + s]; sample_kernel joins them. Rows that sample are left to it.
+constexpr int kSplitThreads = 256;
+template <typename T>
+__global__ void __launch_bounds__(kSplitThreads)
+    greedy_partial_kernel(const T* __restrict__ logits, int V, int chunk, const SampleParams* __restrict__ params,
+                          SliceArgmax* __restrict__ partials) {
+  const int s = blockIdx.x, b = blockIdx.y;
+  if (params[b].temperature > 0.0f) return;
+  const int start = min(V, s * chunk);
+  const SliceArgmax best = block_best(logits + static_cast<size_t>(b) * V + start, min(chunk, V - start));
+  if (threadIdx.x == 0)
+    partials[static_cast<size_t>(b) * gridDim.x + s] = {best.value, best.index == INT_MAX ? INT_MAX : start + best.index};
 }
 
 template <typename T>
@@ -282,9 +306,10 @@ __device__ void measure_cuts(const Row<T>& row, float base, uint32_t* key, float
   __syncthreads();
 }
 
+// split > 0: greedy rows take the join of greedy_partial_kernel's split partials instead.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) sample_kernel(const T* __restrict__ logits, int V, const SampleParams* __restrict__ params,
-                              int32_t* __restrict__ out) {
+                              int32_t* __restrict__ out, const SliceArgmax* __restrict__ partials, int split) {
   using Scan = cub::BlockScan<float, kThreads>;
   __shared__ typename Scan::TempStorage scan_storage;
   __shared__ float scratch[32];
@@ -294,6 +319,24 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* __restrict__ 
   const int b = blockIdx.x;
   const SampleParams P = params[b];
   const T* z = logits + static_cast<size_t>(b) * V;
+  if (!(P.temperature > 0.0f) && split > 0) {  // warp 0 joins the partials, two a lane
+    if (threadIdx.x >= 32) return;
+    float best = -INFINITY;
+    int best_i = INT_MAX;
+    auto better = [](float a, int ia, float c, int ic) { return a > c || (a == c && ia < ic); };
+    for (int i = threadIdx.x; i < split; i += 32) {
+      const SliceArgmax p = partials[static_cast<size_t>(b) * split + i];
+      if (better(p.value, p.index, best, best_i)) best = p.value, best_i = p.index;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, best_i, o);
+      if (better(ov, oi, best, best_i)) best = ov, best_i = oi;
+    }
+    if (threadIdx.x == 0) out[b] = best_i == INT_MAX ? 0 : best_i;
+    return;
+  }
   if (!(P.temperature > 0.0f)) {
     const int best = block_argmax(z, V);
     if (threadIdx.x == 0) out[b] = best;
@@ -398,7 +441,7 @@ void launch_argmax(const float* logits, int B, int V, int32_t* out_ids, cudaStre
 void launch_sample(const float* logits, int B, int V, const SampleParams* params, int32_t* out_ids,
                    cudaStream_t stream) {
   if (B <= 0) return;
-  sample_kernel<<<B, kThreads, 0, stream>>>(logits, V, params, out_ids);
+  sample_kernel<<<B, kThreads, 0, stream>>>(logits, V, params, out_ids, nullptr, 0);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -414,10 +457,22 @@ void launch_slice_argmax(DType dt, const void* logits, int B, int V, int64_t row
 
 void launch_sample(DType dt, const void* logits, int B, int V, const SampleParams* params, int32_t* out_ids,
                    cudaStream_t stream) {
+  launch_sample_split(dt, logits, B, V, params, out_ids, nullptr, 0, stream);
+}
+
+void launch_sample_split(DType dt, const void* logits, int B, int V, const SampleParams* params, int32_t* out_ids,
+                         lamina::SliceArgmax* partials, int split, cudaStream_t stream) {
   if (B <= 0) return;
+  if (V <= 0 || !partials) split = 0;
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;
-    sample_kernel<<<B, kThreads, 0, stream>>>(static_cast<const E*>(logits), V, params, out_ids);
+    if (split > 0) {
+      const int chunk = (V + split - 1) / split;
+      greedy_partial_kernel<<<dim3(split, B), kSplitThreads, 0, stream>>>(static_cast<const E*>(logits), V, chunk,
+                                                                         params, partials);
+      CUDA_CHECK_LAUNCH();
+    }
+    sample_kernel<<<B, kThreads, 0, stream>>>(static_cast<const E*>(logits), V, params, out_ids, partials, split);
   });
   CUDA_CHECK_LAUNCH();
 }
