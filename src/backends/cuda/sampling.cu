@@ -67,7 +67,6 @@ __device__ __forceinline__ void for_each_logit(const T* z, int V, F&& f) {
   for (int v = tail + threadIdx.x; v < V; v += blockDim.x) f(v, logit(z, v));
 }
 
-// The lowest index among the largest values of x[0, V); NaN is skipped. All threads get it.
 // (value, index) of the largest of x[0, V) with the lowest index on ties; NaN is skipped; index
 // INT_MAX when nothing was found (V == 0, or every value NaN). All threads get it.
 template <typename T>
@@ -101,6 +100,7 @@ __device__ SliceArgmax block_best(const T* x, int V) {
   return SliceArgmax{best, best_i};
 }
 
+// The lowest index among the largest values of x[0, V); NaN is skipped. All threads get it.
 template <typename T>
 __device__ int block_argmax(const T* x, int V) {
   const int best_i = block_best(x, V).index;
