@@ -67,6 +67,19 @@ __device__ __forceinline__ void for_each_logit(const T* z, int V, F&& f) {
   for (int v = tail + threadIdx.x; v < V; v += blockDim.x) f(v, logit(z, v));
 }
 
+// Whether (a, ia) beats (b, ib): a larger value, or the same value at a lower index.
+__device__ __forceinline__ bool better(float a, int ia, float b, int ib) { return a > b || (a == b && ia < ib); }
+
+// The best (value, index) over the lanes of a warp (all 32 calling); every lane gets it.
+__device__ __forceinline__ void warp_best(float& best, int& best_i) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, best_i, o);
+    if (better(ov, oi, best, best_i)) best = ov, best_i = oi;
+  }
+}
+
 // (value, index) of the largest of x[0, V) with the lowest index on ties; NaN is skipped; index
 // INT_MAX when nothing was found (V == 0, or every value NaN). All threads get it.
 template <typename T>
@@ -76,27 +89,16 @@ __device__ SliceArgmax block_best(const T* x, int V) {
   float best = -INFINITY;
   int best_i = INT_MAX;
   for_each_logit(x, V, [&](int v, float f) {
-    if (f > best || (f == best && v < best_i)) best = f, best_i = v;
+    if (better(f, v, best, best_i)) best = f, best_i = v;
   });
-  auto better = [](float a, int ia, float b, int ib) { return a > b || (a == b && ia < ib); };
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, best_i, o);
-    if (better(ov, oi, best, best_i)) best = ov, best_i = oi;
-  }
+  warp_best(best, best_i);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   __syncthreads();
   if (lane == 0) s_val[warp] = best, s_idx[warp] = best_i;
   __syncthreads();
   best = lane < (blockDim.x >> 5) ? s_val[lane] : -INFINITY;
   best_i = lane < (blockDim.x >> 5) ? s_idx[lane] : INT_MAX;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, best_i, o);
-    if (better(ov, oi, best, best_i)) best = ov, best_i = oi;
-  }
+  warp_best(best, best_i);
   return SliceArgmax{best, best_i};
 }
 
@@ -323,17 +325,11 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* __restrict__ 
     if (threadIdx.x >= 32) return;
     float best = -INFINITY;
     int best_i = INT_MAX;
-    auto better = [](float a, int ia, float c, int ic) { return a > c || (a == c && ia < ic); };
     for (int i = threadIdx.x; i < split; i += 32) {
       const SliceArgmax p = partials[static_cast<size_t>(b) * split + i];
       if (better(p.value, p.index, best, best_i)) best = p.value, best_i = p.index;
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, best_i, o);
-      if (better(ov, oi, best, best_i)) best = ov, best_i = oi;
-    }
+    warp_best(best, best_i);
     if (threadIdx.x == 0) out[b] = best_i == INT_MAX ? 0 : best_i;
     return;
   }
