@@ -22,7 +22,7 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
   attn_.max_blocks_per_seq = (limits.max_seq_len + limits.tokens_per_block - 1) / limits.tokens_per_block;
   attn_.num_seq_rows = limits.max_seqs;
   attn_.num_blocks = 0;
-  attn_.inputs_ready_before_step = true;  // step() uploads the inputs and synchronizes first
+  attn_.inputs_ready_before_step = true;  // a step's inputs are uploaded before its first op
   H_ = cfg.hidden_size;
   F_ = cfg.intermediate_per_rank();
   qkv_rows_ = cfg.qkv_rows_per_rank();
@@ -109,12 +109,29 @@ void LlamaForward::check_step(const StepBatch& b) const {
 
 void LlamaForward::step(const StepBatch& b) {
   check_step(b);
+  upload_inputs(b, false);
+  run_step(int(b.ids.size()), int(b.logit_rows.size()));
+}
+
+void LlamaForward::step_fed(const StepBatch& b) {
+  check_step(b);
+  const int T = static_cast<int>(b.ids.size());
+  LAMINA_CHECK(T <= chosen_rows_, "a step of ", T, " tokens fed by the previous choice needs as many chosen ids (",
+               chosen_rows_, " were chosen)");
+  upload_inputs(b, true);
+  // ids [T] come first in step_inputs_: the last choice's ids, device to device
+  be_->copy_on_device(step_inputs_.get(), chosen_.get(), size_t(T) * sizeof(int32_t));
+  run_step(T, int(b.logit_rows.size()));
+}
+
+void LlamaForward::upload_inputs(const StepBatch& b, bool ordered) {
   const int T = static_cast<int>(b.ids.size());
   const int R = static_cast<int>(b.logit_rows.size());
   const int S = static_cast<int>(b.block_tables.size());
 
   // One upload for everything (each copy waits for the device: five of them cost a decode step
-  // tens of microseconds of idle GPU).
+  // tens of microseconds of idle GPU). Ordered, it does not wait: a pipelined step is queued
+  // behind the one in flight.
   const size_t width = size_t(attn_.max_blocks_per_seq);
   int32_t* h = inputs_host_.data();
   std::copy(b.ids.begin(), b.ids.end(), h);
@@ -128,8 +145,12 @@ void LlamaForward::step(const StepBatch& b) {
     std::copy(table.begin(), table.end(), row);
     std::fill(row + table.size(), row + width, -1);
   }
-  be_->copy_to_device(step_inputs_.get(), h, (size_t(3 * T + R) + size_t(S) * width) * sizeof(int32_t));
+  const size_t bytes = (size_t(3 * T + R) + size_t(S) * width) * sizeof(int32_t);
+  if (ordered) be_->copy_to_device_ordered(step_inputs_.get(), h, bytes);
+  else be_->copy_to_device(step_inputs_.get(), h, bytes);
+}
 
+void LlamaForward::run_step(int T, int R) {
   // Small steps (decode) repeat with identical shapes: let the backend record and replay them.
   if (T <= kMaxRecordedTokens) {
     be_->run_recorded((uint64_t(T) << 32) | uint64_t(R), [&] { run_layers(T, R); });
@@ -205,11 +226,23 @@ std::vector<int32_t> LlamaForward::choose_tokens(const std::vector<TokenChoice>&
   LAMINA_CHECK(vocab_rank_ == cfg_.vocab_size, "choosing tokens on the device needs the whole vocabulary on one rank");
   const int R = static_cast<int>(choices.size());
   LAMINA_CHECK(R <= lim_.max_tokens, "more token choices than logit rows");
-  std::vector<int32_t> ids(choices.size());
-  if (R == 0) return ids;
+  if (R == 0) return {};
+  return finish_choose(start_choose(choices), R);
+}
+
+uint64_t LlamaForward::start_choose(const std::vector<TokenChoice>& choices) {
+  LAMINA_CHECK(vocab_rank_ == cfg_.vocab_size, "choosing tokens on the device needs the whole vocabulary on one rank");
+  const int R = static_cast<int>(choices.size());
+  LAMINA_CHECK(R >= 1 && R <= lim_.max_tokens, "token choices for ", R, " rows: a step has 1 to ", lim_.max_tokens);
   prepare_choices(choices);
   be_->select_tokens(chosen_.as<int32_t>(), logits_.get(), R, int(vocab_rank_), choices_.as<TokenChoice>());
-  be_->copy_to_host(ids.data(), chosen_.get(), ids.size() * sizeof(int32_t));
+  chosen_rows_ = R;
+  return be_->start_copy_to_host(chosen_.get(), size_t(R) * sizeof(int32_t));
+}
+
+std::vector<int32_t> LlamaForward::finish_choose(uint64_t ticket, int R) {
+  std::vector<int32_t> ids(static_cast<size_t>(R));
+  be_->finish_copy_to_host(ticket, ids.data());
   return ids;
 }
 
@@ -221,7 +254,7 @@ void LlamaForward::prepare_choices(const std::vector<TokenChoice>& choices) {
   if (choices.size() == choices_on_device_.size() &&
       std::equal(choices.begin(), choices.end(), choices_on_device_.begin(), same))
     return;
-  be_->copy_to_device(choices_.get(), choices.data(), choices.size() * sizeof(TokenChoice));
+  be_->copy_to_device_ordered(choices_.get(), choices.data(), choices.size() * sizeof(TokenChoice));
   choices_on_device_ = choices;
 }
 

@@ -67,6 +67,10 @@ class LlamaForward {
   // then writes the logits of the rows listed in logit_rows (e.g. each sequence's last token) into
   // this rank's logits buffer: [logit_rows.size(), vocab_per_rank] in activation dtype.
   void step(const StepBatch& batch);
+  // step() whose token t takes, on the device, the id that the last token choice (choose_tokens or
+  // start_choose) picked for its row t; batch.ids are not read. Its inputs go up without waiting,
+  // so the host can queue this step while the one before it still runs (pipelined decoding).
+  void step_fed(const StepBatch& batch);
   // The checks step() makes first, alone: the leader of an mpirun job runs them before it sends
   // the batch anywhere, so a bad batch fails on it alone (runtime/follower_ranks.h).
   void check_step(const StepBatch& batch) const;
@@ -78,10 +82,14 @@ class LlamaForward {
   // One token for each of the last step's R logit rows, chosen on the device (choices: [R]);
   // only the R ids come back to the host. Needs the whole vocabulary on this rank (tp 1).
   std::vector<int32_t> choose_tokens(const std::vector<TokenChoice>& choices);
-  // Puts the choices of the next choose_tokens() on the device now, before the step runs: a copy
-  // to the device waits for the device, so made after the step it left the device idle while the
-  // host copied and launched the choice (8B engines at batch 1 on an H100: 0.006-0.043 ms a token).
-  // Choices equal to the ones on the device already (greedy decode) are not copied again.
+  // choose_tokens() in two halves: start_choose queues the choice and the ids' copy back and
+  // returns at once; finish_choose waits for that copy and returns the R ids.
+  uint64_t start_choose(const std::vector<TokenChoice>& choices);
+  std::vector<int32_t> finish_choose(uint64_t ticket, int R);
+  // Puts the choices of the next choice on the device, ordered before the step's ops: made after
+  // the step with a waiting copy, it had left the device idle while the host copied and launched
+  // the choice (8B engines at batch 1 on an H100: 0.006-0.043 ms a token). Choices equal to the
+  // ones on the device already (greedy decode) are not copied again.
   void prepare_choices(const std::vector<TokenChoice>& choices);
   // The greedy argmax of each of the last step's R logit rows inside this rank's vocabulary slice
   // (its valid tokens: the last slice's padding rows never count), found on the device; only
@@ -92,6 +100,8 @@ class LlamaForward {
 
  private:
   static constexpr int kMaxRecordedTokens = 8;
+  void upload_inputs(const StepBatch& batch, bool ordered);  // step_inputs_ = batch (ordered: no wait)
+  void run_step(int T, int R);    // run_layers, recorded and replayed for small steps
   void run_layers(int T, int R);  // every op of one step, on already-uploaded inputs
   // residual[T,H] += Σ_ranks proj; normed = rms_norm(residual) · norm_weight
   void reduce_add_norm(const void* norm_weight, int T, float eps);
@@ -118,6 +128,7 @@ class LlamaForward {
   DeviceBuffer last_, logits_;
   DeviceBuffer choices_, chosen_;  // TokenChoice [max_tokens], int32 [max_tokens]
   std::vector<TokenChoice> choices_on_device_;  // what choices_ holds
+  int chosen_rows_ = 0;                         // ids the last choice wrote into chosen_
   DeviceBuffer argmax_;            // SliceArgmax [max_tokens]
   std::vector<DeviceBuffer> k_cache_, v_cache_;
 };

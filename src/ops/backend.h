@@ -14,14 +14,17 @@
 //    row of (seq, pos) is block_tables[seq][pos / tokens_per_block] * tokens_per_block
 //    + pos % tokens_per_block (see docs/runtime.md). Shared blocks are only read.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/error.h"
 #include "common/quant.h"
 #include "ops/token_choice.h"
 
@@ -39,9 +42,9 @@ struct AttentionShape {
   int num_seq_rows = 1;        // rows of the block tables (sequences of one step at most)
   // The caller's promise that a step's inputs (positions, sequence rows, block tables) and the
   // cache rows of earlier steps are complete before the step's first kernel runs (LlamaForward
-  // uploads the inputs and synchronizes before every step). A step appends at most T rows to a
-  // sequence, so rows below position - (T - 1) are earlier steps'. With it the one-token decode
-  // kernel starts reading them while the qkv projection before it still runs.
+  // uploads the inputs before every step, ordered before its first op). A step appends at most
+  // T rows to a sequence, so rows below position - (T - 1) are earlier steps'. With it the
+  // one-token decode kernel starts reading them while the qkv projection before it still runs.
   bool inputs_ready_before_step = false;
   // Positions a sequence can hold: max_blocks_per_seq * tokens_per_block.
   int max_seq_len() const { return max_blocks_per_seq * tokens_per_block; }
@@ -80,6 +83,39 @@ class Backend {
   virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void synchronize() = 0;
+
+  // ---- copies ordered with the ops (pipelined decoding: Engine::enqueue_step_and_choose) ----
+  // copy_to_device without the wait: the bytes land after every op issued before it and before
+  // every op issued after it. The backend keeps its own copy of host_src, which the caller may
+  // reuse at once. The CPU reference, whose ops run as they are issued, copies at once.
+  virtual void copy_to_device_ordered(void* dst, const void* host_src, size_t bytes) {
+    copy_to_device(dst, host_src, bytes);
+  }
+  // dst = src (both device buffers), ordered like an op.
+  virtual void copy_on_device(void* dst, const void* src, size_t bytes) {
+    std::vector<char> tmp(bytes);
+    copy_to_host(tmp.data(), src, bytes);
+    copy_to_device(dst, tmp.data(), bytes);
+  }
+  // Starts bringing `bytes` from src to the host once the ops issued before it are done, without
+  // waiting; returns a ticket. finish_copy_to_host(ticket, dst) waits for those bytes and writes
+  // them to dst. Every ticket must be finished once.
+  virtual uint64_t start_copy_to_host(const void* src, size_t bytes) {
+    std::vector<char> bytes_now(bytes);
+    copy_to_host(bytes_now.data(), src, bytes);
+    early_copies_.emplace_back(next_copy_ticket_, std::move(bytes_now));
+    return next_copy_ticket_++;
+  }
+  virtual void finish_copy_to_host(uint64_t ticket, void* host_dst) {
+    for (auto it = early_copies_.begin(); it != early_copies_.end(); ++it)
+      if (it->first == ticket) {
+        std::copy(it->second.begin(), it->second.end(), static_cast<char*>(host_dst));
+        early_copies_.erase(it);
+        return;
+      }
+    fail_unknown_copy(ticket);
+  }
+
   // Device memory free right now, in bytes; 0 where the backend's memory is host memory (CPU).
   virtual size_t free_device_memory() { return 0; }
   // Uploads n host elements of `dtype` as a weight; returns device memory the ops read.
@@ -155,6 +191,16 @@ class Backend {
   // ties, NaN never wins; index 0 with a NaN value when every logit is NaN). A tensor-parallel
   // rank's share of a greedy choice (SliceArgmax), found in one pass so one copy brings it back.
   virtual void slice_argmax_rows(SliceArgmax* out, const void* logits, int R, int V, int64_t row_stride) = 0;
+
+ protected:
+  [[noreturn]] static void fail_unknown_copy(uint64_t ticket) {
+    fail("no copy to the host has ticket ", ticket, ": each ticket of start_copy_to_host is finished once");
+  }
+
+ private:
+  // start_copy_to_host's default: the bytes, copied at once, until their ticket is finished.
+  std::vector<std::pair<uint64_t, std::vector<char>>> early_copies_;
+  uint64_t next_copy_ticket_ = 1;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -401,14 +401,52 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
                choices.size(), " for ", logit_rows.size(), " rows)");
   for (int32_t r : host_rows)
     LAMINA_CHECK(r >= 0 && size_t(r) < logit_rows.size(), "host row ", r, " is not a logit row");
-  return lead(batch, [&] {
+  ChosenTokens out = lead(batch, [&] {
     if (tp_size() > 1 && greedy_rows(choices, host_rows))
       return join_greedy(step_and_slice_argmax(batch, int(choices.size())), choices, host_rows);
-    // At tp 1 the choices go to the device before the step, while it is idle (LlamaForward::prepare_choices).
+    // At tp 1 the choices go to the device before the step's ops (LlamaForward::prepare_choices).
     if (tp_size() == 1) ranks_[0]->forward->prepare_choices(choices);
     forward(batch);
     return choose(choices, host_rows);
   });
+  last_chosen_ = out.ids;
+  return out;
+}
+
+uint64_t Engine::enqueue_step_and_choose(const StepBatch& batch, const std::vector<TokenChoice>& choices,
+                                         bool feed_previous) {
+  LAMINA_CHECK(!choices.empty() && choices.size() == batch.logit_rows.size(), "one token choice per logit row is ",
+               "needed (", choices.size(), " for ", batch.logit_rows.size(), " rows)");
+  PendingChoice p;
+  p.rows = int(choices.size());
+  if (tp_size() == 1 && !followers_ && !follower_mpi_) {
+    // One rank: queue the step (fed from the device's last choice) and the choice behind
+    // whatever runs now; only the ids' copy back is waited for, in collect_chosen.
+    LlamaForward& f = *ranks_[0]->forward;
+    if (feed_previous) f.step_fed(batch);
+    else f.step(batch);
+    p.queued = true;
+    p.copy_ticket = f.start_choose(choices);
+  } else {
+    StepBatch fed = batch;
+    if (feed_previous) {
+      LAMINA_CHECK(fed.ids.size() <= last_chosen_.size(), "a step of ", fed.ids.size(), " tokens fed by the previous ",
+                   "choice needs as many chosen ids (", last_chosen_.size(), " were chosen)");
+      std::copy(last_chosen_.begin(), last_chosen_.begin() + long(fed.ids.size()), fed.ids.begin());
+    }
+    p.ids = step_and_choose(fed, choices, {}).ids;
+  }
+  pending_.emplace_back(next_ticket_, std::move(p));
+  return next_ticket_++;
+}
+
+std::vector<int32_t> Engine::collect_chosen(uint64_t ticket) {
+  const auto it = std::find_if(pending_.begin(), pending_.end(), [&](const auto& e) { return e.first == ticket; });
+  LAMINA_CHECK(it != pending_.end(), "no step was enqueued with ticket ", ticket, " (or it was collected already)");
+  PendingChoice p = std::move(it->second);
+  pending_.erase(it);
+  if (!p.queued) return p.ids;
+  return ranks_[0]->forward->finish_choose(p.copy_ticket, p.rows);
 }
 
 bool Engine::greedy_rows(const std::vector<TokenChoice>& choices, const std::vector<int32_t>& host_rows) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/json.h"
@@ -83,6 +84,18 @@ class Engine {
   ChosenTokens step_and_choose(const StepBatch& batch, const std::vector<TokenChoice>& choices,
                                const std::vector<int32_t>& host_rows);
 
+  // Pipelined decoding. enqueue_step_and_choose starts a step and its token choice (every row
+  // chosen where the logits are) and returns a ticket without waiting; collect_chosen(ticket)
+  // waits and returns the ids step_and_choose would have. With feed_previous, token t's id is the
+  // one the previous choice (step_and_choose or enqueue_step_and_choose) picked for its logit
+  // row t, and batch.ids are not read: the host can queue step n + 1 before it has read step n's
+  // token, so the GPU does not sit idle while the host handles that token (generate() does this).
+  // A one-GPU engine queues the step; elsewhere (tensor parallel) the step runs at once and
+  // collect_chosen hands its ids over. Collect every ticket once.
+  uint64_t enqueue_step_and_choose(const StepBatch& batch, const std::vector<TokenChoice>& choices,
+                                   bool feed_previous);
+  std::vector<int32_t> collect_chosen(uint64_t ticket);
+
   // Process r > 0 of an mpirun job: it holds rank r only and must call run_follower(), which runs
   // that rank for the leader (process 0) until the leader shuts down; step() is not for it.
   bool is_follower() const { return follower_mpi_ != nullptr; }
@@ -121,6 +134,17 @@ class Engine {
   std::shared_ptr<void> comm_group_;
   std::unique_ptr<FollowerRanks> followers_;  // the leader of an mpirun job: ranks 1..N-1
   MpiSession* follower_mpi_ = nullptr;        // a follower: the job it follows in
+  // Tickets of enqueue_step_and_choose not collected yet: a queued step's copy back (the backend's
+  // ticket) or the ids of a step that ran at once.
+  struct PendingChoice {
+    bool queued = false;
+    uint64_t copy_ticket = 0;
+    int rows = 0;
+    std::vector<int32_t> ids;
+  };
+  std::vector<std::pair<uint64_t, PendingChoice>> pending_;
+  uint64_t next_ticket_ = 1;
+  std::vector<int32_t> last_chosen_;  // the last choice's ids, for fed steps that run at once
 };
 
 }  // namespace lamina

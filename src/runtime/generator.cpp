@@ -29,6 +29,35 @@ namespace {
 bool ends_with(const std::vector<int32_t>& seq, const std::vector<int32_t>& suffix) {
   return !suffix.empty() && seq.size() >= suffix.size() && std::equal(suffix.rbegin(), suffix.rend(), seq.rbegin());
 }
+
+// The pipelined steps of one generate() call: every ticket is collected, even when generation
+// ends early (a callback's false, an end id) or throws, so no step is left queued behind it.
+class PendingSteps {
+ public:
+  explicit PendingSteps(Engine& engine) : engine_(engine) {}
+  ~PendingSteps() {
+    for (uint64_t t : tickets_) try {
+        engine_.collect_chosen(t);
+      } catch (...) {
+      }
+  }
+  PendingSteps(const PendingSteps&) = delete;
+  PendingSteps& operator=(const PendingSteps&) = delete;
+  uint64_t enqueue(const StepBatch& batch, const TokenChoice& choice, bool feed_previous) {
+    const uint64_t t = engine_.enqueue_step_and_choose(batch, {choice}, feed_previous);
+    tickets_.push_back(t);
+    return t;
+  }
+  int32_t collect(uint64_t ticket) {
+    tickets_.erase(std::find(tickets_.begin(), tickets_.end(), ticket));
+    return engine_.collect_chosen(ticket).at(0);
+  }
+
+ private:
+  Engine& engine_;
+  std::vector<uint64_t> tickets_;
+};
+
 }  // namespace
 
 GenerationResult generate(Engine& engine, const GenerationRequest& req, const TokenCallback& on_token, int slot) {
@@ -52,8 +81,12 @@ GenerationResult generate(Engine& engine, const GenerationRequest& req, const To
 
   // Tokens are chosen where the logits are (on the GPU: only the id comes back), unless the
   // caller wants the logits themselves or penalties need the history: then the host samples.
+  // Chosen there, decoding is pipelined: step i + 1 is queued, fed by step i's token on the
+  // device, before the host reads that token, so the GPU never waits for the host between
+  // tokens. A step queued after the token that ends generation is collected and dropped.
   const bool choose_on_device = !req.return_generation_logits && !sampler.has_penalties();
-  int32_t chosen = -1;  // the device's choice for the next token; -1: sample last_logits here
+  PendingSteps pending(engine);
+  uint64_t chosen = 0;  // ticket of the step that chooses the next token (0: sample last_logits here)
 
   // Prefill in chunks of at most max_num_tokens; keep logits of every row if asked, else the last.
   std::vector<float> last_logits;
@@ -71,7 +104,7 @@ GenerationResult generate(Engine& engine, const GenerationRequest& req, const To
     else if (last_chunk)
       batch.logit_rows.push_back(T - 1);
     if (last_chunk && choose_on_device && !req.return_context_logits) {
-      chosen = engine.step_and_choose(batch, {sampler.next_choice()}, {}).ids[0];
+      chosen = pending.enqueue(batch, sampler.next_choice(), false);
       continue;
     }
     std::vector<float> logits = engine.step(batch);
@@ -81,7 +114,16 @@ GenerationResult generate(Engine& engine, const GenerationRequest& req, const To
 
   for (int i = 0; i < req.max_new_tokens; ++i) {
     if (req.return_generation_logits) res.generation_logits.insert(res.generation_logits.end(), last_logits.begin(), last_logits.end());
-    const int32_t tok = chosen >= 0 ? chosen : sampler.sample(last_logits.data(), last_logits.size(), history);
+    // The next step takes this token at position n + i (the prompt holds 0..n-1).
+    batch.ids = {0};
+    batch.positions = {int32_t(n + i)};
+    batch.seq_rows = {0};
+    batch.logit_rows = {0};
+    const bool more = i + 1 < req.max_new_tokens;
+    uint64_t next = 0;
+    if (choose_on_device && chosen != 0 && more) next = pending.enqueue(batch, sampler.next_choice(), true);
+    const int32_t tok = chosen != 0 ? pending.collect(chosen) : sampler.sample(last_logits.data(), last_logits.size(), history);
+    chosen = next;
     if (std::find(req.end_ids.begin(), req.end_ids.end(), tok) != req.end_ids.end()) {
       res.finish_reason = FinishReason::EndId;
       break;
@@ -95,13 +137,11 @@ GenerationResult generate(Engine& engine, const GenerationRequest& req, const To
       res.finish_reason = FinishReason::StopWord;
       break;
     }
-    if (!keep_going || i + 1 == req.max_new_tokens) break;
+    if (!keep_going || !more) break;
+    if (chosen != 0) continue;  // queued above
     batch.ids = {tok};
-    batch.positions = {int32_t(history.size() - 1)};
-    batch.seq_rows = {0};
-    batch.logit_rows = {0};
     if (choose_on_device)
-      chosen = engine.step_and_choose(batch, {sampler.next_choice()}, {}).ids[0];
+      chosen = pending.enqueue(batch, sampler.next_choice(), false);
     else
       last_logits = engine.step(batch);
   }

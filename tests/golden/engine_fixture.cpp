@@ -62,4 +62,42 @@ void expect_matches_default_sample(Engine& engine, DType dt, const DefaultModelS
   EXPECT_GT(agreed, 5u) << name << " " << what;
 }
 
+DecodeIds decode_stepwise_and_pipelined(Engine& stepwise, Engine& pipelined, const std::vector<int32_t>& prompt,
+                                        const std::vector<TokenChoice>& choices) {
+  const int n = int(prompt.size()), steps = int(choices.size());
+  StepBatch b;
+  b.block_tables.assign(1, {});
+  for (int k = 0; k * stepwise.kv_cache().tokens_per_block < n + steps; ++k) b.block_tables[0].push_back(k);
+  const auto prompt_step = [&] {
+    b.ids = prompt;
+    b.positions.resize(size_t(n));
+    for (int t = 0; t < n; ++t) b.positions[size_t(t)] = t;
+    b.seq_rows.assign(size_t(n), 0);
+    b.logit_rows = {n - 1};
+  };
+  const auto token_step = [&](int32_t id, int pos) {
+    b.ids = {id};
+    b.positions = {pos};
+    b.seq_rows = {0};
+    b.logit_rows = {0};
+  };
+  DecodeIds out;
+  prompt_step();
+  out.stepwise.push_back(stepwise.step_and_choose(b, {choices[0]}, {}).ids.at(0));
+  for (int i = 1; i < steps; ++i) {
+    token_step(out.stepwise.back(), n + i - 1);
+    out.stepwise.push_back(stepwise.step_and_choose(b, {choices[size_t(i)]}, {}).ids.at(0));
+  }
+  prompt_step();
+  uint64_t ticket = pipelined.enqueue_step_and_choose(b, {choices[0]}, false);
+  for (int i = 1; i < steps; ++i) {
+    token_step(0, n + i - 1);  // id 0: the step must take the previous choice instead
+    const uint64_t next = pipelined.enqueue_step_and_choose(b, {choices[size_t(i)]}, true);
+    out.pipelined.push_back(pipelined.collect_chosen(ticket).at(0));
+    ticket = next;
+  }
+  out.pipelined.push_back(pipelined.collect_chosen(ticket).at(0));
+  return out;
+}
+
 }  // namespace lamina::test

@@ -43,4 +43,15 @@ DefaultModelSample default_model_sample(int index = 1);
 void expect_matches_default_sample(Engine& engine, DType dt, const DefaultModelSample& d,
                                    const std::vector<float>& ref_logits, const std::string& what);
 
+// One prompt step, then choices.size() - 1 one-token decode steps, on two engines built alike:
+// `stepwise` gets each chosen id back on the host and sends it into the next step
+// (step_and_choose); `pipelined` queues each step one ahead, fed by the previous choice where it
+// was made (enqueue_step_and_choose with feed_previous, its batch ids left 0), and reads each id
+// after the next step is queued. choices[i] chooses the i-th id. The ids of both, to compare.
+struct DecodeIds {
+  std::vector<int32_t> stepwise, pipelined;
+};
+DecodeIds decode_stepwise_and_pipelined(Engine& stepwise, Engine& pipelined, const std::vector<int32_t>& prompt,
+                                        const std::vector<TokenChoice>& choices);
+
 }  // namespace lamina::test

@@ -268,5 +268,39 @@ TEST(EngineTokenChoice, DeviceChoicesFollowEveryChange) {
   EXPECT_GT(changed, 0) << "no run of choices changed the tokens: the test shows nothing";
 }
 
+// Pipelined decoding (Engine::enqueue_step_and_choose with feed_previous): each step queued
+// before the previous id is read, its id taken from the previous choice where it was made (tp 1:
+// on the device; tp 2: the ranks' joined argmax or the host's sample), gives the ids of
+// step-by-step decoding, greedy and sampled rows alike. Ids 0 sent in as written would change
+// them: the test would see a feed that does not happen.
+TEST(EngineTokenChoice, PipelinedDecodeMatchesStepwise) {
+  const Reference ref = load_reference("llama31_bf16_sharded");
+  const std::vector<int32_t> prompt(ref.input_ids.begin(), ref.input_ids.begin() + 12);
+  std::vector<TokenChoice> choices(10);  // greedy, then sampled with fixed random numbers, then greedy
+  for (size_t i = 0; i < choices.size(); ++i)
+    choices[i] = i >= 3 && i < 7 ? TokenChoice{1.5f, 0, 1.0f, 0.1f + 0.2f * float(i - 3)} : TokenChoice{0.0f, 0, 1.0f, 0.0f};
+  for (int tp : {1, 2}) {
+    SCOPED_TRACE("tp " + std::to_string(tp));
+    ScratchDir s1("stepwise"), s2("pipelined");
+    auto stepwise = make_engine(s1, "llama31_bf16_sharded", DType::F32, tp);
+    auto pipelined = make_engine(s2, "llama31_bf16_sharded", DType::F32, tp);
+    // A fed step needs a choice before it; a ticket is collected once.
+    const StepBatch one{{0}, {0}, {0}, {{0}}, {0}};
+    EXPECT_THROW(pipelined->enqueue_step_and_choose(one, {choices[0]}, true), Error);
+    EXPECT_THROW(pipelined->collect_chosen(12345), Error);
+
+    const test::DecodeIds ids = test::decode_stepwise_and_pipelined(*stepwise, *pipelined, prompt, choices);
+    EXPECT_EQ(ids.pipelined, ids.stepwise);
+    // Ids 0 in place of the fed ones decode otherwise.
+    StepBatch b{{0}, {0}, {0}, {{0}}, {0}};
+    std::vector<int32_t> unfed;
+    for (size_t i = 1; i < choices.size(); ++i) {
+      b.positions = {int32_t(prompt.size() + i - 1)};
+      unfed.push_back(stepwise->step_and_choose(b, {choices[i]}, {}).ids.at(0));
+    }
+    EXPECT_NE(unfed, std::vector<int32_t>(ids.stepwise.begin() + 1, ids.stepwise.end()));
+  }
+}
+
 }  // namespace
 }  // namespace lamina

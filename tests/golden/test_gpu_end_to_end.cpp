@@ -112,6 +112,27 @@ TEST(GpuTokenChoice, ChosenIdsFollowTheLogits) {
   }
 }
 
+// Pipelined decoding on the GPU: each step queued while the one before it runs, its id copied on
+// the device from the previous choice (ordered uploads through pinned memory, CUDA graph
+// replays), gives step-by-step decoding's ids, greedy and sampled.
+TEST(GpuTokenChoice, PipelinedDecodeMatchesStepwise) {
+  SKIP_WITHOUT_GPU();
+  const auto model = test::source_dir() / "models/lamina-tiny-llama";
+  std::vector<int32_t> prompt;
+  for (int t = 0; t < 20; ++t) prompt.push_back(100 + 37 * t);
+  std::mt19937_64 rng(11);
+  std::vector<TokenChoice> choices = test::make_params(rng, 48);
+  for (size_t i = 0; i < choices.size(); i += 3) choices[i] = TokenChoice{0.0f, 0, 1.0f, 0.0f};  // greedy now and then
+  for (DType dt : {DType::F32, DType::BF16}) {
+    SCOPED_TRACE(dtype_user_name(dt));
+    ScratchDir s1("gpu-stepwise"), s2("gpu-pipelined");
+    auto stepwise = make_engine(s1, model, dt, Device::CUDA);
+    auto pipelined = make_engine(s2, model, dt, Device::CUDA);
+    const test::DecodeIds ids = test::decode_stepwise_and_pipelined(*stepwise, *pipelined, prompt, choices);
+    EXPECT_EQ(ids.pipelined, ids.stepwise);
+  }
+}
+
 // Quantized engines decoding on the GPU (the one-token GEMVs over int8, fp8 and int4 tiles with
 // their fused rope and SwiGLU epilogues, replayed from CUDA graphs) against the same quantized
 // engine on the CPU, which dequantizes the weights exactly: one token a step along the bundled

@@ -12,6 +12,7 @@
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/matmul.h"
 #include "backends/cuda/op_profiler.h"
+#include "backends/cuda/pinned_staging.h"
 #include "backends/cuda/quant_kernels.h"
 #include "common/progress.h"
 
@@ -49,12 +50,14 @@ class CudaBackend final : public Backend {
     // [amax bits | pad | x_scale]: cuBLASLt wants 16-byte aligned scale pointers.
     CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&fp8_tensor_scale_), 32));
     if (OpProfiler::requested()) profiler_ = std::make_unique<OpProfiler>(stream_);
+    staging_ = std::make_unique<PinnedStaging>(kStagingSlots);
   }
 
   ~CudaBackend() override {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
     profiler_.reset();  // prints its table
+    staging_.reset();
     for (auto& [key, rec] : recordings_)
       if (rec.exec) cudaGraphExecDestroy(rec.exec);
     gemm_.reset();
@@ -120,6 +123,28 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
     if (profiler_) profiler_->collect();
+  }
+  void copy_to_device_ordered(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return;
+    use_device();
+    if (!staging_->upload(dst, src, bytes, stream_)) copy_to_device(dst, src, bytes);
+  }
+  void copy_on_device(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return;
+    use_device();
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
+  // Even tickets are pinned slots' (no wait); odd ones, when no slot was free or the bytes too
+  // many, the base class's copies made at once.
+  uint64_t start_copy_to_host(const void* src, size_t bytes) override {
+    use_device();
+    if (const uint64_t t = staging_->start_download(src, bytes, stream_)) return t << 1;
+    return (Backend::start_copy_to_host(src, bytes) << 1) | 1;
+  }
+  void finish_copy_to_host(uint64_t ticket, void* dst) override {
+    use_device();
+    if (ticket & 1) return Backend::finish_copy_to_host(ticket >> 1, dst);
+    if (!staging_->finish_download(ticket >> 1, dst)) fail_unknown_copy(ticket);
   }
   void synchronize() override {
     use_device();
@@ -413,6 +438,8 @@ class CudaBackend final : public Backend {
   DType act_;
   std::string name_;
   cudaStream_t stream_ = nullptr;
+  static constexpr int kStagingSlots = 8;  // ordered uploads and early downloads in flight at once
+  std::unique_ptr<PinnedStaging> staging_;
   std::unique_ptr<LtGemm> gemm_;
   AttentionLaunch attn_;
   struct Recording {
