@@ -46,6 +46,7 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
   choices_ = DeviceBuffer(be_, T * sizeof(TokenChoice));
   chosen_ = DeviceBuffer(be_, T * sizeof(int32_t));
   argmax_ = DeviceBuffer(be_, T * sizeof(SliceArgmax));
+  gathered_argmax_ = DeviceBuffer(be_, T * size_t(comm_->world_size()) * 2 * sizeof(float));
 
   // Step inputs incl. block tables ([max_seqs, max_blocks_per_seq]; rows in use uploaded each step).
   const size_t inputs_n = 4 * T + size_t(limits.max_seqs) * size_t(attn_.max_blocks_per_seq);
@@ -238,6 +239,22 @@ uint64_t LlamaForward::start_choose(const std::vector<TokenChoice>& choices) {
   be_->select_tokens(chosen_.as<int32_t>(), logits_.get(), R, int(vocab_rank_), choices_.as<TokenChoice>());
   chosen_rows_ = R;
   return be_->start_copy_to_host(chosen_.get(), size_t(R) * sizeof(int32_t));
+}
+
+uint64_t LlamaForward::start_split_greedy(int R, bool copy_back) {
+  LAMINA_CHECK(R >= 1 && R <= lim_.max_tokens, "greedy choices for ", R, " rows: a step has 1 to ", lim_.max_tokens);
+  const int tp = comm_->world_size(), rank = comm_->rank();
+  const int64_t first = int64_t(rank) * vocab_rank_;
+  const int64_t valid = std::min<int64_t>(vocab_rank_, cfg_.vocab_size - first);  // the slice's tokens, no padding
+  // [R, tp, 2]: this rank's (value, index) pairs in its slot, zeros elsewhere; summed over the
+  // ranks, every rank holds all of them and joins them alike.
+  if (valid > 0) be_->slice_argmax_rows(argmax_.as<SliceArgmax>(), logits_.get(), R, int(valid), vocab_rank_);
+  float* gathered = gathered_argmax_.as<float>();
+  be_->spread_slice_argmax(gathered, valid > 0 ? argmax_.as<SliceArgmax>() : nullptr, R, rank, tp);
+  comm_->all_reduce_sum(gathered, size_t(R) * size_t(tp) * 2, DType::F32);
+  be_->join_slice_argmax(chosen_.as<int32_t>(), gathered, R, tp, vocab_rank_);
+  chosen_rows_ = R;
+  return copy_back ? be_->start_copy_to_host(chosen_.get(), size_t(R) * sizeof(int32_t)) : 0;
 }
 
 std::vector<int32_t> LlamaForward::finish_choose(uint64_t ticket, int R) {

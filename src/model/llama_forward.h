@@ -86,6 +86,12 @@ class LlamaForward {
   // returns at once; finish_choose waits for that copy and returns the R ids.
   uint64_t start_choose(const std::vector<TokenChoice>& choices);
   std::vector<int32_t> finish_choose(uint64_t ticket, int R);
+  // The greedy token of each of the last step's R logit rows over the whole vocabulary, with the
+  // vocabulary split across the ranks, chosen on every rank's device: the ranks' slice argmaxes
+  // all-gathered through the communicator and joined as combine_slice_argmax does. Every rank
+  // runs it (it meets the others in an all-reduce); the same ids land in each rank's chosen ids
+  // (what step_fed reads). copy_back: also start the ids' copy to the host, for finish_choose.
+  uint64_t start_split_greedy(int R, bool copy_back);
   // Puts the choices of the next choice on the device, ordered before the step's ops: made after
   // the step with a waiting copy, it had left the device idle while the host copied and launched
   // the choice (8B engines at batch 1 on an H100: 0.006-0.043 ms a token). Choices equal to the
@@ -130,6 +136,7 @@ class LlamaForward {
   std::vector<TokenChoice> choices_on_device_;  // what choices_ holds
   int chosen_rows_ = 0;                         // ids the last choice wrote into chosen_
   DeviceBuffer argmax_;            // SliceArgmax [max_tokens]
+  DeviceBuffer gathered_argmax_;   // float [max_tokens, tp, 2]: every rank's (value, index) pairs
   std::vector<DeviceBuffer> k_cache_, v_cache_;
 };
 

@@ -191,6 +191,14 @@ class Backend {
   // ties, NaN never wins; index 0 with a NaN value when every logit is NaN). A tensor-parallel
   // rank's share of a greedy choice (SliceArgmax), found in one pass so one copy brings it back.
   virtual void slice_argmax_rows(SliceArgmax* out, const void* logits, int R, int V, int64_t row_stride) = 0;
+  // A greedy choice over a vocabulary split across tp ranks, made on every rank's device, as an
+  // all-gather over the all-reduce. gathered: device float32 [R, tp, 2]. spread_slice_argmax
+  // writes row r's pair of `mine` (this rank's slice_argmax_rows) as (value, float(index)) into
+  // slot `rank` and zeros into the other slots, so Communicator::all_reduce_sum holds every rank's
+  // pair (adding zeros changes no value; indices below 2^24 are exact); mine null: the slice has
+  // no candidate (NaN value). join_slice_argmax: ids[r] = combine_slice_argmax of row r's pairs.
+  virtual void spread_slice_argmax(float* gathered, const SliceArgmax* mine, int R, int rank, int tp) = 0;
+  virtual void join_slice_argmax(int32_t* ids, const float* gathered, int R, int tp, int64_t vocab_per_rank) = 0;
 
  protected:
   [[noreturn]] static void fail_unknown_copy(uint64_t ticket) {

@@ -355,18 +355,9 @@ std::vector<std::vector<float>> Engine::rank_logit_rows(const std::vector<int32_
 }
 
 std::vector<std::vector<SliceArgmax>> Engine::step_and_slice_argmax(const StepBatch& batch, int rows) {
-  if (followers_) {  // rank 0 here, the followers theirs
-    forward(batch);
-    return followers_->slice_argmax(rows, ranks_[0]->forward->slice_argmax(rows));
-  }
-  // Each rank thread runs its step and then its slice's argmax (one job, no second hand-off), so
-  // the ranks' copies back overlap instead of queueing on this thread.
-  std::vector<std::vector<SliceArgmax>> parts(tp_size());
-  workers_->run([&](size_t r) {
-    ranks_[r]->forward->step(batch);
-    parts[r] = ranks_[r]->forward->slice_argmax(rows);
-  });
-  return parts;
+  LAMINA_CHECK(followers_, "the host joins slice argmaxes for an mpirun job only (in-process ranks join on the GPUs)");
+  forward(batch);  // rank 0 here, the followers theirs
+  return followers_->slice_argmax(rows, ranks_[0]->forward->slice_argmax(rows));
 }
 
 template <class Fn>
@@ -401,40 +392,79 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
                choices.size(), " for ", logit_rows.size(), " rows)");
   for (int32_t r : host_rows)
     LAMINA_CHECK(r >= 0 && size_t(r) < logit_rows.size(), "host row ", r, " is not a logit row");
+  const bool all_greedy = std::none_of(choices.begin(), choices.end(), [](const TokenChoice& c) { return c.temperature > 0.0f; });
   ChosenTokens out = lead(batch, [&] {
-    if (tp_size() > 1 && greedy_rows(choices, host_rows))
-      return join_greedy(step_and_slice_argmax(batch, int(choices.size())), choices, host_rows);
+    if (tp_size() > 1 && greedy_rows(choices, host_rows)) {
+      // An mpirun job's ranks join on the host; in-process ranks on their devices, where the
+      // ids stay for a fed step (a host row's sampled id then differs from the device's).
+      if (followers_) return join_greedy(step_and_slice_argmax(batch, int(choices.size())), choices, host_rows);
+      ChosenTokens c;
+      c.ids = ranks_[0]->forward->finish_choose(run_split_greedy(batch, int(choices.size()), false), int(choices.size()));
+      add_host_rows(c, choices, host_rows);
+      return c;
+    }
     // At tp 1 the choices go to the device before the step's ops (LlamaForward::prepare_choices).
     if (tp_size() == 1) ranks_[0]->forward->prepare_choices(choices);
     forward(batch);
     return choose(choices, host_rows);
   });
   last_chosen_ = out.ids;
+  choice_on_device_ = tp_size() == 1 || (!followers_ && all_greedy);
   return out;
+}
+
+uint64_t Engine::run_split_greedy(const StepBatch& batch, int rows, bool feed_previous) {
+  // Each rank thread queues its step and its part of the choice (one job, no second hand-off);
+  // only rank 0 copies the ids back.
+  std::vector<uint64_t> tickets(tp_size());
+  workers_->run([&](size_t r) {
+    LlamaForward& f = *ranks_[r]->forward;
+    if (feed_previous) f.step_fed(batch);
+    else f.step(batch);
+    tickets[r] = f.start_split_greedy(rows, r == 0);
+  });
+  return tickets[0];
 }
 
 uint64_t Engine::enqueue_step_and_choose(const StepBatch& batch, const std::vector<TokenChoice>& choices,
                                          bool feed_previous) {
   LAMINA_CHECK(!choices.empty() && choices.size() == batch.logit_rows.size(), "one token choice per logit row is ",
                "needed (", choices.size(), " for ", batch.logit_rows.size(), " rows)");
+  const int R = int(choices.size());
+  StepBatch b = batch;
+  bool fed = feed_previous;
+  if (fed && !choice_on_device_) {
+    // The last ids were chosen on the host (sampled rows at tp > 1, an mpirun job): send them in.
+    LAMINA_CHECK(b.ids.size() <= last_chosen_.size(), "a step of ", b.ids.size(), " tokens fed by the previous ",
+                 "choice needs as many chosen ids (", last_chosen_.size(), " were chosen)");
+    std::copy(last_chosen_.begin(), last_chosen_.begin() + long(b.ids.size()), b.ids.begin());
+    fed = false;
+  }
+  const bool all_greedy = std::none_of(choices.begin(), choices.end(), [](const TokenChoice& c) { return c.temperature > 0.0f; });
   PendingChoice p;
-  p.rows = int(choices.size());
-  if (tp_size() == 1 && !followers_ && !follower_mpi_) {
-    // One rank: queue the step (fed from the device's last choice) and the choice behind
-    // whatever runs now; only the ids' copy back is waited for, in collect_chosen.
-    LlamaForward& f = *ranks_[0]->forward;
-    if (feed_previous) f.step_fed(batch);
-    else f.step(batch);
-    p.queued = true;
-    p.copy_ticket = f.start_choose(choices);
-  } else {
-    StepBatch fed = batch;
-    if (feed_previous) {
-      LAMINA_CHECK(fed.ids.size() <= last_chosen_.size(), "a step of ", fed.ids.size(), " tokens fed by the previous ",
-                   "choice needs as many chosen ids (", last_chosen_.size(), " were chosen)");
-      std::copy(last_chosen_.begin(), last_chosen_.begin() + long(fed.ids.size()), fed.ids.begin());
+  p.rows = R;
+  if (!followers_ && !follower_mpi_ && (tp_size() == 1 || all_greedy)) {
+    // Queue the step (fed from the devices' last choice) and its choice behind whatever runs
+    // now; only the ids' copy back is waited for, in collect_chosen.
+    if (tp_size() == 1) {
+      LlamaForward& f = *ranks_[0]->forward;
+      if (fed) f.step_fed(b);
+      else f.step(b);
+      p.copy_ticket = f.start_choose(choices);
+    } else {
+      p.copy_ticket = run_split_greedy(b, R, fed);
     }
-    p.ids = step_and_choose(fed, choices, {}).ids;
+    p.queued = true;
+    choice_on_device_ = true;
+  } else if (fed) {
+    // Sampled rows at tp > 1: the step is fed on the devices, its rows chosen on the host from
+    // the gathered logits.
+    workers_->run([&](size_t r) { ranks_[r]->forward->step_fed(b); });
+    p.ids = choose(choices, {}).ids;
+    last_chosen_ = p.ids;
+    choice_on_device_ = false;
+  } else {
+    p.ids = step_and_choose(b, choices, {}).ids;
   }
   pending_.emplace_back(next_ticket_, std::move(p));
   return next_ticket_++;
@@ -470,19 +500,24 @@ ChosenTokens Engine::join_greedy(const std::vector<std::vector<SliceArgmax>>& pa
     for (size_t r = 0; r < tp; ++r) row[r] = parts[r][i];
     out.ids[i] = combine_slice_argmax(row.data(), int(tp), int64_t(Vr));
   }
-  if (!host_rows.empty()) {
-    out.host_logits = join_vocab_slices(rank_logit_rows(host_rows), host_rows.size(), V, Vr);
-    for (size_t j = 0; j < host_rows.size(); ++j) {
-      const size_t i = size_t(host_rows[j]);
-      out.ids[i] = choose_token(out.host_logits.data() + j * V, int(V), choices[i]);
-    }
-  }
+  add_host_rows(out, choices, host_rows);
   return out;
 }
 
+void Engine::add_host_rows(ChosenTokens& out, const std::vector<TokenChoice>& choices,
+                           const std::vector<int32_t>& host_rows) const {
+  if (host_rows.empty()) return;
+  const size_t V = size_t(cfg_.vocab_size), Vr = size_t(cfg_.vocab_per_rank());
+  out.host_logits = join_vocab_slices(rank_logit_rows(host_rows), host_rows.size(), V, Vr);
+  for (size_t j = 0; j < host_rows.size(); ++j) {
+    const size_t i = size_t(host_rows[j]);
+    out.ids[i] = choose_token(out.host_logits.data() + j * V, int(V), choices[i]);
+  }
+}
+
 // The tokens of the step forward() just ran, one per logit row (choices.size() of them): on the
-// device at tp 1; over a split vocabulary (some row sampled; all-greedy steps take
-// step_and_slice_argmax instead) from whole rows gathered on the host.
+// device at tp 1; over a split vocabulary (some row sampled; all-greedy steps are joined from the
+// ranks' slice argmaxes instead) from whole rows gathered on the host.
 ChosenTokens Engine::choose(const std::vector<TokenChoice>& choices, const std::vector<int32_t>& host_rows) {
   ChosenTokens out;
   const size_t V = size_t(cfg_.vocab_size);

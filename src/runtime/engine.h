@@ -90,8 +90,10 @@ class Engine {
   // one the previous choice (step_and_choose or enqueue_step_and_choose) picked for its logit
   // row t, and batch.ids are not read: the host can queue step n + 1 before it has read step n's
   // token, so the GPU does not sit idle while the host handles that token (generate() does this).
-  // A one-GPU engine queues the step; elsewhere (tensor parallel) the step runs at once and
-  // collect_chosen hands its ids over. Collect every ticket once.
+  // A one-process engine queues the step where its rows are chosen on the devices (tp 1; at
+  // tp > 1, greedy rows: the ranks' slice argmaxes all-gathered on the GPUs); elsewhere (sampled
+  // rows at tp > 1, mpirun jobs) the step runs at once and collect_chosen hands its ids over.
+  // Collect every ticket once.
   uint64_t enqueue_step_and_choose(const StepBatch& batch, const std::vector<TokenChoice>& choices,
                                    bool feed_previous);
   std::vector<int32_t> collect_chosen(uint64_t ticket);
@@ -111,12 +113,19 @@ class Engine {
   // The ids from the ranks' slice argmaxes (parts[rank][row]); host rows chosen from their whole rows.
   ChosenTokens join_greedy(const std::vector<std::vector<SliceArgmax>>& parts, const std::vector<TokenChoice>& choices,
                            const std::vector<int32_t>& host_rows);
+  // Host rows of a vocabulary-split greedy step: their whole logits gathered into out.host_logits
+  // and their ids chosen from them by their own choices.
+  void add_host_rows(ChosenTokens& out, const std::vector<TokenChoice>& choices,
+                     const std::vector<int32_t>& host_rows) const;
+  // In-process ranks, greedy rows: every rank queues its step (fed: from the devices' last choice)
+  // and LlamaForward::start_split_greedy; returns rank 0's ticket for the ids' copy back.
+  uint64_t run_split_greedy(const StepBatch& batch, int rows, bool feed_previous);
   // Every rank's part of the last step's output, in rank order: this process's ranks' and, on
   // the leader of an mpirun job, its followers'.
   std::vector<std::vector<float>> rank_logits(size_t rows) const;
   std::vector<std::vector<float>> rank_logit_rows(const std::vector<int32_t>& rows) const;
-  // Every rank runs its step, then the argmax of its vocabulary slice over the first `rows` logit
-  // rows; the argmaxes in rank order (this process's ranks' and, on an mpirun leader, its followers').
+  // An mpirun job's leader: every rank runs its step, then the argmax of its vocabulary slice over
+  // the first `rows` logit rows; the argmaxes in rank order (rank 0's, then the followers').
   std::vector<std::vector<SliceArgmax>> step_and_slice_argmax(const StepBatch& batch, int rows);
   // fn() = one step; on the leader of an mpirun job, the batch is checked first and an error
   // inside the step ends the job (the followers would wait in a collective forever).
@@ -144,7 +153,8 @@ class Engine {
   };
   std::vector<std::pair<uint64_t, PendingChoice>> pending_;
   uint64_t next_ticket_ = 1;
-  std::vector<int32_t> last_chosen_;  // the last choice's ids, for fed steps that run at once
+  std::vector<int32_t> last_chosen_;  // the last choice's ids, when it ran at once
+  bool choice_on_device_ = false;     // every rank's device holds the last choice's ids (LlamaForward::step_fed)
 };
 
 }  // namespace lamina

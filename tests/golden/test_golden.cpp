@@ -270,8 +270,9 @@ TEST(EngineTokenChoice, DeviceChoicesFollowEveryChange) {
 
 // Pipelined decoding (Engine::enqueue_step_and_choose with feed_previous): each step queued
 // before the previous id is read, its id taken from the previous choice where it was made (tp 1:
-// on the device; tp 2: the ranks' joined argmax or the host's sample), gives the ids of
-// step-by-step decoding, greedy and sampled rows alike. Ids 0 sent in as written would change
+// on the device; tp 2 and 4: the ranks' argmaxes joined on the devices, or the host's sample),
+// gives the ids of step-by-step decoding, greedy and sampled rows alike, and across the switches
+// between the two. Ids 0 sent in as written would change
 // them: the test would see a feed that does not happen.
 TEST(EngineTokenChoice, PipelinedDecodeMatchesStepwise) {
   const Reference ref = load_reference("llama31_bf16_sharded");
@@ -279,7 +280,7 @@ TEST(EngineTokenChoice, PipelinedDecodeMatchesStepwise) {
   std::vector<TokenChoice> choices(10);  // greedy, then sampled with fixed random numbers, then greedy
   for (size_t i = 0; i < choices.size(); ++i)
     choices[i] = i >= 3 && i < 7 ? TokenChoice{1.5f, 0, 1.0f, 0.1f + 0.2f * float(i - 3)} : TokenChoice{0.0f, 0, 1.0f, 0.0f};
-  for (int tp : {1, 2}) {
+  for (int tp : {1, 2, 4}) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     ScratchDir s1("stepwise"), s2("pipelined");
     auto stepwise = make_engine(s1, "llama31_bf16_sharded", DType::F32, tp);

@@ -177,6 +177,29 @@ TEST(GpuTensorParallelChoice, ChosenIdsFollowTheGatheredLogits) {
 }
 
 // Too few GPUs for the engine's tp_size is a clear error, not a hang (runs on one GPU too).
+// Pipelined decoding over tp GPUs: greedy steps queued one ahead, each fed on the devices by the
+// ranks' slice argmaxes all-gathered through the all-reduce, and sampled steps chosen on the host
+// in between, give step-by-step decoding's ids.
+TEST(GpuTensorParallelChoice, PipelinedDecodeMatchesStepwise) {
+  SKIP_WITHOUT_GPUS(2);
+  const auto dir = test::golden_dir("llama31_bf16_sharded");
+  const Json ref = read_json_file((dir / "reference.json").string());
+  const auto all = ref["input_ids"].get<std::vector<int32_t>>();
+  const std::vector<int32_t> prompt(all.begin(), all.begin() + std::min<size_t>(16, all.size()));
+  std::vector<TokenChoice> choices(24, TokenChoice{0.0f, 0, 1.0f, 0.0f});
+  for (size_t i = 8; i < 12; ++i) choices[i] = TokenChoice{1.5f, 0, 1.0f, 0.1f + 0.2f * float(i - 8)};
+  for (int tp : tp_sizes(dir)) {
+    for (DType dt : {DType::F32, DType::BF16}) {
+      SCOPED_TRACE("tp " + std::to_string(tp) + " " + dtype_user_name(dt));
+      ScratchDir s1("tp-stepwise"), s2("tp-pipelined");
+      auto stepwise = make_engine(s1, dir, dt, tp);
+      auto pipelined = make_engine(s2, dir, dt, tp);
+      const test::DecodeIds ids = test::decode_stepwise_and_pipelined(*stepwise, *pipelined, prompt, choices);
+      EXPECT_EQ(ids.pipelined, ids.stepwise);
+    }
+  }
+}
+
 TEST(GpuTensorParallelErrors, TooFewGpusIsAnError) {
   SKIP_WITHOUT_GPUS(1);
   const auto dir = test::golden_dir("llama31_bf16_sharded");

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "common/dtype.h"
@@ -227,6 +228,24 @@ class CpuBackend final : public Backend {
       const float* row = static_cast<const float*>(logits) + r * row_stride;
       const int32_t i = choose_token(row, V, greedy);
       out[r] = SliceArgmax{row[i], i};
+    }
+  }
+  void spread_slice_argmax(float* gathered, const SliceArgmax* mine, int R, int rank, int tp) override {
+    std::fill(gathered, gathered + size_t(R) * size_t(tp) * 2, 0.0f);
+    for (int r = 0; r < R; ++r) {
+      float* slot = gathered + (size_t(r) * size_t(tp) + size_t(rank)) * 2;
+      slot[0] = mine ? mine[r].value : std::numeric_limits<float>::quiet_NaN();
+      slot[1] = mine ? float(mine[r].index) : 0.0f;
+    }
+  }
+  void join_slice_argmax(int32_t* ids, const float* gathered, int R, int tp, int64_t vocab_per_rank) override {
+    std::vector<SliceArgmax> slices(static_cast<size_t>(tp));
+    for (int r = 0; r < R; ++r) {
+      for (int k = 0; k < tp; ++k) {
+        const float* slot = gathered + (size_t(r) * size_t(tp) + size_t(k)) * 2;
+        slices[size_t(k)] = SliceArgmax{slot[0], int32_t(slot[1])};
+      }
+      ids[r] = combine_slice_argmax(slices.data(), tp, vocab_per_rank);
     }
   }
 };

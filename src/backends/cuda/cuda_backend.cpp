@@ -51,6 +51,7 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&fp8_tensor_scale_), 32));
     if (OpProfiler::requested()) profiler_ = std::make_unique<OpProfiler>(stream_);
     staging_ = std::make_unique<PinnedStaging>(kStagingSlots);
+    preload_slice_argmax_join();
   }
 
   ~CudaBackend() override {
@@ -305,6 +306,14 @@ class CudaBackend final : public Backend {
     auto* partials = split ? static_cast<SliceArgmax*>(grow(argmax_partials_, size_t(R) * split * sizeof(SliceArgmax)))
                            : nullptr;
     launch_sample_split(act_, logits, R, V, choices, ids, partials, split, stream_);
+  }
+  void spread_slice_argmax(float* gathered, const SliceArgmax* mine, int R, int rank, int tp) override {
+    use_device();
+    launch_spread_slice_argmax(gathered, mine, R, rank, tp, stream_);
+  }
+  void join_slice_argmax(int32_t* ids, const float* gathered, int R, int tp, int64_t vocab_per_rank) override {
+    use_device();
+    launch_join_slice_argmax(ids, gathered, R, tp, vocab_per_rank, stream_);
   }
   void slice_argmax_rows(SliceArgmax* out, const void* logits, int R, int V, int64_t row_stride) override {
     use_device();

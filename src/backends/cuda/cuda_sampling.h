@@ -22,6 +22,14 @@ void launch_argmax(const float* logits, int B, int V, int32_t* out_ids, cudaStre
 void launch_slice_argmax(DType dt, const void* logits, int B, int V, int64_t row_stride, lamina::SliceArgmax* out,
                          cudaStream_t stream);
 
+// Backend::spread_slice_argmax and join_slice_argmax (gathered: [B, tp, 2] float32).
+void launch_spread_slice_argmax(float* gathered, const lamina::SliceArgmax* mine, int B, int rank, int tp,
+                                cudaStream_t stream);
+void launch_join_slice_argmax(int32_t* ids, const float* gathered, int B, int tp, int64_t vocab_per_rank,
+                              cudaStream_t stream);
+// Loads those two kernels now (a rank must not load a kernel while a peer waits on it).
+void preload_slice_argmax_join();
+
 // out_ids[b] = the token TokenChoice params[b] picks; params: device array [B].
 void launch_sample(const float* logits, int B, int V, const SampleParams* params, int32_t* out_ids,
                    cudaStream_t stream);

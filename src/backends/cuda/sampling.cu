@@ -426,7 +426,61 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const T* __restrict__ 
   if (threadIdx.x == 0) out[b] = s_owner >= 0 ? s_token : 0;
 }
 
+// gathered[b, tp, 2]: this rank's pair in slot `rank`, zeros elsewhere (one thread a slot).
+__global__ void spread_slice_argmax_kernel(float* __restrict__ gathered, const lamina::SliceArgmax* __restrict__ mine,
+                                           int B, int rank, int tp) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;  // slot i of B * tp
+  if (i >= B * tp) return;
+  const int b = i / tp, k = i % tp;
+  float value = 0.0f, index = 0.0f;
+  if (k == rank) {
+    value = mine ? mine[b].value : __int_as_float(0x7fc00000);  // NaN: no candidate in this slice
+    index = mine ? float(mine[b].index) : 0.0f;
+  }
+  gathered[2 * i] = value;
+  gathered[2 * i + 1] = index;
+}
+
+// ids[b] = combine_slice_argmax of row b's tp pairs (one thread a row; tp is small): ranks in
+// vocabulary order, so keeping the first of equal values keeps the lowest index; NaN never wins.
+__global__ void join_slice_argmax_kernel(int32_t* __restrict__ ids, const float* __restrict__ gathered, int B, int tp,
+                                         int64_t vocab_per_rank) {
+  const int b = blockIdx.x * blockDim.x + threadIdx.x;
+  if (b >= B) return;
+  int64_t best = -1;
+  float best_v = -INFINITY;
+  for (int k = 0; k < tp; ++k) {
+    const float v = gathered[2 * (b * tp + k)];
+    if (isnan(v)) continue;
+    if (best < 0 || v > best_v) best = int64_t(k) * vocab_per_rank + int64_t(gathered[2 * (b * tp + k) + 1]), best_v = v;
+  }
+  ids[b] = best < 0 ? 0 : int32_t(best);
+}
+
 }  // namespace
+
+void launch_spread_slice_argmax(float* gathered, const lamina::SliceArgmax* mine, int B, int rank, int tp,
+                                cudaStream_t stream) {
+  if (B <= 0) return;
+  const int n = B * tp;
+  spread_slice_argmax_kernel<<<(n + 127) / 128, 128, 0, stream>>>(gathered, mine, B, rank, tp);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_join_slice_argmax(int32_t* ids, const float* gathered, int B, int tp, int64_t vocab_per_rank,
+                              cudaStream_t stream) {
+  if (B <= 0) return;
+  join_slice_argmax_kernel<<<(B + 127) / 128, 128, 0, stream>>>(ids, gathered, B, tp, vocab_per_rank);
+  CUDA_CHECK_LAUNCH();
+}
+
+void preload_slice_argmax_join() {
+  // Loaded now, not at first launch: loading a kernel may wait for the device to go idle, which
+  // a rank whose all-reduce waits for a peer must never do (docs/tensor-parallel.md).
+  cudaFuncAttributes attr;
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, spread_slice_argmax_kernel));
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, join_slice_argmax_kernel));
+}
 
 void launch_argmax(const float* logits, int B, int V, int32_t* out_ids, cudaStream_t stream) {
   if (B <= 0) return;
