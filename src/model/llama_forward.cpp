@@ -111,18 +111,76 @@ void LlamaForward::check_step(const StepBatch& b) const {
 void LlamaForward::step(const StepBatch& b) {
   check_step(b);
   upload_inputs(b, false);
-  run_step(int(b.ids.size()), int(b.logit_rows.size()));
+  run_step(int(b.ids.size()), int(b.logit_rows.size()), StepChoice::None);
 }
 
 void LlamaForward::step_fed(const StepBatch& b) {
   check_step(b);
+  feed_inputs(b);
+  run_step(int(b.ids.size()), int(b.logit_rows.size()), StepChoice::None);
+}
+
+uint64_t LlamaForward::step_and_start_choose(const StepBatch& b, bool fed, const std::vector<TokenChoice>& choices) {
+  LAMINA_CHECK(vocab_rank_ == cfg_.vocab_size, "choosing tokens on the device needs the whole vocabulary on one rank");
+  check_step(b);
+  const int R = static_cast<int>(b.logit_rows.size());
+  LAMINA_CHECK(R >= 1 && choices.size() == size_t(R), "one token choice per logit row is needed (", choices.size(),
+               " for ", R, " rows)");
+  if (fed) feed_inputs(b);
+  else upload_inputs(b, true);
+  prepare_choices(choices);
+  run_step(int(b.ids.size()), R, StepChoice::Rows);
+  chosen_rows_ = R;
+  return be_->start_copy_to_host(chosen_.get(), size_t(R) * sizeof(int32_t));
+}
+
+uint64_t LlamaForward::step_and_start_split_greedy(const StepBatch& b, bool fed, bool copy_back) {
+  check_step(b);
+  const int R = static_cast<int>(b.logit_rows.size());
+  LAMINA_CHECK(R >= 1, "a step whose tokens are chosen needs a logit row");
+  if (fed) feed_inputs(b);
+  else upload_inputs(b, true);
+  run_step(int(b.ids.size()), R, StepChoice::SplitGreedy);
+  chosen_rows_ = R;
+  return copy_back ? be_->start_copy_to_host(chosen_.get(), size_t(R) * sizeof(int32_t)) : 0;
+}
+
+void LlamaForward::feed_inputs(const StepBatch& b) {
   const int T = static_cast<int>(b.ids.size());
   LAMINA_CHECK(T <= chosen_rows_, "a step of ", T, " tokens fed by the previous choice needs as many chosen ids (",
                chosen_rows_, " were chosen)");
+  int32_t* inputs = step_inputs_.as<int32_t>();
+  if (advances_last_inputs(b)) {
+    // The device makes them from the last step's: one small kernel, no copies.
+    be_->advance_fed_inputs(inputs, inputs + T, inputs + 3 * T, chosen_.as<int32_t>(), T);
+    std::copy(b.positions.begin(), b.positions.end(), inputs_host_.begin() + T);
+    return;
+  }
   upload_inputs(b, true);
   // ids [T] come first in step_inputs_: the last choice's ids, device to device
-  be_->copy_on_device(step_inputs_.get(), chosen_.get(), size_t(T) * sizeof(int32_t));
-  run_step(T, int(b.logit_rows.size()));
+  be_->copy_on_device(inputs, chosen_.get(), size_t(T) * sizeof(int32_t));
+}
+
+bool LlamaForward::advances_last_inputs(const StepBatch& b) const {
+  // Same shape as the last upload, token t one past the last step's logit row t, and the same
+  // sequence rows, logit rows and block tables: advance_fed_inputs makes these inputs.
+  const int T = static_cast<int>(b.ids.size());
+  const int R = static_cast<int>(b.logit_rows.size());
+  const int S = static_cast<int>(b.block_tables.size());
+  if (T != uploaded_.T || R != uploaded_.R || S != uploaded_.S || T > R || T > 1024) return false;
+  const int32_t* h = inputs_host_.data();
+  for (int t = 0; t < T; ++t)
+    if (b.positions[size_t(t)] != h[T + h[3 * T + t]] + 1 || b.seq_rows[size_t(t)] != h[2 * T + t]) return false;
+  if (!std::equal(b.logit_rows.begin(), b.logit_rows.end(), h + 3 * T)) return false;
+  const size_t width = size_t(attn_.max_blocks_per_seq);
+  for (int s = 0; s < S; ++s) {
+    const std::vector<int32_t>& table = b.block_tables[size_t(s)];
+    const int32_t* row = h + 3 * T + R + size_t(s) * width;
+    if (!std::equal(table.begin(), table.end(), row) ||
+        !std::all_of(row + table.size(), row + width, [](int32_t id) { return id == -1; }))
+      return false;
+  }
+  return true;
 }
 
 void LlamaForward::upload_inputs(const StepBatch& b, bool ordered) {
@@ -149,14 +207,23 @@ void LlamaForward::upload_inputs(const StepBatch& b, bool ordered) {
   const size_t bytes = (size_t(3 * T + R) + size_t(S) * width) * sizeof(int32_t);
   if (ordered) be_->copy_to_device_ordered(step_inputs_.get(), h, bytes);
   else be_->copy_to_device(step_inputs_.get(), h, bytes);
+  uploaded_ = {T, R, S};
 }
 
-void LlamaForward::run_step(int T, int R) {
-  // Small steps (decode) repeat with identical shapes: let the backend record and replay them.
-  if (T <= kMaxRecordedTokens) {
-    be_->run_recorded((uint64_t(T) << 32) | uint64_t(R), [&] { run_layers(T, R); });
-  } else {
+void LlamaForward::run_step(int T, int R, StepChoice choice) {
+  const auto ops = [&] {
     run_layers(T, R);
+    if (choice == StepChoice::Rows)
+      be_->select_tokens(chosen_.as<int32_t>(), logits_.get(), R, int(vocab_rank_), choices_.as<TokenChoice>());
+    else if (choice == StepChoice::SplitGreedy)
+      split_greedy(R);
+  };
+  // Small steps (decode) repeat with identical shapes: let the backend record and replay them,
+  // token choice included (one recording a token).
+  if (T <= kMaxRecordedTokens) {
+    be_->run_recorded((uint64_t(T) << 32) | (uint64_t(R) << 8) | uint64_t(choice), ops);
+  } else {
+    ops();
   }
 }
 
@@ -241,8 +308,7 @@ uint64_t LlamaForward::start_choose(const std::vector<TokenChoice>& choices) {
   return be_->start_copy_to_host(chosen_.get(), size_t(R) * sizeof(int32_t));
 }
 
-uint64_t LlamaForward::start_split_greedy(int R, bool copy_back) {
-  LAMINA_CHECK(R >= 1 && R <= lim_.max_tokens, "greedy choices for ", R, " rows: a step has 1 to ", lim_.max_tokens);
+void LlamaForward::split_greedy(int R) {
   const int tp = comm_->world_size(), rank = comm_->rank();
   const int64_t first = int64_t(rank) * vocab_rank_;
   const int64_t valid = std::min<int64_t>(vocab_rank_, cfg_.vocab_size - first);  // the slice's tokens, no padding
@@ -253,8 +319,6 @@ uint64_t LlamaForward::start_split_greedy(int R, bool copy_back) {
   be_->spread_slice_argmax(gathered, valid > 0 ? argmax_.as<SliceArgmax>() : nullptr, R, rank, tp);
   comm_->all_reduce_sum(gathered, size_t(R) * size_t(tp) * 2, DType::F32);
   be_->join_slice_argmax(chosen_.as<int32_t>(), gathered, R, tp, vocab_rank_);
-  chosen_rows_ = R;
-  return copy_back ? be_->start_copy_to_host(chosen_.get(), size_t(R) * sizeof(int32_t)) : 0;
 }
 
 std::vector<int32_t> LlamaForward::finish_choose(uint64_t ticket, int R) {

@@ -67,9 +67,10 @@ class LlamaForward {
   // then writes the logits of the rows listed in logit_rows (e.g. each sequence's last token) into
   // this rank's logits buffer: [logit_rows.size(), vocab_per_rank] in activation dtype.
   void step(const StepBatch& batch);
-  // step() whose token t takes, on the device, the id that the last token choice (choose_tokens or
-  // start_choose) picked for its row t; batch.ids are not read. Its inputs go up without waiting,
-  // so the host can queue this step while the one before it still runs (pipelined decoding).
+  // step() whose token t takes, on the device, the id that the last token choice (choose_tokens,
+  // start_choose or a step_and_start_*) picked for its row t; batch.ids are not read. Its inputs
+  // go up without waiting (or are made on the device from the last step's), so the host can queue
+  // this step while the one before it still runs (pipelined decoding).
   void step_fed(const StepBatch& batch);
   // The checks step() makes first, alone: the leader of an mpirun job runs them before it sends
   // the batch anywhere, so a bad batch fails on it alone (runtime/follower_ranks.h).
@@ -86,12 +87,15 @@ class LlamaForward {
   // returns at once; finish_choose waits for that copy and returns the R ids.
   uint64_t start_choose(const std::vector<TokenChoice>& choices);
   std::vector<int32_t> finish_choose(uint64_t ticket, int R);
-  // The greedy token of each of the last step's R logit rows over the whole vocabulary, with the
-  // vocabulary split across the ranks, chosen on every rank's device: the ranks' slice argmaxes
-  // all-gathered through the communicator and joined as combine_slice_argmax does. Every rank
-  // runs it (it meets the others in an all-reduce); the same ids land in each rank's chosen ids
-  // (what step_fed reads). copy_back: also start the ids' copy to the host, for finish_choose.
-  uint64_t start_split_greedy(int R, bool copy_back);
+  // Pipelined decoding: step() (fed: step_fed()) with its token choice recorded into the step, so
+  // a decode token is one recording; returns the ticket of the ids' copy back (finish_choose).
+  // step_and_start_choose chooses each logit row by `choices` (tp 1). step_and_start_split_greedy
+  // takes each row's greedy token over the whole vocabulary, split across the ranks, on every
+  // rank's device: the ranks' slice argmaxes all-gathered through the communicator and joined as
+  // combine_slice_argmax does. Every rank runs it (it meets the others in an all-reduce) and gets
+  // the same ids; copy_back (rank 0): start their copy to the host, else the ticket is 0.
+  uint64_t step_and_start_choose(const StepBatch& batch, bool fed, const std::vector<TokenChoice>& choices);
+  uint64_t step_and_start_split_greedy(const StepBatch& batch, bool fed, bool copy_back);
   // Puts the choices of the next choice on the device, ordered before the step's ops: made after
   // the step with a waiting copy, it had left the device idle while the host copied and launched
   // the choice (8B engines at batch 1 on an H100: 0.006-0.043 ms a token). Choices equal to the
@@ -106,8 +110,15 @@ class LlamaForward {
 
  private:
   static constexpr int kMaxRecordedTokens = 8;
+  // What a step runs after its layers: nothing, select_tokens over choices_, or split_greedy.
+  enum class StepChoice : uint32_t { None = 0, Rows = 1, SplitGreedy = 2 };
   void upload_inputs(const StepBatch& batch, bool ordered);  // step_inputs_ = batch (ordered: no wait)
-  void run_step(int T, int R);    // run_layers, recorded and replayed for small steps
+  // A fed step's inputs: made on the device from the last step's where only the ids and positions
+  // move on (advance_fed_inputs), else uploaded (ordered) with the last choice copied over the ids.
+  void feed_inputs(const StepBatch& batch);
+  bool advances_last_inputs(const StepBatch& batch) const;
+  void split_greedy(int R);  // step_and_start_split_greedy's choice, into chosen_
+  void run_step(int T, int R, StepChoice choice);  // run_layers (+ the choice), recorded for small steps
   void run_layers(int T, int R);  // every op of one step, on already-uploaded inputs
   // residual[T,H] += Σ_ranks proj; normed = rms_norm(residual) · norm_weight
   void reduce_add_norm(const void* norm_weight, int T, float eps);
@@ -129,7 +140,8 @@ class LlamaForward {
   };
   StepInputs step_inputs(int T, int R) const;
   DeviceBuffer step_inputs_;           // int32 [3 max_tokens + max_tokens + max_seqs * max_blocks_per_seq]
-  std::vector<int32_t> inputs_host_;   // staging, same layout
+  std::vector<int32_t> inputs_host_;   // staging, same layout; what step_inputs_ holds (but fed ids)
+  struct { int T = -1, R = -1, S = -1; } uploaded_;  // the shape of what step_inputs_ holds
   DeviceBuffer residual_, normed_, qkv_, attn_out_, proj_, gate_up_, mlp_;
   DeviceBuffer last_, logits_;
   DeviceBuffer choices_, chosen_;  // TokenChoice [max_tokens], int32 [max_tokens]

@@ -191,6 +191,10 @@ class Backend {
   // ties, NaN never wins; index 0 with a NaN value when every logit is NaN). A tensor-parallel
   // rank's share of a greedy choice (SliceArgmax), found in one pass so one copy brings it back.
   virtual void slice_argmax_rows(SliceArgmax* out, const void* logits, int R, int V, int64_t row_stride) = 0;
+  // A fed decode step's inputs from the last step's, in place (device int32 arrays; T <= 1024):
+  // ids[t] = chosen[t], positions[t] = positions[logit_rows[t]] + 1, every read before any write.
+  virtual void advance_fed_inputs(int32_t* ids, int32_t* positions, const int32_t* logit_rows, const int32_t* chosen,
+                                  int T) = 0;
   // A greedy choice over a vocabulary split across tp ranks, made on every rank's device, as an
   // all-gather over the all-reduce. gathered: device float32 [R, tp, 2]. spread_slice_argmax
   // writes row r's pair of `mine` (this rank's slice_argmax_rows) as (value, float(index)) into

@@ -399,7 +399,7 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
       // ids stay for a fed step (a host row's sampled id then differs from the device's).
       if (followers_) return join_greedy(step_and_slice_argmax(batch, int(choices.size())), choices, host_rows);
       ChosenTokens c;
-      c.ids = ranks_[0]->forward->finish_choose(run_split_greedy(batch, int(choices.size()), false), int(choices.size()));
+      c.ids = ranks_[0]->forward->finish_choose(run_split_greedy(batch, false), int(choices.size()));
       add_host_rows(c, choices, host_rows);
       return c;
     }
@@ -413,15 +413,12 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
   return out;
 }
 
-uint64_t Engine::run_split_greedy(const StepBatch& batch, int rows, bool feed_previous) {
+uint64_t Engine::run_split_greedy(const StepBatch& batch, bool feed_previous) {
   // Each rank thread queues its step and its part of the choice (one job, no second hand-off);
   // only rank 0 copies the ids back.
   std::vector<uint64_t> tickets(tp_size());
   workers_->run([&](size_t r) {
-    LlamaForward& f = *ranks_[r]->forward;
-    if (feed_previous) f.step_fed(batch);
-    else f.step(batch);
-    tickets[r] = f.start_split_greedy(rows, r == 0);
+    tickets[r] = ranks_[r]->forward->step_and_start_split_greedy(batch, feed_previous, r == 0);
   });
   return tickets[0];
 }
@@ -447,12 +444,9 @@ uint64_t Engine::enqueue_step_and_choose(const StepBatch& batch, const std::vect
     // Queue the step (fed from the devices' last choice) and its choice behind whatever runs
     // now; only the ids' copy back is waited for, in collect_chosen.
     if (tp_size() == 1) {
-      LlamaForward& f = *ranks_[0]->forward;
-      if (fed) f.step_fed(b);
-      else f.step(b);
-      p.copy_ticket = f.start_choose(choices);
+      p.copy_ticket = ranks_[0]->forward->step_and_start_choose(b, fed, choices);
     } else {
-      p.copy_ticket = run_split_greedy(b, R, fed);
+      p.copy_ticket = run_split_greedy(b, fed);
     }
     p.queued = true;
     choice_on_device_ = true;
@@ -493,7 +487,7 @@ bool Engine::greedy_rows(const std::vector<TokenChoice>& choices, const std::vec
 ChosenTokens Engine::join_greedy(const std::vector<std::vector<SliceArgmax>>& parts,
                                  const std::vector<TokenChoice>& choices, const std::vector<int32_t>& host_rows) {
   ChosenTokens out;
-  const size_t tp = tp_size(), V = size_t(cfg_.vocab_size), Vr = size_t(cfg_.vocab_per_rank());
+  const size_t tp = tp_size(), Vr = size_t(cfg_.vocab_per_rank());
   std::vector<SliceArgmax> row(tp);
   out.ids.resize(choices.size());
   for (size_t i = 0; i < choices.size(); ++i) {

@@ -118,8 +118,9 @@ class Engine {
   void add_host_rows(ChosenTokens& out, const std::vector<TokenChoice>& choices,
                      const std::vector<int32_t>& host_rows) const;
   // In-process ranks, greedy rows: every rank queues its step (fed: from the devices' last choice)
-  // and LlamaForward::start_split_greedy; returns rank 0's ticket for the ids' copy back.
-  uint64_t run_split_greedy(const StepBatch& batch, int rows, bool feed_previous);
+  // with its part of the choice (LlamaForward::step_and_start_split_greedy); returns rank 0's
+  // ticket for the ids' copy back.
+  uint64_t run_split_greedy(const StepBatch& batch, bool feed_previous);
   // Every rank's part of the last step's output, in rank order: this process's ranks' and, on
   // the leader of an mpirun job, its followers'.
   std::vector<std::vector<float>> rank_logits(size_t rows) const;

@@ -91,6 +91,85 @@ TEST_F(Sampling, SliceArgmaxRowsMatchesCpu) {
   }
 }
 
+// The device join of a split vocabulary's greedy choice (pipelined decoding at tp > 1): each
+// rank's spread_slice_argmax into its slot of [R, tp, 2], the slots summed as the all-reduce sums
+// them (in rank order, float32), then join_slice_argmax; against the CPU backend and against
+// combine_slice_argmax over the same pairs. Random pairs, a tie across ranks (the lower rank
+// wins), NaN slices (never win), a row of NaN slices only (0), indices up to 2^24 - 1.
+TEST_F(Sampling, SplitGreedyJoinMatchesCpu) {
+  auto cpu = make_cpu_backend();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int tp : {2, 3, 8}) {
+    const int R = 7;
+    const int64_t vocab_per_rank = 16777215;
+    std::uniform_real_distribution<float> value(-20.0f, 20.0f);
+    std::uniform_int_distribution<int32_t> index(0, int32_t(vocab_per_rank - 1));
+    std::vector<std::vector<SliceArgmax>> ranks(static_cast<size_t>(tp), std::vector<SliceArgmax>(R));
+    for (auto& rows : ranks)
+      for (auto& p : rows) p = SliceArgmax{value(rng_), index(rng_)};
+    ranks[0][1].value = ranks[size_t(tp - 1)][1].value = 50.0f;  // a tie: rank 0 wins
+    ranks[1][2].value = nan;                                      // a NaN slice never wins
+    for (auto& rows : ranks) rows[3].value = nan;                 // no candidate at all: 0
+    ranks[size_t(tp - 1)][4] = SliceArgmax{60.0f, int32_t(vocab_per_rank - 1)};
+
+    std::vector<float> sum_g(size_t(R) * tp * 2, 0.0f), sum_c = sum_g;
+    for (int k = 0; k < tp; ++k) {
+      const bool empty = k == 1 && tp == 3;  // a slice of padding only: its pairs are not passed
+      DeviceBuffer mine(gpu_.get(), R * sizeof(SliceArgmax)), out(gpu_.get(), sum_g.size() * sizeof(float));
+      gpu_->copy_to_device(mine.get(), ranks[size_t(k)].data(), R * sizeof(SliceArgmax));
+      gpu_->spread_slice_argmax(out.as<float>(), empty ? nullptr : mine.as<SliceArgmax>(), R, k, tp);
+      std::vector<float> part(sum_g.size()), part_c(sum_g.size());
+      gpu_->copy_to_host(part.data(), out.get(), part.size() * sizeof(float));
+      cpu->spread_slice_argmax(part_c.data(), empty ? nullptr : ranks[size_t(k)].data(), R, k, tp);
+      for (size_t i = 0; i < part.size(); ++i) sum_g[i] += part[i], sum_c[i] += part_c[i];
+      if (empty)
+        for (auto& p : ranks[size_t(k)]) p.value = nan;
+    }
+    DeviceBuffer gathered(gpu_.get(), sum_g.size() * sizeof(float)), ids(gpu_.get(), R * sizeof(int32_t));
+    gpu_->copy_to_device(gathered.get(), sum_g.data(), sum_g.size() * sizeof(float));
+    gpu_->join_slice_argmax(ids.as<int32_t>(), gathered.as<float>(), R, tp, vocab_per_rank);
+    std::vector<int32_t> got(R), want(R);
+    gpu_->copy_to_host(got.data(), ids.get(), R * sizeof(int32_t));
+    cpu->join_slice_argmax(want.data(), sum_c.data(), R, tp, vocab_per_rank);
+    for (int r = 0; r < R; ++r) {
+      std::vector<SliceArgmax> row;
+      for (int k = 0; k < tp; ++k) row.push_back(ranks[size_t(k)][size_t(r)]);
+      const int32_t oracle = combine_slice_argmax(row.data(), tp, vocab_per_rank);
+      EXPECT_EQ(got[r], oracle) << "tp " << tp << " row " << r;
+      EXPECT_EQ(want[r], oracle) << "tp " << tp << " row " << r << " (cpu)";
+    }
+    EXPECT_EQ(want[1], ranks[0][1].index);
+    EXPECT_EQ(want[3], 0);
+  }
+}
+
+// A fed step's inputs advanced on the device (advance_fed_inputs) against the CPU backend: ids from
+// the chosen ids, each position one past its logit row's, in place, with rows that move (logit
+// row t != t).
+TEST_F(Sampling, AdvanceFedInputsMatchesCpu) {
+  auto cpu = make_cpu_backend();
+  for (int T : {1, 5, 33, 1024}) {
+    std::uniform_int_distribution<int32_t> pos(0, 100000), id(0, 128255), row(0, T - 1);
+    std::vector<int32_t> ids(T), positions(T), logit_rows(T), chosen(T);
+    for (int t = 0; t < T; ++t) ids[t] = -1, positions[t] = pos(rng_), logit_rows[t] = row(rng_), chosen[t] = id(rng_);
+    DeviceBuffer ids_g(gpu_.get(), T * 4), pos_g(gpu_.get(), T * 4), rows_g(gpu_.get(), T * 4), chosen_g(gpu_.get(), T * 4);
+    gpu_->copy_to_device(ids_g.get(), ids.data(), T * 4);
+    gpu_->copy_to_device(pos_g.get(), positions.data(), T * 4);
+    gpu_->copy_to_device(rows_g.get(), logit_rows.data(), T * 4);
+    gpu_->copy_to_device(chosen_g.get(), chosen.data(), T * 4);
+    gpu_->advance_fed_inputs(ids_g.as<int32_t>(), pos_g.as<int32_t>(), rows_g.as<int32_t>(), chosen_g.as<int32_t>(), T);
+    std::vector<int32_t> got_ids(T), got_pos(T);
+    gpu_->copy_to_host(got_ids.data(), ids_g.get(), T * 4);
+    gpu_->copy_to_host(got_pos.data(), pos_g.get(), T * 4);
+    std::vector<int32_t> want_pos = positions;
+    cpu->advance_fed_inputs(ids.data(), want_pos.data(), logit_rows.data(), chosen.data(), T);
+    EXPECT_EQ(got_ids, chosen) << "T " << T;
+    EXPECT_EQ(ids, chosen) << "T " << T << " (cpu)";
+    EXPECT_EQ(got_pos, want_pos) << "T " << T;
+    for (int t = 0; t < T; ++t) ASSERT_EQ(want_pos[t], positions[logit_rows[t]] + 1) << "T " << T << " token " << t;
+  }
+}
+
 // Greedy rows' argmax split over blocks (launch_sample_split, what select_tokens runs for up to 8
 // rows), among sampled rows: the split greedy rows give exactly cpu_argmax (the last index, a tie
 // across two chunks, a NaN, a row of NaN only: 0), sampled rows a valid choice; splits that leave

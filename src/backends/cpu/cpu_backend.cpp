@@ -230,6 +230,12 @@ class CpuBackend final : public Backend {
       out[r] = SliceArgmax{row[i], i};
     }
   }
+  void advance_fed_inputs(int32_t* ids, int32_t* positions, const int32_t* logit_rows, const int32_t* chosen,
+                          int T) override {
+    std::vector<int32_t> next(static_cast<size_t>(T));
+    for (int t = 0; t < T; ++t) next[size_t(t)] = positions[logit_rows[t]] + 1;
+    for (int t = 0; t < T; ++t) ids[t] = chosen[t], positions[t] = next[size_t(t)];
+  }
   void spread_slice_argmax(float* gathered, const SliceArgmax* mine, int R, int rank, int tp) override {
     std::fill(gathered, gathered + size_t(R) * size_t(tp) * 2, 0.0f);
     for (int r = 0; r < R; ++r) {

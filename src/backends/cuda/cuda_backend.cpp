@@ -307,6 +307,12 @@ class CudaBackend final : public Backend {
                            : nullptr;
     launch_sample_split(act_, logits, R, V, choices, ids, partials, split, stream_);
   }
+  void advance_fed_inputs(int32_t* ids, int32_t* positions, const int32_t* logit_rows, const int32_t* chosen,
+                          int T) override {
+    use_device();
+    LAMINA_CHECK(T <= 1024, "advance_fed_inputs takes at most 1024 tokens (got ", T, ")");
+    launch_advance_fed_inputs(ids, positions, logit_rows, chosen, T, stream_);
+  }
   void spread_slice_argmax(float* gathered, const SliceArgmax* mine, int R, int rank, int tp) override {
     use_device();
     launch_spread_slice_argmax(gathered, mine, R, rank, tp, stream_);
