@@ -49,7 +49,8 @@ class PendingSteps {
     return t;
   }
   int32_t collect(uint64_t ticket) {
-    tickets_.erase(std::find(tickets_.begin(), tickets_.end(), ticket));
+    const auto it = std::find(tickets_.begin(), tickets_.end(), ticket);
+    if (it != tickets_.end()) tickets_.erase(it);
     return engine_.collect_chosen(ticket).at(0);
   }
 

@@ -303,5 +303,43 @@ TEST(EngineTokenChoice, PipelinedDecodeMatchesStepwise) {
   }
 }
 
+// generate() queues each decode step before it reads the token before it: when an end id, a stop
+// word or the callback ends generation, the step queued after it is dropped, the output is what
+// step-by-step decoding gives, and the engine serves the next request as if nothing had queued.
+TEST(GeneratePipelined, EarlyEndsDropTheQueuedStep) {
+  const Reference ref = load_reference("llama31_bf16_sharded");
+  for (int tp : {1, 2}) {
+    SCOPED_TRACE("tp " + std::to_string(tp));
+    ScratchDir scratch("gen-stop");
+    auto engine = make_engine(scratch, "llama31_bf16_sharded", DType::F32, tp);
+    GenerationRequest req;
+    req.prompt.assign(ref.input_ids.begin(), ref.input_ids.begin() + 10);
+    req.max_new_tokens = 12;
+    req.sampling.top_k = 1;  // greedy
+    const std::vector<int32_t> full = generate(*engine, req).output_ids;
+    ASSERT_EQ(full.size(), 12u);
+
+    GenerationRequest by_end = req;
+    by_end.end_ids = {full[5]};
+    const size_t first_end = size_t(std::find(full.begin(), full.end(), full[5]) - full.begin());
+    const GenerationResult e = generate(*engine, by_end);
+    EXPECT_EQ(e.finish_reason, FinishReason::EndId);
+    EXPECT_EQ(e.output_ids, std::vector<int32_t>(full.begin(), full.begin() + long(first_end)));
+
+    GenerationRequest by_word = req;
+    by_word.stop_words = {{full[3], full[4]}};
+    const GenerationResult w = generate(*engine, by_word);
+    EXPECT_EQ(w.finish_reason, FinishReason::StopWord);
+    EXPECT_EQ(w.output_ids.back(), full[4]);
+    EXPECT_TRUE(std::equal(w.output_ids.begin(), w.output_ids.end(), full.begin()));
+
+    int seen = 0;
+    const GenerationResult c = generate(*engine, req, [&](int32_t) { return ++seen < 3; });
+    EXPECT_EQ(c.output_ids, std::vector<int32_t>(full.begin(), full.begin() + 3));
+
+    EXPECT_EQ(generate(*engine, req).output_ids, full) << "a dropped step changed what came after";
+  }
+}
+
 }  // namespace
 }  // namespace lamina
