@@ -123,24 +123,23 @@ void LlamaForward::step_fed(const StepBatch& b) {
 uint64_t LlamaForward::step_and_start_choose(const StepBatch& b, bool fed, const std::vector<TokenChoice>& choices) {
   LAMINA_CHECK(vocab_rank_ == cfg_.vocab_size, "choosing tokens on the device needs the whole vocabulary on one rank");
   check_step(b);
-  const int R = static_cast<int>(b.logit_rows.size());
-  LAMINA_CHECK(R >= 1 && choices.size() == size_t(R), "one token choice per logit row is needed (", choices.size(),
-               " for ", R, " rows)");
-  if (fed) feed_inputs(b);
-  else upload_inputs(b, true);
+  LAMINA_CHECK(!choices.empty() && choices.size() == b.logit_rows.size(), "one token choice per logit row is needed (",
+               choices.size(), " for ", b.logit_rows.size(), " rows)");
   prepare_choices(choices);
-  run_step(int(b.ids.size()), R, StepChoice::Rows);
-  chosen_rows_ = R;
-  return be_->start_copy_to_host(chosen_.get(), size_t(R) * sizeof(int32_t));
+  return queue_step_and_choice(b, fed, StepChoice::Rows, true);
 }
 
 uint64_t LlamaForward::step_and_start_split_greedy(const StepBatch& b, bool fed, bool copy_back) {
   check_step(b);
+  LAMINA_CHECK(!b.logit_rows.empty(), "a step whose tokens are chosen needs a logit row");
+  return queue_step_and_choice(b, fed, StepChoice::SplitGreedy, copy_back);
+}
+
+uint64_t LlamaForward::queue_step_and_choice(const StepBatch& b, bool fed, StepChoice choice, bool copy_back) {
   const int R = static_cast<int>(b.logit_rows.size());
-  LAMINA_CHECK(R >= 1, "a step whose tokens are chosen needs a logit row");
   if (fed) feed_inputs(b);
   else upload_inputs(b, true);
-  run_step(int(b.ids.size()), R, StepChoice::SplitGreedy);
+  run_step(int(b.ids.size()), R, choice);
   chosen_rows_ = R;
   return copy_back ? be_->start_copy_to_host(chosen_.get(), size_t(R) * sizeof(int32_t)) : 0;
 }
@@ -295,17 +294,10 @@ std::vector<int32_t> LlamaForward::choose_tokens(const std::vector<TokenChoice>&
   const int R = static_cast<int>(choices.size());
   LAMINA_CHECK(R <= lim_.max_tokens, "more token choices than logit rows");
   if (R == 0) return {};
-  return finish_choose(start_choose(choices), R);
-}
-
-uint64_t LlamaForward::start_choose(const std::vector<TokenChoice>& choices) {
-  LAMINA_CHECK(vocab_rank_ == cfg_.vocab_size, "choosing tokens on the device needs the whole vocabulary on one rank");
-  const int R = static_cast<int>(choices.size());
-  LAMINA_CHECK(R >= 1 && R <= lim_.max_tokens, "token choices for ", R, " rows: a step has 1 to ", lim_.max_tokens);
   prepare_choices(choices);
   be_->select_tokens(chosen_.as<int32_t>(), logits_.get(), R, int(vocab_rank_), choices_.as<TokenChoice>());
   chosen_rows_ = R;
-  return be_->start_copy_to_host(chosen_.get(), size_t(R) * sizeof(int32_t));
+  return finish_choose(be_->start_copy_to_host(chosen_.get(), size_t(R) * sizeof(int32_t)), R);
 }
 
 void LlamaForward::split_greedy(int R) {

@@ -67,8 +67,8 @@ class LlamaForward {
   // then writes the logits of the rows listed in logit_rows (e.g. each sequence's last token) into
   // this rank's logits buffer: [logit_rows.size(), vocab_per_rank] in activation dtype.
   void step(const StepBatch& batch);
-  // step() whose token t takes, on the device, the id that the last token choice (choose_tokens,
-  // start_choose or a step_and_start_*) picked for its row t; batch.ids are not read. Its inputs
+  // step() whose token t takes, on the device, the id that the last token choice (choose_tokens
+  // or a step_and_start_*) picked for its row t; batch.ids are not read. Its inputs
   // go up without waiting (or are made on the device from the last step's), so the host can queue
   // this step while the one before it still runs (pipelined decoding).
   void step_fed(const StepBatch& batch);
@@ -83,9 +83,7 @@ class LlamaForward {
   // One token for each of the last step's R logit rows, chosen on the device (choices: [R]);
   // only the R ids come back to the host. Needs the whole vocabulary on this rank (tp 1).
   std::vector<int32_t> choose_tokens(const std::vector<TokenChoice>& choices);
-  // choose_tokens() in two halves: start_choose queues the choice and the ids' copy back and
-  // returns at once; finish_choose waits for that copy and returns the R ids.
-  uint64_t start_choose(const std::vector<TokenChoice>& choices);
+  // The R ids of a step_and_start_* ticket, once their copy back has arrived.
   std::vector<int32_t> finish_choose(uint64_t ticket, int R);
   // Pipelined decoding: step() (fed: step_fed()) with its token choice recorded into the step, so
   // a decode token is one recording; returns the ticket of the ids' copy back (finish_choose).
@@ -118,6 +116,9 @@ class LlamaForward {
   void feed_inputs(const StepBatch& batch);
   bool advances_last_inputs(const StepBatch& batch) const;
   void split_greedy(int R);  // step_and_start_split_greedy's choice, into chosen_
+  // The checked step's inputs (fed or uploaded, without waiting), the step with `choice`, and the
+  // ids' copy back started when copy_back (else the ticket is 0).
+  uint64_t queue_step_and_choice(const StepBatch& batch, bool fed, StepChoice choice, bool copy_back);
   void run_step(int T, int R, StepChoice choice);  // run_layers (+ the choice), recorded for small steps
   void run_layers(int T, int R);  // every op of one step, on already-uploaded inputs
   // residual[T,H] += Σ_ranks proj; normed = rms_norm(residual) · norm_weight

@@ -98,8 +98,8 @@ class Backend {
     copy_to_device(dst, tmp.data(), bytes);
   }
   // Starts bringing `bytes` from src to the host once the ops issued before it are done, without
-  // waiting; returns a ticket. finish_copy_to_host(ticket, dst) waits for those bytes and writes
-  // them to dst. Every ticket must be finished once.
+  // waiting; returns a ticket (never 0). finish_copy_to_host(ticket, dst) waits for those bytes
+  // and writes them to dst. Every ticket must be finished once.
   virtual uint64_t start_copy_to_host(const void* src, size_t bytes) {
     std::vector<char> bytes_now(bytes);
     copy_to_host(bytes_now.data(), src, bytes);

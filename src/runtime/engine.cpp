@@ -392,7 +392,6 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
                choices.size(), " for ", logit_rows.size(), " rows)");
   for (int32_t r : host_rows)
     LAMINA_CHECK(r >= 0 && size_t(r) < logit_rows.size(), "host row ", r, " is not a logit row");
-  const bool all_greedy = std::none_of(choices.begin(), choices.end(), [](const TokenChoice& c) { return c.temperature > 0.0f; });
   ChosenTokens out = lead(batch, [&] {
     if (tp_size() > 1 && greedy_rows(choices, host_rows)) {
       // An mpirun job's ranks join on the host; in-process ranks on their devices, where the
@@ -409,7 +408,7 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
     return choose(choices, host_rows);
   });
   last_chosen_ = out.ids;
-  choice_on_device_ = tp_size() == 1 || (!followers_ && all_greedy);
+  choice_on_device_ = tp_size() == 1 || (!followers_ && greedy_rows(choices, {}));
   return out;
 }
 
@@ -437,10 +436,9 @@ uint64_t Engine::enqueue_step_and_choose(const StepBatch& batch, const std::vect
     std::copy(last_chosen_.begin(), last_chosen_.begin() + long(b.ids.size()), b.ids.begin());
     fed = false;
   }
-  const bool all_greedy = std::none_of(choices.begin(), choices.end(), [](const TokenChoice& c) { return c.temperature > 0.0f; });
   PendingChoice p;
   p.rows = R;
-  if (!followers_ && !follower_mpi_ && (tp_size() == 1 || all_greedy)) {
+  if (!followers_ && !follower_mpi_ && (tp_size() == 1 || greedy_rows(choices, {}))) {
     // Queue the step (fed from the devices' last choice) and its choice behind whatever runs
     // now; only the ids' copy back is waited for, in collect_chosen.
     if (tp_size() == 1) {
@@ -448,7 +446,6 @@ uint64_t Engine::enqueue_step_and_choose(const StepBatch& batch, const std::vect
     } else {
       p.copy_ticket = run_split_greedy(b, fed);
     }
-    p.queued = true;
     choice_on_device_ = true;
   } else if (fed) {
     // Sampled rows at tp > 1: the step is fed on the devices, its rows chosen on the host from
@@ -469,7 +466,7 @@ std::vector<int32_t> Engine::collect_chosen(uint64_t ticket) {
   LAMINA_CHECK(it != pending_.end(), "no step was enqueued with ticket ", ticket, " (or it was collected already)");
   PendingChoice p = std::move(it->second);
   pending_.erase(it);
-  if (!p.queued) return p.ids;
+  if (p.copy_ticket == 0) return p.ids;
   return ranks_[0]->forward->finish_choose(p.copy_ticket, p.rows);
 }
 

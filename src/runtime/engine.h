@@ -145,9 +145,8 @@ class Engine {
   std::unique_ptr<FollowerRanks> followers_;  // the leader of an mpirun job: ranks 1..N-1
   MpiSession* follower_mpi_ = nullptr;        // a follower: the job it follows in
   // Tickets of enqueue_step_and_choose not collected yet: a queued step's copy back (the backend's
-  // ticket) or the ids of a step that ran at once.
+  // ticket, never 0) or, with copy_ticket 0, the ids of a step that ran at once.
   struct PendingChoice {
-    bool queued = false;
     uint64_t copy_ticket = 0;
     int rows = 0;
     std::vector<int32_t> ids;
