@@ -93,6 +93,9 @@ class QuantMatmulOp : public ::testing::TestWithParam<Param> {
                      " K=" + std::to_string(K));
   }
 
+  // The fused qkv + rope + KV write against the CPU's matmul then rope_kv_write (test below).
+  void check_qkv_rope_kv_write(int Hq, int Hkv, int D, int K);
+
   std::unique_ptr<Backend> cpu_, gpu_;
   std::mt19937_64 rng_;
   uint64_t seed_ = 0;
@@ -259,7 +262,14 @@ TEST_P(QuantMatmulOp, RecordedMatchesDirect) {
 // and an FP8 cache).
 TEST_P(QuantMatmulOp, QkvRopeKvWriteMatchesMatmulThenRope) {
   if (dt() == DType::F32) GTEST_SKIP() << "16-bit activations (an FP8 cache needs them)";
-  const int Hq = 8, Hkv = 2, D = 64, K = 512, N = (Hq + 2 * Hkv) * D;
+  // Small heads, and Llama-3-8B's (32 q and 8 kv heads of 128: the engine's qkv at that shape).
+  for (const std::array<int, 4>& heads : {std::array<int, 4>{8, 2, 64, 512}, std::array<int, 4>{32, 8, 128, 256}})
+    check_qkv_rope_kv_write(heads[0], heads[1], heads[2], heads[3]);
+}
+
+void QuantMatmulOp::check_qkv_rope_kv_write(int Hq, int Hkv, int D, int K) {
+  const int N = (Hq + 2 * Hkv) * D;
+  SCOPED_TRACE("Hq=" + std::to_string(Hq) + " Hkv=" + std::to_string(Hkv) + " D=" + std::to_string(D));
   const HostQuant q = quantize(fmt(), random_floats(rng_, size_t(N) * K), N, K);
   DeviceBuffer w_g = DeviceBuffer::adopt(gpu_.get(), gpu_->upload_quantized_weight(q.view), q.data.size());
   DeviceBuffer w_c = DeviceBuffer::adopt(cpu_.get(), cpu_->upload_quantized_weight(q.view), q.data.size());
