@@ -47,6 +47,16 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
   chosen_ = DeviceBuffer(be_, T * sizeof(int32_t));
   argmax_ = DeviceBuffer(be_, T * sizeof(SliceArgmax));
   gathered_argmax_ = DeviceBuffer(be_, T * size_t(comm_->world_size()) * 2 * sizeof(float));
+  // The real tokens of this rank's vocabulary slice, and lm_head's screen over them.
+  const int64_t first = int64_t(comm_->rank()) * vocab_rank_;
+  vocab_valid_ = std::max<int64_t>(0, std::min<int64_t>(vocab_rank_, cfg_.vocab_size - first));
+  if (limits.screen_lm_head && vocab_valid_ > 0) {
+    const size_t bytes = be_->lm_head_screen_bytes(w_.lm_head, int(vocab_valid_), int(H_));
+    if (bytes > 0) {
+      lm_head_screen_ = DeviceBuffer(be_, bytes);
+      be_->make_lm_head_screen(lm_head_screen_.get(), w_.lm_head, int(vocab_valid_), int(H_));
+    }
+  }
 
   // Step inputs incl. block tables ([max_seqs, max_blocks_per_seq]; rows in use uploaded each step).
   const size_t inputs_n = 4 * T + size_t(limits.max_seqs) * size_t(attn_.max_blocks_per_seq);
@@ -125,14 +135,23 @@ uint64_t LlamaForward::step_and_start_choose(const StepBatch& b, bool fed, const
   check_step(b);
   LAMINA_CHECK(!choices.empty() && choices.size() == b.logit_rows.size(), "one token choice per logit row is needed (",
                choices.size(), " for ", b.logit_rows.size(), " rows)");
+  const bool greedy = std::all_of(choices.begin(), choices.end(), [](const TokenChoice& c) { return c.temperature <= 0; });
+  if (greedy && can_screen(int(choices.size()))) return queue_step_and_choice(b, fed, StepChoice::GreedyScreened, true);
   prepare_choices(choices);
   return queue_step_and_choice(b, fed, StepChoice::Rows, true);
 }
 
-uint64_t LlamaForward::step_and_start_split_greedy(const StepBatch& b, bool fed, bool copy_back) {
+uint64_t LlamaForward::step_and_start_split_greedy(const StepBatch& b, bool fed, bool copy_back, bool keep_logits) {
   check_step(b);
   LAMINA_CHECK(!b.logit_rows.empty(), "a step whose tokens are chosen needs a logit row");
-  return queue_step_and_choice(b, fed, StepChoice::SplitGreedy, copy_back);
+  // Ranks may differ here (a slice of padding only has no screen): both ways meet the others in the
+  // same one all-reduce.
+  const bool screened = !keep_logits && can_screen(int(b.logit_rows.size()));
+  return queue_step_and_choice(b, fed, screened ? StepChoice::SplitGreedyScreened : StepChoice::SplitGreedy, copy_back);
+}
+
+bool LlamaForward::can_screen(int R) const {
+  return lm_head_screen_.get() != nullptr && R >= 1 && R <= kMaxScreenedRows;
 }
 
 uint64_t LlamaForward::queue_step_and_choice(const StepBatch& b, bool fed, StepChoice choice, bool copy_back) {
@@ -210,12 +229,16 @@ void LlamaForward::upload_inputs(const StepBatch& b, bool ordered) {
 }
 
 void LlamaForward::run_step(int T, int R, StepChoice choice) {
+  const bool screened = choice == StepChoice::GreedyScreened || choice == StepChoice::SplitGreedyScreened;
   const auto ops = [&] {
-    run_layers(T, R);
+    run_layers(T, R, !screened);
     if (choice == StepChoice::Rows)
       be_->select_tokens(chosen_.as<int32_t>(), logits_.get(), R, int(vocab_rank_), choices_.as<TokenChoice>());
-    else if (choice == StepChoice::SplitGreedy)
-      split_greedy(R);
+    else if (choice == StepChoice::GreedyScreened)
+      be_->screened_argmax(nullptr, chosen_.as<int32_t>(), last_.get(), w_.lm_head, lm_head_screen_.get(),
+                           logits_.get(), R, int(vocab_valid_), int(H_));
+    else if (choice == StepChoice::SplitGreedy || choice == StepChoice::SplitGreedyScreened)
+      split_greedy(R, screened);
   };
   // Small steps (decode) repeat with identical shapes: let the backend record and replay them,
   // token choice included (one recording a token).
@@ -240,7 +263,7 @@ void LlamaForward::reduce_add_norm(const void* norm_weight, int T, float eps) {
   be_->add_rms_norm(residual_.get(), proj_.get(), normed_.get(), norm_weight, T, int(H_), eps);
 }
 
-void LlamaForward::run_layers(int T, int R) {
+void LlamaForward::run_layers(int T, int R, bool logits) {
   const StepInputs in = step_inputs(T, R);
   const int32_t* pos = in.positions;
   const int32_t* slot = in.seq_rows;
@@ -278,7 +301,7 @@ void LlamaForward::run_layers(int T, int R) {
   if (R == 0) return;
   // logits[R, V_rank] = normed[logit_rows] · lm_head^T
   be_->gather_rows(last_.get(), normed_.get(), in.logit_rows, R, H);
-  be_->matmul(logits_.get(), last_.get(), w_.lm_head, R, int(vocab_rank_), H);
+  if (logits) be_->matmul(logits_.get(), last_.get(), w_.lm_head, R, int(vocab_rank_), H);
 }
 
 std::vector<float> LlamaForward::logit_rows_f32(const std::vector<int32_t>& rows) const {
@@ -300,13 +323,17 @@ std::vector<int32_t> LlamaForward::choose_tokens(const std::vector<TokenChoice>&
   return finish_choose(be_->start_copy_to_host(chosen_.get(), size_t(R) * sizeof(int32_t)), R);
 }
 
-void LlamaForward::split_greedy(int R) {
+void LlamaForward::split_greedy(int R, bool screened) {
   const int tp = comm_->world_size(), rank = comm_->rank();
-  const int64_t first = int64_t(rank) * vocab_rank_;
-  const int64_t valid = std::min<int64_t>(vocab_rank_, cfg_.vocab_size - first);  // the slice's tokens, no padding
+  const int64_t valid = vocab_valid_;  // the slice's tokens, no padding
   // [R, tp, 2]: this rank's (value, index) pairs in its slot, zeros elsewhere; summed over the
   // ranks, every rank holds all of them and joins them alike.
-  if (valid > 0) be_->slice_argmax_rows(argmax_.as<SliceArgmax>(), logits_.get(), R, int(valid), vocab_rank_);
+  if (valid > 0 && screened) {
+    be_->screened_argmax(argmax_.as<SliceArgmax>(), nullptr, last_.get(), w_.lm_head, lm_head_screen_.get(),
+                         logits_.get(), R, int(valid), int(H_));
+  } else if (valid > 0) {
+    be_->slice_argmax_rows(argmax_.as<SliceArgmax>(), logits_.get(), R, int(valid), vocab_rank_);
+  }
   float* gathered = gathered_argmax_.as<float>();
   be_->spread_slice_argmax(gathered, valid > 0 ? argmax_.as<SliceArgmax>() : nullptr, R, rank, tp);
   comm_->all_reduce_sum(gathered, size_t(R) * size_t(tp) * 2, DType::F32);
@@ -335,8 +362,7 @@ std::vector<SliceArgmax> LlamaForward::slice_argmax(int R) {
   LAMINA_CHECK(R >= 0 && R <= lim_.max_tokens, "more argmax rows than logit rows");
   std::vector<SliceArgmax> out(static_cast<size_t>(R));
   if (R == 0) return out;
-  const int64_t first = int64_t(comm_->rank()) * vocab_rank_;
-  const int64_t valid = std::min<int64_t>(vocab_rank_, cfg_.vocab_size - first);  // tokens of the slice, no padding
+  const int64_t valid = vocab_valid_;  // tokens of the slice, no padding
   if (valid <= 0) {  // a slice of padding only: no candidate
     for (auto& s : out) s.value = std::numeric_limits<float>::quiet_NaN();
     return out;

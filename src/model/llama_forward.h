@@ -32,6 +32,7 @@ struct ForwardLimits {
   int max_seqs = 1;          // sequences in one step (rows of the block tables)
   int tokens_per_block = 32; // KV cache rows per block
   int num_blocks = 0;        // blocks in each layer's KV pool; 0: allocate later (allocate_kv_pool)
+  bool screen_lm_head = false;  // make lm_head's screen where the backend has one (EngineOptions)
 };
 
 // One step's inputs, as host arrays. Token t belongs to the sequence whose KV blocks are listed
@@ -92,8 +93,12 @@ class LlamaForward {
   // rank's device: the ranks' slice argmaxes all-gathered through the communicator and joined as
   // combine_slice_argmax does. Every rank runs it (it meets the others in an all-reduce) and gets
   // the same ids; copy_back (rank 0): start their copy to the host, else the ticket is 0.
+  // Greedy rows go through lm_head's screen where there is one (Backend::screened_argmax: the
+  // same ids), so the logits buffer then holds no logits after these calls.
   uint64_t step_and_start_choose(const StepBatch& batch, bool fed, const std::vector<TokenChoice>& choices);
-  uint64_t step_and_start_split_greedy(const StepBatch& batch, bool fed, bool copy_back);
+  // keep_logits: the logits are read after it (Engine::step_and_choose's host rows), so the lm_head
+  // screen is not used.
+  uint64_t step_and_start_split_greedy(const StepBatch& batch, bool fed, bool copy_back, bool keep_logits = false);
   // Puts the choices of the next choice on the device, ordered before the step's ops: made after
   // the step with a waiting copy, it had left the device idle while the host copied and launched
   // the choice (8B engines at batch 1 on an H100: 0.006-0.043 ms a token). Choices equal to the
@@ -109,18 +114,25 @@ class LlamaForward {
  private:
   static constexpr int kMaxRecordedTokens = 8;
   // What a step runs after its layers: nothing, select_tokens over choices_, or split_greedy.
-  enum class StepChoice : uint32_t { None = 0, Rows = 1, SplitGreedy = 2 };
+  // GreedyScreened: every row greedy (tp 1), or the split greedy (tp > 1), through the lm_head
+  // screen (Backend::screened_argmax), which takes the lm_head GEMV's place: no logits are written.
+  enum class StepChoice : uint32_t { None = 0, Rows = 1, SplitGreedy = 2, GreedyScreened = 3, SplitGreedyScreened = 4 };
+  // Whether the step's rows can go through the screen (one exists, few enough rows).
+  bool can_screen(int R) const;
   void upload_inputs(const StepBatch& batch, bool ordered);  // step_inputs_ = batch (ordered: no wait)
   // A fed step's inputs: made on the device from the last step's where only the ids and positions
   // move on (advance_fed_inputs), else uploaded (ordered) with the last choice copied over the ids.
   void feed_inputs(const StepBatch& batch);
   bool advances_last_inputs(const StepBatch& batch) const;
-  void split_greedy(int R);  // step_and_start_split_greedy's choice, into chosen_
+  // step_and_start_split_greedy's choice, into chosen_ (each rank's slice argmax through the screen)
+  void split_greedy(int R, bool screened);
+  static constexpr int kMaxScreenedRows = 8;  // Backend::screened_argmax's rows
   // The checked step's inputs (fed or uploaded, without waiting), the step with `choice`, and the
   // ids' copy back started when copy_back (else the ticket is 0).
   uint64_t queue_step_and_choice(const StepBatch& batch, bool fed, StepChoice choice, bool copy_back);
   void run_step(int T, int R, StepChoice choice);  // run_layers (+ the choice), recorded for small steps
-  void run_layers(int T, int R);  // every op of one step, on already-uploaded inputs
+  // Every op of one step, on already-uploaded inputs; the lm_head GEMV only with `logits`.
+  void run_layers(int T, int R, bool logits = true);
   // residual[T,H] += Σ_ranks proj; normed = rms_norm(residual) · norm_weight
   void reduce_add_norm(const void* norm_weight, int T, float eps);
 
@@ -149,6 +161,8 @@ class LlamaForward {
   std::vector<TokenChoice> choices_on_device_;  // what choices_ holds
   int chosen_rows_ = 0;                         // ids the last choice wrote into chosen_
   DeviceBuffer argmax_;            // SliceArgmax [max_tokens]
+  DeviceBuffer lm_head_screen_;    // Backend::lm_head_screen_bytes (empty: none)
+  int64_t vocab_valid_ = 0;        // this rank's real tokens (the last slice may hold padding rows)
   DeviceBuffer gathered_argmax_;   // float [max_tokens, tp, 2]: every rank's (value, index) pairs
   std::vector<DeviceBuffer> k_cache_, v_cache_;
 };

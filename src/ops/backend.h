@@ -191,6 +191,27 @@ class Backend {
   // ties, NaN never wins; index 0 with a NaN value when every logit is NaN). A tensor-parallel
   // rank's share of a greedy choice (SliceArgmax), found in one pass so one copy brings it back.
   virtual void slice_argmax_rows(SliceArgmax* out, const void* logits, int R, int V, int64_t row_stride) = 0;
+  // The greedy argmax of logits = x · lm_head^T without those logits (decode at a few tokens reads
+  // lm_head, 1.05 GB for Llama 3 8B, once a token; here an int8 copy of it, half the bytes, screens
+  // the rows, and only the few rows that could be the argmax are multiplied in full).
+  // lm_head_screen_bytes: the device bytes of lm_head's screen (lm_head: [V, H] uploaded weight),
+  // 0 where the backend has none (the caller then computes the logits). make_lm_head_screen fills
+  // it (once, at load). screened_argmax: for x [R, H] (R <= 8), out[r] is exactly what
+  // slice_argmax_rows gives over the logits that matmul(x, lm_head) writes (same bits), and, where
+  // ids is not null, ids[r] = out[r].index; scratch holds [R, V] activations.
+  virtual size_t lm_head_screen_bytes(const void* lm_head, int V, int H) {
+    (void)lm_head, (void)V, (void)H;
+    return 0;
+  }
+  virtual void make_lm_head_screen(void* screen, const void* lm_head, int V, int H) {
+    (void)screen, (void)lm_head, (void)V, (void)H;
+    fail(name(), " has no lm_head screen");
+  }
+  virtual void screened_argmax(SliceArgmax* out, int32_t* ids, const void* x, const void* lm_head, const void* screen,
+                               void* scratch, int R, int V, int H) {
+    (void)out, (void)ids, (void)x, (void)lm_head, (void)screen, (void)scratch, (void)R, (void)V, (void)H;
+    fail(name(), " has no lm_head screen");
+  }
   // A fed decode step's inputs from the last step's, in place (device int32 arrays; T <= 1024):
   // ids[t] = chosen[t], positions[t] = positions[logit_rows[t]] + 1, every read before any write.
   virtual void advance_fed_inputs(int32_t* ids, int32_t* positions, const int32_t* logit_rows, const int32_t* chosen,

@@ -262,7 +262,8 @@ std::unique_ptr<Engine> Engine::load(const std::string& engine_dir, const Engine
     w.final_norm = upload(names::kEngFinalNorm);
     w.lm_head = upload(names::kEngLmHead);
     // The KV pool comes after the weights and activations (allocate_kv_pool below).
-    ForwardLimits fl{e->lim_.max_num_tokens, e->lim_.max_seq_len, e->num_slots_, opts.tokens_per_block, 0};
+    ForwardLimits fl{e->lim_.max_num_tokens, e->lim_.max_seq_len, e->num_slots_, opts.tokens_per_block, 0,
+                     opts.screen_lm_head};
     rank->forward = std::make_unique<LlamaForward>(cfg, be, rank->comm.get(), std::move(w), fl);
     e->ranks_.push_back(std::move(rank));
     progress.advance(1);
@@ -398,7 +399,9 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
       // ids stay for a fed step (a host row's sampled id then differs from the device's).
       if (followers_) return join_greedy(step_and_slice_argmax(batch, int(choices.size())), choices, host_rows);
       ChosenTokens c;
-      c.ids = ranks_[0]->forward->finish_choose(run_split_greedy(batch, false), int(choices.size()));
+      // The logits stay (as at tp 1): host rows read them, and so may the caller's next request.
+      const uint64_t ticket = run_split_greedy(batch, false, /*keep_logits=*/true);
+      c.ids = ranks_[0]->forward->finish_choose(ticket, int(choices.size()));
       add_host_rows(c, choices, host_rows);
       return c;
     }
@@ -412,12 +415,12 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
   return out;
 }
 
-uint64_t Engine::run_split_greedy(const StepBatch& batch, bool feed_previous) {
+uint64_t Engine::run_split_greedy(const StepBatch& batch, bool feed_previous, bool keep_logits) {
   // Each rank thread queues its step and its part of the choice (one job, no second hand-off);
   // only rank 0 copies the ids back.
   std::vector<uint64_t> tickets(tp_size());
   workers_->run([&](size_t r) {
-    tickets[r] = ranks_[r]->forward->step_and_start_split_greedy(batch, feed_previous, r == 0);
+    tickets[r] = ranks_[r]->forward->step_and_start_split_greedy(batch, feed_previous, r == 0, keep_logits);
   });
   return tickets[0];
 }
@@ -444,7 +447,7 @@ uint64_t Engine::enqueue_step_and_choose(const StepBatch& batch, const std::vect
     if (tp_size() == 1) {
       p.copy_ticket = ranks_[0]->forward->step_and_start_choose(b, fed, choices);
     } else {
-      p.copy_ticket = run_split_greedy(b, fed);
+      p.copy_ticket = run_split_greedy(b, fed, false);
     }
     choice_on_device_ = true;
   } else if (fed) {

@@ -50,6 +50,11 @@ struct EngineOptions {
   // Set: this process is one rank of an mpirun job with one process per rank (its rank is its
   // MPI rank; docs/tensor-parallel.md). Null: every rank runs in this process.
   MpiSession* mpi = nullptr;
+  // An int8 copy of lm_head on each GPU rank that lets the pipelined greedy decoding of generate()
+  // (lamina run / bench) find each token without reading lm_head in full (Backend::screened_argmax;
+  // the same ids). It takes vocab_per_rank x hidden_size bytes of device memory (0.5 GB for
+  // Llama 3 8B) before the KV cache is sized. lamina serve, whose steps need the logits, turns it off.
+  bool screen_lm_head = true;
 };
 
 // The paged KV cache an engine allocated.
@@ -119,8 +124,8 @@ class Engine {
                      const std::vector<int32_t>& host_rows) const;
   // In-process ranks, greedy rows: every rank queues its step (fed: from the devices' last choice)
   // with its part of the choice (LlamaForward::step_and_start_split_greedy); returns rank 0's
-  // ticket for the ids' copy back.
-  uint64_t run_split_greedy(const StepBatch& batch, bool feed_previous);
+  // ticket for the ids' copy back. keep_logits: the step's logits are read after it (host rows).
+  uint64_t run_split_greedy(const StepBatch& batch, bool feed_previous, bool keep_logits);
   // Every rank's part of the last step's output, in rank order: this process's ranks' and, on
   // the leader of an mpirun job, its followers'.
   std::vector<std::vector<float>> rank_logits(size_t rows) const;

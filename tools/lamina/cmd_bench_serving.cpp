@@ -109,6 +109,7 @@ void bench_offline(const BenchServingOptions& o) {
   eo.verify_checksums = !o.skip_checksum;
   eo.num_slots = 1 << 20;  // the engine caps it at its max_batch_size
   eo.kv_cache_free_gpu_memory_fraction = o.kv_cache_free_gpu_memory_fraction;  // CUDA only
+  eo.screen_lm_head = false;  // as lamina serve
   auto engine = Engine::load(o.engine_dir, eo);
   if (o.vocab_size > engine->config().vocab_size)
     fail("--vocab_size ", o.vocab_size, " exceeds the engine's vocabulary (", engine->config().vocab_size, ")");

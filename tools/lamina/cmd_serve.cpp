@@ -74,6 +74,7 @@ void serve(const ServeOptions& o) {
   eo.tokens_per_block = o.tokens_per_block;
   eo.max_tokens_in_paged_kv_cache = o.max_tokens_in_paged_kv_cache;
   eo.kv_cache_free_gpu_memory_fraction = o.kv_cache_free_gpu_memory_fraction;  // CUDA only
+  eo.screen_lm_head = false;  // the scheduler's steps take the logits (the screen serves generate())
   auto engine = load_engine_or_follow(o.engine_dir, eo);
   if (!engine) return;  // a follower process of an mpirun job: its rank ran until the leader ended
 

@@ -10,6 +10,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_sampling.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/lm_head_screen.h"
 #include "backends/cuda/matmul.h"
 #include "backends/cuda/op_profiler.h"
 #include "backends/cuda/pinned_staging.h"
@@ -327,6 +328,23 @@ class CudaBackend final : public Backend {
     launch_slice_argmax(act_, logits, R, V, row_stride, out, stream_);
   }
 
+  size_t lm_head_screen_bytes(const void* lm_head, int V, int H) override {
+    // A quantized lm_head (--quantize_lm_head) is read as stored; LAMINA_LM_HEAD_SCREEN=0: no screen (A/B).
+    if (!lm_head_screen_enabled() || quant_.count(lm_head) != 0 || !cuda::lm_head_screen_fits(act_, V, H)) return 0;
+    return cuda::lm_head_screen_bytes(V, H);
+  }
+  void make_lm_head_screen(void* screen, const void* lm_head, int V, int H) override {
+    use_device();
+    launch_make_lm_head_screen(act_, screen, lm_head, V, H, stream_);
+    synchronize();
+  }
+  void screened_argmax(SliceArgmax* out, int32_t* ids, const void* x, const void* lm_head, const void* screen,
+                       void* scratch, int R, int V, int H) override {
+    use_device();
+    auto span = profile("screened_argmax", R);
+    launch_screened_argmax(act_, out, ids, x, lm_head, screen, scratch, R, V, H, stream_);
+  }
+
   // First use of a key runs the ops directly (GEMM plans and kernel attributes are set up on
   // first call, outside any capture); the second captures them into a graph; later uses replay it.
   void run_recorded(uint64_t key, const std::function<void()>& ops) override {
@@ -472,6 +490,13 @@ class CudaBackend final : public Backend {
   static bool argmax_split_enabled() {
     static const bool on = [] {
       const char* v = std::getenv("LAMINA_ARGMAX_SPLIT");
+      return !(v && std::string(v) == "0");
+    }();
+    return on;
+  }
+  static bool lm_head_screen_enabled() {
+    static const bool on = [] {
+      const char* v = std::getenv("LAMINA_LM_HEAD_SCREEN");
       return !(v && std::string(v) == "0");
     }();
     return on;
