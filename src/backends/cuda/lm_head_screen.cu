@@ -11,10 +11,11 @@
 //   3. the argmax's row has hi >= its logit >= every other row's logit >= that row's lo, so only
 //      rows with hi_v >= max_u lo_u can win (every row that ties for the maximum among them);
 //   4. those candidates (a few hundred of 128k with random weights, fewer with trained ones) are
-//      multiplied in full, by one warp each that replays the one-token GEMV's 256-thread block
-//      (gemv.cu: thread i sums chunks i, i + 256, ... with fmaf in order, warps reduce by xor
-//      shuffles, then the 8 warp sums in order from 0), so each gets the GEMV's logit bit for bit;
-//      the largest (lowest index on ties, NaN never) is kept with one 64-bit atomicMax a candidate.
+//      multiplied in full, by one warp each (a block's warps share its candidates) that replays
+//      the one-token GEMV's 256-thread block (gemv.cu: thread i sums chunks i, i + 256, ... with
+//      fmaf in order, warps reduce by xor shuffles, then the 8 warp sums in order from 0), so each
+//      gets the GEMV's logit bit for bit; the largest (lowest index on ties, NaN never) is kept
+//      with one 64-bit atomicMax a candidate.
 // The result is the argmax of the logits the GEMV would have written, exactly: the same ids as
 // select_tokens / slice_argmax_rows after matmul. Rows with non-finite weights, or a step whose
 // bounds are not finite (x with inf or NaN), make every row a candidate (slow, still exact).
@@ -36,6 +37,8 @@ namespace {
 constexpr int kThreads = 256;      // a block of the kernels here
 constexpr int kGemvThreads = 256;  // gemv.cu's block, whose sums the exact logits replay
 constexpr int kScanBlocks = 256;   // blocks that scan one row's V approximate logits
+constexpr int kScreenMaxHidden = 16384;  // x rows staged in shared memory (32 KB in 16 bits)
+constexpr int kScreenMaxListed = 1024;   // candidates a block lists: its whole share of V
 
 // The screen buffer: the int8 copy and its per-row numbers, then a step's workspace.
 struct ScreenView {
@@ -155,28 +158,43 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// The one-token GEMV's logit of row w for x (both [H]), replayed by one warp: lane l plays the
-// block's threads l, l + 32, ..., l + 224 (thread i: chunks i, i + 256, ...; fmaf(x, w, acc) over
-// each chunk's 8 elements in order), each played warp reduces by the same xor shuffles as the
-// block's warp, and the 8 warp sums add up in order from 0 (reduce.cuh, block_sum_each).
+// The one-token GEMV's logit of row w for x (x: [H] staged in shared memory as 16-byte chunks),
+// replayed by one warp: lane l plays the block's threads l + 32 j (j < 8; thread i: chunks i, i +
+// 256, ..., fmaf(x, w, acc) over each chunk's 8 elements in order), each played warp reduces by
+// the same xor shuffles as the block's warp j, and the 8 warp sums add up in order from 0
+// (reduce.cuh, block_sum_each). The loads of 2 rounds of chunks (16 a lane) are issued before
+// their math: one latency a round instead of one a chunk.
 template <typename T>
-__device__ __forceinline__ float gemv_logit(const T* x, const T* w, int H, int lane) {
-  constexpr int V = kVec<T>;
-  const int chunks = H / V;
+__device__ __forceinline__ float gemv_logit(const uint4* xs, const T* w, int H, int lane) {
+  constexpr int kPlayed = kGemvThreads / 32, kRounds = 2;
+  const int chunks = H / kVec<T>;
+  const uint4* w16 = reinterpret_cast<const uint4*>(w);
+  float acc[kPlayed] = {};
+  for (int t0 = 0; t0 * kGemvThreads < chunks; t0 += kRounds) {
+    uint4 wv[kRounds][kPlayed];
+#pragma unroll
+    for (int t = 0; t < kRounds; ++t)
+#pragma unroll
+      for (int j = 0; j < kPlayed; ++j) {
+        const int c = lane + 32 * j + (t0 + t) * kGemvThreads;
+        wv[t][j] = c < chunks ? __ldg(w16 + c) : uint4{};
+      }
+#pragma unroll
+    for (int t = 0; t < kRounds; ++t)
+#pragma unroll
+      for (int j = 0; j < kPlayed; ++j) {
+        const int c = lane + 32 * j + (t0 + t) * kGemvThreads;
+        if (c >= chunks) continue;
+        const uint4 xr = xs[c];
+        const T* xe = reinterpret_cast<const T*>(&xr);
+        const T* we = reinterpret_cast<const T*>(&wv[t][j]);
+#pragma unroll
+        for (int e = 0; e < kVec<T>; ++e) acc[j] = fmaf(to_float(xe[e]), to_float(we[e]), acc[j]);
+      }
+  }
   float total = 0.0f;
 #pragma unroll
-  for (int j = 0; j < kGemvThreads / 32; ++j) {
-    float acc = 0.0f;
-    for (int c = lane + 32 * j; c < chunks; c += kGemvThreads) {
-      const uint4 xr = __ldcg(reinterpret_cast<const uint4*>(x) + c);
-      const uint4 wr = __ldg(reinterpret_cast<const uint4*>(w) + c);
-      const T* xe = reinterpret_cast<const T*>(&xr);
-      const T* we = reinterpret_cast<const T*>(&wr);
-#pragma unroll
-      for (int e = 0; e < V; ++e) acc = fmaf(to_float(xe[e]), to_float(we[e]), acc);
-    }
-    total += warp_sum(acc);
-  }
+  for (int j = 0; j < kPlayed; ++j) total += warp_sum(acc[j]);
   return to_float(from_float<T>(total));
 }
 
@@ -199,38 +217,39 @@ __device__ __forceinline__ SliceArgmax unpack_key(unsigned long long key) {
 }
 
 // grid (kScanBlocks, R): the candidates of each block's share of row r (hi >= the largest lo),
-// their exact logits, and the best of them into s.best[r].
+// listed in shared memory so the block's 8 warps share them, their exact logits, and the best of
+// them into s.best[r].
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     screen_candidates_kernel(ScreenView s, const T* __restrict__ x, const T* __restrict__ lm_head,
                              const T* __restrict__ approx, int V, int H) {
   __shared__ float scratch[32];
+  __shared__ uint4 xs[kScreenMaxHidden / 8];  // x row r, 16-byte chunks
+  __shared__ int listed[kScreenMaxListed];
+  __shared__ int count;
   pdl_launch_dependents();
   pdl_wait();  // the threshold kernel's maxima, |x| and the reset key
   const int r = blockIdx.y;
+  const uint4* x16 = reinterpret_cast<const uint4*>(x + size_t(r) * size_t(H));
+  for (int i = threadIdx.x; i < H / 8; i += kThreads) xs[i] = __ldcg(x16 + i);
+  if (threadIdx.x == 0) count = 0;
   float thr = -INFINITY;
   for (int i = threadIdx.x; i < kScanBlocks; i += kThreads) thr = fmaxf(thr, __ldcg(s.lo_max + r * kScanBlocks + i));
-  thr = block_max(thr, scratch);
+  thr = block_max(thr, scratch);  // its barriers also publish xs and count
   if (!isfinite(thr)) thr = -INFINITY;  // no finite bound: every row is a candidate
   const float xnorm = __ldcg(s.xnorm + r);
-  const T* xr = x + size_t(r) * size_t(H);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int begin, end;
   scan_range(V, begin, end);
-  for (int v0 = begin + warp * 32; v0 < end; v0 += kThreads) {  // warp-uniform
-    const int v = v0 + lane;
-    bool candidate = false;
-    if (v < end) {
-      const float a = load_l2(approx + size_t(r) * size_t(V) + v);
-      candidate = !(screen_hi(a, screen_error(a, xnorm, __ldg(s.bound + v))) < thr);  // NaN: a candidate
-    }
-    unsigned mask = __ballot_sync(0xffffffffu, candidate);
-    while (mask != 0) {
-      const int j = __ffs(mask) - 1;
-      mask &= mask - 1;
-      const float logit = gemv_logit(xr, lm_head + size_t(v0 + j) * size_t(H), H, lane);
-      if (lane == 0 && !isnan(logit)) atomicMax(s.best + r, pack_key(logit, v0 + j));
-    }
+  for (int v = begin + int(threadIdx.x); v < end; v += kThreads) {
+    const float a = load_l2(approx + size_t(r) * size_t(V) + v);
+    if (!(screen_hi(a, screen_error(a, xnorm, __ldg(s.bound + v))) < thr)) listed[atomicAdd(&count, 1)] = v;  // NaN too
+  }
+  __syncthreads();
+  const int n = count, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int i = warp; i < n; i += kThreads / 32) {
+    const int v = listed[i];
+    const float logit = gemv_logit(xs, lm_head + size_t(v) * size_t(H), H, lane);
+    if (lane == 0 && !isnan(logit)) atomicMax(s.best + r, pack_key(logit, v));
   }
 }
 
@@ -255,7 +274,8 @@ __global__ void screen_finish_kernel(ScreenView s, SliceArgmax* __restrict__ out
 }  // namespace
 
 bool lm_head_screen_fits(DType dt, int V, int H) {
-  return (dt == DType::BF16 || dt == DType::F16) && V > 0 && H > 0 && H % 8 == 0;
+  return (dt == DType::BF16 || dt == DType::F16) && V > 0 && V <= kScanBlocks * kScreenMaxListed && H > 0 &&
+         H % 8 == 0 && H <= kScreenMaxHidden;
 }
 
 size_t lm_head_screen_bytes(int V, int H) {

@@ -15,7 +15,8 @@ namespace lamina::cuda {
 inline constexpr int kScreenMaxRows = 8;
 
 // Whether a [V, H] lm_head of activation type dt can have a screen: 16-bit activations (the bounds
-// below assume the GEMV's bf16/f16 rounding), H a multiple of 8 (the GEMV's 16-byte chunks).
+// assume the GEMV's bf16/f16 rounding), H a multiple of 8 (the GEMV's 16-byte chunks) up to 16384
+// (x staged in shared memory), V up to 262144.
 bool lm_head_screen_fits(DType dt, int V, int H);
 // Device bytes of the screen of a [V, H] lm_head.
 size_t lm_head_screen_bytes(int V, int H);
