@@ -96,9 +96,9 @@ class LlamaForward {
   // Greedy rows go through lm_head's screen where there is one (Backend::screened_argmax: the
   // same ids), so the logits buffer then holds no logits after these calls.
   uint64_t step_and_start_choose(const StepBatch& batch, bool fed, const std::vector<TokenChoice>& choices);
-  // keep_logits: the logits are read after it (Engine::step_and_choose's host rows), so the lm_head
-  // screen is not used.
-  uint64_t step_and_start_split_greedy(const StepBatch& batch, bool fed, bool copy_back, bool keep_logits = false);
+  // keep_logits: the logits may be read after it (Engine::step_and_choose), so the lm_head screen
+  // is not used.
+  uint64_t step_and_start_split_greedy(const StepBatch& batch, bool fed, bool copy_back, bool keep_logits);
   // Puts the choices of the next choice on the device, ordered before the step's ops: made after
   // the step with a waiting copy, it had left the device idle while the host copied and launched
   // the choice (8B engines at batch 1 on an H100: 0.006-0.043 ms a token). Choices equal to the
@@ -113,9 +113,9 @@ class LlamaForward {
 
  private:
   static constexpr int kMaxRecordedTokens = 8;
-  // What a step runs after its layers: nothing, select_tokens over choices_, or split_greedy.
-  // GreedyScreened: every row greedy (tp 1), or the split greedy (tp > 1), through the lm_head
-  // screen (Backend::screened_argmax), which takes the lm_head GEMV's place: no logits are written.
+  // What a step runs after its layers: nothing, select_tokens over choices_, or split_greedy; the
+  // Screened ones (every row greedy at tp 1, the split greedy at tp > 1) choose through the lm_head
+  // screen (Backend::screened_argmax) in the lm_head GEMV's place, so no logits are written.
   enum class StepChoice : uint32_t { None = 0, Rows = 1, SplitGreedy = 2, GreedyScreened = 3, SplitGreedyScreened = 4 };
   // Whether the step's rows can go through the screen (one exists, few enough rows).
   bool can_screen(int R) const;

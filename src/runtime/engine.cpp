@@ -399,7 +399,7 @@ ChosenTokens Engine::step_and_choose(const StepBatch& batch, const std::vector<T
       // ids stay for a fed step (a host row's sampled id then differs from the device's).
       if (followers_) return join_greedy(step_and_slice_argmax(batch, int(choices.size())), choices, host_rows);
       ChosenTokens c;
-      // The logits stay (as at tp 1): host rows read them, and so may the caller's next request.
+      // The logits stay, as at tp 1 (host rows read them): no lm_head screen here.
       const uint64_t ticket = run_split_greedy(batch, false, /*keep_logits=*/true);
       c.ids = ranks_[0]->forward->finish_choose(ticket, int(choices.size()));
       add_host_rows(c, choices, host_rows);

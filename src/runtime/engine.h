@@ -124,7 +124,7 @@ class Engine {
                      const std::vector<int32_t>& host_rows) const;
   // In-process ranks, greedy rows: every rank queues its step (fed: from the devices' last choice)
   // with its part of the choice (LlamaForward::step_and_start_split_greedy); returns rank 0's
-  // ticket for the ids' copy back. keep_logits: the step's logits are read after it (host rows).
+  // ticket for the ids' copy back. keep_logits: the step's logits may be read after it.
   uint64_t run_split_greedy(const StepBatch& batch, bool feed_previous, bool keep_logits);
   // Every rank's part of the last step's output, in rank order: this process's ranks' and, on
   // the leader of an mpirun job, its followers'.
