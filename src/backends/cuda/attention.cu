@@ -20,6 +20,7 @@
 #include <set>
 #include <utility>
 
+#include "ab_switch.h"
 #include "attention_common.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
@@ -55,10 +56,7 @@ DecodeKernel forced_decode_kernel() {
 }
 // LAMINA_ATTN_READ_BEFORE_WAIT=0 turns AttentionShape::inputs_ready_before_step off (A/B).
 bool reads_before_wait_allowed() {
-  static const bool allowed = [] {
-    const char* e = std::getenv("LAMINA_ATTN_READ_BEFORE_WAIT");
-    return e == nullptr || std::string(e) != "0";
-  }();
+  static const bool allowed = ab_switch_on("LAMINA_ATTN_READ_BEFORE_WAIT");
   return allowed;
 }
 }  // namespace

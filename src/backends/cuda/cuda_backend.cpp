@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backends/cuda/ab_switch.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_sampling.h"
 #include "backends/cuda/kernels.h"
@@ -452,17 +453,11 @@ class CudaBackend final : public Backend {
 
   // LAMINA_FUSED_ROPE=0 runs the qkv GEMV and rope_kv_write as two kernels at decode (for comparisons).
   static bool fused_rope_enabled() {
-    static const bool on = [] {
-      const char* v = std::getenv("LAMINA_FUSED_ROPE");
-      return !(v && std::string(v) == "0");
-    }();
+    static const bool on = ab_switch_on("LAMINA_FUSED_ROPE");
     return on;
   }
   // LAMINA_INT4_TILES=0 keeps int4 weights in their packed rows and the scalar-decode GEMV (for comparisons).
-  static bool int4_tiles_enabled() {
-    const char* v = std::getenv("LAMINA_INT4_TILES");
-    return !(v && std::string(v) == "0");
-  }
+  static bool int4_tiles_enabled() { return ab_switch_on("LAMINA_INT4_TILES"); }
 
   // Kernels launch on the calling thread's current device: make it ours (cheap, no sync).
   void use_device() const { CUDA_CHECK(cudaSetDevice(device_)); }
@@ -488,17 +483,12 @@ class CudaBackend final : public Backend {
   static constexpr int kArgmaxSplit = 64, kArgmaxSplitMaxRows = 8;
   // LAMINA_ARGMAX_SPLIT=0: one block a greedy row (for comparisons).
   static bool argmax_split_enabled() {
-    static const bool on = [] {
-      const char* v = std::getenv("LAMINA_ARGMAX_SPLIT");
-      return !(v && std::string(v) == "0");
-    }();
+    static const bool on = ab_switch_on("LAMINA_ARGMAX_SPLIT");
     return on;
   }
+  // LAMINA_LM_HEAD_SCREEN=0: no lm_head screen (for comparisons).
   static bool lm_head_screen_enabled() {
-    static const bool on = [] {
-      const char* v = std::getenv("LAMINA_LM_HEAD_SCREEN");
-      return !(v && std::string(v) == "0");
-    }();
+    static const bool on = ab_switch_on("LAMINA_LM_HEAD_SCREEN");
     return on;
   }
   Scratch fp8_act_scratch_;   // [M, K] e4m3 activations of the FP8 GEMM
