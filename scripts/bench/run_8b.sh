@@ -39,6 +39,18 @@ fi  # SKIP_BF16
 # it answers NOT_SUPPORTED for the batched FP8 GEMM (docs/quantization.md).
 # A QUANTS entry "FP8+kvFP8" adds --kv_cache_quant_algo FP8 ("bf16+kvFP8": bf16 weights, FP8 KV cache);
 # "W4A16_AWQ+lm_head" adds --quantize_lm_head.
+# TRACE=1: one more decode run of each quantized engine under bench/kernel_trace.cpp (CUPTI), its
+# kernel timeline summed up by scripts/bench/kernel_timeline.py into $OUT/timeline_<q>.txt.
+trace_decode() {
+  local so
+  so=$(dirname "$LAMINA")/../../bench/libkernel_trace.so
+  [[ -f "$so" ]] || { echo "no $so: build the kernel_trace target"; return; }
+  CUDA_INJECTION64_PATH=$(realpath "$so") LAMINA_KERNEL_TRACE="$OUT/trace_$2.csv" "$LAMINA" bench --engine_dir "$1" \
+    --input_len 512 --output_len 256 --warmup 0 --runs 1 --json "$OUT/bench_decode_$2_traced.json"
+  python3 scripts/bench/kernel_timeline.py "$OUT/trace_$2.csv" --sequence >"$OUT/timeline_$2.txt" 2>&1
+  cat "$OUT/timeline_$2.txt"
+  gzip -f "$OUT/trace_$2.csv"
+}
 for q in ${QUANTS:-}; do
   export CUBLASLT_LOG_LEVEL=1 CUBLASLT_LOG_FILE="$OUT/cublaslt_$q.log"
   t0=$SECONDS
@@ -59,6 +71,7 @@ for q in ${QUANTS:-}; do
       --warmup 1 --runs 3 --json "$OUT/bench_decode_${q}_${name}.json"
   done
   "$LAMINA" bench --engine_dir "$WORK/engine-$q" --input_len 2048 --output_len 2 --warmup 1 --runs 3 --skip_checksum --json "$OUT/bench_prefill_$q.json"
+  if [[ "${TRACE:-0}" == 1 ]]; then trace_decode "$WORK/engine-$q" "$q"; fi
   rm -rf "$WORK/engine-$q"
   unset CUBLASLT_LOG_LEVEL CUBLASLT_LOG_FILE
 done
