@@ -120,38 +120,45 @@ TEST_P(AttentionOps, RopeKvWrite) {
 // The qkv projection with rope_kv_write fused in (decode, T <= 8): GPU one-pass kernel against the
 // CPU's matmul then rope_kv_write, on qkv and both caches. Positions span the whole cache (angles
 // up to ~300 rad), tokens hit random sequences; D = 16 and 32 have fewer pairs than a warp.
+// With AttentionShape::inputs_ready_before_step (as LlamaForward's steps) the GEMV prepares the
+// rotation and the cache rows before its wait; without, after it: both against the CPU.
 TEST_P(AttentionOps, QkvRopeKvWriteMatchesMatmulThenRope) {
   const int K = 256;
   for (Case c : kCases) {
-    const PagedKV pk = paged(rng_, c);
-    const int N = (c.Hq + 2 * c.Hkv) * c.D;
-    const size_t cache_n = pk.pool_elems();
-    const auto inv_freq = llama3_inv_freq(c.D);
-    auto f_g = upload_f32(*gpu_, inv_freq), f_c = upload_f32(*cpu_, inv_freq);
-    const auto w = rnd(size_t(N) * K, -0.1f, 0.1f);
-    auto w_g = upload_weight(*gpu_, w), w_c = upload_weight(*cpu_, w);
-    for (int T : {1, 3, cuda::kGemvMaxM}) {
-      const Tokens tk = make_tokens(rng_, Layout::Decode, T, c, /*unique_rows=*/true);
-      const auto x = rnd(size_t(T) * K);
-      const auto k0 = rnd(cache_n), v0 = rnd(cache_n);
-      auto x_g = upload_act(*gpu_, x), x_c = upload_act(*cpu_, x);
-      auto qkv_g = poisoned_act(*gpu_, size_t(T) * N), qkv_c = poisoned_act(*cpu_, size_t(T) * N);
-      DeviceKV kv_g = upload_kv(*gpu_, pk, k0, v0), kv_c = upload_kv(*cpu_, pk, k0, v0);
-      auto pos_g = upload_i32(*gpu_, tk.pos), pos_c = upload_i32(*cpu_, tk.pos);
-      auto slot_g = upload_i32(*gpu_, tk.slot), slot_c = upload_i32(*cpu_, tk.slot);
-      ASSERT_TRUE(gpu_->qkv_rope_kv_write(qkv_g.get(), x_g.get(), w_g.get(), T, K, pos_g.as<int32_t>(),
-                                          slot_g.as<int32_t>(), f_g.as<float>(), kv_g.layer(), pk.shape))
-          << c.str();
-      ASSERT_FALSE(cpu_->qkv_rope_kv_write(qkv_c.get(), x_c.get(), w_c.get(), T, K, pos_c.as<int32_t>(),
-                                           slot_c.as<int32_t>(), f_c.as<float>(), kv_c.layer(), pk.shape));
-      cpu_->matmul(qkv_c.get(), x_c.get(), w_c.get(), T, N, K);
-      cpu_->rope_kv_write(qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), f_c.as<float>(), kv_c.layer(),
-                          pk.shape, T);
-      const std::string what = " T=" + std::to_string(T) + " " + c.str();
-      const size_t qkv_n = size_t(T) * N;
-      expect_close(read_act(*gpu_, qkv_g, qkv_n), read_act(*cpu_, qkv_c, qkv_n), tol(), "fused rope qkv" + what);
-      expect_close(read_act(*gpu_, kv_g.k, cache_n), read_act(*cpu_, kv_c.k, cache_n), tol(), "fused rope k cache" + what);
-      expect_close(read_act(*gpu_, kv_g.v, cache_n), read_act(*cpu_, kv_c.v, cache_n), tol(), "fused rope v cache" + what);
+    for (bool ready : {false, true}) {
+      PagedKV pk = paged(rng_, c);
+      pk.shape.inputs_ready_before_step = ready;
+      const int N = (c.Hq + 2 * c.Hkv) * c.D;
+      const size_t cache_n = pk.pool_elems();
+      const auto inv_freq = llama3_inv_freq(c.D);
+      auto f_g = upload_f32(*gpu_, inv_freq), f_c = upload_f32(*cpu_, inv_freq);
+      const auto w = rnd(size_t(N) * K, -0.1f, 0.1f);
+      auto w_g = upload_weight(*gpu_, w), w_c = upload_weight(*cpu_, w);
+      for (int T : {1, 3, cuda::kGemvMaxM}) {
+        const Tokens tk = make_tokens(rng_, Layout::Decode, T, c, /*unique_rows=*/true);
+        const auto x = rnd(size_t(T) * K);
+        const auto k0 = rnd(cache_n), v0 = rnd(cache_n);
+        auto x_g = upload_act(*gpu_, x), x_c = upload_act(*cpu_, x);
+        auto qkv_g = poisoned_act(*gpu_, size_t(T) * N), qkv_c = poisoned_act(*cpu_, size_t(T) * N);
+        DeviceKV kv_g = upload_kv(*gpu_, pk, k0, v0), kv_c = upload_kv(*cpu_, pk, k0, v0);
+        auto pos_g = upload_i32(*gpu_, tk.pos), pos_c = upload_i32(*cpu_, tk.pos);
+        auto slot_g = upload_i32(*gpu_, tk.slot), slot_c = upload_i32(*cpu_, tk.slot);
+        ASSERT_TRUE(gpu_->qkv_rope_kv_write(qkv_g.get(), x_g.get(), w_g.get(), T, K, pos_g.as<int32_t>(),
+                                            slot_g.as<int32_t>(), f_g.as<float>(), kv_g.layer(), pk.shape))
+            << c.str();
+        ASSERT_FALSE(cpu_->qkv_rope_kv_write(qkv_c.get(), x_c.get(), w_c.get(), T, K, pos_c.as<int32_t>(),
+                                             slot_c.as<int32_t>(), f_c.as<float>(), kv_c.layer(), pk.shape));
+        cpu_->matmul(qkv_c.get(), x_c.get(), w_c.get(), T, N, K);
+        cpu_->rope_kv_write(qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), f_c.as<float>(), kv_c.layer(),
+                            pk.shape, T);
+        const std::string what = " T=" + std::to_string(T) + " " + c.str() + (ready ? " inputs ready" : "");
+        const size_t qkv_n = size_t(T) * N;
+        expect_close(read_act(*gpu_, qkv_g, qkv_n), read_act(*cpu_, qkv_c, qkv_n), tol(), "fused rope qkv" + what);
+        expect_close(read_act(*gpu_, kv_g.k, cache_n), read_act(*cpu_, kv_c.k, cache_n), tol(),
+                     "fused rope k cache" + what);
+        expect_close(read_act(*gpu_, kv_g.v, cache_n), read_act(*cpu_, kv_c.v, cache_n), tol(),
+                     "fused rope v cache" + what);
+      }
     }
   }
 }

@@ -273,11 +273,14 @@ void QuantMatmulOp::check_qkv_rope_kv_write(int Hq, int Hkv, int D, int K) {
   const HostQuant q = quantize(fmt(), random_floats(rng_, size_t(N) * K), N, K);
   DeviceBuffer w_g = DeviceBuffer::adopt(gpu_.get(), gpu_->upload_quantized_weight(q.view), q.data.size());
   DeviceBuffer w_c = DeviceBuffer::adopt(cpu_.get(), cpu_->upload_quantized_weight(q.view), q.data.size());
-  const PagedKV pk = make_paged_kv(rng_, Hq, Hkv, D, 200, 2, 16, /*shuffled=*/true);
+  PagedKV pk = make_paged_kv(rng_, Hq, Hkv, D, 200, 2, 16, /*shuffled=*/true);
   const std::vector<float> inv_freq = llama3_inv_freq(D);
   auto f_g = upload_f32(*gpu_, inv_freq), f_c = upload_f32(*cpu_, inv_freq);
   const size_t cache_n = pk.pool_elems();
+  // inputs_ready_before_step as LlamaForward's steps promise it (the rotation and cache rows are
+  // prepared before the GEMV's wait) and without it (after).
   for (bool fp8_cache : {false, true}) {
+    pk.shape.inputs_ready_before_step = fp8_cache;
     for (int T : {1, 5}) {
       std::vector<int32_t> pos, slot;
       for (int t = 0; t < T; ++t) slot.push_back(t % 2), pos.push_back(10 * t + int32_t(rng_() % 10));  // distinct rows
@@ -301,7 +304,8 @@ void QuantMatmulOp::check_qkv_rope_kv_write(int Hq, int Hkv, int D, int K) {
       ASSERT_TRUE(fused);
       cpu_->matmul(qkv_c.get(), x_c.get(), w_c.get(), T, N, K);
       cpu_->rope_kv_write(qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), f_c.as<float>(), kv_c, pk.shape, T);
-      const std::string what = std::string(fp8_cache ? "fp8" : "16-bit") + " cache T=" + std::to_string(T);
+      const std::string what = std::string(fp8_cache ? "fp8 cache, inputs ready" : "16-bit cache") +
+                               " T=" + std::to_string(T);
       expect_close(read_act(*gpu_, qkv_g, size_t(T) * N), read_act(*cpu_, qkv_c, size_t(T) * N), tolerance(dt()),
                    "fused quantized qkv " + what);
       const auto cache_values = [&](const DeviceBuffer& b, float scale) {

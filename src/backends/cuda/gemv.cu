@@ -23,6 +23,7 @@
 // Rows of K not a multiple of 8 (16-bit) / 4 (fp32), or unaligned pointers, take a scalar kernel.
 #include <cuda_runtime.h>
 
+#include "ab_switch.h"
 #include "activation.cuh"
 #include "attention_common.cuh"
 #include "cuda_check.h"
@@ -45,6 +46,11 @@ bool rope_prepare_late() {
     return e != nullptr && std::string(e) == "1";
   }();
   return late;
+}
+
+bool rope_prepare_before_wait_allowed() {
+  static const bool allowed = ab_switch_on("LAMINA_ROPE_PREPARE_BEFORE_WAIT");
+  return allowed;
 }
 namespace {
 
@@ -99,8 +105,10 @@ __global__ void __launch_bounds__(kThreads)
   uint4 cur[U][R], next[U][R];
   int c0 = threadIdx.x;
   load_group<R, U>(cur, rows, c0, chunks);  // weights only: no wait needed
-  pdl_wait();                               // x (and out) belong to earlier kernels
-  const RopeKvPrep prep = rope_kv_prepare_early<M, R, kRopeKv>(rope);
+  RopeKvPrep prep;
+  rope_kv_prepare_early<M, R, kRopeKv>(rope, /*waited=*/false, prep);
+  pdl_wait();  // x (and out) belong to earlier kernels
+  rope_kv_prepare_early<M, R, kRopeKv>(rope, /*waited=*/true, prep);
 
   float acc[M][R] = {};
   constexpr int kStep = kThreads * U;

@@ -29,11 +29,18 @@ struct RopeKvArgs {
   const int32_t* block_tables = nullptr;
   AttnParams p;
   bool prepare_late = false;  // rope_kv_prepare after the block's reduction (LAMINA_ROPE_PREPARE_LATE=1, A/B)
+  // rope_kv_prepare before pdl_wait(): the positions, sequence rows and block tables it reads are
+  // a step's inputs, complete before the step's first kernel (AttentionShape::
+  // inputs_ready_before_step, as the decode attention reads them), so the sincos and the two
+  // dependent loads overlap the kernel before instead of delaying the first wave's sums.
+  // LAMINA_ROPE_PREPARE_BEFORE_WAIT=0 turns it off (A/B).
+  bool prepare_before_wait = false;
 };
 
 // LAMINA_ROPE_PREPARE_LATE=1 in the environment: the kernels prepare the epilogue after their
 // reduction, as they did before (A/B).
 bool rope_prepare_late();
+bool rope_prepare_before_wait_allowed();
 
 // Host: the epilogue's arguments for a step of M tokens over this cache, or false where the fused
 // qkv GEMV does not apply (M outside 1..kGemvMaxM, head_dim not a multiple of 4, no block tables).
@@ -44,6 +51,7 @@ inline bool make_rope_kv_args(RopeKvArgs& a, int M, const int32_t* positions, co
     return false;
   a = RopeKvArgs{positions, slots, inv_freq, cache.k, cache.v, cache.block_tables, make_attn_params(s, M, cache),
                  rope_prepare_late()};
+  a.prepare_before_wait = s.inputs_ready_before_step && !a.prepare_late && rope_prepare_before_wait_allowed();
   return true;
 }
 
@@ -55,9 +63,10 @@ __device__ __forceinline__ int rope_row(int b, int r, int D) {
 }
 
 // What thread (m, r)'s epilogue needs besides the sums: its row's rotation at the token's position
-// (q and k rows) and the token's cache row (k and v rows). The kernels compute it right after
-// pdl_wait(), before their K loop, so its dependent loads (the position, then the block table) and
-// the double-precision sincos overlap the weight stream instead of trailing the block's reduction.
+// (q and k rows) and the token's cache row (k and v rows). The kernels compute it before their K
+// loop (before pdl_wait() where RopeKvArgs::prepare_before_wait), so its dependent loads (the
+// position, then the block table) and the double-precision sincos overlap the weight stream
+// instead of trailing the block's reduction.
 struct RopeKvPrep {
   float c = 1.0f, s = 0.0f;   // cos and sin of pos * inv_freq[dim % (D/2)]
   long long cache_row = -1;  // kv_cache_row of (slot, position); -1: none
@@ -67,7 +76,8 @@ struct RopeKvPrep {
 __device__ __forceinline__ RopeKvPrep rope_kv_prepare_row(int m, int row, const RopeKvArgs& a) {
   const int D = a.p.head_dim, half = D / 2, Hq = a.p.Hq, Hkv = a.p.Hkv;
   const int head = row / D, dim = row % D;
-  const int pos = a.positions[m];
+  // The step's inputs through L2 only: this may run before pdl_wait() (pdl.cuh's rules).
+  const int pos = __ldcg(a.positions + m);
   RopeKvPrep prep;
   if (head < Hq + Hkv) {  // q or k: rotate (x_i, x_{i+D/2}) by pos * inv_freq[i]
     double sn, cs;
@@ -75,7 +85,7 @@ __device__ __forceinline__ RopeKvPrep rope_kv_prepare_row(int m, int row, const 
     prep.c = static_cast<float>(cs);
     prep.s = static_cast<float>(sn);
   }
-  if (head >= Hq) prep.cache_row = kv_cache_row(a.block_tables, a.slots[m], pos, a.p);
+  if (head >= Hq) prep.cache_row = kv_cache_row<true>(a.block_tables, __ldcg(a.slots + m), pos, a.p);
   return prep;
 }
 
@@ -117,14 +127,20 @@ __device__ __forceinline__ void rope_kv_store(T* out, int N, int m, int r, float
   rope_kv_store_row(out, N, m, rope_row(blockIdx.x, r, a.p.head_dim), s, partner, a, prep);
 }
 
-// A kernel's early call (after pdl_wait, before its K loop): thread i < M * R prepares (i / R, i % R).
+// Whether a kernel prepares the epilogue at this point of its start: before pdl_wait()
+// (waited = false) where RopeKvArgs::prepare_before_wait, else right after it (waited = true).
+__device__ __forceinline__ bool rope_prepares_now(const RopeKvArgs& rope, bool waited) {
+  return !rope.prepare_late && rope.prepare_before_wait != waited;
+}
+
+// A kernel's early calls, one before pdl_wait() (waited = false) and one after it (waited = true),
+// both before its K loop: thread i < M * R prepares (i / R, i % R) in the one rope_prepares_now says.
 template <int M, int R, bool kRopeKv>
-__device__ __forceinline__ RopeKvPrep rope_kv_prepare_early(const RopeKvArgs& rope) {
-  RopeKvPrep prep;
+__device__ __forceinline__ void rope_kv_prepare_early(const RopeKvArgs& rope, bool waited, RopeKvPrep& prep) {
   if constexpr (kRopeKv) {
-    if (!rope.prepare_late && threadIdx.x < M * R) prep = rope_kv_prepare(threadIdx.x / R, threadIdx.x % R, rope);
+    if (rope_prepares_now(rope, waited) && threadIdx.x < M * R)
+      prep = rope_kv_prepare(threadIdx.x / R, threadIdx.x % R, rope);
   }
-  return prep;
 }
 
 // Writes a block's reduced sums: thread i = m * R + r holds `s`, row r's sum for token m (valid

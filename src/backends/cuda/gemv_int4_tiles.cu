@@ -235,12 +235,14 @@ __global__ void __launch_bounds__(W * 32)
   Group<U, kSharedX> cur, next;
   int kc = warp % WT;
   load_weights<WT, U>(cur, lane_tile, scale_lo, scale_hi, kc, chunks, chunks_per_group);  // no wait needed
-  pdl_wait();  // x (and out) belong to earlier kernels
   // kRopeKv: thread (row, m) < 16 M prepares its first-half row (the pair shares the angle and the
-  // cache row) while the weights stream.
+  // cache row) while the weights stream, before or after the wait (rope_prepares_now).
   const int rope_row_a = kRopeKv ? rope_tile(blockIdx.x, 0, rope.p.head_dim) * kRows + threadIdx.x % kRows : 0;
   RopeKvPrep prep;
-  if (kRopeKv && !rope.prepare_late && threadIdx.x < kRows * M)
+  if (kRopeKv && rope_prepares_now(rope, /*waited=*/false) && threadIdx.x < kRows * M)
+    prep = rope_kv_prepare_row(threadIdx.x / kRows, rope_row_a, rope);
+  pdl_wait();  // x (and out) belong to earlier kernels
+  if (kRopeKv && rope_prepares_now(rope, /*waited=*/true) && threadIdx.x < kRows * M)
     prep = rope_kv_prepare_row(threadIdx.x / kRows, rope_row_a, rope);
   if constexpr (kSharedX) {
     const uint4* src = reinterpret_cast<const uint4*>(x);

@@ -92,8 +92,10 @@ __global__ void __launch_bounds__(B)
   int c = threadIdx.x;
 #pragma unroll
   for (int r = 0; r < R; ++r) cur[r] = c < chunks ? load_stream16(w_row[r] + c) : uint4{};
+  RopeKvPrep prep;
+  rope_kv_prepare_early<M, R, kRopeKv>(rope, /*waited=*/false, prep);
   pdl_wait();  // x and out belong to earlier kernels
-  const RopeKvPrep prep = rope_kv_prepare_early<M, R, kRopeKv>(rope);
+  rope_kv_prepare_early<M, R, kRopeKv>(rope, /*waited=*/true, prep);
 
   float acc[M][R] = {};
   for (; c < chunks; c += B) {
