@@ -31,15 +31,17 @@ void launch_add(DType dt, void* residual, const void* x, size_t n, cudaStream_t 
 void launch_silu_mul(DType dt, void* out, const void* gate_up, int T, int F, cudaStream_t stream);
 
 // gather.cu — out[i,H] = x[rows[i], :]
-// Backend::advance_fed_inputs (T <= 1024).
-void launch_advance_fed_inputs(int32_t* ids, int32_t* positions, const int32_t* logit_rows, const int32_t* chosen,
-                               int T, cudaStream_t stream);
 void launch_gather_rows(DType dt, void* out, const void* x, const int32_t* rows, int num_rows, int H,
                         cudaStream_t stream);
 
 // fed_inputs.cu — Backend::advance_fed_inputs (T <= 1024)
 void launch_advance_fed_inputs(int32_t* ids, int32_t* positions, const int32_t* logit_rows, const int32_t* chosen,
                                int T, cudaStream_t stream);
+
+// mapped_copy.cu — dst[i] = src[i] for i < bytes, dst in mapped pinned host memory (the device
+// address of it): a small download by one kernel instead of a copy-engine transfer
+// (PinnedStaging::start_download).
+void launch_copy_to_mapped(void* dst, const void* src, size_t bytes, cudaStream_t stream);
 
 // rope_kv_write.cu — NeoX rotate-half of q and k inside qkv[T, (Hq+2Hkv)*D], then k, v into the
 // paged cache at the pool row of (sequence row slots[t], position positions[t]).

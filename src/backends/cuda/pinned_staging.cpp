@@ -2,13 +2,21 @@
 
 #include <cstring>
 
+#include "backends/cuda/ab_switch.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
 
 namespace lamina::cuda {
 
-PinnedStaging::PinnedStaging(int slots) : slots_(size_t(slots)) {
+PinnedStaging::PinnedStaging(int slots)
+    : slots_(size_t(slots)), kernel_downloads_(ab_switch_on("LAMINA_KERNEL_DOWNLOAD")) {
   for (Slot& s : slots_) {
-    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&s.host), kSlotBytes, cudaHostAllocDefault));
+    const unsigned flags = cudaHostAllocMapped | cudaHostAllocPortable;
+    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&s.host), kSlotBytes, flags));
+    if (cudaHostGetDevicePointer(&s.device, s.host, 0) != cudaSuccess) {
+      (void)cudaGetLastError();  // not mapped on this system: downloads take the copy engine
+      s.device = nullptr;
+    }
     CUDA_CHECK(cudaEventCreateWithFlags(&s.copied, cudaEventDisableTiming));
   }
 }
@@ -49,7 +57,10 @@ uint64_t PinnedStaging::start_download(const void* src, size_t bytes, cudaStream
   if (bytes > kSlotBytes) return 0;
   Slot* s = free_slot();
   if (!s) return 0;
-  CUDA_CHECK(cudaMemcpyAsync(s->host, src, bytes, cudaMemcpyDeviceToHost, stream));
+  if (kernel_downloads_ && s->device != nullptr && bytes <= kKernelCopyBytes)
+    launch_copy_to_mapped(s->device, src, bytes, stream);
+  else
+    CUDA_CHECK(cudaMemcpyAsync(s->host, src, bytes, cudaMemcpyDeviceToHost, stream));
   CUDA_CHECK(cudaEventRecord(s->copied, stream));
   s->ticket = next_ticket_++;
   s->bytes = bytes;

@@ -1,6 +1,8 @@
 // Copies whole rows picked by an index array: out[i, :] = src[index[i], :]. Shared by embedding
 // (index = token ids) and gather_rows (index = row numbers). One block per output row; 16-byte
-// accesses when the row size and both base pointers allow it.
+// accesses when the row size and both base pointers allow it. Launched without programmatic
+// dependent launch (it starts once the kernels before it are done), it lets the kernel after it
+// launch early.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -8,6 +10,7 @@
 
 #include "cuda_check.h"
 #include "cuda_types.cuh"
+#include "pdl.cuh"
 
 namespace lamina::cuda {
 
@@ -15,6 +18,9 @@ namespace lamina::cuda {
 template <typename U>
 __global__ void copy_rows_kernel(U* __restrict__ out, const U* __restrict__ src, const int32_t* __restrict__ index,
                                  int cols) {
+  // The next kernel may launch now (it waits for these rows in its pdl_wait()): at a decode step's
+  // start the embedding is followed by the first norm, whose launch had trailed this copy.
+  pdl_launch_dependents();
   const int r = blockIdx.x;
   const U* from = src + static_cast<size_t>(index[r]) * cols;
   U* to = out + static_cast<size_t>(r) * cols;
