@@ -1,8 +1,8 @@
 // Diagnostic: how fast this GPU streams bytes it only reads, against the device-to-device copy
 // (bytes read + written) that docs/performance.md takes as the memory ceiling. A one-token decode
 // step only reads weights, so if plain reads run faster than the copy, the GEMVs that reach ~100 %
-// of the copy figure (gate_up, down) still have room. Standalone (only CUDA), built by
-// bench/CMakeLists.txt:
+// of the copy figure (gate_up, down) still have room. Built by bench/CMakeLists.txt (or alone:
+// nvcc -O3 -std=c++17 -arch=sm_90a -Isrc bench/read_bandwidth_probe.cu -o /tmp/probe):
 //   build-device/bench/read_bandwidth_probe
 // Each case reads a buffer of the size of a Llama-3-8B FP8 matrix (or 1 GiB) from a 4 GiB pool,
 // a different region every repetition so that L2 (50 MB) never holds it, back to back in a CUDA
@@ -16,6 +16,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "backends/cuda/cuda_types.cuh"
+
 namespace {
 
 #define CK(x)                                                                                  \
@@ -27,13 +29,8 @@ namespace {
     }                                                                                          \
   } while (0)
 
-__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-  return r;
-}
+// The GEMVs' weight load (16 bytes, read-only, not kept in L1).
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) { return lamina::cuda::load_stream16(p); }
 
 // Folds what was read into one word a thread, written only if impossible, so nothing is elided.
 __device__ __forceinline__ void sink(uint32_t v, uint32_t* out) {
