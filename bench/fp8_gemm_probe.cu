@@ -13,16 +13,9 @@
 #include <cstring>
 #include <vector>
 
-namespace {
+#include "probe_check.h"
 
-#define CK(x)                                                                       \
-  do {                                                                              \
-    cudaError_t e_ = (x);                                                           \
-    if (e_ != cudaSuccess) {                                                        \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-      std::exit(1);                                                                 \
-    }                                                                               \
-  } while (0)
+namespace {
 
 enum class Scales { kNone, kScalarAligned, kScalarOffset4, kOuterB, kOuterAB };
 
@@ -39,15 +32,15 @@ struct Variant {
 void probe(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, int K, const Variant& v) {
   void *a, *b, *d;
   float* scales;
-  CK(cudaMalloc(&a, size_t(N) * K));
-  CK(cudaMalloc(&b, size_t(M) * K));
-  CK(cudaMalloc(&d, size_t(M) * N * 4));
+  PROBE_CHECK(cudaMalloc(&a, size_t(N) * K));
+  PROBE_CHECK(cudaMalloc(&b, size_t(M) * K));
+  PROBE_CHECK(cudaMalloc(&d, size_t(M) * N * 4));
   const int n_scales = 64 + M + N;
-  CK(cudaMalloc(&scales, n_scales * sizeof(float)));
-  CK(cudaMemset(a, 0x38, size_t(N) * K));  // e4m3 1.0
-  CK(cudaMemset(b, 0x38, size_t(M) * K));
+  PROBE_CHECK(cudaMalloc(&scales, n_scales * sizeof(float)));
+  PROBE_CHECK(cudaMemset(a, 0x38, size_t(N) * K));  // e4m3 1.0
+  PROBE_CHECK(cudaMemset(b, 0x38, size_t(M) * K));
   const std::vector<float> ones(n_scales, 1.0f);
-  CK(cudaMemcpy(scales, ones.data(), n_scales * sizeof(float), cudaMemcpyHostToDevice));
+  PROBE_CHECK(cudaMemcpy(scales, ones.data(), n_scales * sizeof(float), cudaMemcpyHostToDevice));
 
   cublasLtMatmulDesc_t op;
   cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
@@ -70,7 +63,7 @@ void probe(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, int K, c
     const cublasLtPointerMode_t mode = CUBLASLT_POINTER_MODE_DEVICE;
     cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &mode, sizeof(mode));
     const float ab[2] = {1.0f, v.beta_one ? 1.0f : 0.0f};
-    CK(cudaMemcpy(alpha_beta, ab, sizeof(ab), cudaMemcpyHostToDevice));
+    PROBE_CHECK(cudaMemcpy(alpha_beta, ab, sizeof(ab), cudaMemcpyHostToDevice));
   }
   if (v.fast_accum) {
     const int8_t on = 1;
@@ -97,7 +90,7 @@ void probe(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, int K, c
   }
   if (found > 0) {  // every product is 1 x 1 (e4m3 0x38) times unit scales: d = K
     unsigned raw = 0;
-    CK(cudaMemcpy(&raw, d, v.out_type == CUDA_R_32F ? 4 : 2, cudaMemcpyDeviceToHost));
+    PROBE_CHECK(cudaMemcpy(&raw, d, v.out_type == CUDA_R_32F ? 4 : 2, cudaMemcpyDeviceToHost));
     float val = 0.0f;
     if (v.out_type == CUDA_R_32F) {
       std::memcpy(&val, &raw, 4);
@@ -126,13 +119,13 @@ void probe(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, int K, c
 int main() {
   int dev = 0;
   cudaDeviceProp prop{};
-  CK(cudaGetDeviceProperties(&prop, dev));
+  PROBE_CHECK(cudaGetDeviceProperties(&prop, dev));
   std::printf("%s, compute capability %d.%d, cuBLASLt %zu\n", prop.name, prop.major, prop.minor, cublasLtGetVersion());
   cublasLtHandle_t h;
   cublasLtCreate(&h);
   const size_t ws_bytes = 32u << 20;
   void* ws;
-  CK(cudaMalloc(&ws, ws_bytes));
+  PROBE_CHECK(cudaMalloc(&ws, ws_bytes));
   const Variant variants[] = {
       {"scales 4-byte offset (old)", CUDA_R_16BF, Scales::kScalarOffset4, false, false, false},
       {"scales 16-byte aligned", CUDA_R_16BF, Scales::kScalarAligned, false, false, false},

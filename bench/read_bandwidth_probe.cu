@@ -17,17 +17,9 @@
 #include <cstdlib>
 
 #include "backends/cuda/cuda_types.cuh"
+#include "probe_check.h"
 
 namespace {
-
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);     \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 // The GEMVs' weight load (16 bytes, read-only, not kept in L1).
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) { return lamina::cuda::load_stream16(p); }
@@ -148,32 +140,32 @@ struct Pool {
 template <typename F>
 double time_graph(const Pool& pool, size_t bytes, int reps, F launch) {
   cudaStream_t st;
-  CK(cudaStreamCreate(&st));
+  PROBE_CHECK(cudaStreamCreate(&st));
   const size_t slots = pool.bytes / bytes;
   cudaGraph_t g;
-  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+  PROBE_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
   for (int r = 0; r < reps; ++r) launch(pool.base + (r % slots) * bytes, st);
-  CK(cudaStreamEndCapture(st, &g));
+  PROBE_CHECK(cudaStreamEndCapture(st, &g));
   cudaGraphExec_t ge;
-  CK(cudaGraphInstantiate(&ge, g, 0));
-  CK(cudaGraphLaunch(ge, st));  // warm
-  CK(cudaStreamSynchronize(st));
+  PROBE_CHECK(cudaGraphInstantiate(&ge, g, 0));
+  PROBE_CHECK(cudaGraphLaunch(ge, st));  // warm
+  PROBE_CHECK(cudaStreamSynchronize(st));
   cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
+  PROBE_CHECK(cudaEventCreate(&a));
+  PROBE_CHECK(cudaEventCreate(&b));
   float best = 1e30f;
   for (int trial = 0; trial < 5; ++trial) {
-    CK(cudaEventRecord(a, st));
-    CK(cudaGraphLaunch(ge, st));
-    CK(cudaEventRecord(b, st));
-    CK(cudaEventSynchronize(b));
+    PROBE_CHECK(cudaEventRecord(a, st));
+    PROBE_CHECK(cudaGraphLaunch(ge, st));
+    PROBE_CHECK(cudaEventRecord(b, st));
+    PROBE_CHECK(cudaEventSynchronize(b));
     float ms = 0;
-    CK(cudaEventElapsedTime(&ms, a, b));
+    PROBE_CHECK(cudaEventElapsedTime(&ms, a, b));
     if (ms < best) best = ms;
   }
-  CK(cudaGraphExecDestroy(ge));
-  CK(cudaGraphDestroy(g));
-  CK(cudaStreamDestroy(st));
+  PROBE_CHECK(cudaGraphExecDestroy(ge));
+  PROBE_CHECK(cudaGraphDestroy(g));
+  PROBE_CHECK(cudaStreamDestroy(st));
   return best / reps;
 }
 
@@ -181,22 +173,22 @@ double time_graph(const Pool& pool, size_t bytes, int reps, F launch) {
 
 int main() {
   int dev = 0, sms = 0;
-  CK(cudaGetDevice(&dev));
-  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  PROBE_CHECK(cudaGetDevice(&dev));
+  PROBE_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, dev));
+  PROBE_CHECK(cudaGetDeviceProperties(&prop, dev));
   std::printf("%s, %d SMs\n", prop.name, sms);
   Pool pool{nullptr, size_t(4) << 30};
-  CK(cudaMalloc(&pool.base, pool.bytes));
-  CK(cudaMemset(pool.base, 1, pool.bytes));
+  PROBE_CHECK(cudaMalloc(&pool.base, pool.bytes));
+  PROBE_CHECK(cudaMemset(pool.base, 1, pool.bytes));
   uint32_t* out;
-  CK(cudaMalloc(&out, 1024 * sizeof(uint32_t)));
+  PROBE_CHECK(cudaMalloc(&out, 1024 * sizeof(uint32_t)));
 
   {  // the copy ceiling: 1 GiB read + 1 GiB written
     const size_t half = pool.bytes / 2;
     const size_t bytes = size_t(1) << 30;
     const double ms = time_graph(Pool{pool.base, half}, bytes, 8, [&](uint8_t* src, cudaStream_t st) {
-      CK(cudaMemcpyAsync(pool.base + half, src, bytes, cudaMemcpyDeviceToDevice, st));
+      PROBE_CHECK(cudaMemcpyAsync(pool.base + half, src, bytes, cudaMemcpyDeviceToDevice, st));
     });
     std::printf("%-34s %9.1f GB/s (read + write)\n", "copy 1 GiB", 2.0 * bytes / (ms * 1e-3) / 1e9);
   }
@@ -236,7 +228,7 @@ int main() {
     }
     {
       constexpr int S = 4, kStage = 32 << 10;
-      CK(cudaFuncSetAttribute(read_bulk<S, kStage>, cudaFuncAttributeMaxDynamicSharedMemorySize, S * kStage));
+      PROBE_CHECK(cudaFuncSetAttribute(read_bulk<S, kStage>, cudaFuncAttributeMaxDynamicSharedMemorySize, S * kStage));
       for (int per_sm : {1, 2}) {
         char name[64];
         std::snprintf(name, sizeof name, "bulk 4x32K %dx128", per_sm);
@@ -247,13 +239,13 @@ int main() {
     }
     {
       constexpr int S = 6, kStage = 32 << 10;
-      CK(cudaFuncSetAttribute(read_bulk<S, kStage>, cudaFuncAttributeMaxDynamicSharedMemorySize, S * kStage));
+      PROBE_CHECK(cudaFuncSetAttribute(read_bulk<S, kStage>, cudaFuncAttributeMaxDynamicSharedMemorySize, S * kStage));
       report("bulk 6x32K 1x256", time_graph(pool, sz.bytes, reps, [&](uint8_t* p, cudaStream_t st) {
                read_bulk<S, kStage><<<sms, 256, S * kStage, st>>>(p, sz.bytes, out);
              }));
     }
   }
-  CK(cudaGetLastError());
-  CK(cudaDeviceSynchronize());
+  PROBE_CHECK(cudaGetLastError());
+  PROBE_CHECK(cudaDeviceSynchronize());
   return 0;
 }
