@@ -13,6 +13,7 @@
 // out = silu(gate) * up). int4 weights in the tile layout go to gemv_int4_tiles.cu instead.
 #include <cuda_runtime.h>
 
+#include "ab_switch.h"
 #include "activation.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
@@ -25,6 +26,12 @@
 
 namespace lamina::cuda {
 namespace {
+
+// LAMINA_GEMV_REGISTER_CAP=0: the one-token 8-bit GEMVs keep the compiler's register choice (A/B).
+bool gemv_register_cap_enabled() {
+  static const bool on = ab_switch_on("LAMINA_GEMV_REGISTER_CAP");
+  return on;
+}
 
 
 // out[i] = float(p[i]) for i < E: E consecutive elements, E * sizeof(T) a multiple of 8 bytes and p
@@ -59,11 +66,11 @@ __device__ __forceinline__ int weight_row(int n0, int r, int N) {
 }
 
 // kRopeKv: w is the attention's qkv and the block owns the four rows of gemv_epilogue.cuh (R = 4).
-template <typename T, WeightFormat F, int M, int R, int B, bool kGateUp, bool kRopeKv = false>
-__global__ void __launch_bounds__(B)
-    gemv_quant_kernel(T* __restrict__ out, const T* __restrict__ x, const uint8_t* __restrict__ w,
-                      const float* __restrict__ scales, int N, int K, int group, int scale_stride,
-                      const __grid_constant__ RopeKvArgs rope) {
+// Run by gemv_quant_kernel, and by gemv_quant_capped_kernel with its registers capped.
+template <typename T, WeightFormat F, int M, int R, int B, bool kGateUp, bool kRopeKv>
+__device__ __forceinline__ void gemv_quant_body(T* __restrict__ out, const T* __restrict__ x,
+                                                const uint8_t* __restrict__ w, const float* __restrict__ scales,
+                                                int N, int K, int group, int scale_stride, const RopeKvArgs& rope) {
   using D = Decode<F>;
   constexpr int EW = D::kPerWord;       // weights a 32-bit word
   constexpr int kPerChunk = 4 * EW;     // weights a 16-byte chunk
@@ -139,6 +146,23 @@ __global__ void __launch_bounds__(B)
   write_block_sums<T, R, kGateUp, kRopeKv>(out, N, n0, s, has_sum, rope, prep);
 }
 
+template <typename T, WeightFormat F, int M, int R, int B, bool kGateUp, bool kRopeKv = false>
+__global__ void __launch_bounds__(B)
+    gemv_quant_kernel(T* __restrict__ out, const T* __restrict__ x, const uint8_t* __restrict__ w,
+                      const float* __restrict__ scales, int N, int K, int group, int scale_stride,
+                      const __grid_constant__ RopeKvArgs rope) {
+  gemv_quant_body<T, F, M, R, B, kGateUp, kRopeKv>(out, x, w, scales, N, K, group, scale_stride, rope);
+}
+
+// The same with a thread's registers capped so that an SM holds kMinBlocks blocks.
+template <typename T, WeightFormat F, int M, int R, int B, bool kGateUp, int kMinBlocks>
+__global__ void __launch_bounds__(B, kMinBlocks)
+    gemv_quant_capped_kernel(T* __restrict__ out, const T* __restrict__ x, const uint8_t* __restrict__ w,
+                             const float* __restrict__ scales, int N, int K, int group, int scale_stride,
+                             const __grid_constant__ RopeKvArgs rope) {
+  gemv_quant_body<T, F, M, R, B, kGateUp, false>(out, x, w, scales, N, K, group, scale_stride, rope);
+}
+
 // Fallback: one warp per (m, n), scalar decode (kGateUp: the gate and up dot products of n).
 template <typename T, WeightFormat F>
 __device__ __forceinline__ float scalar_dot(const T* x_row, const uint8_t* w, const float* scales, int row, int K,
@@ -186,6 +210,16 @@ void launch_m(T* out, const T* x, const uint8_t* w, const float* s, int N, int K
   }
   constexpr int R = 4, B = F == WeightFormat::Int4Group ? 128 : 256;
   constexpr int kOuts = kGateUp ? R / 2 : R;
+  // One token over 8-bit weights: registers capped for 4 blocks an SM (the compiler's own choice
+  // for the plain kernel, 66-70 a thread, holds 3), so more weight loads are in flight: FP8 decode
+  // 3.123 against 3.134 ms/token on an H100 (docs/performance.md). LAMINA_GEMV_REGISTER_CAP=0: off.
+  if constexpr (M == 1 && F != WeightFormat::Int4Group) {
+    if (gemv_register_cap_enabled()) {
+      launch_pdl(gemv_quant_capped_kernel<T, F, M, R, B, kGateUp, 4>, dim3(ceil_div(N, kOuts)), dim3(B), 0, stream,
+                 out, x, w, s, N, K, group, stride, RopeKvArgs{});
+      return;
+    }
+  }
   launch_pdl(gemv_quant_kernel<T, F, M, R, B, kGateUp>, dim3(ceil_div(N, kOuts)), dim3(B), 0, stream, out, x, w, s, N,
              K, group, stride, RopeKvArgs{});
 }
