@@ -30,6 +30,16 @@ __device__ __forceinline__ __half from_float<__half>(float v) { return __float2h
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+// Order-preserving map float -> uint32 (larger float, larger key; -0 below +0, NaNs at the ends),
+// and its inverse: sortable keys for atomicMax and radix-style selections.
+__device__ __forceinline__ uint32_t float_key(float f) {
+  const uint32_t u = __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float key_float(uint32_t key) {
+  return __uint_as_float((key & 0x80000000u) ? key & 0x7FFFFFFFu : ~key);
+}
+
 // Elements in one 16-byte access.
 template <typename T>
 inline constexpr int kVec = 16 / sizeof(T);

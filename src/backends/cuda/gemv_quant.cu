@@ -33,7 +33,6 @@ bool gemv_register_cap_enabled() {
   return on;
 }
 
-
 // out[i] = float(p[i]) for i < E: E consecutive elements, E * sizeof(T) a multiple of 8 bytes and p
 // aligned to it.
 template <typename T, int E>

@@ -23,7 +23,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_types.cuh"
@@ -69,15 +68,12 @@ ScreenView screen_view(void* base, int V, int H) {
   return s;
 }
 
-// 16-bit element i of p through L2 (the data was written by an earlier kernel of the step).
+// The 16-bit element at p through L2 (the data was written by an earlier kernel of the step).
 template <typename T>
 __device__ __forceinline__ float load_l2(const T* p) {
+  static_assert(sizeof(T) == 2, "16-bit elements");
   const unsigned short b = __ldcg(reinterpret_cast<const unsigned short*>(p));
-  if constexpr (std::is_same_v<T, __half>) {
-    return __half2float(__ushort_as_half(b));
-  } else {
-    return __bfloat162float(__ushort_as_bfloat16(b));
-  }
+  return to_float(*reinterpret_cast<const T*>(&b));
 }
 
 // One row of the int8 copy: scale = max|w| / 127 over the finite weights, q = round(w / scale).
@@ -202,16 +198,12 @@ __device__ __forceinline__ float gemv_logit(const uint4* xs, const T* w, int H, 
 // -0 is taken as +0 (they tie as logits); NaN never gets here.
 __device__ __forceinline__ unsigned long long pack_key(float value, int index) {
   if (value == 0.0f) value = 0.0f;
-  const unsigned bits = __float_as_uint(value);
-  const unsigned ordered = (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
-  return (static_cast<unsigned long long>(ordered) << 32) | (0xFFFFFFFFu - static_cast<unsigned>(index));
+  return (static_cast<unsigned long long>(float_key(value)) << 32) | (0xFFFFFFFFu - static_cast<unsigned>(index));
 }
 
 __device__ __forceinline__ SliceArgmax unpack_key(unsigned long long key) {
-  const unsigned ordered = static_cast<unsigned>(key >> 32);
-  const unsigned bits = (ordered & 0x80000000u) ? ordered & 0x7FFFFFFFu : ~ordered;
   SliceArgmax a;
-  a.value = __uint_as_float(bits);
+  a.value = key_float(static_cast<uint32_t>(key >> 32));
   a.index = static_cast<int32_t>(0xFFFFFFFFu - static_cast<unsigned>(key & 0xFFFFFFFFu));
   return a;
 }

@@ -12,11 +12,9 @@
 namespace lamina::cuda {
 namespace {
 
-__global__ void copy_words_to_mapped_kernel(uint32_t* __restrict__ dst, const uint32_t* __restrict__ src, size_t n) {
-  for (size_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
-}
-
-__global__ void copy_bytes_to_mapped_kernel(uint8_t* __restrict__ dst, const uint8_t* __restrict__ src, size_t n) {
+// n elements of U (32-bit words where sizes and addresses allow, else bytes), one block.
+template <typename U>
+__global__ void copy_to_mapped_kernel(U* __restrict__ dst, const U* __restrict__ src, size_t n) {
   for (size_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
 }
 
@@ -27,11 +25,10 @@ void launch_copy_to_mapped(void* dst, const void* src, size_t bytes, cudaStream_
   const bool words = bytes % 4 == 0 && reinterpret_cast<uintptr_t>(dst) % 4 == 0 &&
                      reinterpret_cast<uintptr_t>(src) % 4 == 0;
   if (words)
-    copy_words_to_mapped_kernel<<<1, 256, 0, stream>>>(static_cast<uint32_t*>(dst), static_cast<const uint32_t*>(src),
-                                                       bytes / 4);
+    copy_to_mapped_kernel<<<1, 256, 0, stream>>>(static_cast<uint32_t*>(dst), static_cast<const uint32_t*>(src),
+                                                 bytes / 4);
   else
-    copy_bytes_to_mapped_kernel<<<1, 256, 0, stream>>>(static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src),
-                                                       bytes);
+    copy_to_mapped_kernel<<<1, 256, 0, stream>>>(static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src), bytes);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -28,12 +28,6 @@ __device__ __forceinline__ float sanitize(float v) { return v != v ? -INFINITY :
 template <typename T>
 __device__ __forceinline__ float logit(const T* z, int v) { return sanitize(to_float(z[v])); }
 
-// Order-preserving map float -> uint32 (larger float, larger key).
-__device__ __forceinline__ uint32_t float_key(float f) {
-  const uint32_t u = __float_as_uint(f);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
 // Calls f(v, logit(z, v)) for this thread's share of v in [0, V): a pass over the row. The row
 // is read 16 bytes at a time (4 loads in flight a thread), with the elements before the first
 // 16-byte boundary and after the last whole vector read one by one. A thread's v are not visited
