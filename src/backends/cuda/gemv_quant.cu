@@ -8,6 +8,8 @@
 // chunk's group scale to the chunk's partial sums (a group is a multiple of 32 weights, so a
 // chunk never straddles two groups); int8/fp8 apply the row (or tensor) scale after the block
 // reduction. int4 rows have half as many chunks, so its blocks have 128 threads, not 256.
+// One token over plain 8-bit rows of K < 8192 (the o projection, the lm_head screen) stages each
+// block's rows in shared memory instead (kStaged): they are all in flight before the wait.
 // K not a multiple of the chunk, or an unaligned x, takes a scalar kernel (one warp per output).
 // kGateUp: the MLP's gate_up [2N, K] with its SwiGLU, as in gemv.cu (2 gate + 2 up rows a block,
 // out = silu(gate) * up). int4 weights in the tile layout go to gemv_int4_tiles.cu instead.
@@ -15,6 +17,7 @@
 
 #include "ab_switch.h"
 #include "activation.cuh"
+#include "cp_async.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "kernels.h"
@@ -30,6 +33,13 @@ namespace {
 // LAMINA_GEMV_REGISTER_CAP=0: the one-token 8-bit GEMVs keep the compiler's register choice (A/B).
 bool gemv_register_cap_enabled() {
   static const bool on = ab_switch_on("LAMINA_GEMV_REGISTER_CAP");
+  return on;
+}
+
+// LAMINA_GEMV_STAGED=0: the one-token 8-bit plain GEMVs hold their weights in registers, not staged
+// in shared memory (A/B).
+bool gemv_staged_enabled() {
+  static const bool on = ab_switch_on("LAMINA_GEMV_STAGED");
   return on;
 }
 
@@ -66,7 +76,7 @@ __device__ __forceinline__ int weight_row(int n0, int r, int N) {
 
 // kRopeKv: w is the attention's qkv and the block owns the four rows of gemv_epilogue.cuh (R = 4).
 // Run by gemv_quant_kernel, and by gemv_quant_capped_kernel with its registers capped.
-template <typename T, WeightFormat F, int M, int R, int B, bool kGateUp, bool kRopeKv>
+template <typename T, WeightFormat F, int M, int R, int B, bool kGateUp, bool kRopeKv, bool kStaged>
 __device__ __forceinline__ void gemv_quant_body(T* __restrict__ out, const T* __restrict__ x,
                                                 const uint8_t* __restrict__ w, const float* __restrict__ scales,
                                                 int N, int K, int group, int scale_stride, const RopeKvArgs& rope) {
@@ -96,17 +106,32 @@ __device__ __forceinline__ void gemv_quant_body(T* __restrict__ out, const T* __
 
   uint4 cur[R], next[R];
   int c = threadIdx.x;
+  // kStaged: the block's whole [R, K] slab is copied into shared memory (dynamic, [R][chunks]),
+  // every copy issued before the wait. Copies hold no registers, so the block has all its rows in
+  // flight while the kernels before it finish, not one chunk of each.
+  extern __shared__ uint4 staged_rows[];
+  if constexpr (kStaged) {
 #pragma unroll
-  for (int r = 0; r < R; ++r) cur[r] = c < chunks ? load_stream16(w_row[r] + c) : uint4{};
+    for (int r = 0; r < R; ++r)
+      for (int cc = c; cc < chunks; cc += B) cp_async16(smem_u32(staged_rows + r * chunks + cc), w_row[r] + cc, true);
+    cp_async_commit();
+  } else {
+#pragma unroll
+    for (int r = 0; r < R; ++r) cur[r] = c < chunks ? load_stream16(w_row[r] + c) : uint4{};
+  }
   RopeKvPrep prep;
   rope_kv_prepare_early<M, R, kRopeKv>(rope, /*waited=*/false, prep);
   pdl_wait();  // x and out belong to earlier kernels
   rope_kv_prepare_early<M, R, kRopeKv>(rope, /*waited=*/true, prep);
+  if constexpr (kStaged) cp_async_wait<0>();  // a thread reads back only the chunks it copied: no barrier
 
   float acc[M][R] = {};
   for (; c < chunks; c += B) {
     const bool more = c + B < chunks;
-    if (more) {
+    if constexpr (kStaged) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) cur[r] = staged_rows[r * chunks + c];
+    } else if (more) {
 #pragma unroll
       for (int r = 0; r < R; ++r) next[r] = load_stream16(w_row[r] + c + B);
     }
@@ -133,7 +158,7 @@ __device__ __forceinline__ void gemv_quant_body(T* __restrict__ out, const T* __
 #pragma unroll
       for (int m = 0; m < M; ++m) acc[m][r] = fmaf(part[m][r], s, acc[m][r]);
     }
-    if (more) {
+    if (!kStaged && more) {
 #pragma unroll
       for (int r = 0; r < R; ++r) cur[r] = next[r];
     }
@@ -150,17 +175,22 @@ __global__ void __launch_bounds__(B)
     gemv_quant_kernel(T* __restrict__ out, const T* __restrict__ x, const uint8_t* __restrict__ w,
                       const float* __restrict__ scales, int N, int K, int group, int scale_stride,
                       const __grid_constant__ RopeKvArgs rope) {
-  gemv_quant_body<T, F, M, R, B, kGateUp, kRopeKv>(out, x, w, scales, N, K, group, scale_stride, rope);
+  gemv_quant_body<T, F, M, R, B, kGateUp, kRopeKv, false>(out, x, w, scales, N, K, group, scale_stride, rope);
 }
 
-// The same with a thread's registers capped so that an SM holds kMinBlocks blocks.
-template <typename T, WeightFormat F, int M, int R, int B, bool kGateUp, int kMinBlocks>
+// The same with a thread's registers capped so that an SM holds kMinBlocks blocks, and the weights
+// staged in shared memory where kStaged.
+template <typename T, WeightFormat F, int M, int R, int B, bool kGateUp, int kMinBlocks, bool kStaged = false>
 __global__ void __launch_bounds__(B, kMinBlocks)
     gemv_quant_capped_kernel(T* __restrict__ out, const T* __restrict__ x, const uint8_t* __restrict__ w,
                              const float* __restrict__ scales, int N, int K, int group, int scale_stride,
                              const __grid_constant__ RopeKvArgs rope) {
-  gemv_quant_body<T, F, M, R, B, kGateUp, false>(out, x, w, scales, N, K, group, scale_stride, rope);
+  gemv_quant_body<T, F, M, R, B, kGateUp, false, kStaged>(out, x, w, scales, N, K, group, scale_stride, rope);
 }
+
+// Shared memory of a staged block of R rows of K 8-bit weights.
+constexpr size_t kMaxStagedBytes = 48u << 10;  // no opt-in attribute needed below this
+inline size_t staged_bytes(int R, int K) { return static_cast<size_t>(R) * static_cast<size_t>(K); }
 
 // Fallback: one warp per (m, n), scalar decode (kGateUp: the gate and up dot products of n).
 template <typename T, WeightFormat F>
@@ -213,6 +243,17 @@ void launch_m(T* out, const T* x, const uint8_t* w, const float* s, int N, int K
   // for the plain kernel, 66-70 a thread, holds 3), so more weight loads are in flight: FP8 decode
   // 3.123 against 3.134 ms/token on an H100 (docs/performance.md). LAMINA_GEMV_REGISTER_CAP=0: off.
   if constexpr (M == 1 && F != WeightFormat::Int4Group) {
+    // Plain rows (o, the lm_head screen) of K < 8192: 8 rows a block, staged in shared memory
+    // (gemv_quant_body), so the o projection's rows load during the attention before it: FP8
+    // decode 3.068 against 3.123 ms/token on an H100 (docs/performance.md). Staging qkv or gate_up
+    // measured slower (3.089 and 3.146 with o's).
+    if constexpr (!kGateUp) {
+      if (gemv_staged_enabled() && K < 8192 && staged_bytes(8, K) <= kMaxStagedBytes) {
+        launch_pdl(gemv_quant_capped_kernel<T, F, M, 8, B, false, 4, true>, dim3(ceil_div(N, 8)), dim3(B),
+                   staged_bytes(8, K), stream, out, x, w, s, N, K, group, stride, RopeKvArgs{});
+        return;
+      }
+    }
     if (gemv_register_cap_enabled()) {
       launch_pdl(gemv_quant_capped_kernel<T, F, M, R, B, kGateUp, 4>, dim3(ceil_div(N, kOuts)), dim3(B), 0, stream,
                  out, x, w, s, N, K, group, stride, RopeKvArgs{});
