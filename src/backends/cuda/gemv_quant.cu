@@ -8,8 +8,9 @@
 // chunk's group scale to the chunk's partial sums (a group is a multiple of 32 weights, so a
 // chunk never straddles two groups); int8/fp8 apply the row (or tensor) scale after the block
 // reduction. int4 rows have half as many chunks, so its blocks have 128 threads, not 256.
-// One token over plain 8-bit rows of K < 8192 (the o projection, the lm_head screen) stages each
-// block's rows in shared memory instead (kStaged): they are all in flight before the wait.
+// One token over plain 8-bit rows whose 8-row block fits 48 KB of shared memory (K <= 6144: the o
+// projection, the lm_head screen) stages each block's rows there instead (kStaged): they are all in
+// flight before the wait.
 // K not a multiple of the chunk, or an unaligned x, takes a scalar kernel (one warp per output).
 // kGateUp: the MLP's gate_up [2N, K] with its SwiGLU, as in gemv.cu (2 gate + 2 up rows a block,
 // out = silu(gate) * up). int4 weights in the tile layout go to gemv_int4_tiles.cu instead.
@@ -243,12 +244,12 @@ void launch_m(T* out, const T* x, const uint8_t* w, const float* s, int N, int K
   // for the plain kernel, 66-70 a thread, holds 3), so more weight loads are in flight: FP8 decode
   // 3.123 against 3.134 ms/token on an H100 (docs/performance.md). LAMINA_GEMV_REGISTER_CAP=0: off.
   if constexpr (M == 1 && F != WeightFormat::Int4Group) {
-    // Plain rows (o, the lm_head screen) of K < 8192: 8 rows a block, staged in shared memory
+    // Plain rows (o, the lm_head screen) of K <= 6144: 8 rows a block, staged in shared memory
     // (gemv_quant_body), so the o projection's rows load during the attention before it: FP8
     // decode 3.068 against 3.123 ms/token on an H100 (docs/performance.md). Staging qkv or gate_up
     // measured slower (3.089 and 3.146 with o's).
     if constexpr (!kGateUp) {
-      if (gemv_staged_enabled() && K < 8192 && staged_bytes(8, K) <= kMaxStagedBytes) {
+      if (gemv_staged_enabled() && staged_bytes(8, K) <= kMaxStagedBytes) {
         launch_pdl(gemv_quant_capped_kernel<T, F, M, 8, B, false, 4, true>, dim3(ceil_div(N, 8)), dim3(B),
                    staged_bytes(8, K), stream, out, x, w, s, N, K, group, stride, RopeKvArgs{});
         return;
