@@ -18,6 +18,9 @@
 # AB_TP1="LAMINA_ATTN_DECODE=pipelined" / AB_TPN="LAMINA_CUSTOM_ALL_REDUCE=0": extra decode runs of
 # tp 1 / tp > 1, one per space-separated variant VAR=VALUE[,VAR=VALUE...] (A/B of switches on the
 # same engine), as bench_decode_tpN_<variant>.json.
+# TRACE=1: one more decode run of each tp under bench/kernel_trace.cpp (CUPTI; build the
+# kernel_trace target), its timeline summed up per GPU by scripts/bench/kernel_timeline.py into
+# $OUT/timeline_tpN_gpuG.txt, the trace kept as $OUT/trace_tpN.csv.gz.
 # NVLink multicast stays off (NCCL_NVLS_ENABLE=0, docs/tensor-parallel.md); NCCL_DEBUG=WARN.
 set -uo pipefail
 LAMINA=${LAMINA:-build-device/tools/lamina/lamina}
@@ -35,6 +38,18 @@ if [ -x "$ALLREDUCE" ]; then
   "$ALLREDUCE" --json "$OUT/all_reduce.json" > "$OUT/all_reduce.txt" 2>&1 || echo "bench_all_reduce failed"
   cat "$OUT/all_reduce.txt"
 fi
+
+trace_decode() {  # engine dir, tp
+  local so
+  so=$(dirname "$LAMINA")/../../bench/libkernel_trace.so
+  [ -f "$so" ] || { echo "no $so: build the kernel_trace target"; return; }
+  CUDA_INJECTION64_PATH=$(realpath "$so") LAMINA_KERNEL_TRACE="$OUT/trace_tp$2.csv" "$LAMINA" bench --engine_dir "$1" \
+    --input_len 512 --output_len 256 --warmup 0 --runs 1 --json "$OUT/traced_tp$2.json"
+  for ((g = 0; g < $2; g++)); do
+    python3 scripts/bench/kernel_timeline.py "$OUT/trace_tp$2.csv" --device "$g" --sequence >"$OUT/timeline_tp$2_gpu$g.txt" 2>&1
+  done
+  gzip -f "$OUT/trace_tp$2.csv"
+}
 
 SRC=$WORK CKPT=$WORK
 if [ "$SHAPE" = llama3-70b ]; then
@@ -77,6 +92,7 @@ for tp in $TP_SIZES; do
     env $(echo "$kv" | tr , ' ') "$LAMINA" bench --engine_dir "$WORK/engine-tp$tp" --input_len 512 --output_len 256 \
       --warmup 1 --runs 3 --json "$OUT/bench_decode_tp${tp}_${name}.json" || exit 1
   done
+  if [ "${TRACE:-0}" = 1 ]; then trace_decode "$WORK/engine-tp$tp" "$tp"; fi
   "$LAMINA" bench --engine_dir "$WORK/engine-tp$tp" --input_len 2048 --output_len 2 --warmup 1 --runs 3 \
     --skip_checksum --json "$OUT/bench_prefill_tp$tp.json" || exit 1
   rm -rf "$WORK/engine-tp$tp"

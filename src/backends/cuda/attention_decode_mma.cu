@@ -5,11 +5,11 @@
 // steps of fewer than 2 blocks an SM (attention.cu: it is ahead there), float32, one q head a kv
 // head and head_dim 16/32/256.
 //
-//   grid (T, Hkv * head_chunks, Z), 128 threads = 4 warps; a block takes one token t, one kv head,
-//   up to 8 of its q heads (chunk g0) and one split of the token's cache rows, with the same split
+//   grid (T, Hkv * head_chunks, Z), W warps (2 by default, LAMINA_ATTN_MMA_WARPS); a block takes
+//   one token t, one kv head, up to 8 of its q heads (chunk g0) and one split of the token's cache rows, with the same split
 //   plan, partials and last-block merge as the pipelined kernel (attention_common.cuh). The split's
-//   keys go in groups of 16; warp w takes groups w, w + 4, ... with its own online softmax and
-//   the block merges the 4 warps' states at the end.
+//   keys go in groups of 16; warp w takes groups w, w + W, ... with its own online softmax and
+//   the block merges the W warps' states at the end.
 //   Per group (g = lane / 4, q = lane % 4; mma_layout.h):
 //     S^T[16 keys, 8 heads] = K[16, D] · Q^T[D, 8]   KD = D/16 mma; A = K rows straight from
 //                       memory into registers, B = Q^T loaded once
@@ -28,6 +28,8 @@
 // rounded to float16 (clamped to its range) and the cache scales are applied to S and O in fp32.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "attention_common.cuh"
@@ -42,10 +44,12 @@ namespace {
 
 namespace ml = mma_layout;
 
-constexpr int kWarps = 4, kThreads = kWarps * 32;
 constexpr int kHeads = 8;                 // q heads a block: the mma's n
 constexpr int kGroupKeys = 16;            // keys a warp takes at once: the mma's m
-constexpr int kRoundKeys = kGroupKeys * kWarps;
+// Warps a block (the default of LAMINA_ATTN_MMA_WARPS): 2 measured faster than 4 on an H100 at
+// 1024 tokens of 256 rows, 0.234 against 0.270 ms over an FP8 cache and 0.393 against 0.409 over
+// a bf16 one (bench_kernels); a block's start-up and merge then serve twice the groups a warp.
+constexpr int kDefaultMmaDecodeWarps = 2;
 
 // Shapes for cache element type C and head_dim D. M: the mma's input type.
 template <typename T, typename C, int D>
@@ -101,8 +105,8 @@ __device__ __forceinline__ uint32_t transpose8x8(uint32_t x) {
   return y;
 }
 
-template <typename T, typename C, int D>
-__global__ void __launch_bounds__(kThreads)
+template <typename T, typename C, int D, int kWarps>
+__global__ void __launch_bounds__(kWarps * 32)
     attn_decode_mma_kernel(T* __restrict__ out, float* __restrict__ partials, int* __restrict__ counters,
                            const T* __restrict__ qkv, const int32_t* __restrict__ positions,
                            const int32_t* __restrict__ slots, const C* __restrict__ k_cache,
@@ -112,6 +116,7 @@ __global__ void __launch_bounds__(kThreads)
   using M = typename S::M;
   constexpr int KD = S::KD, KW = S::KW, KWORDS = S::KWORDS, VWORDS = S::VWORDS;
   using Regs = GroupRegs<KWORDS, VWORDS>;
+  constexpr int kThreads = kWarps * 32, kRoundKeys = kGroupKeys * kWarps;
   __shared__ float sm_o[kWarps * kHeads * D], sm_m[kWarps * kHeads], sm_l[kWarps * kHeads];
   pdl_launch_dependents();  // the next projection may launch and wait
   pdl_wait();               // q and the cache rows come from rope_kv_write
@@ -306,7 +311,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   };
 
-  // Groups warp, warp + 4, ...: the next one loads while this one computes.
+  // Groups warp, warp + W, ...: the next one loads while this one computes.
   int i = warp;
 #pragma unroll 1
   for (; i < n_groups; i += 2 * kWarps) {
@@ -348,15 +353,38 @@ __global__ void __launch_bounds__(kThreads)
                              counters + static_cast<size_t>(b.t) * gridDim.y + blockIdx.y);
 }
 
-template <typename T, typename C, int D>
-void launch_cache(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
+template <typename T, typename C, int D, int W>
+void launch_warps(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
                   const AttnParams& p, int num_splits, float* partials, int* counters, cudaStream_t stream) {
   const int head_chunks = (p.G + kHeads - 1) / kHeads;
   const dim3 grid(p.T, p.Hkv * head_chunks, num_splits);
-  launch_pdl(attn_decode_mma_kernel<T, C, D>, grid, dim3(kThreads), 0, stream, static_cast<T*>(out), partials,
+  launch_pdl(attn_decode_mma_kernel<T, C, D, W>, grid, dim3(W * 32), 0, stream, static_cast<T*>(out), partials,
              counters, static_cast<const T*>(qkv), positions, slots, static_cast<const C*>(cache.k),
              static_cast<const C*>(cache.v), cache.block_tables, p, head_chunks);
   CUDA_CHECK_LAUNCH();
+}
+
+// Warps a block: each warp takes every W-th 16-key group of the block's rows, so fewer warps give
+// each a longer run of groups (its loads in flight for longer) against the same start-up (step
+// inputs, block table, q) and end (the warps' merge) a block. LAMINA_ATTN_MMA_WARPS=2 or 4 (A/B).
+int mma_decode_warps() {
+  static const int warps = [] {
+    const char* e = std::getenv("LAMINA_ATTN_MMA_WARPS");
+    if (e == nullptr || *e == 0) return kDefaultMmaDecodeWarps;
+    const std::string v(e);
+    if (v == "2" || v == "4") return std::stoi(v);
+    fail("LAMINA_ATTN_MMA_WARPS must be 2 or 4, not '", v, "'");
+  }();
+  return warps;
+}
+
+template <typename T, typename C, int D>
+void launch_cache(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
+                  const AttnParams& p, int num_splits, float* partials, int* counters, cudaStream_t stream) {
+  switch (mma_decode_warps()) {
+    case 2: return launch_warps<T, C, D, 2>(out, qkv, positions, slots, cache, p, num_splits, partials, counters, stream);
+    default: return launch_warps<T, C, D, 4>(out, qkv, positions, slots, cache, p, num_splits, partials, counters, stream);
+  }
 }
 
 template <typename T, int D>

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Offline serving (engine + scheduler in-process, ISL/OSL 128/128, 1024 requests at concurrency
+# 1024) of a random Llama-3-8B-shaped engine per QUANTS entry, each run once per AB variant in
+# turn, REPS rounds, on one GPU, from the repository root:
+#   OUT=$OUT QUANTS="FP8+kvFP8 bf16" AB="LAMINA_ATTN_MMA_WARPS=4 LAMINA_ATTN_MMA_WARPS=2" bash scripts/bench/serving_ab_round.sh
+# A QUANTS entry is a weight format (bf16, FP8, ...) with "+kvFP8" for an FP8 KV cache; an AB
+# variant is VAR=VALUE[,VAR=VALUE...] ("-" for none). Builds lamina first (scripts/device-check.sh).
+# Prints and keeps $OUT/serving_ab.txt (output tok/s of each run); JSON files in $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+OUT=$OUT/build TARGETS=lamina TESTS= BENCHES= BUILD_ONLY=1 bash scripts/device-check.sh >/dev/null 2>&1
+L=build-device/tools/lamina/lamina
+W=${WORK:-/tmp/lamina-8b}
+[ -f "$W/hf/config.json" ] || python3 scripts/bench/make_random_llama.py --out "$W/hf" --json "$OUT/limits.json" \
+  --no_hf >"$OUT/hf.log" 2>&1
+for q in ${QUANTS:-FP8+kvFP8}; do
+  w=${q%%+*}; kv=""; [[ "$q" == *+kvFP8 ]] && kv="--kv_cache_quant_algo FP8"
+  quant=""; [[ "$w" != bf16 ]] && quant="--quant_algo $w"
+  rm -rf "$W/ckpt" "$W/engine"
+  "$L" convert --model_dir "$W/hf" --output_dir "$W/ckpt" --dtype bfloat16 $quant $kv >"$OUT/convert_$q.log" 2>&1
+  "$L" build --checkpoint_dir "$W/ckpt" --output_dir "$W/engine" --max_batch_size 1024 --max_input_len 256 \
+    --max_seq_len 512 --max_num_tokens 8192 >"$OUT/build_$q.log" 2>&1 || { echo "$q: build failed"; continue; }
+  for ((rep = 0; rep < ${REPS:-2}; rep++)); do
+    for v in ${AB:--}; do
+      name=$(echo "$q $v" | tr -c 'A-Za-z0-9_\n' '_')
+      env $( [[ "$v" == - ]] || echo "$v" | tr , ' ') "$L" bench_serving --engine_dir "$W/engine" --skip_checksum \
+        --concurrency 1024 --num_requests 1024 --isl 128 --osl 128 --vocab_size 128000 \
+        --json "$OUT/offline_${name}_$rep.json" >"$OUT/offline_${name}_$rep.log" 2>&1
+      tps=$(python3 -c 'import json,sys; print("%.0f" % json.load(open(sys.argv[1]))["output_token_throughput"])' \
+        "$OUT/offline_${name}_$rep.json" 2>/dev/null || echo "FAILED: $(tail -2 "$OUT/offline_${name}_$rep.log")")
+      echo "$q $v: $tps output tok/s" | tee -a "$OUT/serving_ab.txt"
+    done
+  done
+done
