@@ -97,12 +97,15 @@ __device__ __forceinline__ int token_kv_len(int pos, int seq, const AttnParams& 
 }
 
 // Whether the tile holding token t has all its tokens in one slot. Every thread of the block
-// must call it (it synchronizes the block); blockDim.x >= kPrefillTileTokens.
+// must call it (it synchronizes the block); any block size.
 __device__ __forceinline__ bool tile_is_uniform(const int32_t* slots, int t, int T) {
   const int base = t / kPrefillTileTokens * kPrefillTileTokens;
   const int n = T - base < kPrefillTileTokens ? T - base : kPrefillTileTokens;
-  const int i = threadIdx.x;
-  const bool same = i >= n || slots[base + i] == slots[base];
+  // Every token of the tile is checked whatever the block size (a block of 32 threads checking
+  // only the first 32 once took a mixed tile for a uniform one: the decode kernel skipped it and
+  // the prefill kernel, which checks all, did too).
+  bool same = true;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) same = same && slots[base + i] == slots[base];
   return __syncthreads_and(same) != 0;
 }
 
