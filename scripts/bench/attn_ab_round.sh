@@ -2,7 +2,6 @@
 # The tensor-core decode attention (attention_decode_mma.cu) under each value of one switch, on one
 # GPU, from the repository root:
 #   OUT=$OUT VAR=LAMINA_ATTN_MMA_WARPS VALUES="2 4" bash scripts/bench/attn_ab_round.sh
-#   OUT=$OUT VAR=LAMINA_ATTN_MMA_DEPTH VALUES="2 3" ONLY="fp8 kv b1024|fp8 kv b256" bash scripts/bench/attn_ab_round.sh
 # Builds bench_kernels and test_ops (scripts/device-check.sh; TARGETS adds more), runs the attention
 # tests with the kernel forced (LAMINA_ATTN_DECODE=mma) at each value, then bench_kernels'
 # serving-batch decode attention (ONLY; default: bf16 and FP8 caches at 256 and 1024 tokens) at

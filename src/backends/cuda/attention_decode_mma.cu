@@ -50,7 +50,6 @@ constexpr int kGroupKeys = 16;            // keys a warp takes at once: the mma'
 // 1024 tokens of 256 rows, 0.234 against 0.270 ms over an FP8 cache and 0.393 against 0.409 over
 // a bf16 one (bench_kernels); a block's start-up and merge then serve twice the groups a warp.
 constexpr int kDefaultMmaDecodeWarps = 2;
-constexpr int kDefaultFp8Depth = 2;
 
 // Shapes for cache element type C and head_dim D. M: the mma's input type.
 template <typename T, typename C, int D>
@@ -106,7 +105,7 @@ __device__ __forceinline__ uint32_t transpose8x8(uint32_t x) {
   return y;
 }
 
-template <typename T, typename C, int D, int kWarps, int kDepth>
+template <typename T, typename C, int D, int kWarps>
 __global__ void __launch_bounds__(kWarps * 32)
     attn_decode_mma_kernel(T* __restrict__ out, float* __restrict__ partials, int* __restrict__ counters,
                            const T* __restrict__ qkv, const int32_t* __restrict__ positions,
@@ -200,9 +199,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
   };
   // The first group's loads go out before q's, so the two latencies overlap.
-  Regs ra, rb, rc;  // rc: the third set of kDepth 3
+  Regs ra, rb;
   if (warp < n_groups) load_group(ra, warp);
-  if (kDepth == 3 && warp + kWarps < n_groups) load_group(rb, warp + kWarps);
 
   // Q^T as B fragments: qb[kk][j] = q head h0 + g at elements decode_k_elem(kk, j), + 1 of the
   // lane's dims (zeros past ng).
@@ -313,30 +311,15 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
   };
 
-  // Groups warp, warp + W, ...: the next kDepth - 1 load while this one computes.
+  // Groups warp, warp + W, ...: the next one loads while this one computes.
   int i = warp;
-  if constexpr (kDepth == 2) {
 #pragma unroll 1
-    for (; i < n_groups; i += 2 * kWarps) {
-      if (i + kWarps < n_groups) load_group(rb, i + kWarps);
-      compute_group(ra);
-      if (i + kWarps >= n_groups) break;
-      if (i + 2 * kWarps < n_groups) load_group(ra, i + 2 * kWarps);
-      compute_group(rb);
-    }
-  } else {
-    static_assert(kDepth == 3, "2 or 3 groups in flight a warp");
-#pragma unroll 1
-    for (; i < n_groups; i += 3 * kWarps) {
-      if (i + 2 * kWarps < n_groups) load_group(rc, i + 2 * kWarps);
-      compute_group(ra);
-      if (i + kWarps >= n_groups) break;
-      if (i + 3 * kWarps < n_groups) load_group(ra, i + 3 * kWarps);
-      compute_group(rb);
-      if (i + 2 * kWarps >= n_groups) break;
-      if (i + 4 * kWarps < n_groups) load_group(rb, i + 4 * kWarps);
-      compute_group(rc);
-    }
+  for (; i < n_groups; i += 2 * kWarps) {
+    if (i + kWarps < n_groups) load_group(rb, i + kWarps);
+    compute_group(ra);
+    if (i + kWarps >= n_groups) break;
+    if (i + 2 * kWarps < n_groups) load_group(ra, i + 2 * kWarps);
+    compute_group(rb);
   }
 
   // The warps' states into shared memory as [warp][head][D] (the lane-group layout the merge
@@ -370,12 +353,12 @@ __global__ void __launch_bounds__(kWarps * 32)
                              counters + static_cast<size_t>(b.t) * gridDim.y + blockIdx.y);
 }
 
-template <typename T, typename C, int D, int W, int Depth>
-void launch_shape(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
+template <typename T, typename C, int D, int W>
+void launch_warps(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
                   const AttnParams& p, int num_splits, float* partials, int* counters, cudaStream_t stream) {
   const int head_chunks = (p.G + kHeads - 1) / kHeads;
   const dim3 grid(p.T, p.Hkv * head_chunks, num_splits);
-  launch_pdl(attn_decode_mma_kernel<T, C, D, W, Depth>, grid, dim3(W * 32), 0, stream, static_cast<T*>(out), partials,
+  launch_pdl(attn_decode_mma_kernel<T, C, D, W>, grid, dim3(W * 32), 0, stream, static_cast<T*>(out), partials,
              counters, static_cast<const T*>(qkv), positions, slots, static_cast<const C*>(cache.k),
              static_cast<const C*>(cache.v), cache.block_tables, p, head_chunks);
   CUDA_CHECK_LAUNCH();
@@ -394,30 +377,6 @@ int mma_decode_warps() {
     fail("LAMINA_ATTN_MMA_WARPS must be 2 or 4, not '", v, "'");
   }();
   return warps;
-}
-
-// Groups in flight a warp over an FP8 cache (LAMINA_ATTN_MMA_DEPTH=2 or 3): a third register set
-// (32 more registers a thread) keeps more bytes in flight, where a 16-key group of e4m3 rows is
-// half the bytes of a bf16 one. 16-bit caches keep 2 (a third set of 64 registers would spill).
-int mma_decode_fp8_depth() {
-  static const int depth = [] {
-    const char* e = std::getenv("LAMINA_ATTN_MMA_DEPTH");
-    if (e == nullptr || *e == 0) return kDefaultFp8Depth;
-    const std::string v(e);
-    if (v == "2" || v == "3") return std::stoi(v);
-    fail("LAMINA_ATTN_MMA_DEPTH must be 2 or 3, not '", v, "'");
-  }();
-  return depth;
-}
-
-template <typename T, typename C, int D, int W>
-void launch_warps(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
-                  const AttnParams& p, int num_splits, float* partials, int* counters, cudaStream_t stream) {
-  if constexpr (kIsFp8Kv<C>) {
-    if (mma_decode_fp8_depth() == 3)
-      return launch_shape<T, C, D, W, 3>(out, qkv, positions, slots, cache, p, num_splits, partials, counters, stream);
-  }
-  launch_shape<T, C, D, W, 2>(out, qkv, positions, slots, cache, p, num_splits, partials, counters, stream);
 }
 
 template <typename T, typename C, int D>
