@@ -6,9 +6,9 @@
 // head and head_dim 16/32/256.
 //
 //   grid (T, Hkv * head_chunks, Z), W warps (2 by default, LAMINA_ATTN_MMA_WARPS); a block takes
-//   one token t, one kv head, up to 8 of its q heads (chunk g0) and one split of the token's cache rows, with the same split
-//   plan, partials and last-block merge as the pipelined kernel (attention_common.cuh). The split's
-//   keys go in groups of 16; warp w takes groups w, w + W, ... with its own online softmax and
+//   one token t, one kv head, up to 8 of its q heads (chunk g0) and one split of the token's cache
+//   rows, with the same split plan, partials and last-block merge as the pipelined kernel
+//   (attention_common.cuh). The split's keys go in groups of 16; warp w takes groups w, w + W, ... with its own online softmax and
 //   the block merges the W warps' states at the end.
 //   Per group (g = lane / 4, q = lane % 4; mma_layout.h):
 //     S^T[16 keys, 8 heads] = K[16, D] · Q^T[D, 8]   KD = D/16 mma; A = K rows straight from
