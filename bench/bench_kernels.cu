@@ -12,6 +12,8 @@
 //              LAMINA_ATTN_DECODE=latency|pipelined times one kernel at every batch. Prefill TFLOP/s
 //              at T=512 and 2048 through the op; prompts: 16 and 64 prompts of 128 tokens in one
 //              step (a serving prefill step), the op and each of its two kernels alone.
+//   overlap    the decode attention of 512 sequences beside a 512-token GEMM on a second stream,
+//              alone and together, with the GEMM's plan aimed at fewer SMs (bench_overlap)
 // --only WORD runs only the cases whose name holds WORD (e.g. "attention"), plus copy; "W1|W2" any of them.
 // Inputs are random (never zeros) and rotate over copies larger than L2 so DRAM is measured.
 #include <cuda_runtime.h>
@@ -34,6 +36,7 @@
 #include "backends/cuda/cuda_sampling.h"
 #include "backends/cuda/gemv_tuner.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/matmul.h"
 #include "backends/cuda/quant_kernels.h"
 #include "bench_util.h"
 #include "common/quant.h"
@@ -379,59 +382,143 @@ AttentionShape paged_shape(Ctx& c, int seq, int seqs, int32_t** d_tables) {
 
 // Decode attention of `batch` tokens, each the last of its own sequence of `seq` cached rows, in a
 // cache of max_seq rows a sequence (the split plan is made for max_seq, as in the engine), with
-// shuffled block tables. bytes = batch * seq * Hkv * D * 2 (K, V) * 2 bytes. LAMINA_ATTN_DECODE=latency
-// or =pipelined times that kernel for every batch (the default picks by batch, as the engine does).
-// fp8_kv: an FP8 (e4m3) cache, one byte an element (the pools hold random bytes: the speed does
-// not depend on the values).
+// shuffled block tables: its inputs on the device, and run(i) to enqueue call i of it on the
+// backend's stream (call i reads slot set i, so repeated calls read DRAM). fp8_kv: an FP8 (e4m3)
+// cache, one byte an element (the pools hold random bytes: the speed does not depend on the values).
+struct DecodeAttentionCase {
+  Ctx& c;
+  int batch;
+  size_t slot_bytes;  // one of k or v of one sequence
+  int sets;           // slot sets the calls rotate over
+  bool fp8_kv;
+  Rotation k, v, qkv;
+  AttentionShape shape;
+  void* out = nullptr;
+  int32_t *d_slots = nullptr, *d_pos = nullptr, *d_tables = nullptr;
+
+  DecodeAttentionCase(Ctx& ctx, int seq, int batch_, int max_seq, int hq, int hkv, bool fp8)
+      : c(ctx),
+        batch(batch_),
+        slot_bytes(size_t(seq) * hkv * kD * (fp8 ? 1 : 2)),
+        sets(1),
+        fp8_kv(fp8),
+        k(cache_bytes(seq, batch_, hkv, fp8, ctx.min_total), 0, 50, ctx.stream),
+        v(cache_bytes(seq, batch_, hkv, fp8, ctx.min_total), 0, 60, ctx.stream),
+        qkv(size_t(batch_) * (hq + 2 * hkv) * kD * 2, 0, 70, ctx.stream, 3.0f) {
+    const int slots = slot_count(seq, batch, hkv, fp8, c.min_total);
+    const int used_blocks = (seq + kTokensPerBlock - 1) / kTokensPerBlock;  // blocks a sequence fills
+    out = dmalloc(size_t(batch) * hq * kD * 2);
+    // Rotate which slots the batch reads: set r uses slots r*batch .. r*batch + batch - 1 (mod slots).
+    sets = std::max(1, slots / batch);
+    std::vector<int32_t> host_slots(size_t(sets) * batch), host_pos(batch, seq - 1);
+    for (size_t i = 0; i < host_slots.size(); ++i) host_slots[i] = static_cast<int32_t>(i % slots);
+    d_slots = static_cast<int32_t*>(dmalloc(host_slots.size() * 4));
+    d_pos = static_cast<int32_t*>(dmalloc(host_pos.size() * 4));
+    c.be->copy_to_device(d_slots, host_slots.data(), host_slots.size() * 4);
+    c.be->copy_to_device(d_pos, host_pos.data(), host_pos.size() * 4);
+    // Block tables [slots, max_seq / 32]: the filled blocks are a shuffled draw from the pool; the
+    // entries past `seq` (never read) point at block 0.
+    shape = llama8b_attention(max_seq, slots, slots * used_blocks, hq, hkv);
+    shape.inputs_ready_before_step = true;  // as in the engine's steps: the inputs and cache are set up first
+    std::vector<int32_t> ids(size_t(shape.num_blocks));
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i);
+    std::mt19937 rng(7);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    std::vector<int32_t> tables(size_t(slots) * shape.max_blocks_per_seq, 0);
+    for (int s = 0; s < slots; ++s)
+      for (int b = 0; b < used_blocks; ++b)
+        tables[size_t(s) * shape.max_blocks_per_seq + b] = ids[size_t(s) * used_blocks + b];
+    d_tables = static_cast<int32_t*>(dmalloc(tables.size() * 4));
+    c.be->copy_to_device(d_tables, tables.data(), tables.size() * 4);
+  }
+  ~DecodeAttentionCase() {
+    cudaFree(out);
+    cudaFree(d_tables);
+    cudaFree(d_slots);
+    cudaFree(d_pos);
+  }
+  DecodeAttentionCase(const DecodeAttentionCase&) = delete;
+  DecodeAttentionCase& operator=(const DecodeAttentionCase&) = delete;
+
+  // Enough sequence slots that the K (or V) pool exceeds min_total / 2, and at least one batch.
+  static int slot_count(int seq, int batch, int hkv, bool fp8, size_t min_total) {
+    const size_t slot = size_t(seq) * hkv * kD * (fp8 ? 1 : 2);
+    return std::max(batch, static_cast<int>((min_total / 2 + slot - 1) / slot));
+  }
+  static size_t cache_bytes(int seq, int batch, int hkv, bool fp8, size_t min_total) {
+    const int used_blocks = (seq + kTokensPerBlock - 1) / kTokensPerBlock;
+    return size_t(used_blocks) * kTokensPerBlock * hkv * kD * (fp8 ? 1 : 2) *
+           size_t(slot_count(seq, batch, hkv, fp8, min_total));
+  }
+  double bytes() const { return 2.0 * batch * slot_bytes; }  // K and V of every sequence
+  void run(int i) {
+    const KVCacheLayer cache{k.at(0), v.at(0), d_tables, fp8_kv, 1.0f, 1.0f};
+    c.be->attention(out, qkv.at(0), d_pos, d_slots + size_t(i % sets) * batch, cache, shape, batch);
+  }
+};
+
+// The decode attention case above, timed. bytes = batch * seq * Hkv * D * 2 (K, V) * bytes an
+// element. LAMINA_ATTN_DECODE=latency or =pipelined times that kernel for every batch (the default
+// picks by batch, as the engine does).
 void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq, int hq = kHq, int hkv = kHkv,
                             bool fp8_kv = false) {
   const char* mode = std::getenv("LAMINA_ATTN_DECODE");
   const std::string kernel = std::string(mode != nullptr && *mode ? mode : "auto") + (fp8_kv ? ", fp8 kv" : "");
-  const size_t elem_bytes = fp8_kv ? 1 : 2;
-  const size_t slot_bytes = size_t(seq) * hkv * kD * elem_bytes;  // one of k or v
-  const int slots = std::max(batch, static_cast<int>((c.min_total / 2 + slot_bytes - 1) / slot_bytes));
-  const int used_blocks = (seq + kTokensPerBlock - 1) / kTokensPerBlock;  // blocks a sequence fills
-  Rotation k(size_t(used_blocks) * kTokensPerBlock * hkv * kD * elem_bytes * slots, 0, 50, c.stream),
-      v(size_t(used_blocks) * kTokensPerBlock * hkv * kD * elem_bytes * slots, 0, 60, c.stream);
-  Rotation qkv(size_t(batch) * (hq + 2 * hkv) * kD * 2, 0, 70, c.stream, 3.0f);
-  void* out = dmalloc(size_t(batch) * hq * kD * 2);
-  // Rotate which slots the batch reads: set r uses slots r*batch .. r*batch + batch - 1 (mod slots).
-  const int sets = std::max(1, slots / batch);
-  std::vector<int32_t> host_slots(size_t(sets) * batch), host_pos(batch, seq - 1);
-  for (size_t i = 0; i < host_slots.size(); ++i) host_slots[i] = static_cast<int32_t>(i % slots);
-  auto* d_slots = static_cast<int32_t*>(dmalloc(host_slots.size() * 4));
-  auto* d_pos = static_cast<int32_t*>(dmalloc(host_pos.size() * 4));
-  c.be->copy_to_device(d_slots, host_slots.data(), host_slots.size() * 4);
-  c.be->copy_to_device(d_pos, host_pos.data(), host_pos.size() * 4);
-  // Block tables [slots, max_seq / 32]: the filled blocks are a shuffled draw from the pool; the
-  // entries past `seq` (never read) point at block 0.
-  AttentionShape shape = llama8b_attention(max_seq, slots, slots * used_blocks, hq, hkv);
-  shape.inputs_ready_before_step = true;  // as in the engine's steps: the inputs and cache are set up first
-  std::vector<int32_t> ids(size_t(shape.num_blocks));
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i);
-  std::mt19937 rng(7);
-  std::shuffle(ids.begin(), ids.end(), rng);
-  std::vector<int32_t> tables(size_t(slots) * shape.max_blocks_per_seq, 0);
-  for (int s = 0; s < slots; ++s)
-    for (int b = 0; b < used_blocks; ++b) tables[size_t(s) * shape.max_blocks_per_seq + b] = ids[size_t(s) * used_blocks + b];
-  auto* d_tables = static_cast<int32_t*>(dmalloc(tables.size() * 4));
-  c.be->copy_to_device(d_tables, tables.data(), tables.size() * 4);
-  const Timing tm = time_ms(c.stream, [&](int i) {
-    const KVCacheLayer cache{k.at(0), v.at(0), d_tables, fp8_kv, 1.0f, 1.0f};
-    c.be->attention(out, qkv.at(0), d_pos, d_slots + size_t(i % sets) * batch, cache, shape, batch);
-  });
-  cudaFree(out);
-  cudaFree(d_tables);
-  cudaFree(d_slots);
-  cudaFree(d_pos);
+  DecodeAttentionCase attn(c, seq, batch, max_seq, hq, hkv, fp8_kv);
+  const Timing tm = time_ms(c.stream, [&](int i) { attn.run(i); });
   const double ms = tm.ms;
-  const double bytes = 2.0 * batch * slot_bytes;
-  const double gbs = bytes / (ms * 1e-3) / 1e9;
+  const double gbs = attn.bytes() / (ms * 1e-3) / 1e9;
   std::printf("attn decode (%s) heads=%d/%d seq=%-5d batch=%-4d max_seq=%-5d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n",
               kernel.c_str(), hq, hkv, seq, batch, max_seq, ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
   c.out["attention_decode"].push_back({{"seq", seq}, {"batch", batch}, {"max_seq", max_seq}, {"kernel", kernel},
                                        {"q_heads", hq}, {"kv_heads", hkv}, {"ms", ms}, {"gb_per_s", gbs},
                                        {"fraction_of_copy", gbs / c.copy_gbs}, {"graph", tm.graph}});
+}
+
+// Whether a serving step could overlap its memory-bound decode attention with its compute-bound
+// GEMMs (two halves of the batch, one's attention beside the other's projection): the decode
+// attention of `batch` sequences of `seq` rows on the backend's stream and a bf16 GEMM g on a
+// second stream, each alone and both at once (forked and joined inside the timed graph). The GEMM's
+// cuBLASLt plan targets sm_target SMs (CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET; 0: all of them),
+// leaving the rest to the attention. saved = alone + alone - together; overlap = saved / the shorter.
+void bench_overlap(Ctx& c, const Gemm& g, int batch, int seq, int sm_target) {
+  DecodeAttentionCase attn(c, seq, batch, 2048, kHq, kHkv, false);
+  Rotation w(size_t(g.N) * g.K * 2, c.min_total, 10, c.stream, 0.05f);
+  Rotation x(size_t(g.M) * g.K * 2, 0, 20, c.stream);
+  void* out = dmalloc(size_t(g.M) * g.N * 2);
+  cudaStream_t side = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+  {
+    lamina::cuda::LtGemm gemm(size_t(32) << 20, sm_target);
+    const auto run_gemm = [&](int i, cudaStream_t s) {
+      gemm.run(DType::BF16, out, x.at(0), w.at(i), g.M, g.N, g.K, s);
+    };
+    const Timing ta = time_ms(c.stream, [&](int i) { attn.run(i); });
+    const Timing tg = time_ms(c.stream, [&](int i) { run_gemm(i, c.stream); });
+    const Timing both = time_ms(c.stream, [&](int i) {
+      CUDA_CHECK(cudaEventRecord(fork, c.stream));
+      CUDA_CHECK(cudaStreamWaitEvent(side, fork, 0));
+      run_gemm(i, side);
+      attn.run(i);
+      CUDA_CHECK(cudaEventRecord(join, side));
+      CUDA_CHECK(cudaStreamWaitEvent(c.stream, join, 0));
+    });
+    const double saved = ta.ms + tg.ms - both.ms, overlap = saved / std::min(ta.ms, tg.ms);
+    std::printf("overlap attn b%d s%d + %s M=%d, GEMM on %s SMs: attention %.4f, GEMM %.4f, both %.4f ms "
+                "(saved %.4f, %.0f%% of the shorter)%s\n",
+                batch, seq, g.name, g.M, sm_target > 0 ? std::to_string(sm_target).c_str() : "all", ta.ms, tg.ms,
+                both.ms, saved, 100.0 * overlap, tag(both));
+    c.out["overlap"].push_back({{"batch", batch}, {"seq", seq}, {"gemm", g.name}, {"M", g.M}, {"N", g.N},
+                                {"K", g.K}, {"sm_target", sm_target}, {"attention_ms", ta.ms}, {"gemm_ms", tg.ms},
+                                {"both_ms", both.ms}, {"saved_ms", saved}, {"graph", both.graph}});
+  }
+  cudaFree(out);
+  cudaEventDestroy(fork);
+  cudaEventDestroy(join);
+  cudaStreamDestroy(side);
 }
 
 void bench_prefill_attention(Ctx& c, int T) {
@@ -623,6 +710,11 @@ int main(int argc, char** argv) {
   for (int R : {1, 64})
     for (bool sample : {false, true}) guarded(c, "token choice", [&] { bench_token_choice(c, R, sample); });
   for (int seqs : {16, 64}) guarded(c, "prompts attention", [&] { bench_batched_prompts_attention(c, seqs, 128); });
+  // Overlap of half a serving step's decode attention with the other half's projections (--only overlap).
+  const Gemm kOverlapGemms[] = {{"gate_up", 512, 28672, 4096}, {"down", 512, 4096, 14336}, {"qkv", 512, 6144, 4096}};
+  for (const Gemm& g : kOverlapGemms)
+    for (int sms : {0, 100, 66})
+      guarded(c, "overlap", [&] { bench_overlap(c, g, 512, 256, sms); });
 
   // The launch shapes the GEMVs' tuning chose on this GPU for the shapes above (gemv_tuner.h).
   for (const std::string& line : lamina::cuda::gemv_tuning_choices()) {

@@ -20,7 +20,8 @@ cudaDataType_t cuda_data_type(DType dt) {
   }
 }
 
-LtGemm::LtGemm(size_t workspace_bytes) : workspace_bytes_(workspace_bytes) {
+LtGemm::LtGemm(size_t workspace_bytes, int sm_count_target)
+    : workspace_bytes_(workspace_bytes), sm_count_target_(sm_count_target) {
   CUBLAS_CHECK(cublasLtCreate(&handle_));
   if (workspace_bytes_) CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
 }
@@ -44,6 +45,10 @@ LtGemm::Plan& LtGemm::plan_for(DType dt, int M, int N, int K, int align, int fp8
   const cudaDataType_t type = cuda_data_type(dt);
   Plan p;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  if (sm_count_target_ > 0) {
+    const int32_t sms = sm_count_target_;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET, &sms, sizeof(sms)));
+  }
   const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));

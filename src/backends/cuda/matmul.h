@@ -19,7 +19,9 @@ enum class Fp8Scaling { kPerTensor, kPerToken };
 
 class LtGemm {
  public:
-  explicit LtGemm(size_t workspace_bytes = 32u << 20);
+  // sm_count_target > 0: plans are chosen for that many SMs (CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET),
+  // for a GEMM that shares the GPU with a kernel on another stream; 0: all of the GPU's.
+  explicit LtGemm(size_t workspace_bytes = 32u << 20, int sm_count_target = 0);
   ~LtGemm();
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
@@ -47,6 +49,7 @@ class LtGemm {
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
+  int sm_count_target_ = 0;
   std::map<Key, Plan> plans_;
 };
 
