@@ -389,28 +389,31 @@ AttentionShape paged_shape(Ctx& c, int seq, int seqs, int32_t** d_tables) {
 struct DecodeAttentionCase {
   Ctx& c;
   int batch;
-  size_t slot_bytes;  // one of k or v of one sequence
-  int sets;           // slot sets the calls rotate over
   bool fp8_kv;
+  size_t elem_bytes;  // of the cache
+  size_t slot_bytes;  // one of k or v of one sequence
+  int slots;          // sequence slots: enough that the K (or V) pool exceeds min_total / 2, and a batch
+  int used_blocks;    // blocks a sequence fills
+  int sets;           // slot sets the calls rotate over: set r uses slots r*batch .. r*batch + batch - 1
   Rotation k, v, qkv;
   AttentionShape shape;
   void* out = nullptr;
   int32_t *d_slots = nullptr, *d_pos = nullptr, *d_tables = nullptr;
 
+  // (Members are initialised in the order above, each from those before it.)
   DecodeAttentionCase(Ctx& ctx, int seq, int batch_, int max_seq, int hq, int hkv, bool fp8)
       : c(ctx),
         batch(batch_),
-        slot_bytes(size_t(seq) * hkv * kD * (fp8 ? 1 : 2)),
-        sets(1),
         fp8_kv(fp8),
-        k(cache_bytes(seq, batch_, hkv, fp8, ctx.min_total), 0, 50, ctx.stream),
-        v(cache_bytes(seq, batch_, hkv, fp8, ctx.min_total), 0, 60, ctx.stream),
+        elem_bytes(fp8 ? 1 : 2),
+        slot_bytes(size_t(seq) * hkv * kD * elem_bytes),
+        slots(std::max(batch, static_cast<int>((ctx.min_total / 2 + slot_bytes - 1) / slot_bytes))),
+        used_blocks((seq + kTokensPerBlock - 1) / kTokensPerBlock),
+        sets(std::max(1, slots / batch)),
+        k(size_t(used_blocks) * kTokensPerBlock * hkv * kD * elem_bytes * slots, 0, 50, ctx.stream),
+        v(size_t(used_blocks) * kTokensPerBlock * hkv * kD * elem_bytes * slots, 0, 60, ctx.stream),
         qkv(size_t(batch_) * (hq + 2 * hkv) * kD * 2, 0, 70, ctx.stream, 3.0f) {
-    const int slots = slot_count(seq, batch, hkv, fp8, c.min_total);
-    const int used_blocks = (seq + kTokensPerBlock - 1) / kTokensPerBlock;  // blocks a sequence fills
     out = dmalloc(size_t(batch) * hq * kD * 2);
-    // Rotate which slots the batch reads: set r uses slots r*batch .. r*batch + batch - 1 (mod slots).
-    sets = std::max(1, slots / batch);
     std::vector<int32_t> host_slots(size_t(sets) * batch), host_pos(batch, seq - 1);
     for (size_t i = 0; i < host_slots.size(); ++i) host_slots[i] = static_cast<int32_t>(i % slots);
     d_slots = static_cast<int32_t*>(dmalloc(host_slots.size() * 4));
@@ -441,16 +444,6 @@ struct DecodeAttentionCase {
   DecodeAttentionCase(const DecodeAttentionCase&) = delete;
   DecodeAttentionCase& operator=(const DecodeAttentionCase&) = delete;
 
-  // Enough sequence slots that the K (or V) pool exceeds min_total / 2, and at least one batch.
-  static int slot_count(int seq, int batch, int hkv, bool fp8, size_t min_total) {
-    const size_t slot = size_t(seq) * hkv * kD * (fp8 ? 1 : 2);
-    return std::max(batch, static_cast<int>((min_total / 2 + slot - 1) / slot));
-  }
-  static size_t cache_bytes(int seq, int batch, int hkv, bool fp8, size_t min_total) {
-    const int used_blocks = (seq + kTokensPerBlock - 1) / kTokensPerBlock;
-    return size_t(used_blocks) * kTokensPerBlock * hkv * kD * (fp8 ? 1 : 2) *
-           size_t(slot_count(seq, batch, hkv, fp8, min_total));
-  }
   double bytes() const { return 2.0 * batch * slot_bytes; }  // K and V of every sequence
   void run(int i) {
     const KVCacheLayer cache{k.at(0), v.at(0), d_tables, fp8_kv, 1.0f, 1.0f};
