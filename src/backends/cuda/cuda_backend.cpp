@@ -294,6 +294,30 @@ class CudaBackend final : public Backend {
     auto span = profile("silu_mul", T);
     launch_silu_mul(act_, out, gate_up, T, F, stream_);
   }
+  void silu_mul_matmul(void* out, void* mlp, const void* gate_up, const void* w, int T, int N, int F) override {
+    use_device();
+    if (T > kGemvMaxM && fused_swiglu_quant_enabled() && fp8_scales_ == Fp8ActivationScales::kPerToken) {
+      const auto it = quant_.find(w);
+      if (it != quant_.end() && it->second.w.format == WeightFormat::Fp8PerTensor && F % 16 == 0 && N % 8 == 0) {
+        const QuantEntry& q = it->second;
+        LAMINA_CHECK(q.rows == N && q.cols == F, "matmul of a quantized [", q.rows, ", ", q.cols, "] weight as [", N,
+                     ", ", F, "]");
+        auto span = profile_matmul("swiglu+gemm-quant", T, N, F);
+        void* xq = grow(fp8_act_scratch_, size_t(T) * size_t(F));
+        auto* scales = static_cast<float*>(grow(fp8_token_scales_, size_t(T) * sizeof(float)));
+        if (launch_silu_mul_quantize_fp8_per_token(act_, gate_up, T, F, xq, scales, stream_)) {
+          try {
+            gemm_->run_fp8(act_, out, xq, scales, Fp8Scaling::kPerToken, q.w.data, q.channel_scales, T, N, F, stream_);
+            return;
+          } catch (const Error&) {
+            // cuBLASLt refused the per-token plan: the two-op path below meets the refusal in
+            // fp8_gemm, which warns and moves to the next scale mode.
+          }
+        }
+      }
+    }
+    Backend::silu_mul_matmul(out, mlp, gate_up, w, T, N, F);
+  }
   void gather_rows(void* out, const void* x, const int32_t* rows, int num_rows, int H) override {
     use_device();
     auto span = profile("gather_rows", num_rows);
@@ -451,6 +475,12 @@ class CudaBackend final : public Backend {
     return false;
   }
 
+  // LAMINA_FUSED_SWIGLU_QUANT=0: over FP8 weights the down projection's input is written by silu_mul
+  // and then quantized, two passes, as before the fused kernel (for comparisons).
+  static bool fused_swiglu_quant_enabled() {
+    static const bool on = ab_switch_on("LAMINA_FUSED_SWIGLU_QUANT");
+    return on;
+  }
   // LAMINA_FUSED_ROPE=0 runs the qkv GEMV and rope_kv_write as two kernels at decode (for comparisons).
   static bool fused_rope_enabled() {
     static const bool on = ab_switch_on("LAMINA_FUSED_ROPE");
