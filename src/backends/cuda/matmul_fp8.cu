@@ -14,6 +14,7 @@
 
 #include <algorithm>
 
+#include "ab_switch.h"
 #include "activation.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
@@ -118,6 +119,12 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// LAMINA_FP8_QUANT_IN_REGISTERS=0: per-token quantization by the scalar kernel only (A/B).
+bool rows_in_registers_enabled() {
+  static const bool on = ab_switch_on("LAMINA_FP8_QUANT_IN_REGISTERS");
+  return on;
+}
+
 // Whether quantize_fp8_rows_kernel takes rows of K elements of T at x (and xq): 16-bit T, whole
 // aligned chunks, at most kMaxVecRow<T> a row.
 template <typename T>
@@ -153,7 +160,7 @@ void launch_quantize_fp8_per_token(DType dt, const void* x, int M, int K, void* 
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;
     if constexpr (sizeof(E) == 2) {
-      if (takes_rows_in_registers<E>(x, xq, K)) {
+      if (rows_in_registers_enabled() && takes_rows_in_registers<E>(x, xq, K)) {
         quantize_fp8_rows_kernel<E, false><<<static_cast<unsigned>(M), kThreads, 0, stream>>>(
             static_cast<const E*>(x), K, static_cast<__nv_fp8_e4m3*>(xq), x_scales);
         CUDA_CHECK_LAUNCH();
