@@ -125,16 +125,12 @@ bool rows_in_registers_enabled() {
   return on;
 }
 
-// Whether quantize_fp8_rows_kernel takes rows of K elements of T at x (and xq): 16-bit T, whole
+// Whether quantize_fp8_rows_kernel takes rows of K elements of 16-bit T at x (and xq): whole
 // aligned chunks, at most kMaxVecRow<T> a row.
 template <typename T>
 bool takes_rows_in_registers(const void* x, const void* xq, int K) {
-  if constexpr (sizeof(T) != 2) {
-    return false;
-  } else {
-    return K % kVec<T> == 0 && K <= kMaxVecRow<T> && is_aligned16(x) &&
-           (reinterpret_cast<uintptr_t>(xq) & 7) == 0;
-  }
+  static_assert(sizeof(T) == 2, "16-bit activations");
+  return K % kVec<T> == 0 && K <= kMaxVecRow<T> && is_aligned16(x) && (reinterpret_cast<uintptr_t>(xq) & 7) == 0;
 }
 
 }  // namespace
