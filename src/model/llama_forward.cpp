@@ -289,12 +289,14 @@ void LlamaForward::run_layers(int T, int R, bool logits) {
     be_->matmul(proj_.get(), attn_out_.get(), lw.attn_out, T, H, int(q_width_));
     // Row-parallel: sum the ranks' partial outputs; residual += attention out; normed = post_norm(residual)
     reduce_add_norm(lw.post_norm, T, eps);
-    // MLP: down(silu(gate) * up); the SwiGLU rides on the gate_up GEMV where the backend can
-    if (!be_->gate_up_swiglu(mlp_.get(), normed_.get(), lw.gate_up, T, F, H)) {
+    // MLP: down(silu(gate) * up); the SwiGLU rides on the gate_up GEMV where the backend can (decode),
+    // else on the down projection (silu_mul_matmul: over FP8 weights, its input quantization)
+    if (be_->gate_up_swiglu(mlp_.get(), normed_.get(), lw.gate_up, T, F, H)) {
+      be_->matmul(proj_.get(), mlp_.get(), lw.down, T, H, F);
+    } else {
       be_->matmul(gate_up_.get(), normed_.get(), lw.gate_up, T, 2 * F, H);
-      be_->silu_mul(mlp_.get(), gate_up_.get(), T, F);
+      be_->silu_mul_matmul(proj_.get(), mlp_.get(), gate_up_.get(), lw.down, T, H, F);
     }
-    be_->matmul(proj_.get(), mlp_.get(), lw.down, T, H, F);
     // residual += Σ_ranks mlp out; normed = next layer's input_norm (or the final norm)
     reduce_add_norm(l + 1 < w_.layers.size() ? w_.layers[l + 1].input_norm : w_.final_norm, T, eps);
   }

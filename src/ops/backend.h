@@ -163,6 +163,14 @@ class Backend {
                          KVCacheLayer cache, const AttentionShape& s, int T) = 0;
   // out[T,F] = silu(gate_up[:, :F]) * gate_up[:, F:]   (gate_up: [T, 2F])
   virtual void silu_mul(void* out, const void* gate_up, int T, int F) = 0;
+  // out[T,N] = (silu(gate_up[:, :F]) * gate_up[:, F:]) · w[N,F]^T: the MLP's SwiGLU and its down
+  // projection. mlp [T,F] is room for the product: this default writes it there (silu_mul), then
+  // multiplies. A backend may reach the same result another way and leave mlp unwritten (the CUDA
+  // backend, over FP8 weights, quantizes the product for its FP8 GEMM as it forms it).
+  virtual void silu_mul_matmul(void* out, void* mlp, const void* gate_up, const void* w, int T, int N, int F) {
+    silu_mul(mlp, gate_up, T, F);
+    matmul(out, mlp, w, T, N, F);
+  }
   // qkv[T, (Hq + 2 Hkv) D] = x[T, K] · w^T followed by rope_kv_write(qkv, ...) in one pass, where
   // the backend has a fused kernel for this T and weight (decode); returns false without doing
   // anything otherwise, and the caller runs matmul then rope_kv_write. The projection is not

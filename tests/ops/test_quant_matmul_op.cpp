@@ -363,6 +363,83 @@ TEST_P(QuantMatmulOp, Fp8BatchedRowsKeepTheirOwnScale) {
   }
 }
 
+// Over FP8 weights at batched M, silu_mul_matmul quantizes the SwiGLU product for the FP8 GEMM as
+// it forms it (one pass over gate_up, no [M, F] round trip): the same bits as silu_mul and then
+// matmul on the same backend, where it takes the fused kernel (F % 16 == 0, rows <= 16384) and
+// where it falls back to the two ops (F = 520, 16400); and within FP8's tolerance of the CPU.
+TEST_P(QuantMatmulOp, Fp8SiluMulMatmulIsSiluMulThenMatmul) {
+  if (fmt() != WeightFormat::Fp8PerTensor || dt() == DType::F32) GTEST_SKIP() << "FP8 weights, 16-bit activations";
+  const std::array<std::array<int, 3>, 5> cases = {{{33, 64, 1024}, {128, 40, 14336}, {9, 8, 16384},
+                                                    {17, 24, 520}, {12, 16, 16400}}};  // M, N, F
+  for (const auto& [M, N, F] : cases) {
+    const HostQuant q = quantize(fmt(), random_floats(rng_, size_t(N) * F), N, F);
+    DeviceBuffer w_g = DeviceBuffer::adopt(gpu_.get(), gpu_->upload_quantized_weight(q.view), q.data.size());
+    DeviceBuffer w_c = DeviceBuffer::adopt(cpu_.get(), cpu_->upload_quantized_weight(q.view), q.data.size());
+    const auto gate_up = rounded(dt(), random_floats(rng_, size_t(M) * 2 * F, -6.0f, 6.0f));  // silu's curve
+    auto gu_g = upload_act(*gpu_, gate_up), gu_c = upload_act(*cpu_, gate_up);
+    auto fused = poisoned_act(*gpu_, size_t(M) * N), mlp = poisoned_act(*gpu_, size_t(M) * F);
+    gpu_->silu_mul_matmul(fused.get(), mlp.get(), gu_g.get(), w_g.get(), M, N, F);
+    auto two = poisoned_act(*gpu_, size_t(M) * N), mlp2 = poisoned_act(*gpu_, size_t(M) * F);
+    gpu_->silu_mul(mlp2.get(), gu_g.get(), M, F);
+    gpu_->matmul(two.get(), mlp2.get(), w_g.get(), M, N, F);
+    const std::string what = "silu_mul_matmul M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                             " F=" + std::to_string(F);
+    const auto got = read_act(*gpu_, fused, size_t(M) * N), want = read_act(*gpu_, two, size_t(M) * N);
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_TRUE(std::isfinite(got[i])) << what << " output " << i << " not written";
+      ASSERT_EQ(got[i], want[i]) << what << " output " << i;
+    }
+    auto out_c = poisoned_act(*cpu_, size_t(M) * N), mlp_c = poisoned_act(*cpu_, size_t(M) * F);
+    cpu_->silu_mul_matmul(out_c.get(), mlp_c.get(), gu_c.get(), w_c.get(), M, N, F);
+    expect_close(got, read_act(*cpu_, out_c, size_t(M) * N), 6e-2, what + " against the CPU");
+  }
+}
+
+// The per-token FP8 quantization of 16-bit activations keeps rows of up to 16384 elements in
+// registers (one read, 16-byte loads) where x is 16-byte aligned; the same rows one element off
+// alignment take the scalar kernel. Both must give the same scales and the same bytes. (With
+// LAMINA_FP8_QUANT_IN_REGISTERS=0 both take the scalar kernel.)
+TEST_P(QuantMatmulOp, Fp8PerTokenQuantizationKernelsAgree) {
+  if (fmt() != WeightFormat::Fp8PerTensor || dt() == DType::F32) GTEST_SKIP() << "16-bit activations";
+  cudaStream_t stream = cuda_stream_of(*gpu_);
+  const size_t es = dtype_size(dt());
+  for (const int K : {4096, 14336, 16384, 64}) {
+    const int M = 37;
+    std::vector<float> x = random_floats(rng_, size_t(M) * K);
+    for (int m = 0; m < M; ++m)  // rows of very different ranges, each with its own scale
+      for (int k = 0; k < K; ++k) x[size_t(m) * K + k] *= std::pow(10.0f, float(m % 7) - 3.0f);
+    x = rounded(dt(), x);
+    auto aligned = upload_act(*gpu_, x);
+    auto shifted = poisoned_act(*gpu_, size_t(M) * K + 1);  // x one element past a 16-byte boundary
+    ASSERT_EQ(cudaMemcpy(static_cast<char*>(shifted.get()) + es, aligned.get(), size_t(M) * K * es,
+                         cudaMemcpyDeviceToDevice), cudaSuccess);
+    void *q1 = nullptr, *q2 = nullptr;
+    float *s1 = nullptr, *s2 = nullptr;
+    ASSERT_EQ(cudaMalloc(&q1, size_t(M) * K), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(&q2, size_t(M) * K), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&s1), M * sizeof(float)), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&s2), M * sizeof(float)), cudaSuccess);
+    cuda::launch_quantize_fp8_per_token(dt(), aligned.get(), M, K, q1, s1, stream);
+    cuda::launch_quantize_fp8_per_token(dt(), static_cast<char*>(shifted.get()) + es, M, K, q2, s2, stream);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    std::vector<uint8_t> b1(size_t(M) * K), b2(size_t(M) * K);
+    std::vector<float> sc1(M), sc2(M);
+    ASSERT_EQ(cudaMemcpy(b1.data(), q1, b1.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(b2.data(), q2, b2.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(sc1.data(), s1, M * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(sc2.data(), s2, M * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    cudaFree(q1);
+    cudaFree(q2);
+    cudaFree(s1);
+    cudaFree(s2);
+    for (int m = 0; m < M; ++m) {
+      ASSERT_GT(sc1[m], 0.0f) << "K=" << K << " row " << m;
+      ASSERT_EQ(sc1[m], sc2[m]) << "K=" << K << " row " << m << " scale";
+    }
+    for (size_t i = 0; i < b1.size(); ++i) ASSERT_EQ(b1[i], b2[i]) << "K=" << K << " byte " << i;
+  }
+}
+
 std::vector<Param> all_params() {
   std::vector<Param> ps;
   for (WeightFormat f : {WeightFormat::Int8PerChannel, WeightFormat::Fp8PerTensor, WeightFormat::Int4Group})

@@ -294,6 +294,28 @@ class CudaBackend final : public Backend {
     auto span = profile("silu_mul", T);
     launch_silu_mul(act_, out, gate_up, T, F, stream_);
   }
+  void silu_mul_matmul(void* out, void* mlp, const void* gate_up, const void* w, int T, int N, int F) override {
+    use_device();
+    if (T > kGemvMaxM && fused_swiglu_quant_enabled() && fp8_scales_ == Fp8ActivationScales::kPerToken) {
+      const auto it = quant_.find(w);
+      if (it != quant_.end() && it->second.w.format == WeightFormat::Fp8PerTensor && F % 16 == 0 && N % 8 == 0) {
+        const QuantEntry& q = it->second;
+        LAMINA_CHECK(q.rows == N && q.cols == F, "matmul of a quantized [", q.rows, ", ", q.cols, "] weight as [", N,
+                     ", ", F, "]");
+        auto span = profile_matmul("swiglu+gemm-quant", T, N, F);
+        try {
+          const bool done = fp8_gemm_per_token(out, q, T, N, F, [&](void* xq, float* scales) {
+            return launch_silu_mul_quantize_fp8_per_token(act_, gate_up, T, F, xq, scales, stream_);
+          });
+          if (done) return;
+        } catch (const Error&) {
+          // cuBLASLt refused the per-token plan: the two-op path below meets the refusal in
+          // fp8_gemm, which warns and moves to the next scale mode.
+        }
+      }
+    }
+    Backend::silu_mul_matmul(out, mlp, gate_up, w, T, N, F);
+  }
   void gather_rows(void* out, const void* x, const int32_t* rows, int num_rows, int H) override {
     use_device();
     auto span = profile("gather_rows", num_rows);
@@ -426,15 +448,16 @@ class CudaBackend final : public Backend {
   // the quantization kernels it ran are harmless, since the next mode or the caller overwrites out.
   bool fp8_gemm(void* out, const void* x, const QuantEntry& q, int M, int N, int K) {
     const DeviceQuantWeight& w = q.w;
-    void* xq = grow(fp8_act_scratch_, size_t(M) * size_t(K));
     while (fp8_scales_ != Fp8ActivationScales::kNone) {
       const bool per_token = fp8_scales_ == Fp8ActivationScales::kPerToken;
       try {
         if (per_token) {
-          auto* scales = static_cast<float*>(grow(fp8_token_scales_, size_t(M) * sizeof(float)));
-          launch_quantize_fp8_per_token(act_, x, M, K, xq, scales, stream_);
-          gemm_->run_fp8(act_, out, xq, scales, Fp8Scaling::kPerToken, w.data, q.channel_scales, M, N, K, stream_);
+          fp8_gemm_per_token(out, q, M, N, K, [&](void* xq, float* scales) {
+            launch_quantize_fp8_per_token(act_, x, M, K, xq, scales, stream_);
+            return true;
+          });
         } else {
+          void* xq = grow(fp8_act_scratch_, size_t(M) * size_t(K));
           auto* amax_bits = reinterpret_cast<unsigned*>(fp8_tensor_scale_);
           float* scale = fp8_tensor_scale_ + 4;
           launch_quantize_fp8_dynamic(act_, x, size_t(M) * size_t(K), xq, amax_bits, scale, stream_);
@@ -451,6 +474,24 @@ class CudaBackend final : public Backend {
     return false;
   }
 
+  // out[M,N] = xq[M,K] · w[N,K]^T on FP8 tensor cores, xq with one scale per token as written by
+  // quantize(xq [M,K] fp8, scales [M] f32), which returns false where it cannot (nothing run then).
+  // Throws where cuBLASLt refuses the per-token plan.
+  template <class Quantize>
+  bool fp8_gemm_per_token(void* out, const QuantEntry& q, int M, int N, int K, Quantize&& quantize) {
+    void* xq = grow(fp8_act_scratch_, size_t(M) * size_t(K));
+    auto* scales = static_cast<float*>(grow(fp8_token_scales_, size_t(M) * sizeof(float)));
+    if (!quantize(xq, scales)) return false;
+    gemm_->run_fp8(act_, out, xq, scales, Fp8Scaling::kPerToken, q.w.data, q.channel_scales, M, N, K, stream_);
+    return true;
+  }
+
+  // LAMINA_FUSED_SWIGLU_QUANT=0: over FP8 weights the down projection's input is written by silu_mul
+  // and then quantized, two passes, as before the fused kernel (for comparisons).
+  static bool fused_swiglu_quant_enabled() {
+    static const bool on = ab_switch_on("LAMINA_FUSED_SWIGLU_QUANT");
+    return on;
+  }
   // LAMINA_FUSED_ROPE=0 runs the qkv GEMV and rope_kv_write as two kernels at decode (for comparisons).
   static bool fused_rope_enabled() {
     static const bool on = ab_switch_on("LAMINA_FUSED_ROPE");

@@ -4,7 +4,8 @@
 //                                           per-token scales)
 //   2. xq = e4m3(x / x_scale)               saturating
 //   3. out[m,n] = w_scale * x_scale[m] * (wq · xq^T)[m,n] in fp32 by cuBLASLt, in the activation dtype
-// Steps 1-2 are here; step 3 is LtGemm::run_fp8 (matmul.cu). Both quantizers are kernels (and a
+// Steps 1-2 are here (step 1 also fused with the MLP's SwiGLU, for the down projection's input);
+// step 3 is LtGemm::run_fp8 (matmul.cu). Both quantizers are kernels (and a
 // memset) on the stream, so the sequence is graph-capturable.
 // cuBLASLt's FP8 GEMM needs the "TN" form, which is what matmul.cu's layout already issues
 // (A = w transposed, B = x not), 16-byte aligned pointers (the scales' too) and K a multiple of 16.
@@ -13,6 +14,8 @@
 
 #include <algorithm>
 
+#include "ab_switch.h"
+#include "activation.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "quant_kernels.h"
@@ -60,6 +63,76 @@ __global__ void quantize_fp8_per_token_kernel(const T* __restrict__ x, int K, __
   for (int k = threadIdx.x; k < K; k += blockDim.x) xq[row + k] = __nv_fp8_e4m3(to_float(x[row + k]) * inv);
 }
 
+// Per-token quantization with the row held in registers: one block of kThreads per row, 16-byte
+// loads of kVec<T> elements, at most kRowChunks of them a thread (rows of K <= kMaxVecRow<T>). The
+// scalar kernel above reads x twice, 2 bytes a load; this one reads it once. kSwiGlu: row m is the
+// SwiGLU of gate_up row m ([gate F | up F], so K = F and the row stride is 2F), rounded to T as
+// silu_mul's output is: the same bits as silu_mul and then this quantization of its output,
+// without the [M, F] round trip. Scale and rounding as quantize_fp8_per_token_kernel's (a max does
+// not depend on the order it is taken in).
+constexpr int kRowChunks = 8;
+template <typename T>
+constexpr int kMaxVecRow = kThreads * kRowChunks * kVec<T>;
+
+template <typename T, bool kSwiGlu>
+__global__ void __launch_bounds__(kThreads)
+    quantize_fp8_rows_kernel(const T* __restrict__ x, int K, __nv_fp8_e4m3* __restrict__ xq,
+                             float* __restrict__ scales) {
+  constexpr int V = kVec<T>;
+  static_assert(V * sizeof(T) == 16, "16-byte chunks");
+  __shared__ float scratch[32];
+  const int chunks = K / V;
+  const T* row = x + static_cast<size_t>(blockIdx.x) * (kSwiGlu ? 2 : 1) * K;
+  uint4 raw[kRowChunks];  // the row's values in T, kVec<T> to a chunk
+  float m = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kRowChunks; ++j) {
+    const int c = threadIdx.x + j * kThreads;
+    if (c >= chunks) break;
+    raw[j] = *reinterpret_cast<const uint4*>(row + static_cast<size_t>(c) * V);
+    if constexpr (kSwiGlu) {  // silu_mul's arithmetic, rounded to T as it stores
+      const uint4 up = *reinterpret_cast<const uint4*>(row + K + static_cast<size_t>(c) * V);
+      const T* g = reinterpret_cast<const T*>(&raw[j]);
+      const T* u = reinterpret_cast<const T*>(&up);
+      alignas(16) T prod[V];
+#pragma unroll
+      for (int e = 0; e < V; ++e) prod[e] = from_float<T>(silu(to_float(g[e])) * to_float(u[e]));
+      raw[j] = *reinterpret_cast<const uint4*>(prod);
+    }
+    const T* e_of = reinterpret_cast<const T*>(&raw[j]);
+#pragma unroll
+    for (int e = 0; e < V; ++e) m = fmaxf(m, fabsf(to_float(e_of[e])));
+  }
+  const float amax = fmaxf(block_max(m, scratch), 1e-12f);  // every thread gets the block's max
+  if (threadIdx.x == 0) scales[blockIdx.x] = amax / 448.0f;
+  const float inv = 448.0f / amax;
+  __nv_fp8_e4m3* out = xq + static_cast<size_t>(blockIdx.x) * K;
+#pragma unroll
+  for (int j = 0; j < kRowChunks; ++j) {
+    const int c = threadIdx.x + j * kThreads;
+    if (c >= chunks) break;
+    const T* e_of = reinterpret_cast<const T*>(&raw[j]);
+    alignas(8) __nv_fp8_e4m3 q[V];
+#pragma unroll
+    for (int e = 0; e < V; ++e) q[e] = __nv_fp8_e4m3(to_float(e_of[e]) * inv);  // saturates to +-448
+    *reinterpret_cast<uint2*>(out + static_cast<size_t>(c) * V) = *reinterpret_cast<const uint2*>(q);
+  }
+}
+
+// LAMINA_FP8_QUANT_IN_REGISTERS=0: per-token quantization by the scalar kernel only (A/B).
+bool rows_in_registers_enabled() {
+  static const bool on = ab_switch_on("LAMINA_FP8_QUANT_IN_REGISTERS");
+  return on;
+}
+
+// Whether quantize_fp8_rows_kernel takes rows of K elements of 16-bit T at x (and xq): whole
+// aligned chunks, at most kMaxVecRow<T> a row.
+template <typename T>
+bool takes_rows_in_registers(const void* x, const void* xq, int K) {
+  static_assert(sizeof(T) == 2, "16-bit activations");
+  return K % kVec<T> == 0 && K <= kMaxVecRow<T> && is_aligned16(x) && (reinterpret_cast<uintptr_t>(xq) & 7) == 0;
+}
+
 }  // namespace
 
 void launch_quantize_fp8_dynamic(DType dt, const void* x, size_t n, void* xq, unsigned* amax_bits, float* x_scale,
@@ -82,10 +155,35 @@ void launch_quantize_fp8_per_token(DType dt, const void* x, int M, int K, void* 
   if (M <= 0 || K <= 0) return;
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;
+    if constexpr (sizeof(E) == 2) {
+      if (rows_in_registers_enabled() && takes_rows_in_registers<E>(x, xq, K)) {
+        quantize_fp8_rows_kernel<E, false><<<static_cast<unsigned>(M), kThreads, 0, stream>>>(
+            static_cast<const E*>(x), K, static_cast<__nv_fp8_e4m3*>(xq), x_scales);
+        CUDA_CHECK_LAUNCH();
+        return;
+      }
+    }
     quantize_fp8_per_token_kernel<E><<<static_cast<unsigned>(M), kThreads, 0, stream>>>(
         static_cast<const E*>(x), K, static_cast<__nv_fp8_e4m3*>(xq), x_scales);
     CUDA_CHECK_LAUNCH();
   });
+}
+
+bool launch_silu_mul_quantize_fp8_per_token(DType dt, const void* gate_up, int M, int F, void* xq, float* x_scales,
+                                            cudaStream_t stream) {
+  if (M <= 0 || F <= 0) return true;
+  bool taken = false;
+  dispatch_float_type(dt, [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    if constexpr (sizeof(E) == 2) {
+      if (!takes_rows_in_registers<E>(gate_up, xq, F)) return;
+      quantize_fp8_rows_kernel<E, true><<<static_cast<unsigned>(M), kThreads, 0, stream>>>(
+          static_cast<const E*>(gate_up), F, static_cast<__nv_fp8_e4m3*>(xq), x_scales);
+      CUDA_CHECK_LAUNCH();
+      taken = true;
+    }
+  });
+  return taken;
 }
 
 }  // namespace lamina::cuda

@@ -101,5 +101,11 @@ void launch_quantize_fp8_dynamic(DType dt, const void* x, size_t n, void* xq, un
                                  cudaStream_t stream);
 void launch_quantize_fp8_per_token(DType dt, const void* x, int M, int K, void* xq, float* x_scales,
                                    cudaStream_t stream);
+// The same per-token quantization of silu(gate_up[:, :F]) * gate_up[:, F:] (gate_up [M, 2F]), the
+// product rounded to the activation dtype first: the same bits as launch_silu_mul and then
+// launch_quantize_fp8_per_token of its output, in one pass. False (nothing done) where the fused
+// kernel does not take it (32-bit activations, F not a multiple of 8, rows over 16384, unaligned).
+bool launch_silu_mul_quantize_fp8_per_token(DType dt, const void* gate_up, int M, int F, void* xq, float* x_scales,
+                                            cudaStream_t stream);
 
 }  // namespace lamina::cuda
