@@ -6,11 +6,14 @@
 # A QUANTS entry is a weight format (bf16, FP8, ...) with "+kvFP8" for an FP8 KV cache; an AB
 # variant is VAR=VALUE[,VAR=VALUE...] ("-" for none). Builds lamina first (scripts/device-check.sh).
 # Prints and keeps $OUT/serving_ab.txt (output tok/s of each run); JSON files in $OUT.
+# TRACE=1 adds one run per QUANTS entry under bench/kernel_trace.cpp (CUPTI) and sums up how long
+# the GPU sat idle and between which kernels (scripts/bench/gpu_idle.py) into $OUT/idle_<entry>.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
-OUT=$OUT/build TARGETS=lamina TESTS= BENCHES= BUILD_ONLY=1 bash scripts/device-check.sh >/dev/null 2>&1
+targets=lamina; [[ "${TRACE:-0}" == 1 ]] && targets="lamina kernel_trace"
+OUT=$OUT/build TARGETS="$targets" TESTS= BENCHES= BUILD_ONLY=1 bash scripts/device-check.sh >/dev/null 2>&1
 L=build-device/tools/lamina/lamina
 W=${WORK:-/tmp/lamina-8b}
 [ -f "$W/hf/config.json" ] || python3 scripts/bench/make_random_llama.py --out "$W/hf" --json "$OUT/limits.json" \
@@ -33,4 +36,15 @@ for q in ${QUANTS:-FP8+kvFP8}; do
       echo "$q $v: $tps output tok/s" | tee -a "$OUT/serving_ab.txt"
     done
   done
+  if [[ "${TRACE:-0}" == 1 ]]; then
+    name=$(echo "$q" | tr -c 'A-Za-z0-9_\n' '_')
+    so=$(realpath build-device/bench/libkernel_trace.so)
+    CUDA_INJECTION64_PATH=$so LAMINA_KERNEL_TRACE="$OUT/trace_$name.csv" "$L" bench_serving --engine_dir "$W/engine" \
+      --skip_checksum --concurrency 1024 --num_requests 1024 --isl 128 --osl 128 --vocab_size 128000 \
+      >"$OUT/traced_$name.log" 2>&1
+    { tail -1 "$OUT/traced_$name.log"; python3 scripts/bench/gpu_idle.py "$OUT/trace_$name.csv"; } \
+      >"$OUT/idle_$name.txt" 2>&1
+    echo "$q traced:"; cat "$OUT/idle_$name.txt"
+    gzip -f "$OUT/trace_$name.csv"
+  fi
 done
