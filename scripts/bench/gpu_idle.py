@@ -74,9 +74,10 @@ def main():
     by_pair = collections.defaultdict(list)
     for length, before, after in long_gaps:
         by_pair[(before, after)].append(length / 1e3)
-    print(f"{'total ms':>9} {'count':>6} {'mean us':>8}  after -> before")
+    # The median beside the total: one long wait (the run's start or end) can make a pair's total.
+    print(f"{'total ms':>9} {'count':>6} {'median us':>9} {'max us':>9}  kernel before -> kernel after")
     for (before, after), ls in sorted(by_pair.items(), key=lambda kv: -sum(kv[1]))[: a.top]:
-        print(f"{sum(ls) / 1e3:9.3f} {len(ls):6d} {statistics.mean(ls):8.1f}  {before} -> {after}")
+        print(f"{sum(ls) / 1e3:9.3f} {len(ls):6d} {statistics.median(ls):9.1f} {max(ls):9.1f}  {before} -> {after}")
 
 
 if __name__ == "__main__":
