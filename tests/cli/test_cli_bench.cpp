@@ -50,6 +50,28 @@ TEST_F(OfflineBench, ReportsEveryTokenOfEveryRequest) {
   EXPECT_GE(j["itl_ms"]["p99"].get<double>(), j["itl_ms"]["p50"].get<double>());
 }
 
+// --warmup N runs N requests of the same shape before the clock starts: they add no tokens to the
+// report and no steps to its phases (the same steps with and without them).
+TEST_F(OfflineBench, WarmupRequestsAreNotCounted) {
+  auto run = [&](int warmup) {
+    const auto json = *scratch_ / ("warmup" + std::to_string(warmup) + ".json");
+    const auto r = run_lamina("bench_serving --engine_dir " + engine() + " --device cpu --concurrency 4" +
+                              " --num_requests 4 --isl 8 --osl 5 --vocab_size 4000 --warmup " + std::to_string(warmup) +
+                              " --json " + json.string());
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::ifstream in(json);
+    const Json j = Json::parse(in, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << r.output;
+    if (!j.is_discarded()) EXPECT_EQ(j["output_tokens"], 20) << r.output;
+    const size_t at = r.output.find("steps: ");
+    EXPECT_NE(at, std::string::npos) << r.output;
+    return at == std::string::npos ? -1 : std::atoi(r.output.c_str() + at + 7);
+  };
+  const int cold = run(0), warm = run(3);
+  EXPECT_GT(cold, 0);
+  EXPECT_EQ(warm, cold);
+}
+
 // The issue-style spelling: `lamina bench` with --concurrency/--isl/--osl is the serving load test.
 TEST_F(OfflineBench, BenchWithConcurrencyIsTheServingLoadTest) {
   const auto r = run_lamina("bench --engine_dir " + engine() + " --device cpu --concurrency 2 --num_requests 4" +

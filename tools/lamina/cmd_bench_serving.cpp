@@ -43,6 +43,7 @@ struct BenchServingOptions {
   bool skip_checksum = false;
   double kv_cache_free_gpu_memory_fraction = 0.9;
   int concurrency = 8, num_requests = 64, isl = 128, osl = 128, vocab_size = 256;
+  int warmup = 2;  // requests run (and not counted) before the clock starts
   double request_rate = 0;  // requests/s; 0 = as fast as concurrency allows
   uint64_t seed = 0;
 };
@@ -78,9 +79,9 @@ struct Workload {
   std::vector<double> arrival;
 };
 
-Workload make_workload(const BenchServingOptions& o) {
+Workload make_workload(const BenchServingOptions& o, uint64_t seed) {
   Workload w;
-  std::mt19937_64 rng(o.seed);
+  std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int> tok(0, o.vocab_size - 1);
   for (int i = 0; i < o.num_requests; ++i) {
     std::vector<int> ids(static_cast<size_t>(o.isl));
@@ -98,12 +99,43 @@ void report(const BenchServingOptions& o, const std::string& target, const std::
 // "<what>: N, wall time by phase: ..." for N engine steps.
 void print_step_phases(const char* what, double steps, double schedule_s, double engine_s, double output_s);
 
+// Warm-up (--warmup N): N requests of the run's shape, from other random prompts, all submitted at
+// once and finished before the clock starts, so that one-time costs (cuBLASLt's first plans, the
+// kernels the driver loads on first use: 0.12 s in a traced H100 run) stay out of the figures, as
+// the warm-up requests of trtllm-bench and aiperf do.
+void warm_up_offline(Executor& executor, const BenchServingOptions& o) {
+  if (o.warmup <= 0) return;
+  BenchServingOptions shape = o;
+  shape.num_requests = o.warmup;
+  shape.request_rate = 0;
+  const Workload w = make_workload(shape, o.seed + 1);
+  std::mutex mu;
+  std::condition_variable cv;
+  int left = o.warmup;
+  std::string error;
+  for (const auto& ids : w.prompts) {
+    RequestSpec spec;
+    spec.prompt.assign(ids.begin(), ids.end());
+    spec.max_tokens = o.osl;
+    executor.submit(std::move(spec), [&](RequestOutput&& out) {
+      if (!out.finished) return;
+      std::lock_guard<std::mutex> lk(mu);
+      if (out.end_reason == EndReason::Error && error.empty()) error = out.error;
+      --left;
+      cv.notify_all();
+    });
+  }
+  std::unique_lock<std::mutex> lk(mu);
+  cv.wait(lk, [&] { return left == 0; });
+  if (!error.empty()) fail("a warm-up request failed: ", error);
+}
+
 // Offline: the Executor in this process. A request is submitted when its arrival time has come
 // and fewer than C are in flight; its tokens are timed as the scheduler hands them out.
 void bench_offline(const BenchServingOptions& o) {
   if (!(o.kv_cache_free_gpu_memory_fraction > 0 && o.kv_cache_free_gpu_memory_fraction <= 1))
     fail("--kv_cache_free_gpu_memory_fraction must be in (0, 1] (got ", o.kv_cache_free_gpu_memory_fraction, ")");
-  const Workload w = make_workload(o);
+  const Workload w = make_workload(o, o.seed);
   EngineOptions eo;
   eo.device = parse_device(o.device);
   eo.verify_checksums = !o.skip_checksum;
@@ -114,6 +146,8 @@ void bench_offline(const BenchServingOptions& o) {
   if (o.vocab_size > engine->config().vocab_size)
     fail("--vocab_size ", o.vocab_size, " exceeds the engine's vocabulary (", engine->config().vocab_size, ")");
   Executor executor(*engine, ExecutorOptions{});
+  warm_up_offline(executor, o);
+  const SchedulerStats warm = executor.stats();  // the warm-up's steps, left out of the phases below
 
   std::vector<RequestResult> results(w.prompts.size());
   std::vector<Clock::time_point> start(w.prompts.size()), last(w.prompts.size());
@@ -169,8 +203,10 @@ void bench_offline(const BenchServingOptions& o) {
   const double duration = std::chrono::duration<double>(Clock::now() - t0).count();
   report(o, "offline " + o.engine_dir + " (" + engine->device_name() + ")", results, duration);
   const SchedulerStats st = executor.stats();
-  print_step_phases("steps", double(st.steps_total), st.step_schedule_seconds_total, st.step_engine_seconds_total,
-                    st.step_output_seconds_total);
+  print_step_phases("steps", double(st.steps_total - warm.steps_total),
+                    st.step_schedule_seconds_total - warm.step_schedule_seconds_total,
+                    st.step_engine_seconds_total - warm.step_engine_seconds_total,
+                    st.step_output_seconds_total - warm.step_output_seconds_total);
 }
 
 #if LAMINA_HAVE_SERVER
@@ -257,6 +293,28 @@ std::optional<std::array<double, 4>> server_step_counters(const std::string& url
   return c;
 }
 
+Json completion_body(const BenchServingOptions& o, const std::vector<int>& ids) {
+  Json b = {{"prompt", ids}, {"max_tokens", o.osl}, {"temperature", 0}, {"ignore_eos", true}, {"stream", true},
+            {"stream_options", {{"include_usage", true}}}};
+  if (!o.model.empty()) b["model"] = o.model;
+  return b;
+}
+
+// The server's warm-up (--warmup N): N requests of the run's shape, one after another, before the
+// clock starts (see warm_up_offline).
+void warm_up_server(const BenchServingOptions& o) {
+  if (o.warmup <= 0) return;
+  BenchServingOptions shape = o;
+  shape.num_requests = o.warmup;
+  shape.request_rate = 0;
+  httplib::Client cli(o.server);
+  cli.set_read_timeout(600);
+  for (const auto& ids : make_workload(shape, o.seed + 1).prompts) {
+    const RequestResult r = run_one(cli, completion_body(o, ids));
+    if (!r.ok) fail("a warm-up request failed: ", r.error);
+  }
+}
+
 void bench_server(const BenchServingOptions& o) {
   {  // A server that is not there would fail every request alike: say so once, up front.
     httplib::Client probe(o.server);
@@ -266,15 +324,11 @@ void bench_server(const BenchServingOptions& o) {
            "): is a server running there? Start one with `lamina serve --engine_dir ENGINE`, or run the "
            "load offline with --engine_dir ENGINE");
   }
-  const Workload w = make_workload(o);
+  const Workload w = make_workload(o, o.seed);
+  warm_up_server(o);
   const auto counters_before = server_step_counters(o.server);
   std::vector<Json> bodies;
-  for (const auto& ids : w.prompts) {
-    Json b = {{"prompt", ids}, {"max_tokens", o.osl}, {"temperature", 0}, {"ignore_eos", true}, {"stream", true},
-              {"stream_options", {{"include_usage", true}}}};
-    if (!o.model.empty()) b["model"] = o.model;
-    bodies.push_back(std::move(b));
-  }
+  for (const auto& ids : w.prompts) bodies.push_back(completion_body(o, ids));
   std::vector<RequestResult> results(bodies.size());
   std::atomic<size_t> next{0};
   const auto t0 = Clock::now();
@@ -377,6 +431,9 @@ void register_bench_serving(CLI::App& app) {
   sub->add_option("--vocab_size", o->vocab_size, "Prompt ids are drawn from [0, vocab_size)")->capture_default_str()
       ->check(CLI::PositiveNumber);
   sub->add_option("--seed", o->seed, "Seed for prompts and arrivals")->capture_default_str();
+  sub->add_option("--warmup", o->warmup, "Requests of the same shape run before the clock starts, not counted")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--json", o->json_path, "Also write the figures as JSON here");
   sub->callback([o] {
     if (!o->engine_dir.empty()) return bench_offline(*o);
