@@ -117,13 +117,19 @@ void warm_up_offline(Executor& executor, const BenchServingOptions& o) {
     RequestSpec spec;
     spec.prompt.assign(ids.begin(), ids.end());
     spec.max_tokens = o.osl;
-    executor.submit(std::move(spec), [&](RequestOutput&& out) {
-      if (!out.finished) return;
+    try {
+      executor.submit(std::move(spec), [&](RequestOutput&& out) {
+        if (!out.finished) return;
+        std::lock_guard<std::mutex> lk(mu);
+        if (out.end_reason == EndReason::Error && error.empty()) error = out.error;
+        --left;
+        cv.notify_all();
+      });
+    } catch (const std::exception& e) {  // refused: wait for the ones already in, whose callbacks use mu
       std::lock_guard<std::mutex> lk(mu);
-      if (out.end_reason == EndReason::Error && error.empty()) error = out.error;
+      if (error.empty()) error = e.what();
       --left;
-      cv.notify_all();
-    });
+    }
   }
   std::unique_lock<std::mutex> lk(mu);
   cv.wait(lk, [&] { return left == 0; });
