@@ -258,8 +258,7 @@ class CudaBackend final : public Backend {
     const int N = (s.num_q_heads + 2 * s.num_kv_heads) * s.head_dim;
     auto span = profile_matmul("gemv+rope+kv", T, N, K);
     if (auto it = quant_.find(w); it != quant_.end()) {
-      LAMINA_CHECK(it->second.rows == N && it->second.cols == K, "qkv of a quantized [", it->second.rows, ", ",
-                   it->second.cols, "] weight as [", N, ", ", K, "]");
+      check_quant_shape(it->second, N, K, "qkv");
       return launch_gemv_quant_qkv_rope_kv_write(act_, qkv, x, it->second.w, T, K, positions, slots, inv_freq, cache, s,
                                                  stream_);
     }
@@ -270,8 +269,7 @@ class CudaBackend final : public Backend {
     use_device();
     auto span = profile_matmul("gemv+swiglu", M, 2 * F, K);
     if (auto it = quant_.find(w); it != quant_.end()) {
-      LAMINA_CHECK(it->second.rows == 2 * F && it->second.cols == K, "gate_up of a quantized [", it->second.rows, ", ",
-                   it->second.cols, "] weight as [", 2 * F, ", ", K, "]");
+      check_quant_shape(it->second, 2 * F, K, "gate_up");
       return launch_gemv_quant_gate_up(act_, out, x, it->second.w, M, F, K, stream_);
     }
     launch_gate_up_swiglu_gemv(act_, out, x, w, M, F, K, stream_);
@@ -298,10 +296,9 @@ class CudaBackend final : public Backend {
     use_device();
     if (T > kGemvMaxM && fused_swiglu_quant_enabled() && fp8_scales_ == Fp8ActivationScales::kPerToken) {
       const auto it = quant_.find(w);
-      if (it != quant_.end() && it->second.w.format == WeightFormat::Fp8PerTensor && F % 16 == 0 && N % 8 == 0) {
+      if (it != quant_.end() && takes_fp8_gemm(it->second, N, F)) {
         const QuantEntry& q = it->second;
-        LAMINA_CHECK(q.rows == N && q.cols == F, "matmul of a quantized [", q.rows, ", ", q.cols, "] weight as [", N,
-                     ", ", F, "]");
+        check_quant_shape(q, N, F, "matmul");
         auto span = profile_matmul("swiglu+gemm-quant", T, N, F);
         try {
           const bool done = fp8_gemm_per_token(out, q, T, N, F, [&](void* xq, float* scales) {
@@ -429,15 +426,24 @@ class CudaBackend final : public Backend {
     return s.p;
   }
 
+  // Fails unless q is an [N, K] weight; `what` names the product in the message.
+  static void check_quant_shape(const QuantEntry& q, int N, int K, const char* what) {
+    LAMINA_CHECK(q.rows == N && q.cols == K, what, " of a quantized [", q.rows, ", ", q.cols, "] weight as [", N, ", ",
+                 K, "]");
+  }
+  // Whether cuBLASLt's FP8 GEMM can take this [N, K] weight: e4m3 with a tensor scale, K a
+  // multiple of 16 and N of 8 (the alignment its FP8 kernels need).
+  static bool takes_fp8_gemm(const QuantEntry& q, int N, int K) {
+    return q.w.format == WeightFormat::Fp8PerTensor && K % 16 == 0 && N % 8 == 0;
+  }
+
   // M <= 8: the quantized GEMV reads the weight as stored. Larger M: FP8 weights on FP8 tensor
   // cores, the activations quantized on the fly with one scale per token (per tensor where
   // cuBLASLt refuses per-token scales); otherwise dequantize into scratch, then the regular GEMM.
   void quantized_matmul(void* out, const void* x, const QuantEntry& q, int M, int N, int K) {
-    LAMINA_CHECK(q.rows == N && q.cols == K, "matmul of a quantized [", q.rows, ", ", q.cols, "] weight as [", N, ", ",
-                 K, "]");
+    check_quant_shape(q, N, K, "matmul");
     if (M <= kGemvMaxM) return launch_gemv_quant(act_, out, x, q.w, M, N, K, stream_);
-    if (q.w.format == WeightFormat::Fp8PerTensor && K % 16 == 0 && N % 8 == 0 && fp8_gemm(out, x, q, M, N, K))
-      return;
+    if (takes_fp8_gemm(q, N, K) && fp8_gemm(out, x, q, M, N, K)) return;
     void* w = grow(dequant_scratch_, size_t(N) * size_t(K) * dtype_size(act_));
     launch_dequantize_weight(act_, w, q.w, N, K, stream_);
     gemm_->run(act_, out, x, w, M, N, K, stream_);
