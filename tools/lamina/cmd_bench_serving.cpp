@@ -99,16 +99,21 @@ void report(const BenchServingOptions& o, const std::string& target, const std::
 // "<what>: N, wall time by phase: ..." for N engine steps.
 void print_step_phases(const char* what, double steps, double schedule_s, double engine_s, double output_s);
 
+// The --warmup requests: the run's shape (isl, osl), other random prompts, all at once.
+Workload warmup_workload(const BenchServingOptions& o) {
+  BenchServingOptions shape = o;
+  shape.num_requests = o.warmup;
+  shape.request_rate = 0;
+  return make_workload(shape, o.seed + 1);
+}
+
 // Warm-up (--warmup N): N requests of the run's shape, from other random prompts, all submitted at
 // once and finished before the clock starts, so that one-time costs (cuBLASLt's first plans, the
 // kernels the driver loads on first use: 0.12 s in a traced H100 run) stay out of the figures, as
 // the warm-up requests of trtllm-bench and aiperf do.
 void warm_up_offline(Executor& executor, const BenchServingOptions& o) {
   if (o.warmup <= 0) return;
-  BenchServingOptions shape = o;
-  shape.num_requests = o.warmup;
-  shape.request_rate = 0;
-  const Workload w = make_workload(shape, o.seed + 1);
+  const Workload w = warmup_workload(o);
   std::mutex mu;
   std::condition_variable cv;
   int left = o.warmup;
@@ -310,12 +315,9 @@ Json completion_body(const BenchServingOptions& o, const std::vector<int>& ids) 
 // clock starts (see warm_up_offline).
 void warm_up_server(const BenchServingOptions& o) {
   if (o.warmup <= 0) return;
-  BenchServingOptions shape = o;
-  shape.num_requests = o.warmup;
-  shape.request_rate = 0;
   httplib::Client cli(o.server);
   cli.set_read_timeout(600);
-  for (const auto& ids : make_workload(shape, o.seed + 1).prompts) {
+  for (const auto& ids : warmup_workload(o).prompts) {
     const RequestResult r = run_one(cli, completion_body(o, ids));
     if (!r.ok) fail("a warm-up request failed: ", r.error);
   }
