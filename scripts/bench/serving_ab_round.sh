@@ -16,6 +16,8 @@ targets=lamina; [[ "${TRACE:-0}" == 1 ]] && targets="lamina kernel_trace"
 OUT=$OUT/build TARGETS="$targets" TESTS= BENCHES= BUILD_ONLY=1 bash scripts/device-check.sh >/dev/null 2>&1
 L=build-device/tools/lamina/lamina
 W=${WORK:-/tmp/lamina-8b}
+load=(--engine_dir "$W/engine" --skip_checksum --concurrency 1024 --num_requests 1024 --isl 128 --osl 128
+  --vocab_size 128000)  # every run's load, traced or not
 [ -f "$W/hf/config.json" ] || python3 scripts/bench/make_random_llama.py --out "$W/hf" --json "$OUT/limits.json" \
   --no_hf >"$OUT/hf.log" 2>&1
 for q in ${QUANTS:-FP8+kvFP8}; do
@@ -28,8 +30,7 @@ for q in ${QUANTS:-FP8+kvFP8}; do
   for ((rep = 0; rep < ${REPS:-2}; rep++)); do
     for v in ${AB:--}; do
       name=$(echo "$q $v" | tr -c 'A-Za-z0-9_\n' '_')
-      env $( [[ "$v" == - ]] || echo "$v" | tr , ' ') "$L" bench_serving --engine_dir "$W/engine" --skip_checksum \
-        --concurrency 1024 --num_requests 1024 --isl 128 --osl 128 --vocab_size 128000 \
+      env $( [[ "$v" == - ]] || echo "$v" | tr , ' ') "$L" bench_serving "${load[@]}" \
         --json "$OUT/offline_${name}_$rep.json" >"$OUT/offline_${name}_$rep.log" 2>&1
       tps=$(python3 -c 'import json,sys; print("%.0f" % json.load(open(sys.argv[1]))["output_token_throughput"])' \
         "$OUT/offline_${name}_$rep.json" 2>/dev/null || echo "FAILED: $(tail -2 "$OUT/offline_${name}_$rep.log")")
@@ -39,8 +40,7 @@ for q in ${QUANTS:-FP8+kvFP8}; do
   if [[ "${TRACE:-0}" == 1 ]]; then
     name=$(echo "$q" | tr -c 'A-Za-z0-9_\n' '_')
     so=$(realpath build-device/bench/libkernel_trace.so)
-    CUDA_INJECTION64_PATH=$so LAMINA_KERNEL_TRACE="$OUT/trace_$name.csv" "$L" bench_serving --engine_dir "$W/engine" \
-      --skip_checksum --concurrency 1024 --num_requests 1024 --isl 128 --osl 128 --vocab_size 128000 \
+    CUDA_INJECTION64_PATH=$so LAMINA_KERNEL_TRACE="$OUT/trace_$name.csv" "$L" bench_serving "${load[@]}" \
       >"$OUT/traced_$name.log" 2>&1
     { tail -1 "$OUT/traced_$name.log"; python3 scripts/bench/gpu_idle.py "$OUT/trace_$name.csv"; } \
       >"$OUT/idle_$name.txt" 2>&1
