@@ -55,9 +55,7 @@ def main():
     kernels = read_kernels(a.trace, a.device)
     if not kernels:
         raise SystemExit(f"{a.trace}: no kernels on device {a.device}")
-    span = kernels[-1][1] - kernels[0][0]
-    for k in kernels:
-        span = max(span, k[1] - kernels[0][0])
+    span = max(k[1] for k in kernels) - kernels[0][0]  # kernels are sorted by start, not by end
     busy, gaps = idle_gaps(kernels)
     idle = span - busy
     print(f"device {a.device}: {len(kernels)} kernels over {span / 1e6:.3f} ms; busy {busy / 1e6:.3f} ms, "
