@@ -4,7 +4,8 @@
 # turn, REPS rounds, on one GPU, from the repository root:
 #   OUT=$OUT QUANTS="FP8+kvFP8 bf16" AB="LAMINA_ATTN_MMA_WARPS=4 LAMINA_ATTN_MMA_WARPS=2" bash scripts/bench/serving_ab_round.sh
 # A QUANTS entry is a weight format (bf16, FP8, ...) with "+kvFP8" for an FP8 KV cache; an AB
-# variant is VAR=VALUE[,VAR=VALUE...] ("-" for none). Builds lamina first (scripts/device-check.sh).
+# variant is VAR=VALUE[,VAR=VALUE...] ("-" for none), where an item starting with "--" is passed
+# to bench_serving instead (e.g. --disable_overlap_scheduler). Builds lamina first (scripts/device-check.sh).
 # Prints and keeps $OUT/serving_ab.txt (output tok/s of each run); JSON files in $OUT.
 # TRACE=1 adds one run per QUANTS entry under bench/kernel_trace.cpp (CUPTI) and sums up how long
 # the GPU sat idle and between which kernels (scripts/bench/gpu_idle.py) into $OUT/idle_<entry>.txt.
@@ -30,7 +31,11 @@ for q in ${QUANTS:-FP8+kvFP8}; do
   for ((rep = 0; rep < ${REPS:-2}; rep++)); do
     for v in ${AB:--}; do
       name=$(echo "$q $v" | tr -c 'A-Za-z0-9_\n' '_')
-      env $( [[ "$v" == - ]] || echo "$v" | tr , ' ') "$L" bench_serving "${load[@]}" \
+      vars=(); args=()
+      if [[ "$v" != - ]]; then
+        for item in ${v//,/ }; do if [[ "$item" == --* ]]; then args+=("$item"); else vars+=("$item"); fi; done
+      fi
+      env "${vars[@]}" "$L" bench_serving "${args[@]}" "${load[@]}" \
         --json "$OUT/offline_${name}_$rep.json" >"$OUT/offline_${name}_$rep.log" 2>&1
       tps=$(python3 -c 'import json,sys; print("%.0f" % json.load(open(sys.argv[1]))["output_token_throughput"])' \
         "$OUT/offline_${name}_$rep.json" 2>/dev/null || echo "FAILED: $(tail -2 "$OUT/offline_${name}_$rep.log")")

@@ -67,6 +67,8 @@ std::vector<Request*> CapacityScheduler::make_room_for_decode(std::vector<Reques
   return preempted;
 }
 
+bool CapacityScheduler::reserve_ahead(const Request& r, int tokens) { return kv_.reserve(r.id, tokens); }
+
 void CapacityScheduler::commit(const Request& r) { kv_.commit(r.id, r.tokens, r.num_computed); }
 
 void CapacityScheduler::release(Request& r) {

@@ -33,6 +33,10 @@ class CapacityScheduler {
   // prompt + generated tokens. Preempted requests leave `running` and are returned, newest first.
   std::vector<Request*> make_room_for_decode(std::vector<Request*>& running);
 
+  // Blocks for r's first `tokens` tokens, taken before the step that needs them is planned the
+  // usual way (the overlapped next step, scheduler.h); false, with r's blocks as they were, when
+  // the pool has none to spare. Under GuaranteedNoEvict admission reserved them already.
+  bool reserve_ahead(const Request& r, int tokens);
   void commit(const Request& r);  // r.num_computed tokens have KV: publish full blocks for reuse
   void release(Request& r);       // frees r's blocks and slot at once
 

@@ -34,13 +34,16 @@ Scheduler::Scheduler(Engine& engine, const SchedulerOptions& o)
       max_batch_(clamp_to_engine(o.max_batch_size, engine.num_slots())),
       max_tokens_(clamp_to_engine(o.max_num_tokens, engine.limits().max_num_tokens)),
       vocab_(int(engine.config().vocab_size)),
-      capacity_(o.capacity_policy, kv_options(engine, o), max_batch_) {
+      capacity_(o.capacity_policy, kv_options(engine, o), max_batch_),
+      overlap_steps_(o.overlap_steps) {
   const EngineLimits& lim = engine.limits();
   const KVBlockManager& kv = capacity_.kv();
   limits_ = {lim.max_input_len, lim.max_seq_len, vocab_, kv.num_blocks() * kv.tokens_per_block()};
   stats_.kv_blocks_total = kv.num_blocks();
   stats_.tokens_per_block = kv.tokens_per_block();
 }
+
+Scheduler::~Scheduler() { discard_in_flight(); }
 
 void Scheduler::add(RequestId id, RequestSpec spec, OutputCallback on_output, SteadyTime arrival) {
   validate_spec(spec, limits_);
@@ -89,37 +92,79 @@ void Scheduler::admit() {
 }
 
 int Scheduler::step() {
-  using Seconds = std::chrono::duration<double>;
   const SteadyTime t_begin = std::chrono::steady_clock::now();
-  // 1. Capacity: room for every running decode (may preempt), then admission. After a preemption
-  //    nothing new is admitted this step, or the victim would just bounce back in.
-  const std::vector<Request*> preempted = capacity_.make_room_for_decode(running_);
-  for (Request* p : preempted) waiting_.push_front(p);  // newest first, so the oldest ends up in front
-  stats_.preemptions_total += preempted.size();
-  if (preempted.empty()) admit();
+  enqueue_seconds_ = 0;
+  if (!in_flight_) {
+    // 1. Capacity: room for every running decode (may preempt), then admission. After a
+    //    preemption nothing new is admitted this step, or the victim would just bounce back in.
+    const std::vector<Request*> preempted = capacity_.make_room_for_decode(running_);
+    for (Request* p : preempted) waiting_.push_front(p);  // newest first, so the oldest ends up in front
+    stats_.preemptions_total += preempted.size();
+    if (preempted.empty()) admit();
 
-  // 2. Micro-batch: this step's tokens.
-  const std::vector<ScheduledChunk> chunks = plan_micro_batch(running_, max_tokens_);
-  if (chunks.empty()) {
-    update_gauges();
-    return 0;
+    // 2. Micro-batch: this step's tokens.
+    const std::vector<ScheduledChunk> chunks = plan_micro_batch(running_, max_tokens_);
+    if (chunks.empty()) {
+      update_gauges();
+      return 0;
+    }
+    const ScheduledStep batch = build_scheduled_step(chunks, capacity_.kv());
+
+    // 3. Token choices: on the device, except for requests with penalties or logprobs, which get
+    //    their logits row and sample here.
+    std::vector<TokenChoice> choices(batch.row_owner.size());
+    std::vector<int32_t> host_rows;
+    for (size_t i = 0; i < batch.row_owner.size(); ++i) {
+      Request& r = *batch.row_owner[i];
+      if (samples_on_host(r))
+        host_rows.push_back(int32_t(i));
+      else
+        choices[i] = r.sampler->next_choice();
+    }
+    if (!overlap_steps_ || !host_rows.empty() || choices.empty())
+      return run_planned_step(chunks, batch, choices, host_rows, t_begin);
+
+    // 4. Queued without waiting, so the step after it can be queued behind it (below).
+    QueuedStep q;
+    q.chunks = chunks;
+    q.row_owner = batch.row_owner;
+    q.tokens = int(batch.batch.ids.size());
+    q.one_decode_token_each = true;
+    for (const ScheduledChunk& c : chunks) {
+      q.chunk_ids.push_back(c.req->id);
+      q.one_decode_token_each &= c.count == 1 && c.samples;
+    }
+    try {
+      q.ticket = enqueue(batch.batch, choices, false);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "[lamina] engine step failed: %s\n", e.what());
+      for (const ScheduledChunk& c : chunks) finish(*c.req, EndReason::Error, {}, e.what());
+      update_gauges();
+      return 0;
+    }
+    in_flight_ = std::move(q);
   }
-  const ScheduledStep batch = build_scheduled_step(chunks, capacity_.kv());
+  // 5. The next decode step goes to the engine before this one's ids are read: the GPU runs it
+  //    while the host reads them, applies the stop rules and hands out the tokens.
+  std::optional<QueuedStep> next;
+  try {
+    next = queue_next_decode_step(*in_flight_);
+  } catch (const std::exception& e) {
+    // The next step is planned again the usual way once this one is read.
+    std::fprintf(stderr, "[lamina] engine step failed: %s\n", e.what());
+  }
+  QueuedStep current = std::move(*in_flight_);
+  in_flight_ = std::move(next);
+  return complete(std::move(current), t_begin);
+}
+
+int Scheduler::run_planned_step(const std::vector<ScheduledChunk>& chunks, const ScheduledStep& batch,
+                                const std::vector<TokenChoice>& choices, const std::vector<int32_t>& host_rows,
+                                SteadyTime t_begin) {
+  using Seconds = std::chrono::duration<double>;
   const SteadyTime t_scheduled = std::chrono::steady_clock::now();
   stats_.step_schedule_seconds_total += Seconds(t_scheduled - t_begin).count();
-
-  // 3. Engine step. Tokens are chosen on the device; requests with penalties or logprobs get
-  //    their logits row and sample here. A failure ends the requests of this step with an error;
-  //    the rest go on.
-  std::vector<TokenChoice> choices(batch.row_owner.size());
-  std::vector<int32_t> host_rows;
-  for (size_t i = 0; i < batch.row_owner.size(); ++i) {
-    Request& r = *batch.row_owner[i];
-    if (samples_on_host(r))
-      host_rows.push_back(int32_t(i));
-    else
-      choices[i] = r.sampler->next_choice();
-  }
+  // A failure ends the requests of this step with an error; the rest go on.
   ChosenTokens chosen;
   try {
     chosen = run_step(engine_, batch, choices, host_rows);
@@ -129,22 +174,102 @@ int Scheduler::step() {
     update_gauges();
     return 0;
   }
+  std::vector<RequestId> chunk_ids;
+  for (const ScheduledChunk& c : chunks) chunk_ids.push_back(c.req->id);
+  finish_step(chunks, chunk_ids, batch.row_owner, chosen, host_rows, t_scheduled);
+  return int(batch.batch.ids.size());
+}
+
+std::optional<Scheduler::QueuedStep> Scheduler::queue_next_decode_step(const QueuedStep& s) {
+  if (!overlap_steps_ || !s.one_decode_token_each || capacity_.policy() != CapacityPolicy::GuaranteedNoEvict)
+    return std::nullopt;
+  // Nothing may be waiting to join (or admission would wait for the chain to break), and every
+  // running request must be in s (or one left out would wait likewise).
+  if (!(waiting_.empty() || int(running_.size()) >= max_batch_)) return std::nullopt;
+  if (running_.size() != s.row_owner.size()) return std::nullopt;
+  for (size_t i = 0; i < s.row_owner.size(); ++i) {
+    const Request* r = s.row_owner[i];
+    if (!alive(s.chunk_ids[i], r) || samples_on_host(*r)) return std::nullopt;
+    if (r->num_generated() + 1 >= r->spec.max_tokens) return std::nullopt;  // s's token is its last
+  }
+  // Each request's next token sits at num_computed + 1 (s feeds position num_computed).
+  for (const Request* r : s.row_owner)
+    if (!capacity_.reserve_ahead(*r, r->num_computed + 2)) return std::nullopt;
+  const ScheduledStep batch = build_next_decode_step(s.row_owner, capacity_.kv());
+  std::vector<TokenChoice> choices;
+  for (Request* r : s.row_owner) choices.push_back(r->sampler->next_choice());
+  QueuedStep q;
+  q.row_owner = s.row_owner;
+  q.chunk_ids = s.chunk_ids;
+  q.tokens = int(batch.batch.ids.size());
+  q.one_decode_token_each = true;
+  for (Request* r : s.row_owner) q.chunks.push_back({r, r->num_computed + 1, 1, true});
+  q.ticket = enqueue(batch.batch, choices, true);
+  ++stats_.steps_overlapped_total;
+  return q;
+}
+
+uint64_t Scheduler::enqueue(const StepBatch& batch, const std::vector<TokenChoice>& choices, bool feed_previous) {
+  const SteadyTime t0 = std::chrono::steady_clock::now();
+  const uint64_t ticket = engine_.enqueue_step_and_choose(batch, choices, feed_previous);
+  enqueue_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return ticket;
+}
+
+int Scheduler::complete(QueuedStep s, SteadyTime t_begin) {
+  using Seconds = std::chrono::duration<double>;
+  const SteadyTime t_scheduled = std::chrono::steady_clock::now();
+  // Queuing a step is engine time (on the CPU backend the step runs inside the call).
+  stats_.step_schedule_seconds_total += Seconds(t_scheduled - t_begin).count() - enqueue_seconds_;
+  stats_.step_engine_seconds_total += enqueue_seconds_;
+  ChosenTokens chosen;
+  try {
+    chosen.ids = engine_.collect_chosen(s.ticket);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[lamina] engine step failed: %s\n", e.what());
+    for (size_t i = 0; i < s.chunks.size(); ++i)
+      if (alive(s.chunk_ids[i], s.chunks[i].req)) finish(*s.chunks[i].req, EndReason::Error, {}, e.what());
+    discard_in_flight();  // queued behind the failed one, from its choice
+    update_gauges();
+    return 0;
+  }
+  finish_step(s.chunks, s.chunk_ids, s.row_owner, chosen, {}, t_scheduled);
+  return s.tokens;
+}
+
+void Scheduler::finish_step(const std::vector<ScheduledChunk>& chunks, const std::vector<RequestId>& chunk_ids,
+                            const std::vector<Request*>& row_owner, const ChosenTokens& chosen,
+                            const std::vector<int32_t>& host_rows, SteadyTime t_scheduled) {
+  using Seconds = std::chrono::duration<double>;
   ++stats_.steps_total;
-  for (const ScheduledChunk& c : chunks) {
+  // The rows' requests, where they still exist (a stop rule or a cancel may have ended one while
+  // this step was in flight); row i is chunk j's last token for the j-th sampling chunk.
+  std::vector<Request*> live_rows(row_owner.size(), nullptr);
+  size_t row = 0;
+  for (size_t j = 0; j < chunks.size(); ++j) {
+    const ScheduledChunk& c = chunks[j];
+    const bool live = alive(chunk_ids[j], c.req);
+    if (c.samples) {
+      if (live) live_rows[row] = c.req;
+      ++row;
+    }
     stats_.computed_tokens_total += uint64_t(c.count);
+    if (!live) continue;
     c.req->num_computed += c.count;
     capacity_.commit(*c.req);
   }
+  LAMINA_CHECK(row == row_owner.size(), "a step's logit rows do not match its sampling chunks");
 
-  // 4. Sampling and stop rules for every chunk that reached the end of its request.
+  // Sampling and stop rules for every chunk that reached the end of its request.
   const SteadyTime now = std::chrono::steady_clock::now();
   stats_.step_engine_seconds_total += Seconds(now - t_scheduled).count();
   size_t next_host = 0;  // host_rows is ascending: host_logits row j belongs to logit row host_rows[j]
-  for (size_t i = 0; i < batch.row_owner.size(); ++i) {
-    Request& r = *batch.row_owner[i];
+  for (size_t i = 0; i < row_owner.size(); ++i) {
     const bool on_host = next_host < host_rows.size() && size_t(host_rows[next_host]) == i;
-    SampleOutcome o = on_host ? sample_next(r, chosen.host_logits.data() + next_host++ * size_t(vocab_), vocab_)
-                              : accept_token(r, chosen.ids[i], nullptr, vocab_);
+    const float* host_logits = on_host ? chosen.host_logits.data() + next_host++ * size_t(vocab_) : nullptr;
+    if (live_rows[i] == nullptr) continue;
+    Request& r = *live_rows[i];
+    SampleOutcome o = on_host ? sample_next(r, host_logits, vocab_) : accept_token(r, chosen.ids[i], nullptr, vocab_);
     std::vector<GeneratedToken> toks;
     if (o.token) {
       toks.push_back(std::move(*o.token));
@@ -160,7 +285,22 @@ int Scheduler::step() {
   }
   update_gauges();
   stats_.step_output_seconds_total += Seconds(std::chrono::steady_clock::now() - now).count();
-  return int(batch.batch.ids.size());
+}
+
+bool Scheduler::alive(RequestId id, const Request* r) const {
+  const auto it = requests_.find(id);
+  return it != requests_.end() && it->second.get() == r;
+}
+
+void Scheduler::discard_in_flight() {
+  if (!in_flight_) return;
+  const uint64_t ticket = in_flight_->ticket;
+  in_flight_.reset();
+  try {
+    engine_.collect_chosen(ticket);
+  } catch (const std::exception&) {
+    // the step's requests ended with the failure that brought us here
+  }
 }
 
 void Scheduler::record_token_times(Request& r, SteadyTime now) {

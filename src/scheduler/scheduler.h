@@ -7,6 +7,7 @@
 #pragma once
 #include <deque>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "scheduler/capacity_scheduler.h"
 #include "scheduler/micro_batch.h"
 #include "scheduler/request.h"
+#include "scheduler/scheduled_step.h"
 #include "scheduler/scheduler_stats.h"
 
 namespace lamina {
@@ -25,11 +27,17 @@ struct SchedulerOptions {
   int num_kv_blocks = 0;     // 0 = the engine's whole KV pool; else at most that many of its blocks
   bool enable_kv_cache_reuse = false;  // prefix reuse: requests share cached full blocks of a common prefix
   CapacityPolicy capacity_policy = CapacityPolicy::GuaranteedNoEvict;
+  // Queue a decode step before reading the ids of the one in flight, where the next step is known
+  // without them (docs/runtime.md, "Overlapped steps"); false runs every step to its end first.
+  bool overlap_steps = true;
 };
 
 class Scheduler {
  public:
   Scheduler(Engine& engine, const SchedulerOptions& opts);
+  ~Scheduler();  // collects a step still in flight, so the engine holds no uncollected ticket
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
 
   // The limits validate_spec checks a request against.
   const RequestLimits& limits() const { return limits_; }
@@ -43,8 +51,10 @@ class Scheduler {
   // Ends every request with `why` (e.g. Error after an internal failure), freeing all KV.
   void end_all(EndReason why, const std::string& error);
 
-  bool has_work() const { return !waiting_.empty() || !running_.empty(); }
-  // One iteration. Returns the number of tokens the engine ran (0: nothing could run).
+  bool has_work() const { return !waiting_.empty() || !running_.empty() || in_flight_.has_value(); }
+  // One iteration: one step's tokens become outputs. Returns the number of tokens the engine ran
+  // (0: nothing could run). With overlap_steps the next decode step may be queued on the engine
+  // before this one's ids are read; it is the next call's step.
   int step();
 
   const SchedulerStats& stats() const { return stats_; }
@@ -53,7 +63,39 @@ class Scheduler {
   bool kv_reuse_active() const { return capacity_.kv().reuse_enabled(); }
 
  private:
+  // A step queued on the engine (enqueue_step_and_choose) whose ids are not read yet. Its requests
+  // may end (stop rule, cancel) before it is read: their chunks and rows are then skipped.
+  struct QueuedStep {
+    uint64_t ticket = 0;
+    std::vector<ScheduledChunk> chunks;
+    std::vector<RequestId> chunk_ids;  // [chunks] the request of each chunk, to tell it still exists
+    std::vector<Request*> row_owner;   // [R] the request each logit row samples for
+    int tokens = 0;
+    bool one_decode_token_each = false;  // every chunk one token that samples: the shape a next step can be known in
+  };
+
   void admit();
+  // The step planned from the requests' current state and run at once (rows sampled on the host,
+  // no rows, or overlap_steps off); returns its tokens.
+  int run_planned_step(const std::vector<ScheduledChunk>& chunks, const ScheduledStep& batch,
+                       const std::vector<TokenChoice>& choices, const std::vector<int32_t>& host_rows,
+                       SteadyTime t_begin);
+  // The decode step after `s`, queued before s's ids are read, when it is known without them:
+  // every running request is in s, decodes one token, will not reach max_tokens with s's token and
+  // chooses on the device, nothing waits for admission, and no block has to be taken by eviction.
+  std::optional<QueuedStep> queue_next_decode_step(const QueuedStep& s);
+  // engine_.enqueue_step_and_choose, its time counted in enqueue_seconds_.
+  uint64_t enqueue(const StepBatch& batch, const std::vector<TokenChoice>& choices, bool feed_previous);
+  // Reads s's ids and turns them into outputs (ended requests skipped); returns s's tokens.
+  int complete(QueuedStep s, SteadyTime t_begin);
+  // After a step: chunks' KV committed, each row's token accepted (or sampled from its host
+  // logits) and the stop rules applied. Requests that ended meanwhile (not in requests_) skipped.
+  void finish_step(const std::vector<ScheduledChunk>& chunks, const std::vector<RequestId>& chunk_ids,
+                   const std::vector<Request*>& row_owner, const ChosenTokens& chosen,
+                   const std::vector<int32_t>& host_rows, SteadyTime t_scheduled);
+  bool alive(RequestId id, const Request* r) const;
+  // Reads and drops a step still in flight (after a failure, at destruction).
+  void discard_in_flight();
   void finish(Request& r, EndReason why, std::vector<GeneratedToken> tokens = {}, const std::string& error = "");
   void emit(Request& r, std::vector<GeneratedToken> tokens);
   void record_token_times(Request& r, SteadyTime now);
@@ -67,6 +109,9 @@ class Scheduler {
   std::deque<Request*> waiting_;   // FIFO; preempted requests go back to the front
   std::vector<Request*> running_;  // admission order (oldest first)
   uint64_t admissions_ = 0;
+  bool overlap_steps_;
+  std::optional<QueuedStep> in_flight_;
+  double enqueue_seconds_ = 0;  // this step() call's time in enqueue()
   SchedulerStats stats_;
 };
 

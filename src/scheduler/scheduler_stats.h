@@ -30,6 +30,7 @@ struct SchedulerStats {
   int kv_blocks_used = 0, kv_blocks_total = 0, kv_blocks_cached = 0, tokens_per_block = 0;
   uint64_t prompt_tokens_total = 0, generation_tokens_total = 0, steps_total = 0;
   uint64_t preemptions_total = 0;
+  uint64_t steps_overlapped_total = 0;  // steps queued before the previous step's ids were read
   uint64_t computed_tokens_total = 0;  // tokens the engine ran (prompt, generated, recomputed)
   uint64_t reused_tokens_total = 0;    // prompt tokens whose KV came from cached prefix blocks
   std::array<uint64_t, 5> finished_total{};  // by EndReason

@@ -79,6 +79,9 @@ std::string render_metrics(const SchedulerStats& s, const HttpCounters& http, co
   w.metric("lamina_prompt_tokens_total", "counter", "Prompt tokens of accepted requests.", double(s.prompt_tokens_total));
   w.metric("lamina_generation_tokens_total", "counter", "Tokens generated.", double(s.generation_tokens_total));
   w.metric("lamina_engine_steps_total", "counter", "Engine forward steps.", double(s.steps_total));
+  w.metric("lamina_engine_steps_overlapped_total", "counter",
+           "Steps queued before the previous step's token ids were read (overlapped scheduling).",
+           double(s.steps_overlapped_total));
   w.metric("lamina_kv_cache_blocks_cached", "gauge", "Full KV blocks published for prefix reuse.",
            s.kv_blocks_cached);
   w.metric("lamina_kv_cache_reused_tokens_total", "counter",

@@ -30,6 +30,7 @@ std::unique_ptr<Engine> convert_build_load(const ScratchDir& scratch, const fs::
   build_engine(b);
   EngineOptions eo;
   eo.device = setup.device;
+  eo.num_slots = setup.num_slots;
   return Engine::load(b.output_dir, eo);
 }
 

@@ -21,6 +21,7 @@ struct EngineSetup {
   std::string quant_algo;   // "", "W8A16", "FP8" or "W4A16_AWQ"
   std::string kv_cache_quant_algo;  // "" or "FP8"
   bool quantize_lm_head = false;    // lm_head in the quant_algo format too (W8A16, W4A16_AWQ)
+  int num_slots = 1;                // sequences a step may hold (EngineOptions::num_slots; ≤ the build's 8)
 };
 
 std::unique_ptr<Engine> convert_build_load(const ScratchDir& scratch, const fs::path& hf_dir, const EngineSetup& setup);

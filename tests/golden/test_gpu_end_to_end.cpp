@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "common/json.h"
 #include "engine_fixture.h"
 #include "io/npy.h"
 #include "runtime/engine.h"
 #include "runtime/generator.h"
+#include "scheduler/scheduler.h"
 #include "test_support.h"
 #include "token_choice_oracle.h"
 
@@ -131,6 +133,55 @@ TEST(GpuTokenChoice, PipelinedDecodeMatchesStepwise) {
     const test::DecodeIds ids = test::decode_stepwise_and_pipelined(*stepwise, *pipelined, prompt, choices);
     EXPECT_EQ(ids.pipelined, ids.stepwise);
   }
+}
+
+// The scheduler on the GPU with overlapped decode steps (each queued before the ids of the one in
+// flight are read, its tokens taken on the device from that step's choice) gives the tokens it
+// gives with every step read first: greedy and seeded sampled requests of different prompt and
+// output lengths, all admitted at once, so both runs batch the same tokens in every step.
+TEST(GpuScheduler, OverlappedStepsMatchStepsReadFirst) {
+  SKIP_WITHOUT_GPU();
+  const auto model = test::source_dir() / "models/lamina-tiny-llama";
+  ScratchDir s("gpu-scheduler");
+  auto engine = test::convert_build_load(s, model, {.dtype = DType::BF16, .device = Device::CUDA, .num_slots = 6});
+  std::vector<RequestSpec> specs(6);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    for (int t = 0; t < 8 + 7 * int(i); ++t) specs[i].prompt.push_back(int32_t((50 + 31 * t + 7 * int(i)) % 4000));
+    specs[i].max_tokens = 12 + 5 * int(i);
+    if (i % 2 == 1) {
+      specs[i].sampling.top_k = 0;
+      specs[i].sampling.temperature = 0.8f;
+      specs[i].sampling.top_p = 0.9f;
+      specs[i].sampling.seed = 7 + i;
+    }
+  }
+  auto run = [&](bool overlap, uint64_t& overlapped) {
+    SchedulerOptions o;
+    o.overlap_steps = overlap;
+    Scheduler sch(*engine, o);
+    std::map<RequestId, std::vector<int32_t>> ids;
+    std::map<RequestId, bool> done;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const RequestId id = i + 1;
+      sch.add(id, specs[i], [&ids, &done, id](RequestOutput&& out) {
+        for (const auto& t : out.tokens) ids[id].push_back(t.id);
+        done[id] = out.finished;
+      }, std::chrono::steady_clock::now());
+    }
+    while (sch.has_work()) sch.step();
+    overlapped = sch.stats().steps_overlapped_total;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      EXPECT_TRUE(done[i + 1]) << "request " << i;
+      EXPECT_EQ(int(ids[i + 1].size()), specs[i].max_tokens) << "request " << i;
+    }
+    return ids;
+  };
+  uint64_t overlapped_on = 0, overlapped_off = 0;
+  const auto with_overlap = run(true, overlapped_on);
+  const auto read_first = run(false, overlapped_off);
+  EXPECT_EQ(with_overlap, read_first);
+  EXPECT_GT(overlapped_on, 10u);
+  EXPECT_EQ(overlapped_off, 0u);
 }
 
 // Quantized engines decoding on the GPU (the one-token GEMVs over int8, fp8 and int4 tiles with

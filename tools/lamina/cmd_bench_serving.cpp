@@ -40,7 +40,7 @@ namespace {
 struct BenchServingOptions {
   std::string server = "http://127.0.0.1:8000", model, json_path;
   std::string engine_dir, device = "auto";  // offline mode
-  bool skip_checksum = false;
+  bool skip_checksum = false, disable_overlap_scheduler = false;
   double kv_cache_free_gpu_memory_fraction = 0.9;
   int concurrency = 8, num_requests = 64, isl = 128, osl = 128, vocab_size = 256;
   int warmup = 2;  // requests run (and not counted) before the clock starts
@@ -156,7 +156,9 @@ void bench_offline(const BenchServingOptions& o) {
   auto engine = Engine::load(o.engine_dir, eo);
   if (o.vocab_size > engine->config().vocab_size)
     fail("--vocab_size ", o.vocab_size, " exceeds the engine's vocabulary (", engine->config().vocab_size, ")");
-  Executor executor(*engine, ExecutorOptions{});
+  ExecutorOptions xo;
+  xo.scheduler.overlap_steps = !o.disable_overlap_scheduler;
+  Executor executor(*engine, xo);
   warm_up_offline(executor, o);
   const SchedulerStats warm = executor.stats();  // the warm-up's steps, left out of the phases below
 
@@ -218,6 +220,8 @@ void bench_offline(const BenchServingOptions& o) {
                     st.step_schedule_seconds_total - warm.step_schedule_seconds_total,
                     st.step_engine_seconds_total - warm.step_engine_seconds_total,
                     st.step_output_seconds_total - warm.step_output_seconds_total);
+  std::printf("steps queued before the previous step's tokens were read: %llu\n",
+              static_cast<unsigned long long>(st.steps_overlapped_total - warm.steps_overlapped_total));
 }
 
 #if LAMINA_HAVE_SERVER
@@ -423,6 +427,8 @@ void register_bench_serving(CLI::App& app) {
   sub->add_option("--engine_dir", o->engine_dir, "Offline: run this engine in-process (no HTTP)")->excludes(server);
   sub->add_option("--device", o->device, "Offline: cuda or cpu")->check(CLI::IsMember({"auto", "cuda", "gpu", "cpu"}));
   sub->add_flag("--skip_checksum", o->skip_checksum, "Offline: do not verify engine checksums at load");
+  sub->add_flag("--disable_overlap_scheduler", o->disable_overlap_scheduler,
+                "Offline: read each step's tokens before queuing the next (no overlapped decode steps)");
   sub->add_option("--kv_cache_free_gpu_memory_fraction", o->kv_cache_free_gpu_memory_fraction,
                   "Offline: share of free GPU memory for the paged KV cache")
       ->capture_default_str();

@@ -34,7 +34,7 @@ struct ServeOptions {
   int port = 8000, max_queue = 256, tokens_per_block = 32, max_batch_size = 0, max_num_tokens = 0;
   int max_tokens_in_paged_kv_cache = 0, http_threads = 0;  // 0: auto_http_threads
   double kv_cache_free_gpu_memory_fraction = 0.9, drain_timeout = 60;
-  bool enable_kv_cache_reuse = false, skip_checksum = false;
+  bool enable_kv_cache_reuse = false, skip_checksum = false, disable_overlap_scheduler = false;
 };
 
 #if LAMINA_HAVE_SERVER
@@ -84,6 +84,7 @@ void serve(const ServeOptions& o) {
   xo.scheduler.max_num_tokens = o.max_num_tokens;
   xo.scheduler.enable_kv_cache_reuse = o.enable_kv_cache_reuse;
   xo.scheduler.capacity_policy = parse_capacity_policy(o.capacity_policy);
+  xo.scheduler.overlap_steps = !o.disable_overlap_scheduler;
   Executor executor(*engine, xo);
 
   server::ServedModel model;
@@ -176,6 +177,8 @@ void register_serve(CLI::App& app) {
                   "Share of the GPU memory free after weights and activations that the KV pool takes (CUDA)")
       ->capture_default_str();
   sub->add_flag("--enable_kv_cache_reuse", o->enable_kv_cache_reuse, "Reuse the KV of shared prompt prefixes");
+  sub->add_flag("--disable_overlap_scheduler", o->disable_overlap_scheduler,
+                "Read each step's tokens before queuing the next (no overlapped decode steps)");
   sub->add_option("--http_threads", o->http_threads,
                   "Connections served at once (default: max_batch_size + max_queue + 16, a max_queue of 0 counting 256)")
       ->check(CLI::PositiveNumber);

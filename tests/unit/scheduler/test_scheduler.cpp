@@ -191,6 +191,73 @@ TEST_F(SchedulerTest, EndIdsAndStopWordsBehaveLikeGenerate) {
   EXPECT_EQ(got.at(3).reason, EndReason::Length);
 }
 
+// Requests that all decode, with nothing waiting, run in overlapped steps: each decode step is
+// queued before the ids of the one in flight are read. A request that ends by a stop rule has one
+// more token computed in the step queued behind; it must be dropped, and sampled requests must
+// draw exactly as generate() does.
+TEST_F(SchedulerTest, OverlappedStepsMatchGenerateThroughStopRulesAndSampling) {
+  auto specs = random_specs(4, 11, 10, 30, 20);
+  for (auto& sp : specs) sp.max_tokens = 20;
+  const auto r0 = alone(specs[0]).output_ids, r1 = alone(specs[1]).output_ids;
+  specs[0].end_ids = {r0[5]};
+  specs[1].stop_words = {{r1[7], r1[8]}};
+  specs[2].sampling.top_k = 0;
+  specs[2].sampling.temperature = 0.8f;
+  specs[2].sampling.top_p = 0.9f;
+  specs[2].sampling.seed = 42;
+  for (bool overlap : {true, false}) {
+    SchedulerOptions o;
+    o.overlap_steps = overlap;
+    Scheduler s(*engine_, o);
+    const auto got = run_all(s, specs);
+    expect_same_as_alone(specs, got);
+    EXPECT_EQ(got.at(1).reason, EndReason::EndId);
+    EXPECT_EQ(got.at(2).reason, EndReason::StopWord);
+    EXPECT_EQ(got.at(3).reason, EndReason::Length);
+    EXPECT_EQ(s.stats().kv_blocks_used, 0);
+    EXPECT_EQ(s.stats().generation_tokens_total, uint64_t(5 + 9 + 20 + 20));
+    if (overlap) {
+      EXPECT_GT(s.stats().steps_overlapped_total, 10u);  // ~19 decode steps, all but the chain's first
+    } else {
+      EXPECT_EQ(s.stats().steps_overlapped_total, 0u);
+    }
+  }
+}
+
+// A request cancelled while the step queued behind the last one holds a token of it: its blocks
+// are free at once, it gets no output after its final one, and the others go on unchanged.
+TEST_F(SchedulerTest, CancelWhileAStepIsQueuedAhead) {
+  auto specs = random_specs(2, 12, 8, 16, 1);
+  for (auto& sp : specs) sp.max_tokens = 24;
+  Scheduler s(*engine_, {});
+  std::map<RequestId, Collected> got;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const RequestId id = i + 1;
+    s.add(id, specs[i], [&got, id](RequestOutput&& o) {
+      Collected& c = got[id];
+      EXPECT_FALSE(c.finished) << "output after the final one";
+      for (auto& t : o.tokens) c.ids.push_back(t.id);
+      c.finished = o.finished;
+      c.reason = o.end_reason;
+    }, std::chrono::steady_clock::now());
+  }
+  for (int i = 0; i < 100 && s.stats().steps_overlapped_total < 3; ++i) s.step();
+  ASSERT_GE(s.stats().steps_overlapped_total, 3u);
+  ASSERT_TRUE(s.has_work());
+  const int used = s.stats().kv_blocks_used;
+  EXPECT_TRUE(s.cancel(1));
+  EXPECT_LT(s.stats().kv_blocks_used, used);
+  EXPECT_TRUE(got[1].finished);
+  EXPECT_EQ(got[1].reason, EndReason::Cancelled);
+  const size_t tokens_at_cancel = got[1].ids.size();
+  while (s.has_work()) s.step();
+  EXPECT_EQ(got[1].ids.size(), tokens_at_cancel);
+  const auto ref = alone(specs[1]).output_ids;
+  EXPECT_EQ(got[2].ids, ref);
+  EXPECT_EQ(got[2].reason, EndReason::Length);
+  EXPECT_EQ(s.stats().kv_blocks_used, 0);
+}
+
 TEST_F(SchedulerTest, MaxUtilizationPreemptsAndRecomputesToTheSameOutput) {
   SchedulerOptions o;
   o.capacity_policy = CapacityPolicy::MaxUtilization;
