@@ -176,26 +176,13 @@ TEST_F(SchedulerTest, SeededSamplingMatchesGenerate) {
   EXPECT_EQ(got.at(3).ids, got.at(4).ids);
 }
 
-TEST_F(SchedulerTest, EndIdsAndStopWordsBehaveLikeGenerate) {
-  auto specs = random_specs(3, 5, 10, 30, 20);
-  for (auto& sp : specs) sp.max_tokens = 20;
-  // Pick stop rules from each request's own greedy output, so they trigger mid-way.
-  const auto r0 = alone(specs[0]).output_ids, r1 = alone(specs[1]).output_ids;
-  specs[0].end_ids = {r0[5]};
-  specs[1].stop_words = {{r1[3], r1[4]}};
-  Scheduler s(*engine_, {});
-  const auto got = run_all(s, specs);
-  expect_same_as_alone(specs, got);
-  EXPECT_EQ(got.at(1).reason, EndReason::EndId);
-  EXPECT_EQ(got.at(2).reason, EndReason::StopWord);
-  EXPECT_EQ(got.at(3).reason, EndReason::Length);
-}
-
-// Requests that all decode, with nothing waiting, run in overlapped steps: each decode step is
-// queued before the ids of the one in flight are read. A request that ends by a stop rule has one
-// more token computed in the step queued behind; it must be dropped, and sampled requests must
-// draw exactly as generate() does.
-TEST_F(SchedulerTest, OverlappedStepsMatchGenerateThroughStopRulesAndSampling) {
+// End ids and stop words (picked from each request's own greedy output, so they trigger mid-way)
+// and seeded sampling behave as in generate(), with overlapped steps and without. Requests that
+// all decode, with nothing waiting, run in overlapped steps: each decode step is queued before the
+// ids of the one in flight are read, so a request that a stop rule ends has one more token
+// computed in the step queued behind; it must be dropped, and sampled requests must draw exactly
+// as generate() does.
+TEST_F(SchedulerTest, StopRulesAndSamplingMatchGenerateWithOrWithoutOverlappedSteps) {
   auto specs = random_specs(4, 11, 10, 30, 20);
   for (auto& sp : specs) sp.max_tokens = 20;
   const auto r0 = alone(specs[0]).output_ids, r1 = alone(specs[1]).output_ids;
