@@ -57,9 +57,8 @@ class SchedulerTest : public ::testing::Test {
     int outputs = 0;
   };
 
-  // Runs the scheduler until idle; returns each request's output.
-  static std::map<RequestId, Collected> run_all(Scheduler& s, const std::vector<RequestSpec>& specs) {
-    std::map<RequestId, Collected> got;
+  // Queues specs[i] as request i + 1, its outputs collected into got[i + 1].
+  static void add_all(Scheduler& s, const std::vector<RequestSpec>& specs, std::map<RequestId, Collected>& got) {
     for (size_t i = 0; i < specs.size(); ++i) {
       const RequestId id = i + 1;
       s.add(id, specs[i], [&got, id](RequestOutput&& o) {
@@ -74,6 +73,12 @@ class SchedulerTest : public ::testing::Test {
         c.reason = o.end_reason;
       }, std::chrono::steady_clock::now());
     }
+  }
+
+  // Runs the scheduler until idle; returns each request's output.
+  static std::map<RequestId, Collected> run_all(Scheduler& s, const std::vector<RequestSpec>& specs) {
+    std::map<RequestId, Collected> got;
+    add_all(s, specs, got);
     for (int guard = 0; s.has_work() && guard < 10000; ++guard) s.step();
     EXPECT_FALSE(s.has_work());
     return got;
@@ -218,16 +223,7 @@ TEST_F(SchedulerTest, CancelWhileAStepIsQueuedAhead) {
   for (auto& sp : specs) sp.max_tokens = 24;
   Scheduler s(*engine_, {});
   std::map<RequestId, Collected> got;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const RequestId id = i + 1;
-    s.add(id, specs[i], [&got, id](RequestOutput&& o) {
-      Collected& c = got[id];
-      EXPECT_FALSE(c.finished) << "output after the final one";
-      for (auto& t : o.tokens) c.ids.push_back(t.id);
-      c.finished = o.finished;
-      c.reason = o.end_reason;
-    }, std::chrono::steady_clock::now());
-  }
+  add_all(s, specs, got);
   for (int i = 0; i < 100 && s.stats().steps_overlapped_total < 3; ++i) s.step();
   ASSERT_GE(s.stats().steps_overlapped_total, 3u);
   ASSERT_TRUE(s.has_work());
