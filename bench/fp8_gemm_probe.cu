@@ -3,6 +3,8 @@
 // pointers) and variations of it, for every algorithm the heuristic offers, and prints the
 // status of each cublasLtMatmul call. Standalone (only CUDA), built by bench/CMakeLists.txt:
 //   build-device/bench/fp8_gemm_probe            (CUBLASLT_LOG_LEVEL=1 adds cuBLASLt's reasons)
+//   build-device/bench/fp8_gemm_probe --time     times the heuristic's first algorithm of each
+//                                                scale mode at the serving steps' shapes instead
 #include <cublasLt.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -114,9 +116,132 @@ void probe(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, int K, c
   cudaFree(scales);
 }
 
+
+// Random e4m3 bytes without the NaN codes (0x7f, 0xff): the tensor cores' power, and so their
+// clock, depends on the values, which constant inputs would understate.
+__global__ void fill_random_e4m3(unsigned char* p, size_t n, unsigned seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    unsigned h = unsigned(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    const unsigned char b = static_cast<unsigned char>(h) & 0xbf;  // exponent bit 6 off: |x| < 2
+    p[i] = (b & 0x7f) == 0x7f ? 0x38 : b;
+  }
+}
+
+// Milliseconds a call of the heuristic's first algorithm takes for variant v (mean of 20 after 3),
+// or a negative number where the heuristic or the call refuses it.
+float time_variant(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, int K, const Variant& v,
+                   const void* a, const void* b, void* d, const float* scales) {
+  cublasLtMatmulDesc_t op;
+  cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta));
+  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
+  if (v.scales != Scales::kNone) {
+    const float* sa = scales;
+    const float* sb = scales + 64 + N;  // 16-byte aligned, past A's N
+    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof(sa));
+    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof(sb));
+    const cublasLtMatmulMatrixScale_t outer = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+    if (v.scales == Scales::kOuterB || v.scales == Scales::kOuterAB)
+      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &outer, sizeof(outer));
+    if (v.scales == Scales::kOuterAB)
+      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &outer, sizeof(outer));
+  }
+  if (v.fast_accum) {
+    const int8_t on = 1;
+    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &on, sizeof(on));
+  }
+  cublasLtMatrixLayout_t la, lb, lc;
+  cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, K, N, K);
+  cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, K, M, K);
+  cublasLtMatrixLayoutCreate(&lc, v.out_type, N, M, N);
+  cublasLtMatmulPreference_t pref;
+  cublasLtMatmulPreferenceCreate(&pref);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof(ws_bytes));
+  cublasLtMatmulHeuristicResult_t res{};
+  int found = 0;
+  float ms = -1.0f;
+  const float alpha = 1.0f, beta = 0.0f;
+  if (cublasLtMatmulAlgoGetHeuristic(h, op, la, lb, lc, lc, pref, 1, &res, &found) == CUBLAS_STATUS_SUCCESS &&
+      found > 0) {
+    auto call = [&] {
+      return cublasLtMatmul(h, op, &alpha, a, la, b, lb, &beta, d, lc, d, lc, &res.algo, ws, ws_bytes, nullptr);
+    };
+    bool ok = true;
+    for (int i = 0; i < 3; ++i) ok = ok && call() == CUBLAS_STATUS_SUCCESS;
+    if (ok) {
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      cudaEventRecord(e0);
+      for (int i = 0; i < 20; ++i) call();
+      cudaEventRecord(e1);
+      PROBE_CHECK(cudaEventSynchronize(e1));
+      cudaEventElapsedTime(&ms, e0, e1);
+      ms /= 20;
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
+    }
+  }
+  cublasLtMatmulPreferenceDestroy(pref);
+  cublasLtMatrixLayoutDestroy(la);
+  cublasLtMatrixLayoutDestroy(lb);
+  cublasLtMatrixLayoutDestroy(lc);
+  cublasLtMatmulDescDestroy(op);
+  return ms;
+}
+
+// --time: each scale mode at the serving steps' GEMM shapes (M tokens, N outputs, K inputs).
+void time_serving_shapes(cublasLtHandle_t h, void* ws, size_t ws_bytes) {
+  const Variant variants[] = {
+      {"per-token B, per-channel A", CUDA_R_16BF, Scales::kOuterAB, false, false, false},
+      {"  + fast accum", CUDA_R_16BF, Scales::kOuterAB, true, false, false},
+      {"per-tensor scalars", CUDA_R_16BF, Scales::kScalarAligned, false, false, false},
+      {"  + fast accum", CUDA_R_16BF, Scales::kScalarAligned, true, false, false},
+      {"no scales", CUDA_R_16BF, Scales::kNone, false, false, false},
+      {"  + fast accum", CUDA_R_16BF, Scales::kNone, true, false, false},
+  };
+  struct Shape {
+    const char* name;
+    int M, N, K;
+  };
+  const Shape shapes[] = {{"qkv", 1024, 6144, 4096},    {"o", 1024, 4096, 4096},  {"gate_up", 1024, 28672, 4096},
+                          {"down", 1024, 4096, 14336},  {"qkv", 8192, 6144, 4096}, {"o", 8192, 4096, 4096},
+                          {"gate_up", 8192, 28672, 4096}, {"down", 8192, 4096, 14336}};
+  for (const Shape& s : shapes) {
+    void *a, *b, *d;
+    float* scales;
+    PROBE_CHECK(cudaMalloc(&a, size_t(s.N) * s.K));
+    PROBE_CHECK(cudaMalloc(&b, size_t(s.M) * s.K));
+    PROBE_CHECK(cudaMalloc(&d, size_t(s.M) * s.N * 2));
+    const int n_scales = 128 + s.M + s.N;
+    PROBE_CHECK(cudaMalloc(&scales, n_scales * sizeof(float)));
+    fill_random_e4m3<<<1024, 256>>>(static_cast<unsigned char*>(a), size_t(s.N) * s.K, 1);
+    fill_random_e4m3<<<1024, 256>>>(static_cast<unsigned char*>(b), size_t(s.M) * s.K, 2);
+    std::vector<float> small(n_scales, 1.0f / 256);
+    PROBE_CHECK(cudaMemcpy(scales, small.data(), n_scales * sizeof(float), cudaMemcpyHostToDevice));
+    const double flop = 2.0 * s.M * s.N * s.K;
+    for (const Variant& v : variants) {
+      const float ms = time_variant(h, ws, ws_bytes, s.M, s.N, s.K, v, a, b, d, scales);
+      if (ms < 0)
+        std::printf("time %-8s M=%-5d N=%-6d K=%-6d %-28s refused\n", s.name, s.M, s.N, s.K, v.name);
+      else
+        std::printf("time %-8s M=%-5d N=%-6d K=%-6d %-28s %8.4f ms %7.1f TFLOP/s\n", s.name, s.M, s.N, s.K, v.name, ms,
+                    flop / ms / 1e9);
+    }
+    cudaFree(a);
+    cudaFree(b);
+    cudaFree(d);
+    cudaFree(scales);
+  }
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   int dev = 0;
   cudaDeviceProp prop{};
   PROBE_CHECK(cudaGetDeviceProperties(&prop, dev));
@@ -126,6 +251,12 @@ int main() {
   const size_t ws_bytes = 32u << 20;
   void* ws;
   PROBE_CHECK(cudaMalloc(&ws, ws_bytes));
+  if (argc > 1 && std::strcmp(argv[1], "--time") == 0) {
+    time_serving_shapes(h, ws, ws_bytes);
+    cudaFree(ws);
+    cublasLtDestroy(h);
+    return 0;
+  }
   const Variant variants[] = {
       {"scales 4-byte offset (old)", CUDA_R_16BF, Scales::kScalarOffset4, false, false, false},
       {"scales 16-byte aligned", CUDA_R_16BF, Scales::kScalarAligned, false, false, false},

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "ab_switch.h"
 #include "cuda_check.h"
 
 namespace lamina::cuda {
@@ -21,7 +22,9 @@ cudaDataType_t cuda_data_type(DType dt) {
 }
 
 LtGemm::LtGemm(size_t workspace_bytes, int sm_count_target)
-    : workspace_bytes_(workspace_bytes), sm_count_target_(sm_count_target) {
+    : workspace_bytes_(workspace_bytes),
+      sm_count_target_(sm_count_target),
+      fp8_fast_accum_(ab_switch_on("LAMINA_FP8_FAST_ACCUM")) {
   CUBLAS_CHECK(cublasLtCreate(&handle_));
   if (workspace_bytes_) CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
 }
@@ -60,6 +63,11 @@ LtGemm::Plan& LtGemm::plan_for(DType dt, int M, int N, int K, int align, int fp8
       CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &outer, sizeof(outer)));
       CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &outer, sizeof(outer)));
     }
+    // Fast accumulation: what vLLM's and TensorRT-LLM's FP8 GEMMs run for inference; the bound on
+    // its error at the longest rows is QuantMatmulOp.Fp8GemmLongRowsMatchTheExactProduct's.
+    const int8_t fast_accum = fp8_fast_accum_ ? 1 : 0;
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast_accum, sizeof(fast_accum)));
   }
   // FP8: e4m3 inputs with per-tensor scales (pointers set per call in run_fp8), output in dt.
   const cudaDataType_t in_type = fp8 ? CUDA_R_8F_E4M3 : type;

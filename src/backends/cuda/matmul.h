@@ -30,8 +30,11 @@ class LtGemm {
   // FP8 (matmul_fp8.cu): out[m,n] (dtype dt) = w_scale(n) * x_scale(m) * (xq[M,K] · wq[N,K]^T)[m,n]
   // with xq and wq float8 e4m3 and the scales device floats, 16-byte aligned. kPerTensor:
   // x_scale(m) = *x_scale, w_scale(n) = *w_scale. kPerToken: x_scale[m] and w_scale[n], cuBLASLt's
-  // outer-vector scale mode (which it takes on both operands or neither). Needs compute capability
-  // 8.9+; throws if cuBLASLt refuses the plan (the caller tries another mode or dequantizes).
+  // outer-vector scale mode (which it takes on both operands or neither). Accumulates in the FP8
+  // tensor cores' own accumulator without promoting partial sums to fp32 (cuBLASLt's fast
+  // accumulation, 12-18 % faster at the serving shapes on an H100), unless LAMINA_FP8_FAST_ACCUM=0.
+  // Needs compute capability 8.9+; throws if cuBLASLt refuses the plan (the caller tries another
+  // mode or dequantizes).
   void run_fp8(DType dt, void* out, const void* xq, const float* x_scale, Fp8Scaling x_scaling, const void* wq,
                const float* w_scale, int M, int N, int K, cudaStream_t stream);
 
@@ -50,6 +53,7 @@ class LtGemm {
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   int sm_count_target_ = 0;
+  bool fp8_fast_accum_;  // LAMINA_FP8_FAST_ACCUM, read when the LtGemm is made
   std::map<Key, Plan> plans_;
 };
 
