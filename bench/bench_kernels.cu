@@ -15,6 +15,8 @@
 //   overlap    the decode attention of 512 sequences beside a 512-token GEMM on a second stream,
 //              alone and together, with the GEMM's plan aimed at fewer SMs (bench_overlap; only
 //              with --only overlap)
+//   fp8-act-quant  the FP8 GEMM's per-token activation quantization (and SwiGLU + quantization) at
+//              serving step sizes, against the copy bandwidth
 // --only WORD runs only the cases whose name holds WORD (e.g. "attention"), plus copy; "W1|W2" any of them.
 // Inputs are random (never zeros) and rotate over copies larger than L2 so DRAM is measured.
 #include <cuda_runtime.h>
@@ -310,6 +312,29 @@ void bench_int4_tiles(Ctx& c, const Gemm& g) {
     throw;
   }
   unsetenv("LAMINA_INT4_TILES");
+}
+
+// The FP8 GEMM's activation quantization at serving step sizes: per token over a [M, K] bf16
+// activation (qkv, o, gate_up inputs), and the SwiGLU of a [M, 2F] gate_up output quantized per
+// token (the down projection's input), each against the copy bandwidth (bytes read + written).
+void bench_fp8_activation_quant(Ctx& c, int M, int K, bool swiglu) {
+  const size_t in_bytes = size_t(M) * K * 2 * (swiglu ? 2 : 1);
+  Rotation x(in_bytes, c.min_total, 50, c.stream);
+  void* xq = dmalloc(size_t(M) * K);
+  auto* scales = static_cast<float*>(dmalloc(size_t(M) * sizeof(float)));
+  const Timing tm = time_ms(c.stream, [&](int i) {
+    if (swiglu)
+      cuda::launch_silu_mul_quantize_fp8_per_token(DType::BF16, x.at(i), M, K, xq, scales, c.stream);
+    else
+      cuda::launch_quantize_fp8_per_token(DType::BF16, x.at(i), M, K, xq, scales, c.stream);
+  });
+  cudaFree(xq);
+  cudaFree(scales);
+  const double gbs = (double(in_bytes) + double(M) * K + 4.0 * M) / (tm.ms * 1e-3) / 1e9;
+  std::printf("fp8-act-quant %-8s M=%-5d K=%-6d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n", swiglu ? "swiglu" : "rows", M,
+              K, tm.ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
+  c.out["fp8_activation_quant"].push_back(
+      {{"swiglu", swiglu}, {"M", M}, {"K", K}, {"ms", tm.ms}, {"gb_per_s", gbs}, {"graph", tm.graph}});
 }
 
 // The fp8 GEMV at M = 1, each block shape (R rows, B threads a block). Random bytes (NaN codes
@@ -660,6 +685,10 @@ int main(int argc, char** argv) {
   for (const Gemm& g : kServingGemms) {
     guarded(c, g.name, [&] { bench_gemm(c, g); });
     guarded(c, std::string(g.name) + " fp8", [&] { bench_gemm_quant(c, g, WeightFormat::Fp8PerTensor); });
+  }
+  for (int M : {1024, 8192}) {
+    guarded(c, "fp8 act quant", [&] { bench_fp8_activation_quant(c, M, 4096, false); });
+    guarded(c, "fp8 act quant", [&] { bench_fp8_activation_quant(c, M, 14336, true); });
   }
   for (int M : {1, 8})
     for (const Gemm& g : kGemms) guarded(c, g.name, [&] { bench_gemv(c, g, M); });
