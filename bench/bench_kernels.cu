@@ -590,6 +590,9 @@ void bench_batched_prompts_attention(Ctx& c, int seqs, int len) {
   cuda::AttnParams p = cuda::make_attn_params(shape, T);
   p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(double(kD)));
   p.prefill_takes_uniform_tiles = true;
+  p.prefill_tiles = (T + cuda::kPrefillTileTokens - 1) / cuda::kPrefillTileTokens;
+  AttentionShape described = shape;  // the step's prompt tiles given, as LlamaForward gives them
+  describe_prompt_tiles(described, slot.data(), T);
   const double flops = 4.0 * kD * kHq * seqs * (double(len) * (len + 1) / 2);
   const auto report = [&](const char* part, const Timing& tm) {
     std::printf("attn prompts %-8s %4d x %-4d T=%-5d %8.3f ms %8.1f TFLOP/s%s\n", part, seqs, len, T, tm.ms,
@@ -597,6 +600,9 @@ void bench_batched_prompts_attention(Ctx& c, int seqs, int len) {
     c.out["attention_batched_prompts"].push_back({{"part", part}, {"seqs", seqs}, {"len", len}, {"ms", tm.ms}});
   };
   report("op", time_ms(c.stream, [&](int) { c.be->attention(out, qkv.at(0), d_pos, d_slot, cache, shape, T); }, 9));
+  report("op-tiles", time_ms(c.stream, [&](int) {
+    c.be->attention(out, qkv.at(0), d_pos, d_slot, cache, described, T);
+  }, 9));
   report("decode", time_ms(c.stream, [&](int) {
     cuda::launch_attention_decode(DType::BF16, out, qkv.at(0), d_pos, d_slot, cache, p, 1, nullptr, nullptr, c.stream);
   }, 9));

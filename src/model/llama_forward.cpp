@@ -241,10 +241,15 @@ void LlamaForward::run_step(int T, int R, StepChoice choice) {
       split_greedy(R, screened);
   };
   // Small steps (decode) repeat with identical shapes: let the backend record and replay them,
-  // token choice included (one recording a token).
+  // token choice included (one recording a token). A replay may hold other sequences, so recorded
+  // steps leave their prompt tiles unknown; others tell attention where they are (the host has the
+  // step's sequence rows), which spares the kernels looking for them in every layer.
   if (T <= kMaxRecordedTokens) {
+    attn_.prompt_tiles_end = -1;
+    attn_.leading_prompt_tiles = 0;
     be_->run_recorded((uint64_t(T) << 32) | (uint64_t(R) << 8) | uint64_t(choice), ops);
   } else {
+    describe_prompt_tiles(attn_, inputs_host_.data() + 2 * size_t(T), T);
     ops();
   }
 }

@@ -46,9 +46,31 @@ struct AttentionShape {
   // T rows to a sequence, so rows below position - (T - 1) are earlier steps'. With it the
   // one-token decode kernel starts reading them while the qkv projection before it still runs.
   bool inputs_ready_before_step = false;
+  // The step's prompt tiles, where the caller knows them (describe_prompt_tiles): tile i is tokens
+  // [64i, 64i + 64) of the step (the last one may be shorter), a prompt tile one whose tokens all
+  // carry one sequence row (a backend may give those to a prefill kernel). Every prompt tile lies
+  // below tile prompt_tiles_end (-1: not known), and tiles 0 .. leading_prompt_tiles - 1 all are.
+  int prompt_tiles_end = -1;
+  int leading_prompt_tiles = 0;
   // Positions a sequence can hold: max_blocks_per_seq * tokens_per_block.
   int max_seq_len() const { return max_blocks_per_seq * tokens_per_block; }
 };
+
+inline constexpr int kAttentionTileTokens = 64;  // AttentionShape's prompt tiles
+
+// Sets s.prompt_tiles_end and s.leading_prompt_tiles from the sequence rows of a step's T tokens.
+inline void describe_prompt_tiles(AttentionShape& s, const int32_t* seq_rows, int T) {
+  s.prompt_tiles_end = 0;
+  s.leading_prompt_tiles = 0;
+  bool leading = true;
+  for (int tile = 0; tile * kAttentionTileTokens < T; ++tile) {
+    const int begin = tile * kAttentionTileTokens, end = std::min(T, begin + kAttentionTileTokens);
+    const bool prompt = std::all_of(seq_rows + begin, seq_rows + end, [&](int32_t r) { return r == seq_rows[begin]; });
+    if (prompt) s.prompt_tiles_end = tile + 1;
+    leading = leading && prompt;
+    if (leading) s.leading_prompt_tiles = tile + 1;
+  }
+}
 
 // One layer's paged KV cache.
 //   k, v:          [num_blocks, tokens_per_block, num_kv_heads, head_dim] in kv_dtype (the pool)

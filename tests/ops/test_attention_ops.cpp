@@ -6,6 +6,7 @@
 // cases run with 16 and 32 tokens per block and block tables drawn from a shuffled pool
 // (paged_kv_util.h).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <set>
 
@@ -366,6 +367,41 @@ TEST_P(AttentionOps, SeveralSequencesOneStep) {
     const int T = static_cast<int>(tk.pos.size());
     const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
     compare_attention(*gpu_, *cpu_, c, pk, tk, tol(), k0, v0, qkv, "several sequences T=" + std::to_string(T));
+  }
+}
+
+// A step whose prompt tiles the caller describes (AttentionShape, as LlamaForward does for steps
+// it does not record) against the CPU: in the scheduler's order (whole tiles of prompts, then other
+// chunks, then decode tokens), a prompt tile after decode tokens, all decode tokens (no prefill
+// kernel then), and all prompt tiles (no decode kernel). The CUDA kernels then launch only the
+// blocks the description leaves them.
+TEST_P(AttentionOps, DescribedPromptTilesMatchCpu) {
+  const Case c{8, 2, 128, 2200, 6};
+  const PagedKV pk = paged(rng_, c);
+  const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
+  struct Layout {
+    const char* name;
+    std::vector<std::array<int, 3>> seqs;  // slot, first position, tokens
+  };
+  const Layout layouts[] = {
+      {"scheduler order", {{0, 0, 128}, {1, 300, 64}, {2, 40, 70}, {3, 900, 1}, {4, 17, 1}, {5, 2000, 1}}},
+      {"prompt tile after decode tokens", {{3, 900, 1}, {4, 17, 1}, {0, 0, 150}, {5, 64, 64}}},
+      {"decode tokens only", {{0, 100, 1}, {1, 7, 1}, {2, 2100, 1}, {3, 64, 1}, {4, 500, 1}, {5, 1, 1}}},
+      {"prompt tiles only", {{0, 0, 128}, {1, 200, 64}}},
+  };
+  for (const Layout& l : layouts) {
+    Tokens tk;
+    for (const auto& [slot, start, n] : l.seqs) add_sequence(tk, slot, start, n);
+    if (std::string(l.name) == "decode tokens only")  // more than kAttentionDecodeMaxTokens tokens
+      for (int i = 0; i < 30; ++i) add_sequence(tk, i % 6, 1000 + 31 * i, 1);
+    const int T = static_cast<int>(tk.pos.size());
+    PagedKV described = pk;
+    describe_prompt_tiles(described.shape, tk.slot.data(), T);
+    const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
+    compare_attention(*gpu_, *cpu_, c, described, tk, tol(), k0, v0, qkv,
+                      std::string(l.name) + " (prompt tiles below " + std::to_string(described.shape.prompt_tiles_end) +
+                          ", leading " + std::to_string(described.shape.leading_prompt_tiles) + ") T=" +
+                          std::to_string(T));
   }
 }
 

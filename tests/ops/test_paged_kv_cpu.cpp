@@ -218,5 +218,33 @@ TEST_F(CpuPagedKV, BadBlockTablesAreErrorsNotWrites) {
   for (float x : v) EXPECT_TRUE(x == 2.0f || x == 0.5f);  // nothing but the one good write landed
 }
 
+// describe_prompt_tiles (ops/backend.h): tiles of 64 tokens whose sequence rows are all one are
+// prompt tiles; the last may be short. prompt_tiles_end is one past the last of them,
+// leading_prompt_tiles counts those before the first that is not.
+TEST(PromptTiles, DescribeFindsTheTilesOfOneSequence) {
+  const auto described = [](const std::vector<int32_t>& rows) {
+    AttentionShape s;
+    describe_prompt_tiles(s, rows.data(), int(rows.size()));
+    return std::pair<int, int>{s.prompt_tiles_end, s.leading_prompt_tiles};
+  };
+  const auto run = [](std::vector<int32_t> rows, int32_t row, int n) {
+    rows.insert(rows.end(), size_t(n), row);
+    return rows;
+  };
+  // Two whole tiles of row 0, a tile of row 1, then a mixed tile (row 2's 40 tokens and decode tokens).
+  std::vector<int32_t> step = run(run(run({}, 0, 128), 1, 64), 2, 40);
+  for (int32_t r = 3; r < 27; ++r) step.push_back(r);
+  EXPECT_EQ(described(step), (std::pair<int, int>{3, 3}));
+  // A prompt tile after a mixed one; the short last tile of one row counts.
+  std::vector<int32_t> late = {5, 6};
+  late = run(run(late, 7, 62 + 64), 8, 10);
+  EXPECT_EQ(described(late), (std::pair<int, int>{3, 0}));
+  // Decode tokens only (64 different rows): none; one token: a (short) prompt tile.
+  std::vector<int32_t> decode(64);
+  for (int i = 0; i < 64; ++i) decode[size_t(i)] = i;
+  EXPECT_EQ(described(decode), (std::pair<int, int>{0, 0}));
+  EXPECT_EQ(described({9}), (std::pair<int, int>{1, 1}));
+}
+
 }  // namespace
 }  // namespace lamina::optest

@@ -3,6 +3,9 @@
 //   T <= kAttentionDecodeMaxTokens: the split-K decode kernel takes every token.
 //   larger T: the tiled prefill kernel takes the tiles of 64 consecutive tokens of one sequence, and
 //   the decode kernel (told to skip those tiles) takes the rest; both run, each skips the other's.
+//   Where the caller described the step's prompt tiles (AttentionShape), the prefill kernel's grid
+//   ends after the last that may be uniform (a step with none runs no prefill kernel, and its
+//   decode blocks check no tiles), and the decode kernel's grid starts after the leading ones.
 // T <= kAttentionLatencyMaxTokens: the latency kernel (attention_decode_latency.cu: split lengths
 // fixed for max_seq, a separate reduce); more tokens: the tensor-core kernel (attention_decode_mma.cu)
 // when the step has at least 2 blocks an SM and the kernel applies (16-bit activations, head_dim
@@ -59,6 +62,11 @@ bool reads_before_wait_allowed() {
   static const bool allowed = ab_switch_on("LAMINA_ATTN_READ_BEFORE_WAIT");
   return allowed;
 }
+// LAMINA_ATTN_STEP_LAYOUT=0 ignores AttentionShape's prompt tiles: the kernels find them (A/B).
+bool step_layout_hints_enabled() {
+  static const bool on = ab_switch_on("LAMINA_ATTN_STEP_LAYOUT");
+  return on;
+}
 }  // namespace
 
 void launch_attention(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
@@ -75,8 +83,19 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
                "attention needs the KV block tables and their shape");
   AttnParams p = make_attn_params(s, T, cache);
   p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(s.head_dim)));
-  p.prefill_takes_uniform_tiles = T > kAttentionDecodeMaxTokens && attention_prefill_supports(s.head_dim);
+  // A step the caller described (AttentionShape::prompt_tiles_end) runs the prefill kernel only
+  // over the tiles that may be uniform (none: not at all, and the decode kernel checks no tiles),
+  // and the decode kernel from the first token past the leading prompt tiles.
+  const int tiles = (T + kPrefillTileTokens - 1) / kPrefillTileTokens;
+  const bool described = s.prompt_tiles_end >= 0 && step_layout_hints_enabled();
+  p.prefill_takes_uniform_tiles = T > kAttentionDecodeMaxTokens && attention_prefill_supports(s.head_dim) &&
+                                  !(described && s.prompt_tiles_end == 0);
+  if (p.prefill_takes_uniform_tiles) {
+    p.prefill_tiles = described ? std::min(tiles, s.prompt_tiles_end) : tiles;
+    p.decode_t0 = described ? std::min(T, s.leading_prompt_tiles * kPrefillTileTokens) : 0;
+  }
   p.read_before_wait = p.read_before_wait && !p.prefill_takes_uniform_tiles && reads_before_wait_allowed();
+  const int decode_T = T - p.decode_t0;  // tokens the decode kernel looks at
 
   const size_t per_split = static_cast<size_t>(T) * p.Hq * (s.head_dim + 2) * sizeof(float);
   const bool have_workspace = how.workspace != nullptr && how.workspace_bytes > kAttentionCounterBytes &&
@@ -86,7 +105,12 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
   auto* partials = have_workspace ? reinterpret_cast<float*>(static_cast<char*>(how.workspace) + kAttentionCounterBytes)
                                   : nullptr;
   const DecodeKernel forced = forced_decode_kernel();
+  if (decode_T == 0) {  // every token in a prompt tile
+    launch_attention_prefill(dt, out, qkv, positions, slots, cache, p, stream);
+    return;
+  }
   if (forced == DecodeKernel::Latency || (forced == DecodeKernel::Auto && T <= kAttentionLatencyMaxTokens)) {
+    p.decode_t0 = 0;  // the latency kernel and its reduce take every token (skipping uniform tiles)
     // Latency kernel: Z split slots, enough for ~4 blocks per SM, no more than the cache's full
     // length holds splits of its shortest length; each token spreads its own rows over them.
     int splits = static_cast<int>(ceil_div_ll(4LL * how.num_sms, static_cast<long long>(T) * p.Hkv));
@@ -101,7 +125,7 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
 
   // Split-K plan for the decode kernel: Z split slots per token, sized for the cache's full
   // length; the kernel spreads each token's actual rows over them (split_len from len).
-  const long long blocks_per_split = static_cast<long long>(T) * p.Hkv;
+  const long long blocks_per_split = static_cast<long long>(decode_T) * p.Hkv;
   int splits = static_cast<int>(ceil_div_ll(4LL * how.num_sms, blocks_per_split));
   const long long max_useful = ceil_div_ll(p.max_seq, kDecodeMinSplitLen);
   if (splits > max_useful) splits = static_cast<int>(max_useful);

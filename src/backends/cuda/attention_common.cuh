@@ -20,6 +20,7 @@ namespace lamina::cuda {
 
 // The prefill kernel works on tiles of this many consecutive tokens.
 inline constexpr int kPrefillTileTokens = 64;
+static_assert(kPrefillTileTokens == kAttentionTileTokens, "AttentionShape's prompt tiles are the prefill kernel's");
 // Split-K splits of one token's sequence at most.
 inline constexpr int kMaxSplits = 256;
 // The decode kernel's splits hold at least this many cache rows (it rounds up to its key tile).
@@ -38,6 +39,11 @@ struct AttnParams {
   // When true, tokens of "uniform" tiles (all tokens of the tile in one slot) belong to the
   // prefill kernel and the decode kernel (and its reduce) skip them.
   bool prefill_takes_uniform_tiles = false;
+  // Where the prefill kernel takes them, the tiles it looks at (0 .. prefill_tiles - 1: every
+  // uniform tile lies below) and the first token the decode kernel looks at (every token before
+  // decode_t0 lies in a uniform tile): AttentionShape's prompt tiles, where the caller knew them.
+  int prefill_tiles = 0;
+  int decode_t0 = 0;
   // FP8 KV cache (KVCacheLayer::fp8_e4m3): pools of e4m3, value = e4m3 * scale.
   bool kv_fp8 = false;
   float k_scale = 1.0f, v_scale = 1.0f;
@@ -109,8 +115,10 @@ __device__ __forceinline__ bool tile_is_uniform(const int32_t* slots, int t, int
   return __syncthreads_and(same) != 0;
 }
 
-// The work of one block of a decode kernel's grid (T, Hkv * head_chunks, splits): token t, kv head
-// kvh, its q heads h0 .. h0 + ng - 1 (chunk g0 of the group), split `split`; the token's position,
+// The work of one block of a decode kernel's grid (T - decode_t0, Hkv * head_chunks, splits), or
+// (Hkv * head_chunks, T - decode_t0, splits) where decode_block is told heads_fastest: token t
+// (decode_t0 + the grid's token index), kv head kvh, its q
+// heads h0 .. h0 + ng - 1 (chunk g0 of the group), split `split`; the token's position,
 // block-table row and number of cache rows to read, and its output rows out[t, h0 .. h0 + ng).
 template <typename T>
 struct DecodeBlock {
@@ -136,10 +144,11 @@ __device__ __forceinline__ void write_decode_zeros(const DecodeBlock<T>& b, int 
 template <typename T, int D, int MAXG>
 __device__ __forceinline__ bool decode_block(DecodeBlock<T>& b, T* out, const int32_t* positions,
                                              const int32_t* slots, const AttnParams& p, int head_chunks,
-                                             int threads, bool write_zeros = true) {
-  b.t = blockIdx.x;
-  b.kvh = blockIdx.y / head_chunks;
-  b.g0 = (blockIdx.y % head_chunks) * MAXG;
+                                             int threads, bool write_zeros = true, bool heads_fastest = false) {
+  b.t = p.decode_t0 + (heads_fastest ? blockIdx.y : blockIdx.x);
+  const int head_block = heads_fastest ? blockIdx.x : blockIdx.y;
+  b.kvh = head_block / head_chunks;
+  b.g0 = (head_block % head_chunks) * MAXG;
   b.ng = min(MAXG, p.G - b.g0);
   b.split = blockIdx.z;
   b.len = -1;

@@ -2,7 +2,7 @@
 // sequence with the split merge fused in (one launch). Key j of a token is read from the pool row
 // kv_cache_row(block_tables, seq row, j) (paged KV; attention_common.cuh).
 //
-//   grid (T, Hkv * head_chunks, Z), 128 threads. A block takes one token t, one kv head and up to
+//   grid (T - decode_t0, Hkv * head_chunks, Z), 128 threads. A block takes one token t, one kv head and up to
 //   MAXG of the q heads that read it (GQA: K/V rows are loaded once for all of them), and one
 //   split of the token's cache rows. The split length is chosen here from the token's length
 //   (graph-safe: nothing on the host depends on it):
@@ -225,7 +225,7 @@ void launch_decode_cache(T* out, const T* qkv, const int32_t* positions, const i
                          const AttnParams& p, int num_splits, float* partials, int* counters, cudaStream_t stream) {
   using S = DecodeShape<C, D, MAXG>;
   const int head_chunks = (p.G + MAXG - 1) / MAXG;
-  const dim3 grid(p.T, p.Hkv * head_chunks, num_splits);
+  const dim3 grid(p.T - p.decode_t0, p.Hkv * head_chunks, num_splits);
   auto* kernel = attn_decode_kernel<T, C, D, MAXG>;
   allow_dynamic_smem(reinterpret_cast<const void*>(kernel), S::bytes);
   launch_pdl(kernel, grid, dim3(kThreads), S::bytes, stream, out, partials, counters, qkv, positions, slots,

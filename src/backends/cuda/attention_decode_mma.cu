@@ -32,6 +32,7 @@
 #include <string>
 #include <type_traits>
 
+#include "ab_switch.h"
 #include "attention_common.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
@@ -111,7 +112,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                            const T* __restrict__ qkv, const int32_t* __restrict__ positions,
                            const int32_t* __restrict__ slots, const C* __restrict__ k_cache,
                            const C* __restrict__ v_cache, const int32_t* __restrict__ block_tables, AttnParams p,
-                           int head_chunks) {
+                           int head_chunks, bool heads_fastest) {
   using S = MmaDecodeShape<T, C, D>;
   using M = typename S::M;
   constexpr int KD = S::KD, KW = S::KW, KWORDS = S::KWORDS, VWORDS = S::VWORDS;
@@ -123,7 +124,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
   const int num_splits = gridDim.z;
   DecodeBlock<T> b;
-  if (!decode_block<T, D, kHeads>(b, out, positions, slots, p, head_chunks, kThreads)) return;
+  if (!decode_block<T, D, kHeads>(b, out, positions, slots, p, head_chunks, kThreads, true, heads_fastest)) return;
   int split_len = max(kDecodeMinSplitLen, (b.len + num_splits - 1) / num_splits);
   split_len = (split_len + kRoundKeys - 1) / kRoundKeys * kRoundKeys;
   const int n_splits = (b.len + split_len - 1) / split_len;
@@ -349,18 +350,26 @@ __global__ void __launch_bounds__(kWarps * 32)
   write_block_outputs<T, D, kHeads, kWarps>(b.out_t, partials, ml, sm_o, sm_m, sm_l, b.ng, n_splits == 1, pi_h0,
                                             num_splits, b.split, kThreads);
   if (n_splits == 1) return;
+  const int head_blocks = p.Hkv * head_chunks;
   merge_splits_if_last<T, D>(b.out_t, partials, ml, pi_h0, num_splits, n_splits, b.ng,
-                             counters + static_cast<size_t>(b.t) * gridDim.y + blockIdx.y);
+                             counters + static_cast<size_t>(b.t) * head_blocks + b.kvh * head_chunks + b.g0 / kHeads);
 }
 
 template <typename T, typename C, int D, int W>
 void launch_warps(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
                   const AttnParams& p, int num_splits, float* partials, int* counters, cudaStream_t stream) {
   const int head_chunks = (p.G + kHeads - 1) / kHeads;
-  const dim3 grid(p.T, p.Hkv * head_chunks, num_splits);
+  // A token's kv heads in consecutive blocks (LAMINA_ATTN_HEADS_FASTEST=0: tokens first, as before),
+  // so the blocks running at once read whole pool rows ([Hkv, D] a position) rather than one head's
+  // slice of many tokens' rows.
+  static const bool heads_first = ab_switch_on("LAMINA_ATTN_HEADS_FASTEST");
+  const int tokens = p.T - p.decode_t0;
+  const bool heads_fastest = heads_first && tokens <= 65535;  // tokens in gridDim.y
+  const dim3 grid = heads_fastest ? dim3(p.Hkv * head_chunks, tokens, num_splits)
+                                  : dim3(tokens, p.Hkv * head_chunks, num_splits);
   launch_pdl(attn_decode_mma_kernel<T, C, D, W>, grid, dim3(W * 32), 0, stream, static_cast<T*>(out), partials,
              counters, static_cast<const T*>(qkv), positions, slots, static_cast<const C*>(cache.k),
-             static_cast<const C*>(cache.v), cache.block_tables, p, head_chunks);
+             static_cast<const C*>(cache.v), cache.block_tables, p, head_chunks, heads_fastest);
   CUDA_CHECK_LAUNCH();
 }
 

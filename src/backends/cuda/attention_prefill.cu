@@ -239,7 +239,7 @@ void launch_prefill_typed(T* out, const T* qkv, const int32_t* positions, const 
   constexpr size_t smem = PrefillSmem<D>::bytes;
   auto* kernel = attn_prefill_kernel<T, D>;
   allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
-  const dim3 grid((p.T + kBQ - 1) / kBQ, p.Hq);
+  const dim3 grid(p.prefill_tiles, p.Hq);
   kernel<<<grid, kThreads, smem, stream>>>(out, qkv, positions, slots, static_cast<const T*>(cache.k),
                                            static_cast<const T*>(cache.v), cache.block_tables, p);
   CUDA_CHECK_LAUNCH();

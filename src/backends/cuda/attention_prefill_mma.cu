@@ -321,7 +321,7 @@ void launch_mma_cache(void* out, const void* qkv, const int32_t* positions, cons
   constexpr size_t smem = MmaSmem<D>::bytes;
   auto* kernel = attn_prefill_mma_kernel<T, C, D>;
   allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
-  const dim3 grid(p.Hq, (p.T + kBQ - 1) / kBQ);
+  const dim3 grid(p.Hq, p.prefill_tiles);
   kernel<<<grid, kThreads, smem, stream>>>(static_cast<T*>(out), static_cast<const T*>(qkv), positions, slots,
                                            static_cast<const C*>(cache.k), static_cast<const C*>(cache.v),
                                            cache.block_tables, p);
