@@ -259,13 +259,16 @@ LlamaForward::StepInputs LlamaForward::step_inputs(int T, int R) const {
   return {base, base + T, base + 2 * T, base + 3 * T, base + 3 * T + R};
 }
 
-void LlamaForward::reduce_add_norm(const void* norm_weight, int T, float eps) {
+void LlamaForward::reduce_add_norm(const void* norm_weight, int T, float eps, const void* next_w) {
   // One step where the communicator fuses them (GPUs with peer access, decode-sized T).
   if (comm_->all_reduce_add_rms_norm(proj_.get(), residual_.get(), normed_.get(), norm_weight, T, int(H_), eps,
                                      be_->activation_dtype()))
     return;
   comm_->all_reduce_sum(proj_.get(), size_t(T) * size_t(H_), be_->activation_dtype());
-  be_->add_rms_norm(residual_.get(), proj_.get(), normed_.get(), norm_weight, T, int(H_), eps);
+  if (next_w != nullptr)
+    be_->add_rms_norm_before_matmul(residual_.get(), proj_.get(), normed_.get(), norm_weight, T, int(H_), eps, next_w);
+  else
+    be_->add_rms_norm(residual_.get(), proj_.get(), normed_.get(), norm_weight, T, int(H_), eps);
 }
 
 void LlamaForward::run_layers(int T, int R, bool logits) {
@@ -293,7 +296,7 @@ void LlamaForward::run_layers(int T, int R, bool logits) {
     be_->attention(attn_out_.get(), qkv_.get(), pos, slot, cache, attn_, T);
     be_->matmul(proj_.get(), attn_out_.get(), lw.attn_out, T, H, int(q_width_));
     // Row-parallel: sum the ranks' partial outputs; residual += attention out; normed = post_norm(residual)
-    reduce_add_norm(lw.post_norm, T, eps);
+    reduce_add_norm(lw.post_norm, T, eps, lw.gate_up);
     // MLP: down(silu(gate) * up); the SwiGLU rides on the gate_up GEMV where the backend can (decode),
     // else on the down projection (silu_mul_matmul: over FP8 weights, its input quantization)
     if (be_->gate_up_swiglu(mlp_.get(), normed_.get(), lw.gate_up, T, F, H)) {
@@ -302,8 +305,10 @@ void LlamaForward::run_layers(int T, int R, bool logits) {
       be_->matmul(gate_up_.get(), normed_.get(), lw.gate_up, T, 2 * F, H);
       be_->silu_mul_matmul(proj_.get(), mlp_.get(), gate_up_.get(), lw.down, T, H, F);
     }
-    // residual += Σ_ranks mlp out; normed = next layer's input_norm (or the final norm)
-    reduce_add_norm(l + 1 < w_.layers.size() ? w_.layers[l + 1].input_norm : w_.final_norm, T, eps);
+    // residual += Σ_ranks mlp out; normed = next layer's input_norm (for its qkv), or the final norm
+    const bool last = l + 1 == w_.layers.size();
+    reduce_add_norm(last ? w_.final_norm : w_.layers[l + 1].input_norm, T, eps,
+                    last ? nullptr : w_.layers[l + 1].qkv);
   }
   if (R == 0) return;
   // logits[R, V_rank] = normed[logit_rows] · lm_head^T

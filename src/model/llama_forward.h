@@ -133,8 +133,9 @@ class LlamaForward {
   void run_step(int T, int R, StepChoice choice);  // run_layers (+ the choice), recorded for small steps
   // Every op of one step, on already-uploaded inputs; the lm_head GEMV only with `logits`.
   void run_layers(int T, int R, bool logits = true);
-  // residual[T,H] += Σ_ranks proj; normed = rms_norm(residual) · norm_weight
-  void reduce_add_norm(const void* norm_weight, int T, float eps);
+  // residual[T,H] += Σ_ranks proj; normed = rms_norm(residual) · norm_weight; next_w: the weight
+  // normed is multiplied by next (nullptr: none), which the backend may prepare for
+  void reduce_add_norm(const void* norm_weight, int T, float eps, const void* next_w);
 
   ModelConfig cfg_;
   Backend* be_;

@@ -168,6 +168,14 @@ class Backend {
   virtual void rms_norm(void* out, const void* x, const void* w, int T, int H, float eps) = 0;
   // residual[T,H] += x; out = rms_norm(residual) * w   (fused residual add + norm)
   virtual void add_rms_norm(void* residual, const void* x, void* out, const void* w, int T, int H, float eps) = 0;
+  // add_rms_norm whose `out` goes next into matmul(…, out, next_w, T, N, H) (or, for a few tokens,
+  // the one-token op that stands for it) and nowhere else before it: a backend may prepare that
+  // matmul's input in the norm's pass. This default just runs add_rms_norm.
+  virtual void add_rms_norm_before_matmul(void* residual, const void* x, void* out, const void* w, int T, int H,
+                                          float eps, const void* next_w) {
+    (void)next_w;
+    add_rms_norm(residual, x, out, w, T, H, eps);
+  }
   // residual[T,H] += x
   virtual void add(void* residual, const void* x, size_t n) = 0;
   // out[M,N] = x[M,K] · w[N,K]^T          (w: weight, nn.Linear layout)

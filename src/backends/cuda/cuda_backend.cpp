@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "backends/cuda/ab_switch.h"
@@ -233,6 +234,26 @@ class CudaBackend final : public Backend {
     auto span = profile("add_rms_norm", T);
     launch_add_rms_norm(act_, residual, x, out, w, T, H, eps, stream_);
   }
+  // Over an FP8 weight at batched T (the per-token FP8 GEMM's case), the norm also quantizes its
+  // output for that GEMM in the same pass, and the matmul that follows takes it instead of
+  // quantizing out again (LAMINA_FUSED_NORM_QUANT=0: two passes, for comparisons).
+  void add_rms_norm_before_matmul(void* residual, const void* x, void* out, const void* w, int T, int H, float eps,
+                                  const void* next_w) override {
+    use_device();
+    prepared_ = {};
+    const auto it = quant_.find(next_w);
+    if (T > kGemvMaxM && fused_norm_quant_enabled() && fp8_scales_ == Fp8ActivationScales::kPerToken &&
+        it != quant_.end() && it->second.cols == H && takes_fp8_gemm(it->second, it->second.rows, H)) {
+      auto span = profile("add_rms_norm+quant", T);
+      void* xq = grow(fp8_act_scratch_, size_t(T) * size_t(H));
+      auto* scales = static_cast<float*>(grow(fp8_token_scales_, size_t(T) * sizeof(float)));
+      if (launch_add_rms_norm_quantize_fp8(act_, residual, x, out, w, T, H, eps, xq, scales, stream_)) {
+        prepared_ = {out, next_w, T, H};
+        return;
+      }
+    }
+    add_rms_norm(residual, x, out, w, T, H, eps);
+  }
   void add(void* residual, const void* x, size_t n) override {
     use_device();
     auto span = profile("add", -1);
@@ -240,10 +261,13 @@ class CudaBackend final : public Backend {
   }
   void matmul(void* out, const void* x, const void* w, int M, int N, int K) override {
     use_device();
+    // Only the matmul right after add_rms_norm_before_matmul may take what it prepared.
+    const PreparedFp8Input prepared = std::exchange(prepared_, {});
+    const bool input_ready = prepared.x == x && prepared.w == w && prepared.M == M && prepared.K == K;
     auto it = quant_.find(w);
     const bool quant = it != quant_.end(), gemv = M <= kGemvMaxM;
     auto span = profile_matmul(gemv ? (quant ? "gemv-quant" : "gemv") : (quant ? "gemm-quant" : "gemm"), M, N, K);
-    if (quant) return quantized_matmul(out, x, it->second, M, N, K);
+    if (quant) return quantized_matmul(out, x, it->second, M, N, K, input_ready);
     if (gemv) {
       launch_gemv(act_, out, x, w, M, N, K, stream_);
     } else {
@@ -294,6 +318,7 @@ class CudaBackend final : public Backend {
   }
   void silu_mul_matmul(void* out, void* mlp, const void* gate_up, const void* w, int T, int N, int F) override {
     use_device();
+    prepared_ = {};  // its quantization overwrites the FP8 GEMM's scratch
     if (T > kGemvMaxM && fused_swiglu_quant_enabled() && fp8_scales_ == Fp8ActivationScales::kPerToken) {
       const auto it = quant_.find(w);
       if (it != quant_.end() && takes_fp8_gemm(it->second, N, F)) {
@@ -440,10 +465,11 @@ class CudaBackend final : public Backend {
   // M <= 8: the quantized GEMV reads the weight as stored. Larger M: FP8 weights on FP8 tensor
   // cores, the activations quantized on the fly with one scale per token (per tensor where
   // cuBLASLt refuses per-token scales); otherwise dequantize into scratch, then the regular GEMM.
-  void quantized_matmul(void* out, const void* x, const QuantEntry& q, int M, int N, int K) {
+  // input_ready: x's per-token FP8 quantization is already in the FP8 GEMM's scratch (prepared_).
+  void quantized_matmul(void* out, const void* x, const QuantEntry& q, int M, int N, int K, bool input_ready = false) {
     check_quant_shape(q, N, K, "matmul");
     if (M <= kGemvMaxM) return launch_gemv_quant(act_, out, x, q.w, M, N, K, stream_);
-    if (takes_fp8_gemm(q, N, K) && fp8_gemm(out, x, q, M, N, K)) return;
+    if (takes_fp8_gemm(q, N, K) && fp8_gemm(out, x, q, M, N, K, input_ready)) return;
     void* w = grow(dequant_scratch_, size_t(N) * size_t(K) * dtype_size(act_));
     launch_dequantize_weight(act_, w, q.w, N, K, stream_);
     gemm_->run(act_, out, x, w, M, N, K, stream_);
@@ -452,14 +478,14 @@ class CudaBackend final : public Backend {
   // The FP8 tensor-core GEMM in the best activation-scale mode cuBLASLt accepts here; false (nothing
   // written) once no mode is left. A refused mode is dropped for the backend's life, with a warning;
   // the quantization kernels it ran are harmless, since the next mode or the caller overwrites out.
-  bool fp8_gemm(void* out, const void* x, const QuantEntry& q, int M, int N, int K) {
+  bool fp8_gemm(void* out, const void* x, const QuantEntry& q, int M, int N, int K, bool input_ready = false) {
     const DeviceQuantWeight& w = q.w;
     while (fp8_scales_ != Fp8ActivationScales::kNone) {
       const bool per_token = fp8_scales_ == Fp8ActivationScales::kPerToken;
       try {
         if (per_token) {
           fp8_gemm_per_token(out, q, M, N, K, [&](void* xq, float* scales) {
-            launch_quantize_fp8_per_token(act_, x, M, K, xq, scales, stream_);
+            if (!input_ready) launch_quantize_fp8_per_token(act_, x, M, K, xq, scales, stream_);
             return true;
           });
         } else {
@@ -496,6 +522,12 @@ class CudaBackend final : public Backend {
   // and then quantized, two passes, as before the fused kernel (for comparisons).
   static bool fused_swiglu_quant_enabled() {
     static const bool on = ab_switch_on("LAMINA_FUSED_SWIGLU_QUANT");
+    return on;
+  }
+  // LAMINA_FUSED_NORM_QUANT=0: the norm before an FP8 GEMM writes only its output, which the GEMM
+  // then quantizes, two passes, as before the fused kernel (for comparisons).
+  static bool fused_norm_quant_enabled() {
+    static const bool on = ab_switch_on("LAMINA_FUSED_NORM_QUANT");
     return on;
   }
   // LAMINA_FUSED_ROPE=0 runs the qkv GEMV and rope_kv_write as two kernels at decode (for comparisons).
@@ -544,6 +576,14 @@ class CudaBackend final : public Backend {
   enum class Fp8ActivationScales { kNone, kPerTensor, kPerToken };
   Fp8ActivationScales fp8_scales_ = Fp8ActivationScales::kPerToken;
   Scratch fp8_token_scales_;           // [M] float: per-token activation scales
+  // What add_rms_norm_before_matmul left in fp8_act_scratch_ / fp8_token_scales_: the per-token
+  // quantization of x [M, K] for the matmul by w. The next matmul takes it or forgets it.
+  struct PreparedFp8Input {
+    const void* x = nullptr;
+    const void* w = nullptr;
+    int M = 0, K = 0;
+  };
+  PreparedFp8Input prepared_;
   float* fp8_tensor_scale_ = nullptr;  // device [amax bits, -, -, -, x_scale, ...]: per-tensor scale
   bool fp8_tensor_cores_ = false;
   bool warned_no_fp8_ = false;

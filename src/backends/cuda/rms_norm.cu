@@ -1,7 +1,10 @@
 // RMSNorm and the residual stream: out = x / sqrt(mean(x^2) + eps) * w, optionally fused with the
 // residual add that precedes every norm in the Llama block (residual += x; out = norm(residual)).
 // One block per token row; sums of squares in fp32; 16-byte accesses when H and the pointers allow.
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 #include "cuda_check.h"
 #include "cuda_types.cuh"
@@ -75,10 +78,13 @@ __global__ void rms_norm_kernel(T* __restrict__ out, T* __restrict__ residual, c
 // The same for rows of at most one vector a thread (H <= blockDim.x * V, e.g. H = 4096 in bf16
 // with 512 threads): x, the residual and w are all requested before the reduction and the row
 // stays in registers, so a decode step's norm makes one round trip to memory instead of three.
-template <typename T, int V, bool kAdd>
+// kQuant: the output row is also quantized for the FP8 GEMM, as launch_quantize_fp8_per_token
+// would quantize it (the same bits): xq [T, H] e4m3 of out / scale, scales[t] = max|out[t, :]| / 448.
+template <typename T, int V, bool kAdd, bool kQuant = false>
 __global__ void rms_norm_row_in_registers_kernel(T* __restrict__ out, T* __restrict__ residual,
                                                  const T* __restrict__ x, const T* __restrict__ w, int H,
-                                                 float eps) {
+                                                 float eps, __nv_fp8_e4m3* __restrict__ xq,
+                                                 float* __restrict__ scales) {
   __shared__ float scratch[32];
   pdl_launch_dependents();
   const int c = threadIdx.x * V;
@@ -108,6 +114,24 @@ __global__ void rms_norm_row_in_registers_kernel(T* __restrict__ out, T* __restr
     for (int i = 0; i < V; ++i) v[i] = v[i] * inv * g[i];
     store_vec(out + row + c, v);
   }
+  if constexpr (kQuant) {
+    static_assert(V == 8, "8 e4m3 a thread: one 8-byte store");
+    float m = 0.0f;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      v[i] = to_float(from_float<T>(v[i]));  // the value out holds, as the quantizer would read it
+      m = fmaxf(m, fabsf(v[i]));
+    }
+    const float amax = fmaxf(block_max(m, scratch), 1e-12f);
+    if (threadIdx.x == 0) scales[blockIdx.x] = amax / 448.0f;
+    const float to_e4m3 = 448.0f / amax;
+    if (mine) {
+      alignas(8) __nv_fp8_e4m3 q[V];
+#pragma unroll
+      for (int i = 0; i < V; ++i) q[i] = __nv_fp8_e4m3(v[i] * to_e4m3);  // saturates to +-448
+      *reinterpret_cast<uint2*>(xq + row + c) = *reinterpret_cast<const uint2*>(q);
+    }
+  }
 }
 
 template <typename T, bool kAdd>
@@ -119,7 +143,7 @@ void launch_norm(T* out, T* residual, const T* x, const T* w, int T_rows, int H,
   const int threads = rms_norm_threads(H, vec ? V : 1);
   if (vec && H <= threads * V) {
     launch_pdl(rms_norm_row_in_registers_kernel<T, V, kAdd>, dim3(T_rows), dim3(threads), 0, stream, out, residual, x,
-               w, H, eps);
+               w, H, eps, static_cast<__nv_fp8_e4m3*>(nullptr), static_cast<float*>(nullptr));
   } else if (vec) {
     launch_pdl(rms_norm_kernel<T, V, kAdd>, dim3(T_rows), dim3(threads), 0, stream, out, residual, x, w, H, eps);
   } else {
@@ -163,6 +187,28 @@ void launch_add_rms_norm(DType dt, void* residual, const void* x, void* out, con
     launch_norm<E, true>(static_cast<E*>(out), static_cast<E*>(residual), static_cast<const E*>(x),
                          static_cast<const E*>(w), T, H, eps, stream);
   });
+}
+
+bool launch_add_rms_norm_quantize_fp8(DType dt, void* residual, const void* x, void* out, const void* w, int T, int H,
+                                      float eps, void* xq, float* scales, cudaStream_t stream) {
+  if (T <= 0 || H <= 0) return true;
+  bool taken = false;
+  dispatch_float_type(dt, [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    if constexpr (sizeof(E) == 2) {
+      constexpr int V = kVec<E>;
+      const int threads = rms_norm_threads(H, V);
+      const bool fits = H % V == 0 && H <= threads * V && is_aligned16(out) && is_aligned16(x) && is_aligned16(w) &&
+                        is_aligned16(residual) && (reinterpret_cast<uintptr_t>(xq) & 7) == 0;
+      if (!fits) return;
+      launch_pdl(rms_norm_row_in_registers_kernel<E, V, true, true>, dim3(T), dim3(threads), 0, stream,
+                 static_cast<E*>(out), static_cast<E*>(residual), static_cast<const E*>(x), static_cast<const E*>(w),
+                 H, eps, static_cast<__nv_fp8_e4m3*>(xq), scales);
+      CUDA_CHECK_LAUNCH();
+      taken = true;
+    }
+  });
+  return taken;
 }
 
 void launch_add(DType dt, void* residual, const void* x, size_t n, cudaStream_t stream) {
