@@ -31,6 +31,48 @@ struct Variant {
   bool device_alpha;        // alpha and beta as device pointers (CUBLASLT_POINTER_MODE_DEVICE)
 };
 
+// The descriptors of variant v's GEMM (TN, e4m3 inputs [N, K] and [M, K], output [M, N] in
+// v.out_type) with scale pointers sa (A) and sb (B) where v has scales, and the preference for a
+// workspace of ws_bytes. Freed with the Plan.
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  Plan(const Variant& v, int M, int N, int K, const float* sa, const float* sb, const size_t& ws_bytes) {
+    cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta));
+    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
+    if (v.scales != Scales::kNone) {
+      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof(sa));
+      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof(sb));
+      const cublasLtMatmulMatrixScale_t outer = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+      if (v.scales == Scales::kOuterB || v.scales == Scales::kOuterAB)
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &outer, sizeof(outer));
+      if (v.scales == Scales::kOuterAB)
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &outer, sizeof(outer));
+    }
+    if (v.fast_accum) {
+      const int8_t on = 1;
+      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &on, sizeof(on));
+    }
+    cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, K, N, K);
+    cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, K, M, K);
+    cublasLtMatrixLayoutCreate(&lc, v.out_type, N, M, N);
+    cublasLtMatmulPreferenceCreate(&pref);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof(ws_bytes));
+  }
+  ~Plan() {
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatrixLayoutDestroy(lc);
+    cublasLtMatmulDescDestroy(op);
+  }
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+};
+
 void probe(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, int K, const Variant& v) {
   void *a, *b, *d;
   float* scales;
@@ -44,22 +86,9 @@ void probe(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, int K, c
   const std::vector<float> ones(n_scales, 1.0f);
   PROBE_CHECK(cudaMemcpy(scales, ones.data(), n_scales * sizeof(float), cudaMemcpyHostToDevice));
 
-  cublasLtMatmulDesc_t op;
-  cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
-  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta));
-  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
-  if (v.scales != Scales::kNone) {
-    const float* sa = scales;
-    const float* sb = v.scales == Scales::kScalarOffset4 ? scales + 1 : scales + 32;
-    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof(sa));
-    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof(sb));
-    const cublasLtMatmulMatrixScale_t outer = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
-    if (v.scales == Scales::kOuterB || v.scales == Scales::kOuterAB)
-      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &outer, sizeof(outer));
-    if (v.scales == Scales::kOuterAB)
-      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &outer, sizeof(outer));
-  }
+  const Plan plan(v, M, N, K, scales, v.scales == Scales::kScalarOffset4 ? scales + 1 : scales + 32, ws_bytes);
+  const cublasLtMatmulDesc_t op = plan.op;
+  const cublasLtMatrixLayout_t la = plan.la, lb = plan.lb, lc = plan.lc;
   float* alpha_beta = scales + 64 + M + N - 2;  // 1.0 and (overwritten below) beta
   if (v.device_alpha) {
     const cublasLtPointerMode_t mode = CUBLASLT_POINTER_MODE_DEVICE;
@@ -67,20 +96,9 @@ void probe(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, int K, c
     const float ab[2] = {1.0f, v.beta_one ? 1.0f : 0.0f};
     PROBE_CHECK(cudaMemcpy(alpha_beta, ab, sizeof(ab), cudaMemcpyHostToDevice));
   }
-  if (v.fast_accum) {
-    const int8_t on = 1;
-    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &on, sizeof(on));
-  }
-  cublasLtMatrixLayout_t la, lb, lc;
-  cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, K, N, K);
-  cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, K, M, K);
-  cublasLtMatrixLayoutCreate(&lc, v.out_type, N, M, N);
-  cublasLtMatmulPreference_t pref;
-  cublasLtMatmulPreferenceCreate(&pref);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof(ws_bytes));
   cublasLtMatmulHeuristicResult_t res[8];
   int found = 0;
-  const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(h, op, la, lb, lc, lc, pref, 8, res, &found);
+  const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(h, op, la, lb, lc, lc, plan.pref, 8, res, &found);
   std::printf("%-28s M=%-5d N=%-5d K=%-5d heuristic %s, %d algos:", v.name, M, N, K, cublasLtGetStatusName(hs), found);
   const float alpha = 1.0f, beta = v.beta_one ? 1.0f : 0.0f;
   const void* pa = v.device_alpha ? static_cast<const void*>(alpha_beta) : &alpha;
@@ -105,11 +123,6 @@ void probe(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, int K, c
     std::printf("  d[0] = %g (expect %d)", val, K);
   }
   std::printf("\n");
-  cublasLtMatmulPreferenceDestroy(pref);
-  cublasLtMatrixLayoutDestroy(la);
-  cublasLtMatrixLayoutDestroy(lb);
-  cublasLtMatrixLayoutDestroy(lc);
-  cublasLtMatmulDescDestroy(op);
   cudaFree(a);
   cudaFree(b);
   cudaFree(d);
@@ -134,38 +147,14 @@ __global__ void fill_random_e4m3(unsigned char* p, size_t n, unsigned seed) {
 // or a negative number where the heuristic or the call refuses it.
 float time_variant(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, int K, const Variant& v,
                    const void* a, const void* b, void* d, const float* scales) {
-  cublasLtMatmulDesc_t op;
-  cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
-  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta));
-  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
-  if (v.scales != Scales::kNone) {
-    const float* sa = scales;
-    const float* sb = scales + 64 + N;  // 16-byte aligned, past A's N
-    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof(sa));
-    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof(sb));
-    const cublasLtMatmulMatrixScale_t outer = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
-    if (v.scales == Scales::kOuterB || v.scales == Scales::kOuterAB)
-      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &outer, sizeof(outer));
-    if (v.scales == Scales::kOuterAB)
-      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &outer, sizeof(outer));
-  }
-  if (v.fast_accum) {
-    const int8_t on = 1;
-    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &on, sizeof(on));
-  }
-  cublasLtMatrixLayout_t la, lb, lc;
-  cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, K, N, K);
-  cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, K, M, K);
-  cublasLtMatrixLayoutCreate(&lc, v.out_type, N, M, N);
-  cublasLtMatmulPreference_t pref;
-  cublasLtMatmulPreferenceCreate(&pref);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof(ws_bytes));
+  const Plan plan(v, M, N, K, scales, scales + 64 + N, ws_bytes);  // B's scales 16-byte aligned, past A's N
+  const cublasLtMatmulDesc_t op = plan.op;
+  const cublasLtMatrixLayout_t la = plan.la, lb = plan.lb, lc = plan.lc;
   cublasLtMatmulHeuristicResult_t res{};
   int found = 0;
   float ms = -1.0f;
   const float alpha = 1.0f, beta = 0.0f;
-  if (cublasLtMatmulAlgoGetHeuristic(h, op, la, lb, lc, lc, pref, 1, &res, &found) == CUBLAS_STATUS_SUCCESS &&
+  if (cublasLtMatmulAlgoGetHeuristic(h, op, la, lb, lc, lc, plan.pref, 1, &res, &found) == CUBLAS_STATUS_SUCCESS &&
       found > 0) {
     auto call = [&] {
       return cublasLtMatmul(h, op, &alpha, a, la, b, lb, &beta, d, lc, d, lc, &res.algo, ws, ws_bytes, nullptr);
@@ -186,11 +175,6 @@ float time_variant(cublasLtHandle_t h, void* ws, size_t ws_bytes, int M, int N, 
       cudaEventDestroy(e1);
     }
   }
-  cublasLtMatmulPreferenceDestroy(pref);
-  cublasLtMatrixLayoutDestroy(la);
-  cublasLtMatrixLayoutDestroy(lb);
-  cublasLtMatrixLayoutDestroy(lc);
-  cublasLtMatmulDescDestroy(op);
   return ms;
 }
 
