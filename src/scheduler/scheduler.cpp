@@ -27,6 +27,13 @@ KVCacheOptions kv_options(const Engine& engine, const SchedulerOptions& o) {
   return kv;
 }
 
+// The request of each chunk, to tell later whether it still exists (Scheduler::alive).
+std::vector<RequestId> request_ids(const std::vector<ScheduledChunk>& chunks) {
+  std::vector<RequestId> ids;
+  for (const ScheduledChunk& c : chunks) ids.push_back(c.req->id);
+  return ids;
+}
+
 }  // namespace
 
 Scheduler::Scheduler(Engine& engine, const SchedulerOptions& o)
@@ -129,11 +136,9 @@ int Scheduler::step() {
     q.chunks = chunks;
     q.row_owner = batch.row_owner;
     q.tokens = int(batch.batch.ids.size());
-    q.one_decode_token_each = true;
-    for (const ScheduledChunk& c : chunks) {
-      q.chunk_ids.push_back(c.req->id);
-      q.one_decode_token_each &= c.count == 1 && c.samples;
-    }
+    q.chunk_ids = request_ids(chunks);
+    q.one_decode_token_each =
+        std::all_of(chunks.begin(), chunks.end(), [](const ScheduledChunk& c) { return c.count == 1 && c.samples; });
     try {
       q.ticket = enqueue(batch.batch, choices, false);
     } catch (const std::exception& e) {
@@ -174,9 +179,7 @@ int Scheduler::run_planned_step(const std::vector<ScheduledChunk>& chunks, const
     update_gauges();
     return 0;
   }
-  std::vector<RequestId> chunk_ids;
-  for (const ScheduledChunk& c : chunks) chunk_ids.push_back(c.req->id);
-  finish_step(chunks, chunk_ids, batch.row_owner, chosen, host_rows, t_scheduled);
+  finish_step(chunks, request_ids(chunks), batch.row_owner, chosen, host_rows, t_scheduled);
   return int(batch.batch.ids.size());
 }
 
