@@ -134,14 +134,26 @@ __global__ void rms_norm_row_in_registers_kernel(T* __restrict__ out, T* __restr
   }
 }
 
+// Whether rows of H elements of T at these pointers take 16-byte accesses (residual: nullptr
+// where the norm has no residual add).
+template <typename T>
+bool takes_vectors(int H, const void* out, const void* residual, const void* x, const void* w) {
+  return H % kVec<T> == 0 && is_aligned16(out) && is_aligned16(x) && is_aligned16(w) &&
+         (residual == nullptr || is_aligned16(residual));
+}
+// Whether a row of H elements fits rms_norm_row_in_registers_kernel's block: one vector a thread.
+template <typename T>
+bool fits_in_registers(int H) {
+  return H <= rms_norm_threads(H, kVec<T>) * kVec<T>;
+}
+
 template <typename T, bool kAdd>
 void launch_norm(T* out, T* residual, const T* x, const T* w, int T_rows, int H, float eps, cudaStream_t stream) {
   if (T_rows <= 0 || H <= 0) return;
   constexpr int V = kVec<T>;
-  const bool vec = H % V == 0 && is_aligned16(out) && is_aligned16(x) && is_aligned16(w) &&
-                   (!kAdd || is_aligned16(residual));
+  const bool vec = takes_vectors<T>(H, out, residual, x, w);
   const int threads = rms_norm_threads(H, vec ? V : 1);
-  if (vec && H <= threads * V) {
+  if (vec && fits_in_registers<T>(H)) {
     launch_pdl(rms_norm_row_in_registers_kernel<T, V, kAdd>, dim3(T_rows), dim3(threads), 0, stream, out, residual, x,
                w, H, eps, static_cast<__nv_fp8_e4m3*>(nullptr), static_cast<float*>(nullptr));
   } else if (vec) {
@@ -197,11 +209,10 @@ bool launch_add_rms_norm_quantize_fp8(DType dt, void* residual, const void* x, v
     using E = typename decltype(tag)::type;
     if constexpr (sizeof(E) == 2) {
       constexpr int V = kVec<E>;
-      const int threads = rms_norm_threads(H, V);
-      const bool fits = H % V == 0 && H <= threads * V && is_aligned16(out) && is_aligned16(x) && is_aligned16(w) &&
-                        is_aligned16(residual) && (reinterpret_cast<uintptr_t>(xq) & 7) == 0;
+      const bool fits = takes_vectors<E>(H, out, residual, x, w) && fits_in_registers<E>(H) &&
+                        (reinterpret_cast<uintptr_t>(xq) & 7) == 0;  // 8 e4m3 a thread
       if (!fits) return;
-      launch_pdl(rms_norm_row_in_registers_kernel<E, V, true, true>, dim3(T), dim3(threads), 0, stream,
+      launch_pdl(rms_norm_row_in_registers_kernel<E, V, true, true>, dim3(T), dim3(rms_norm_threads(H, V)), 0, stream,
                  static_cast<E*>(out), static_cast<E*>(residual), static_cast<const E*>(x), static_cast<const E*>(w),
                  H, eps, static_cast<__nv_fp8_e4m3*>(xq), scales);
       CUDA_CHECK_LAUNCH();
