@@ -119,6 +119,59 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The SwiGLU form with the row's products held in shared memory instead of registers
+// (F * sizeof(T) bytes a block, at most kMaxSmemRowBytes): ~32 registers a thread against ~80, so
+// up to 8 blocks share an SM where 3 did, which puts the 1024 rows of a decode step in one wave
+// (3 blocks an SM took 2.6 waves, the last one 60 % full) and lets other blocks stream while one
+// takes its row's max or stores its row. The same arithmetic, so the same bits, as
+// quantize_fp8_rows_kernel<T, true>.
+constexpr int kMaxSmemRowBytes = 48 << 10;  // the dynamic shared memory a launch gets without opting in
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    silu_mul_quantize_fp8_rows_smem_kernel(const T* __restrict__ gate_up, int F, __nv_fp8_e4m3* __restrict__ xq,
+                                           float* __restrict__ scales) {
+  constexpr int V = kVec<T>;
+  extern __shared__ uint4 products[];  // [F / V] chunks of silu(gate) * up, rounded to T
+  __shared__ float scratch[32];
+  const int chunks = F / V;
+  const T* gate = gate_up + static_cast<size_t>(blockIdx.x) * 2 * F;
+  const T* up = gate + F;
+  float m = 0.0f;
+#pragma unroll 4
+  for (int c = threadIdx.x; c < chunks; c += kThreads) {
+    const uint4 graw = *reinterpret_cast<const uint4*>(gate + static_cast<size_t>(c) * V);
+    const uint4 uraw = *reinterpret_cast<const uint4*>(up + static_cast<size_t>(c) * V);
+    const T* g = reinterpret_cast<const T*>(&graw);
+    const T* u = reinterpret_cast<const T*>(&uraw);
+    alignas(16) T prod[V];
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      prod[e] = from_float<T>(silu(to_float(g[e])) * to_float(u[e]));
+      m = fmaxf(m, fabsf(to_float(prod[e])));
+    }
+    products[c] = *reinterpret_cast<const uint4*>(prod);
+  }
+  const float amax = fmaxf(block_max(m, scratch), 1e-12f);  // its barriers also publish `products`
+  if (threadIdx.x == 0) scales[blockIdx.x] = amax / 448.0f;
+  const float inv = 448.0f / amax;
+  __nv_fp8_e4m3* out = xq + static_cast<size_t>(blockIdx.x) * F;
+  for (int c = threadIdx.x; c < chunks; c += kThreads) {
+    const uint4 raw = products[c];
+    const T* e_of = reinterpret_cast<const T*>(&raw);
+    alignas(8) __nv_fp8_e4m3 q[V];
+#pragma unroll
+    for (int e = 0; e < V; ++e) q[e] = __nv_fp8_e4m3(to_float(e_of[e]) * inv);  // saturates to +-448
+    *reinterpret_cast<uint2*>(out + static_cast<size_t>(c) * V) = *reinterpret_cast<const uint2*>(q);
+  }
+}
+
+// LAMINA_FP8_SWIGLU_QUANT_SMEM=0: the SwiGLU quantization keeps its rows in registers (A/B).
+bool swiglu_rows_in_smem_enabled() {
+  static const bool on = ab_switch_on("LAMINA_FP8_SWIGLU_QUANT_SMEM");
+  return on;
+}
+
 // LAMINA_FP8_QUANT_IN_REGISTERS=0: per-token quantization by the scalar kernel only (A/B).
 bool rows_in_registers_enabled() {
   static const bool on = ab_switch_on("LAMINA_FP8_QUANT_IN_REGISTERS");
@@ -177,8 +230,14 @@ bool launch_silu_mul_quantize_fp8_per_token(DType dt, const void* gate_up, int M
     using E = typename decltype(tag)::type;
     if constexpr (sizeof(E) == 2) {
       if (!takes_rows_in_registers<E>(gate_up, xq, F)) return;
-      quantize_fp8_rows_kernel<E, true><<<static_cast<unsigned>(M), kThreads, 0, stream>>>(
-          static_cast<const E*>(gate_up), F, static_cast<__nv_fp8_e4m3*>(xq), x_scales);
+      const size_t row_bytes = size_t(F) * sizeof(E);
+      if (swiglu_rows_in_smem_enabled() && row_bytes <= size_t(kMaxSmemRowBytes)) {
+        silu_mul_quantize_fp8_rows_smem_kernel<E><<<static_cast<unsigned>(M), kThreads, row_bytes, stream>>>(
+            static_cast<const E*>(gate_up), F, static_cast<__nv_fp8_e4m3*>(xq), x_scales);
+      } else {
+        quantize_fp8_rows_kernel<E, true><<<static_cast<unsigned>(M), kThreads, 0, stream>>>(
+            static_cast<const E*>(gate_up), F, static_cast<__nv_fp8_e4m3*>(xq), x_scales);
+      }
       CUDA_CHECK_LAUNCH();
       taken = true;
     }
