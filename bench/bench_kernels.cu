@@ -17,6 +17,7 @@
 //              with --only overlap)
 //   fp8-act-quant  the FP8 GEMM's per-token activation quantization (and SwiGLU + quantization) at
 //              serving step sizes, against the copy bandwidth
+//   norm-quant the add + RMSNorm with that quantization in its pass, with and without its bf16 output
 // --only WORD runs only the cases whose name holds WORD (e.g. "attention"), plus copy; "W1|W2" any of them.
 // Inputs are random (never zeros) and rotate over copies larger than L2 so DRAM is measured.
 #include <cuda_runtime.h>
@@ -335,6 +336,34 @@ void bench_fp8_activation_quant(Ctx& c, int M, int K, bool swiglu) {
               K, tm.ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
   c.out["fp8_activation_quant"].push_back(
       {{"swiglu", swiglu}, {"M", M}, {"K", K}, {"ms", tm.ms}, {"gb_per_s", gbs}, {"graph", tm.graph}});
+}
+
+// The add + RMSNorm before an FP8 GEMM with that GEMM's per-token quantization in its pass
+// (launch_add_rms_norm_quantize_fp8) over [M, H] bf16, writing the norm's bf16 output too or only
+// the e4m3 rows and scales (the CUDA backend's form once a per-token FP8 GEMM has run), against the
+// copy bandwidth (bytes read + written).
+void bench_norm_quant(Ctx& c, int M, int H, bool write_out) {
+  const size_t act = size_t(M) * H * 2;
+  Rotation residual(act, c.min_total, 61, c.stream), x(act, c.min_total, 62, c.stream);
+  void* w = dmalloc(size_t(H) * 2);
+  void* out = dmalloc(act);
+  void* xq = dmalloc(size_t(M) * H);
+  auto* scales = static_cast<float*>(dmalloc(size_t(M) * sizeof(float)));
+  CUDA_CHECK(cudaMemsetAsync(w, 0x3c, size_t(H) * 2, c.stream));  // bf16 0x3c3c ~ 0.0115: a real weight
+  const Timing tm = time_ms(c.stream, [&](int i) {
+    cuda::launch_add_rms_norm_quantize_fp8(DType::BF16, residual.at(i), x.at(i), write_out ? out : nullptr, w, M, H,
+                                           1e-5f, xq, scales, c.stream);
+  });
+  cudaFree(w);
+  cudaFree(out);
+  cudaFree(xq);
+  cudaFree(scales);
+  const double bytes = 3.0 * act + (write_out ? double(act) : 0.0) + double(M) * H + 4.0 * M;
+  const double gbs = bytes / (tm.ms * 1e-3) / 1e9;
+  std::printf("norm-quant %-9s M=%-5d H=%-6d %8.4f ms %8.1f GB/s %5.1f%% of copy%s\n",
+              write_out ? "+output" : "quant", M, H, tm.ms, gbs, 100.0 * gbs / c.copy_gbs, tag(tm));
+  c.out["norm_quant"].push_back(
+      {{"write_out", write_out}, {"M", M}, {"H", H}, {"ms", tm.ms}, {"gb_per_s", gbs}, {"graph", tm.graph}});
 }
 
 // The fp8 GEMV at M = 1, each block shape (R rows, B threads a block). Random bytes (NaN codes
@@ -695,6 +724,7 @@ int main(int argc, char** argv) {
   for (int M : {1024, 8192}) {
     guarded(c, "fp8 act quant", [&] { bench_fp8_activation_quant(c, M, 4096, false); });
     guarded(c, "fp8 act quant", [&] { bench_fp8_activation_quant(c, M, 14336, true); });
+    for (bool write_out : {true, false}) guarded(c, "norm quant", [&] { bench_norm_quant(c, M, 4096, write_out); });
   }
   for (int M : {1, 8})
     for (const Gemm& g : kGemms) guarded(c, g.name, [&] { bench_gemv(c, g, M); });

@@ -169,8 +169,9 @@ class Backend {
   // residual[T,H] += x; out = rms_norm(residual) * w   (fused residual add + norm)
   virtual void add_rms_norm(void* residual, const void* x, void* out, const void* w, int T, int H, float eps) = 0;
   // add_rms_norm whose `out` goes next into matmul(…, out, next_w, T, N, H) (or, for a few tokens,
-  // the one-token op that stands for it) and nowhere else before it: a backend may prepare that
-  // matmul's input in the norm's pass. This default just runs add_rms_norm.
+  // the one-token op that stands for it) and nowhere else: a backend may prepare that matmul's
+  // input in the norm's pass and leave `out` itself unwritten (the CUDA backend over FP8 weights;
+  // another matmul of `out` then fails). This default just runs add_rms_norm.
   virtual void add_rms_norm_before_matmul(void* residual, const void* x, void* out, const void* w, int T, int H,
                                           float eps, const void* next_w) {
     (void)next_w;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -236,7 +237,10 @@ class CudaBackend final : public Backend {
   }
   // Over an FP8 weight at batched T (the per-token FP8 GEMM's case), the norm also quantizes its
   // output for that GEMM in the same pass, and the matmul that follows takes it instead of
-  // quantizing out again (LAMINA_FUSED_NORM_QUANT=0: two passes, for comparisons).
+  // quantizing out again (LAMINA_FUSED_NORM_QUANT=0: two passes, for comparisons). Once a
+  // per-token FP8 GEMM has run (so cuBLASLt takes the plan and no fallback will read out), out
+  // itself is left unwritten: its only reader is that matmul (the contract in ops/backend.h), and
+  // its store was 2 of the pass's 9 bytes an element (LAMINA_NORM_QUANT_KEEPS_OUTPUT=1 writes it).
   void add_rms_norm_before_matmul(void* residual, const void* x, void* out, const void* w, int T, int H, float eps,
                                   const void* next_w) override {
     use_device();
@@ -247,8 +251,10 @@ class CudaBackend final : public Backend {
       auto span = profile("add_rms_norm+quant", T);
       void* xq = grow(fp8_act_scratch_, size_t(T) * size_t(H));
       auto* scales = static_cast<float*>(grow(fp8_token_scales_, size_t(T) * sizeof(float)));
-      if (launch_add_rms_norm_quantize_fp8(act_, residual, x, out, w, T, H, eps, xq, scales, stream_)) {
-        prepared_ = {out, next_w, T, H};
+      const bool skip_out = per_token_fp8_gemm_ran_ && !norm_quant_keeps_output();
+      if (launch_add_rms_norm_quantize_fp8(act_, residual, x, skip_out ? nullptr : out, w, T, H, eps, xq, scales,
+                                           stream_)) {
+        prepared_ = {out, next_w, T, H, !skip_out};
         return;
       }
     }
@@ -264,6 +270,8 @@ class CudaBackend final : public Backend {
     // Only the matmul right after add_rms_norm_before_matmul may take what it prepared.
     const PreparedFp8Input prepared = std::exchange(prepared_, {});
     const bool input_ready = prepared.x == x && prepared.w == w && prepared.M == M && prepared.K == K;
+    LAMINA_CHECK(input_ready || prepared.x != x || prepared.out_written, "the norm's output was prepared for ",
+                 "another matmul and not written (Backend::add_rms_norm_before_matmul names the matmul that reads it)");
     auto it = quant_.find(w);
     const bool quant = it != quant_.end(), gemv = M <= kGemvMaxM;
     auto span = profile_matmul(gemv ? (quant ? "gemv-quant" : "gemv") : (quant ? "gemm-quant" : "gemm"), M, N, K);
@@ -515,6 +523,7 @@ class CudaBackend final : public Backend {
     auto* scales = static_cast<float*>(grow(fp8_token_scales_, size_t(M) * sizeof(float)));
     if (!quantize(xq, scales)) return false;
     gemm_->run_fp8(act_, out, xq, scales, Fp8Scaling::kPerToken, q.w.data, q.channel_scales, M, N, K, stream_);
+    per_token_fp8_gemm_ran_ = true;
     return true;
   }
 
@@ -526,6 +535,13 @@ class CudaBackend final : public Backend {
   }
   // LAMINA_FUSED_NORM_QUANT=0: the norm before an FP8 GEMM writes only its output, which the GEMM
   // then quantizes, two passes, as before the fused kernel (for comparisons).
+  static bool norm_quant_keeps_output() {
+    static const bool keep = [] {
+      const char* e = std::getenv("LAMINA_NORM_QUANT_KEEPS_OUTPUT");
+      return e != nullptr && std::string(e) == "1";
+    }();
+    return keep;
+  }
   static bool fused_norm_quant_enabled() {
     static const bool on = ab_switch_on("LAMINA_FUSED_NORM_QUANT");
     return on;
@@ -582,8 +598,10 @@ class CudaBackend final : public Backend {
     const void* x = nullptr;
     const void* w = nullptr;
     int M = 0, K = 0;
+    bool out_written = true;  // false: x (the norm's output) holds nothing; only the matmul by w may come
   };
   PreparedFp8Input prepared_;
+  bool per_token_fp8_gemm_ran_ = false;  // cuBLASLt took a per-token FP8 plan (no fallback reads x again)
   float* fp8_tensor_scale_ = nullptr;  // device [amax bits, -, -, -, x_scale, ...]: per-tensor scale
   bool fp8_tensor_cores_ = false;
   bool warned_no_fp8_ = false;

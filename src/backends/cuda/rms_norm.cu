@@ -79,7 +79,8 @@ __global__ void rms_norm_kernel(T* __restrict__ out, T* __restrict__ residual, c
 // with 512 threads): x, the residual and w are all requested before the reduction and the row
 // stays in registers, so a decode step's norm makes one round trip to memory instead of three.
 // kQuant: the output row is also quantized for the FP8 GEMM, as launch_quantize_fp8_per_token
-// would quantize it (the same bits): xq [T, H] e4m3 of out / scale, scales[t] = max|out[t, :]| / 448.
+// would quantize it (the same bits): xq [T, H] e4m3 of out / scale, scales[t] = max|out[t, :]| / 448;
+// out may then be nullptr (only xq and the scales are written).
 template <typename T, int V, bool kAdd, bool kQuant = false>
 __global__ void rms_norm_row_in_registers_kernel(T* __restrict__ out, T* __restrict__ residual,
                                                  const T* __restrict__ x, const T* __restrict__ w, int H,
@@ -112,7 +113,7 @@ __global__ void rms_norm_row_in_registers_kernel(T* __restrict__ out, T* __restr
   if (mine) {
 #pragma unroll
     for (int i = 0; i < V; ++i) v[i] = v[i] * inv * g[i];
-    store_vec(out + row + c, v);
+    if (!kQuant || out != nullptr) store_vec(out + row + c, v);
   }
   if constexpr (kQuant) {
     static_assert(V == 8, "8 e4m3 a thread: one 8-byte store");
