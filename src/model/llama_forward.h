@@ -136,6 +136,12 @@ class LlamaForward {
   // residual[T,H] += Σ_ranks proj; normed = rms_norm(residual) · norm_weight; next_w: the weight
   // normed is multiplied by next (nullptr: none), which the backend may prepare for
   void reduce_add_norm(const void* norm_weight, int T, float eps, const void* next_w);
+  // proj = x[T,K] · w^T (a row-parallel projection), then reduce_add_norm; at one rank, where the
+  // backend's matmul adds to the residual itself (matmul_accumulate), that and norm_before.
+  void project_add_norm(const void* x, const void* w, int K, const void* norm_weight, int T, float eps,
+                        const void* next_w);
+  // normed = rms_norm(residual) · norm_weight, residual already summed; next_w as reduce_add_norm's.
+  void norm_before(const void* norm_weight, int T, float eps, const void* next_w);
 
   ModelConfig cfg_;
   Backend* be_;

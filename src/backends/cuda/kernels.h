@@ -26,7 +26,8 @@ void launch_add_rms_norm(DType dt, void* residual, const void* x, void* out, con
                          cudaStream_t stream);
 // launch_add_rms_norm that also writes out's per-token FP8 quantization for the FP8 GEMM (xq [T, H]
 // e4m3, scales [T]: the bytes launch_quantize_fp8_per_token would write from out) in the same pass.
-// out may be nullptr: then only xq and the scales are written (residual still is). False (nothing
+// out may be nullptr: then only xq and the scales are written (residual still is); residual may be
+// nullptr: then out is the norm of x itself, as launch_rms_norm's (no add). False (nothing
 // run) where its one-row-in-registers kernel does not apply (16-bit activations, 16-byte aligned
 // rows of at most 8192 elements, xq 8-byte aligned).
 bool launch_add_rms_norm_quantize_fp8(DType dt, void* residual, const void* x, void* out, const void* w, int T, int H,
