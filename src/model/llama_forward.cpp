@@ -165,6 +165,15 @@ uint64_t LlamaForward::queue_step_and_choice(const StepBatch& b, bool fed, StepC
 
 void LlamaForward::feed_inputs(const StepBatch& b) {
   const int T = static_cast<int>(b.ids.size());
+  if (!b.fed_rows.empty() && !fed_in_row_order(b)) {
+    // Tokens name their rows: uploaded as -row - 1, then replaced on the device.
+    StepBatch named = b;
+    for (int t = 0; t < T; ++t)
+      if (b.fed_rows[size_t(t)] >= 0) named.ids[size_t(t)] = -b.fed_rows[size_t(t)] - 1;
+    upload_inputs(named, true);
+    be_->resolve_fed_ids(step_inputs_.as<int32_t>(), chosen_.as<int32_t>(), T);
+    return;
+  }
   LAMINA_CHECK(T <= chosen_rows_, "a step of ", T, " tokens fed by the previous choice needs as many chosen ids (",
                chosen_rows_, " were chosen)");
   int32_t* inputs = step_inputs_.as<int32_t>();
@@ -177,6 +186,20 @@ void LlamaForward::feed_inputs(const StepBatch& b) {
   upload_inputs(b, true);
   // ids [T] come first in step_inputs_: the last choice's ids, device to device
   be_->copy_on_device(inputs, chosen_.get(), size_t(T) * sizeof(int32_t));
+}
+
+bool LlamaForward::fed_in_row_order(const StepBatch& b) const {
+  const int T = static_cast<int>(b.ids.size());
+  LAMINA_CHECK(b.fed_rows.size() == b.ids.size(), "a fed step names a row for each of its ", T, " tokens, not ",
+               b.fed_rows.size());
+  bool in_order = true;
+  for (int t = 0; t < T; ++t) {
+    const int32_t row = b.fed_rows[size_t(t)];
+    LAMINA_CHECK(row >= -1 && row < chosen_rows_, "token ", t, " is fed by row ", row, " of the last choice, which has ",
+                 chosen_rows_, " rows");
+    in_order = in_order && row == t;
+  }
+  return in_order;
 }
 
 bool LlamaForward::advances_last_inputs(const StepBatch& b) const {

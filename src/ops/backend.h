@@ -279,6 +279,9 @@ class Backend {
   // ids[t] = chosen[t], positions[t] = positions[logit_rows[t]] + 1, every read before any write.
   virtual void advance_fed_inputs(int32_t* ids, int32_t* positions, const int32_t* logit_rows, const int32_t* chosen,
                                   int T) = 0;
+  // A fed step's ids, in place (device int32 [T]): ids[t] < 0 names the last choice's row
+  // -ids[t] - 1, which takes its place; other ids stay (a prompt token of the same step).
+  virtual void resolve_fed_ids(int32_t* ids, const int32_t* chosen, int T) = 0;
   // A greedy choice over a vocabulary split across tp ranks, made on every rank's device, as an
   // all-gather over the all-reduce. gathered: device float32 [R, tp, 2]. spread_slice_argmax
   // writes row r's pair of `mine` (this rank's slice_argmax_rows) as (value, float(index)) into

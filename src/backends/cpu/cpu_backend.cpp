@@ -249,6 +249,10 @@ class CpuBackend final : public Backend {
     for (int t = 0; t < T; ++t) next[size_t(t)] = positions[logit_rows[t]] + 1;
     for (int t = 0; t < T; ++t) ids[t] = chosen[t], positions[t] = next[size_t(t)];
   }
+  void resolve_fed_ids(int32_t* ids, const int32_t* chosen, int T) override {
+    for (int t = 0; t < T; ++t)
+      if (ids[t] < 0) ids[t] = chosen[-ids[t] - 1];
+  }
   void spread_slice_argmax(float* gathered, const SliceArgmax* mine, int R, int rank, int tp) override {
     std::fill(gathered, gathered + size_t(R) * size_t(tp) * 2, 0.0f);
     for (int r = 0; r < R; ++r) {

@@ -434,6 +434,11 @@ class CudaBackend final : public Backend {
                            : nullptr;
     launch_sample_split(act_, logits, R, V, choices, ids, partials, split, stream_);
   }
+  void resolve_fed_ids(int32_t* ids, const int32_t* chosen, int T) override {
+    use_device();
+    auto span = profile("resolve_fed_ids", T);
+    launch_resolve_fed_ids(ids, chosen, T, stream_);
+  }
   void advance_fed_inputs(int32_t* ids, int32_t* positions, const int32_t* logit_rows, const int32_t* chosen,
                           int T) override {
     use_device();

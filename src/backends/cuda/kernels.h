@@ -42,6 +42,8 @@ void launch_silu_mul(DType dt, void* out, const void* gate_up, int T, int F, cud
 void launch_gather_rows(DType dt, void* out, const void* x, const int32_t* rows, int num_rows, int H,
                         cudaStream_t stream);
 
+// fed_inputs.cu — Backend::resolve_fed_ids
+void launch_resolve_fed_ids(int32_t* ids, const int32_t* chosen, int T, cudaStream_t stream);
 // fed_inputs.cu — Backend::advance_fed_inputs (T <= 1024)
 void launch_advance_fed_inputs(int32_t* ids, int32_t* positions, const int32_t* logit_rows, const int32_t* chosen,
                                int T, cudaStream_t stream);
