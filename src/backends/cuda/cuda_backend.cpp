@@ -42,6 +42,9 @@ class CudaBackend final : public Backend {
     name_ = std::string("cuda:") + std::to_string(device_) + " (" + prop.name + ")";
     attn_.num_sms = prop.multiProcessorCount;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&attn_.side_stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&attn_.fork, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&attn_.join, cudaEventDisableTiming));
     gemm_ = std::make_unique<LtGemm>(kGemmWorkspaceBytes);
     CUDA_CHECK(cudaMalloc(&attn_.workspace, kAttentionWorkspaceBytes));
     attn_.workspace_bytes = kAttentionWorkspaceBytes;
@@ -76,6 +79,9 @@ class CudaBackend final : public Backend {
     cudaFree(fp8_token_scales_.p);
     cudaFree(fp8_tensor_scale_);
     cudaFree(attn_.workspace);
+    cudaEventDestroy(attn_.fork);
+    cudaEventDestroy(attn_.join);
+    cudaStreamDestroy(attn_.side_stream);
     cudaStreamDestroy(stream_);
   }
 

@@ -68,6 +68,11 @@ struct AttentionLaunch {
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
   int num_sms = 132;
+  // A second stream and two events (no timing) of the same device: a step with both prompt tiles
+  // and decode tokens runs the prefill kernel there, beside the decode kernel on the main stream
+  // (fork after what came before, join before what follows). Null: one after the other.
+  cudaStream_t side_stream = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
 };
 void launch_attention(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                       KVCacheLayer cache, const AttentionShape& s, int T, const AttentionLaunch& how,
