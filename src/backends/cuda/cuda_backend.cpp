@@ -632,12 +632,13 @@ class CudaBackend final : public Backend {
     static const bool on = ab_switch_on("LAMINA_FUSED_SWIGLU_QUANT");
     return on;
   }
-  // LAMINA_FUSED_NORM_QUANT=0: the norm before an FP8 GEMM writes only its output, which the GEMM
-  // then quantizes, two passes, as before the fused kernel (for comparisons).
+  // LAMINA_RESIDUAL_IN_GEMM=0: the residual add stays in the norm after the GEMM (for comparisons).
   static bool residual_in_gemm_enabled() {
     static const bool on = ab_switch_on("LAMINA_RESIDUAL_IN_GEMM");
     return on;
   }
+  // LAMINA_NORM_QUANT_KEEPS_OUTPUT=1: the norm that quantizes the next FP8 GEMM's input writes
+  // its own 16-bit output too (for comparisons).
   static bool norm_quant_keeps_output() {
     static const bool keep = [] {
       const char* e = std::getenv("LAMINA_NORM_QUANT_KEEPS_OUTPUT");
@@ -645,6 +646,8 @@ class CudaBackend final : public Backend {
     }();
     return keep;
   }
+  // LAMINA_FUSED_NORM_QUANT=0: the norm before an FP8 GEMM writes only its output, which the GEMM
+  // then quantizes, two passes, as before the fused kernel (for comparisons).
   static bool fused_norm_quant_enabled() {
     static const bool on = ab_switch_on("LAMINA_FUSED_NORM_QUANT");
     return on;
