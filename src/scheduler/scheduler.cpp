@@ -141,9 +141,7 @@ int Scheduler::step() {
     try {
       q.ticket = enqueue(batch.batch, choices, false);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "[lamina] engine step failed: %s\n", e.what());
-      for (const ScheduledChunk& c : chunks) finish(*c.req, EndReason::Error, {}, e.what());
-      update_gauges();
+      end_with_error(chunks, q.chunk_ids, e);
       return 0;
     }
     in_flight_ = std::move(q);
@@ -173,9 +171,7 @@ int Scheduler::run_planned_step(const std::vector<ScheduledChunk>& chunks, const
   try {
     chosen = run_step(engine_, batch, choices, host_rows);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "[lamina] engine step failed: %s\n", e.what());
-    for (const ScheduledChunk& c : chunks) finish(*c.req, EndReason::Error, {}, e.what());
-    update_gauges();
+    end_with_error(chunks, request_ids(chunks), e);
     return 0;
   }
   finish_step(chunks, request_ids(chunks), batch.row_owner, chosen, host_rows, t_scheduled);
@@ -280,11 +276,8 @@ int Scheduler::complete(QueuedStep s, SteadyTime t_begin) {
   try {
     chosen.ids = engine_.collect_chosen(s.ticket);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "[lamina] engine step failed: %s\n", e.what());
-    for (size_t i = 0; i < s.chunks.size(); ++i)
-      if (alive(s.chunk_ids[i], s.chunks[i].req)) finish(*s.chunks[i].req, EndReason::Error, {}, e.what());
+    end_with_error(s.chunks, s.chunk_ids, e);
     discard_in_flight();  // queued behind the failed one, from its choice
-    update_gauges();
     return 0;
   }
   finish_step(s.chunks, s.chunk_ids, s.row_owner, chosen, {}, t_scheduled);
@@ -339,6 +332,14 @@ void Scheduler::finish_step(const std::vector<ScheduledChunk>& chunks, const std
   }
   update_gauges();
   stats_.step_output_seconds_total += Seconds(std::chrono::steady_clock::now() - now).count();
+}
+
+void Scheduler::end_with_error(const std::vector<ScheduledChunk>& chunks, const std::vector<RequestId>& chunk_ids,
+                               const std::exception& e) {
+  std::fprintf(stderr, "[lamina] engine step failed: %s\n", e.what());
+  for (size_t i = 0; i < chunks.size(); ++i)
+    if (alive(chunk_ids[i], chunks[i].req)) finish(*chunks[i].req, EndReason::Error, {}, e.what());
+  update_gauges();
 }
 
 bool Scheduler::alive(RequestId id, const Request* r) const {

@@ -6,6 +6,7 @@
 // The contract is written down in docs/runtime.md.
 #pragma once
 #include <deque>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <unordered_map>
@@ -94,6 +95,9 @@ class Scheduler {
   void finish_step(const std::vector<ScheduledChunk>& chunks, const std::vector<RequestId>& chunk_ids,
                    const std::vector<Request*>& row_owner, const ChosenTokens& chosen,
                    const std::vector<int32_t>& host_rows, SteadyTime t_scheduled);
+  // An engine step failed: its chunks' requests that still exist end with the error (logged).
+  void end_with_error(const std::vector<ScheduledChunk>& chunks, const std::vector<RequestId>& chunk_ids,
+                      const std::exception& e);
   bool alive(RequestId id, const Request* r) const;
   // Reads and drops a step still in flight (after a failure, at destruction).
   void discard_in_flight();
