@@ -165,6 +165,15 @@ uint64_t LlamaForward::queue_step_and_choice(const StepBatch& b, bool fed, StepC
 
 void LlamaForward::feed_inputs(const StepBatch& b) {
   const int T = static_cast<int>(b.ids.size());
+  if (!b.fed_rows.empty() && !fed_in_row_order(b)) {
+    // Tokens name their rows: uploaded as -row - 1, then replaced on the device.
+    StepBatch named = b;
+    for (int t = 0; t < T; ++t)
+      if (b.fed_rows[size_t(t)] >= 0) named.ids[size_t(t)] = -b.fed_rows[size_t(t)] - 1;
+    upload_inputs(named, true);
+    be_->resolve_fed_ids(step_inputs_.as<int32_t>(), chosen_.as<int32_t>(), T);
+    return;
+  }
   LAMINA_CHECK(T <= chosen_rows_, "a step of ", T, " tokens fed by the previous choice needs as many chosen ids (",
                chosen_rows_, " were chosen)");
   int32_t* inputs = step_inputs_.as<int32_t>();
@@ -177,6 +186,20 @@ void LlamaForward::feed_inputs(const StepBatch& b) {
   upload_inputs(b, true);
   // ids [T] come first in step_inputs_: the last choice's ids, device to device
   be_->copy_on_device(inputs, chosen_.get(), size_t(T) * sizeof(int32_t));
+}
+
+bool LlamaForward::fed_in_row_order(const StepBatch& b) const {
+  const int T = static_cast<int>(b.ids.size());
+  LAMINA_CHECK(b.fed_rows.size() == b.ids.size(), "a fed step names a row for each of its ", T, " tokens, not ",
+               b.fed_rows.size());
+  bool in_order = true;
+  for (int t = 0; t < T; ++t) {
+    const int32_t row = b.fed_rows[size_t(t)];
+    LAMINA_CHECK(row >= -1 && row < chosen_rows_, "token ", t, " is fed by row ", row, " of the last choice, which has ",
+                 chosen_rows_, " rows");
+    in_order = in_order && row == t;
+  }
+  return in_order;
 }
 
 bool LlamaForward::advances_last_inputs(const StepBatch& b) const {
@@ -271,8 +294,28 @@ void LlamaForward::reduce_add_norm(const void* norm_weight, int T, float eps, co
     be_->add_rms_norm(residual_.get(), proj_.get(), normed_.get(), norm_weight, T, int(H_), eps);
 }
 
+void LlamaForward::project_add_norm(const void* x, const void* w, int K, const void* norm_weight, int T, float eps,
+                                    const void* next_w) {
+  // One rank: the projection adds itself to the residual where the backend's matmul can (batched
+  // T), and the norm then reads the residual alone.
+  if (comm_->world_size() == 1 && be_->matmul_accumulate(residual_.get(), x, w, T, int(H_), K)) {
+    norm_before(norm_weight, T, eps, next_w);
+    return;
+  }
+  be_->matmul(proj_.get(), x, w, T, int(H_), K);
+  reduce_add_norm(norm_weight, T, eps, next_w);
+}
+
+void LlamaForward::norm_before(const void* norm_weight, int T, float eps, const void* next_w) {
+  if (next_w != nullptr)
+    be_->rms_norm_before_matmul(normed_.get(), residual_.get(), norm_weight, T, int(H_), eps, next_w);
+  else
+    be_->rms_norm(normed_.get(), residual_.get(), norm_weight, T, int(H_), eps);
+}
+
 void LlamaForward::run_layers(int T, int R, bool logits) {
   const StepInputs in = step_inputs(T, R);
+  const bool one_rank = comm_->world_size() == 1;
   const int32_t* pos = in.positions;
   const int32_t* slot = in.seq_rows;
   const float eps = static_cast<float>(cfg_.norm_epsilon);
@@ -294,21 +337,26 @@ void LlamaForward::run_layers(int T, int R, bool logits) {
       be_->rope_kv_write(qkv_.get(), pos, slot, inv_freq_.as<float>(), cache, attn_, T);
     }
     be_->attention(attn_out_.get(), qkv_.get(), pos, slot, cache, attn_, T);
-    be_->matmul(proj_.get(), attn_out_.get(), lw.attn_out, T, H, int(q_width_));
-    // Row-parallel: sum the ranks' partial outputs; residual += attention out; normed = post_norm(residual)
-    reduce_add_norm(lw.post_norm, T, eps, lw.gate_up);
+    // residual += attention out (row-parallel: summed over the ranks); normed = post_norm(residual)
+    project_add_norm(attn_out_.get(), lw.attn_out, int(q_width_), lw.post_norm, T, eps, lw.gate_up);
     // MLP: down(silu(gate) * up); the SwiGLU rides on the gate_up GEMV where the backend can (decode),
     // else on the down projection (silu_mul_matmul: over FP8 weights, its input quantization)
-    if (be_->gate_up_swiglu(mlp_.get(), normed_.get(), lw.gate_up, T, F, H)) {
-      be_->matmul(proj_.get(), mlp_.get(), lw.down, T, H, F);
-    } else {
-      be_->matmul(gate_up_.get(), normed_.get(), lw.gate_up, T, 2 * F, H);
-      be_->silu_mul_matmul(proj_.get(), mlp_.get(), gate_up_.get(), lw.down, T, H, F);
-    }
     // residual += Σ_ranks mlp out; normed = next layer's input_norm (for its qkv), or the final norm
     const bool last = l + 1 == w_.layers.size();
-    reduce_add_norm(last ? w_.final_norm : w_.layers[l + 1].input_norm, T, eps,
-                    last ? nullptr : w_.layers[l + 1].qkv);
+    const void* next_norm = last ? w_.final_norm : w_.layers[l + 1].input_norm;
+    const void* next_w = last ? nullptr : w_.layers[l + 1].qkv;
+    if (be_->gate_up_swiglu(mlp_.get(), normed_.get(), lw.gate_up, T, F, H)) {
+      project_add_norm(mlp_.get(), lw.down, F, next_norm, T, eps, next_w);
+    } else {
+      be_->matmul(gate_up_.get(), normed_.get(), lw.gate_up, T, 2 * F, H);
+      if (!one_rank ||
+          !be_->silu_mul_matmul_accumulate(residual_.get(), mlp_.get(), gate_up_.get(), lw.down, T, H, F)) {
+        be_->silu_mul_matmul(proj_.get(), mlp_.get(), gate_up_.get(), lw.down, T, H, F);
+        reduce_add_norm(next_norm, T, eps, next_w);
+      } else {
+        norm_before(next_norm, T, eps, next_w);
+      }
+    }
   }
   if (R == 0) return;
   // logits[R, V_rank] = normed[logit_rows] · lm_head^T

@@ -45,6 +45,9 @@ struct StepBatch {
   std::vector<int32_t> seq_rows;                    // [T] index into block_tables
   std::vector<std::vector<int32_t>> block_tables;   // [num_seqs][n] KV block ids of each sequence, in order
   std::vector<int32_t> logit_rows;                  // [R] tokens whose logits are wanted
+  // A fed step (one fed by the last choice): [T] the last choice's row token t takes, -1 for a
+  // token whose id is ids[t] (a prompt token); empty: token t takes row t.
+  std::vector<int32_t> fed_rows;
 };
 
 class LlamaForward {
@@ -121,8 +124,11 @@ class LlamaForward {
   bool can_screen(int R) const;
   void upload_inputs(const StepBatch& batch, bool ordered);  // step_inputs_ = batch (ordered: no wait)
   // A fed step's inputs: made on the device from the last step's where only the ids and positions
-  // move on (advance_fed_inputs), else uploaded (ordered) with the last choice copied over the ids.
+  // move on (advance_fed_inputs), else uploaded (ordered) with the last choice copied over the ids,
+  // or, where batch.fed_rows names other rows (or prompt tokens), put in place by resolve_fed_ids.
   void feed_inputs(const StepBatch& batch);
+  // Whether batch.fed_rows (checked here) feeds token t from row t for every t: the plain fed form.
+  bool fed_in_row_order(const StepBatch& batch) const;
   bool advances_last_inputs(const StepBatch& batch) const;
   // step_and_start_split_greedy's choice, into chosen_ (each rank's slice argmax through the screen)
   void split_greedy(int R, bool screened);
@@ -136,6 +142,12 @@ class LlamaForward {
   // residual[T,H] += Σ_ranks proj; normed = rms_norm(residual) · norm_weight; next_w: the weight
   // normed is multiplied by next (nullptr: none), which the backend may prepare for
   void reduce_add_norm(const void* norm_weight, int T, float eps, const void* next_w);
+  // proj = x[T,K] · w^T (a row-parallel projection), then reduce_add_norm; at one rank, where the
+  // backend's matmul adds to the residual itself (matmul_accumulate), that and norm_before.
+  void project_add_norm(const void* x, const void* w, int K, const void* norm_weight, int T, float eps,
+                        const void* next_w);
+  // normed = rms_norm(residual) · norm_weight, residual already summed; next_w as reduce_add_norm's.
+  void norm_before(const void* norm_weight, int T, float eps, const void* next_w);
 
   ModelConfig cfg_;
   Backend* be_;

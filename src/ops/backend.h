@@ -177,6 +177,14 @@ class Backend {
     (void)next_w;
     add_rms_norm(residual, x, out, w, T, H, eps);
   }
+  // rms_norm whose `out` goes next into matmul(…, out, next_w, T, N, H) and nowhere else, as
+  // add_rms_norm_before_matmul without the residual add (for a residual the matmul before already
+  // added to: matmul_accumulate). This default just runs rms_norm.
+  virtual void rms_norm_before_matmul(void* out, const void* x, const void* w, int T, int H, float eps,
+                                      const void* next_w) {
+    (void)next_w;
+    rms_norm(out, x, w, T, H, eps);
+  }
   // residual[T,H] += x
   virtual void add(void* residual, const void* x, size_t n) = 0;
   // out[M,N] = x[M,K] · w[N,K]^T          (w: weight, nn.Linear layout)
@@ -201,6 +209,22 @@ class Backend {
   virtual void silu_mul_matmul(void* out, void* mlp, const void* gate_up, const void* w, int T, int N, int F) {
     silu_mul(mlp, gate_up, T, F);
     matmul(out, mlp, w, T, N, F);
+  }
+  // residual[M,N] += x[M,K] · w[N,K]^T with the product added to the residual before it is
+  // rounded to the activation dtype (one rounding where matmul then add round twice), in the
+  // matmul itself (a GEMM's C input), where the backend does that for this M and weight; returns
+  // false without doing anything otherwise, and the caller runs matmul then adds. The residual
+  // stream of a one-rank model: the norm after it then reads the residual only.
+  virtual bool matmul_accumulate(void* residual, const void* x, const void* w, int M, int N, int K) {
+    (void)residual, (void)x, (void)w, (void)M, (void)N, (void)K;
+    return false;
+  }
+  // silu_mul_matmul whose product is added to residual[T,N] as matmul_accumulate adds it; false
+  // without doing anything where the backend does not (the caller runs silu_mul_matmul then adds).
+  virtual bool silu_mul_matmul_accumulate(void* residual, void* mlp, const void* gate_up, const void* w, int T, int N,
+                                          int F) {
+    (void)residual, (void)mlp, (void)gate_up, (void)w, (void)T, (void)N, (void)F;
+    return false;
   }
   // qkv[T, (Hq + 2 Hkv) D] = x[T, K] · w^T followed by rope_kv_write(qkv, ...) in one pass, where
   // the backend has a fused kernel for this T and weight (decode); returns false without doing
@@ -255,6 +279,9 @@ class Backend {
   // ids[t] = chosen[t], positions[t] = positions[logit_rows[t]] + 1, every read before any write.
   virtual void advance_fed_inputs(int32_t* ids, int32_t* positions, const int32_t* logit_rows, const int32_t* chosen,
                                   int T) = 0;
+  // A fed step's ids, in place (device int32 [T]): ids[t] < 0 names the last choice's row
+  // -ids[t] - 1, which takes its place; other ids stay (a prompt token of the same step).
+  virtual void resolve_fed_ids(int32_t* ids, const int32_t* chosen, int T) = 0;
   // A greedy choice over a vocabulary split across tp ranks, made on every rank's device, as an
   // all-gather over the all-reduce. gathered: device float32 [R, tp, 2]. spread_slice_argmax
   // writes row r's pair of `mine` (this rank's slice_argmax_rows) as (value, float(index)) into

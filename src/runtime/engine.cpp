@@ -434,9 +434,20 @@ uint64_t Engine::enqueue_step_and_choose(const StepBatch& batch, const std::vect
   bool fed = feed_previous;
   if (fed && !choice_on_device_) {
     // The last ids were chosen on the host (sampled rows at tp > 1, an mpirun job): send them in.
-    LAMINA_CHECK(b.ids.size() <= last_chosen_.size(), "a step of ", b.ids.size(), " tokens fed by the previous ",
-                 "choice needs as many chosen ids (", last_chosen_.size(), " were chosen)");
-    std::copy(last_chosen_.begin(), last_chosen_.begin() + long(b.ids.size()), b.ids.begin());
+    if (b.fed_rows.empty()) {
+      LAMINA_CHECK(b.ids.size() <= last_chosen_.size(), "a step of ", b.ids.size(), " tokens fed by the previous ",
+                   "choice needs as many chosen ids (", last_chosen_.size(), " were chosen)");
+      std::copy(last_chosen_.begin(), last_chosen_.begin() + long(b.ids.size()), b.ids.begin());
+    } else {
+      LAMINA_CHECK(b.fed_rows.size() == b.ids.size(), "a fed step names a row for each token");
+      for (size_t t = 0; t < b.ids.size(); ++t) {
+        const int32_t row = b.fed_rows[t];
+        LAMINA_CHECK(row >= -1 && row < int32_t(last_chosen_.size()), "token ", t, " is fed by row ", row,
+                     " of the last choice, which has ", last_chosen_.size(), " rows");
+        if (row >= 0) b.ids[t] = last_chosen_[size_t(row)];
+      }
+      b.fed_rows.clear();
+    }
     fed = false;
   }
   PendingChoice p;

@@ -28,25 +28,6 @@ ScheduledStep build_scheduled_step(const std::vector<ScheduledChunk>& chunks, co
   return s;
 }
 
-ScheduledStep build_next_decode_step(const std::vector<Request*>& rows, const KVBlockManager& kv) {
-  ScheduledStep s;
-  StepBatch& b = s.batch;
-  for (Request* r : rows) {
-    const int position = r->num_computed + 1;
-    const std::vector<int>& blocks = kv.blocks(r->id);
-    LAMINA_CHECK(kv.blocks_for(position + 1) <= int(blocks.size()), "request ", r->id,
-                 " is scheduled past its KV blocks");
-    const auto row = int32_t(b.block_tables.size());
-    b.block_tables.emplace_back(blocks.begin(), blocks.end());
-    b.ids.push_back(0);
-    b.positions.push_back(position);
-    b.seq_rows.push_back(row);
-    b.logit_rows.push_back(row);
-    s.row_owner.push_back(r);
-  }
-  return s;
-}
-
 ChosenTokens run_step(Engine& engine, const ScheduledStep& step, const std::vector<TokenChoice>& choices,
                       const std::vector<int32_t>& host_rows) {
   return engine.step_and_choose(step.batch, choices, host_rows);

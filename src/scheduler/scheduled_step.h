@@ -23,11 +23,6 @@ struct ScheduledStep {
 
 ScheduledStep build_scheduled_step(const std::vector<ScheduledChunk>& chunks, const KVBlockManager& kv);
 
-// The step after an in-flight decode step whose ids are not read yet: each request of `rows` (in
-// the in-flight step's logit-row order) feeds one token at position num_computed + 1, the token
-// its in-flight row is choosing, and samples the next. ids are left 0: the engine takes each from
-// the last choice's row of the same index (Engine::enqueue_step_and_choose, feed_previous).
-ScheduledStep build_next_decode_step(const std::vector<Request*>& rows, const KVBlockManager& kv);
 // Runs the step. Each logit row's token is chosen by choices[r] where the logits are; rows listed
 // in host_rows also bring their float32 logits back for host-side sampling.
 ChosenTokens run_step(Engine& engine, const ScheduledStep& step, const std::vector<TokenChoice>& choices,

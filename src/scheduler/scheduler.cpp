@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <unordered_map>
 
 #include "scheduler/scheduled_step.h"
 #include "scheduler/token_processor.h"
@@ -137,8 +138,6 @@ int Scheduler::step() {
     q.row_owner = batch.row_owner;
     q.tokens = int(batch.batch.ids.size());
     q.chunk_ids = request_ids(chunks);
-    q.one_decode_token_each =
-        std::all_of(chunks.begin(), chunks.end(), [](const ScheduledChunk& c) { return c.count == 1 && c.samples; });
     try {
       q.ticket = enqueue(batch.batch, choices, false);
     } catch (const std::exception& e) {
@@ -147,11 +146,11 @@ int Scheduler::step() {
     }
     in_flight_ = std::move(q);
   }
-  // 5. The next decode step goes to the engine before this one's ids are read: the GPU runs it
-  //    while the host reads them, applies the stop rules and hands out the tokens.
+  // 5. The next step goes to the engine before this one's ids are read: the GPU runs it while
+  //    the host reads them, applies the stop rules and hands out the tokens.
   std::optional<QueuedStep> next;
   try {
-    next = queue_next_decode_step(*in_flight_);
+    next = queue_next_step(*in_flight_);
   } catch (const std::exception& e) {
     // The next step is planned again the usual way once this one is read.
     std::fprintf(stderr, "[lamina] engine step failed: %s\n", e.what());
@@ -179,31 +178,83 @@ int Scheduler::run_planned_step(const std::vector<ScheduledChunk>& chunks, const
   return int(batch.batch.ids.size());
 }
 
-std::optional<Scheduler::QueuedStep> Scheduler::queue_next_decode_step(const QueuedStep& s) {
-  if (!overlap_steps_ || !s.one_decode_token_each || capacity_.policy() != CapacityPolicy::GuaranteedNoEvict)
-    return std::nullopt;
-  // Nothing may be waiting to join (or admission would wait for the chain to break), and every
-  // running request must be in s (or one left out would wait likewise).
-  if (!(waiting_.empty() || int(running_.size()) >= max_batch_)) return std::nullopt;
-  if (running_.size() != s.row_owner.size()) return std::nullopt;
-  for (size_t i = 0; i < s.row_owner.size(); ++i) {
-    const Request* r = s.row_owner[i];
-    if (!alive(s.chunk_ids[i], r) || samples_on_host(*r)) return std::nullopt;
-    if (r->num_generated() + 1 >= r->spec.max_tokens) return std::nullopt;  // s's token is its last
+std::optional<Scheduler::QueuedStep> Scheduler::queue_next_step(const QueuedStep& s) {
+  if (!overlap_steps_ || capacity_.policy() != CapacityPolicy::GuaranteedNoEvict) return std::nullopt;
+  for (size_t i = 0; i < s.chunks.size(); ++i)
+    if (!alive(s.chunk_ids[i], s.chunks[i].req)) return std::nullopt;
+  admit();  // no-evict: nothing is preempted, so arrivals join now rather than after the chain
+
+  // The requests as s leaves them once read: each chunk's tokens computed, and a sampling chunk's
+  // token (being chosen now) appended as a stand-in that the step feeds from s's row instead. A
+  // request whose s token is its last (max_tokens) runs no more. Undone before returning.
+  struct Advanced {
+    Request* req;
+    int count;
+    bool stand_in;
+  };
+  std::vector<Advanced> advanced;
+  std::unordered_map<const Request*, int32_t> fed_row;  // request → s's logit row that feeds it
+  std::vector<const Request*> leaving;
+  int32_t row = 0;
+  for (const ScheduledChunk& c : s.chunks) {
+    Request* r = c.req;
+    r->num_computed += c.count;
+    bool stand_in = false;
+    if (c.samples) {
+      if (r->num_generated() + 1 >= r->spec.max_tokens) {
+        leaving.push_back(r);
+      } else {
+        r->tokens.push_back(0);
+        stand_in = true;
+        fed_row[r] = row;
+      }
+      ++row;
+    }
+    advanced.push_back({r, c.count, stand_in});
   }
-  // Each request's next token sits at num_computed + 1 (s feeds position num_computed).
-  for (const Request* r : s.row_owner)
-    if (!capacity_.reserve_ahead(*r, r->num_computed + 2)) return std::nullopt;
-  const ScheduledStep batch = build_next_decode_step(s.row_owner, capacity_.kv());
+  const auto undo = [&] {
+    for (const Advanced& a : advanced) {
+      a.req->num_computed -= a.count;
+      if (a.stand_in) a.req->tokens.pop_back();
+    }
+  };
+  std::vector<Request*> runnable;
+  for (Request* r : running_)
+    if (std::find(leaving.begin(), leaving.end(), r) == leaving.end()) runnable.push_back(r);
+  // Each decode token's KV row (position num_computed) must be in the request's blocks.
+  bool planned = true;
+  for (Request* r : runnable) {
+    if (samples_on_host(*r) || (r->pending() == 1 && !capacity_.reserve_ahead(*r, r->num_computed + 1))) {
+      planned = false;
+      break;
+    }
+  }
+  const std::vector<ScheduledChunk> chunks =
+      planned ? plan_micro_batch(runnable, max_tokens_) : std::vector<ScheduledChunk>{};
+  if (chunks.empty()) {
+    undo();
+    return std::nullopt;
+  }
+  ScheduledStep batch = build_scheduled_step(chunks, capacity_.kv());
+  // Token t of a fed request's chunk (its one token, the stand-in) takes s's row; prompt tokens
+  // keep their ids.
+  bool any_fed = false;
+  for (const ScheduledChunk& c : chunks) {
+    const auto it = fed_row.find(c.req);
+    const bool fed = it != fed_row.end() && c.begin + c.count == int(c.req->tokens.size());
+    for (int i = 0; i < c.count; ++i) batch.batch.fed_rows.push_back(fed && i == c.count - 1 ? it->second : -1);
+    any_fed = any_fed || fed;
+  }
+  undo();
+  if (!any_fed) batch.batch.fed_rows.clear();
   std::vector<TokenChoice> choices;
-  for (Request* r : s.row_owner) choices.push_back(r->sampler->next_choice());
+  for (Request* r : batch.row_owner) choices.push_back(r->sampler->next_choice());
   QueuedStep q;
-  q.row_owner = s.row_owner;
-  q.chunk_ids = s.chunk_ids;
+  q.chunks = chunks;
+  q.row_owner = batch.row_owner;
+  q.chunk_ids = request_ids(chunks);
   q.tokens = int(batch.batch.ids.size());
-  q.one_decode_token_each = true;
-  for (Request* r : s.row_owner) q.chunks.push_back({r, r->num_computed + 1, 1, true});
-  q.ticket = enqueue(batch.batch, choices, true);
+  q.ticket = enqueue(batch.batch, choices, any_fed);
   ++stats_.steps_overlapped_total;
   return q;
 }

@@ -72,7 +72,6 @@ class Scheduler {
     std::vector<RequestId> chunk_ids;  // [chunks] the request of each chunk, to tell it still exists
     std::vector<Request*> row_owner;   // [R] the request each logit row samples for
     int tokens = 0;
-    bool one_decode_token_each = false;  // every chunk one token that samples: the shape a next step can be known in
   };
 
   void admit();
@@ -81,10 +80,12 @@ class Scheduler {
   int run_planned_step(const std::vector<ScheduledChunk>& chunks, const ScheduledStep& batch,
                        const std::vector<TokenChoice>& choices, const std::vector<int32_t>& host_rows,
                        SteadyTime t_begin);
-  // The decode step after `s`, queued before s's ids are read, when it is known without them:
-  // every running request is in s, decodes one token, will not reach max_tokens with s's token and
-  // chooses on the device, nothing waits for admission, and no block has to be taken by eviction.
-  std::optional<QueuedStep> queue_next_decode_step(const QueuedStep& s);
+  // The step after `s`, queued before s's ids are read (docs/runtime.md, "Overlapped steps"):
+  // planned as step() would plan it once s is read, with each request that samples in s taking
+  // s's token from the device (fed) unless that token is its last (max_tokens), and the waiting
+  // requests admitted now. Not where a request of s has ended meanwhile, a request to run samples
+  // on the host, or the capacity policy may evict.
+  std::optional<QueuedStep> queue_next_step(const QueuedStep& s);
   // engine_.enqueue_step_and_choose, its time counted in enqueue_seconds_.
   uint64_t enqueue(const StepBatch& batch, const std::vector<TokenChoice>& choices, bool feed_previous);
   // Reads s's ids and turns them into outputs (ended requests skipped); returns s's tokens.

@@ -110,6 +110,39 @@ TEST_P(MatmulOp, EveryOneTokenGemvShapeGivesTheSameBits) {
   }
 }
 
+// matmul_accumulate (the GEMM adding its product to the residual as its C input) at batched M:
+// the GPU's residual against the CPU's residual + product; the GEMV sizes decline it (false, the
+// residual untouched), and LlamaForward then runs matmul and the add in the norm.
+TEST_P(MatmulOp, AccumulateAddsTheProductToTheResidual) {
+  const Shape shapes[] = {{96, 4096}, {1000, 512}, {257, 1000}};
+  for (const Shape& s : shapes) {
+    const auto w = rnd(size_t(s.N) * s.K);
+    auto w_g = upload_weight(*gpu_, w), w_c = upload_weight(*cpu_, w);
+    for (int M : {cuda::kGemvMaxM + 1, 130}) {
+      const auto x = rnd(size_t(M) * s.K), residual = rnd(size_t(M) * s.N, -4.0f, 4.0f);
+      auto x_g = upload_act(*gpu_, x), x_c = upload_act(*cpu_, x);
+      auto r_g = upload_act(*gpu_, residual), r_c = upload_act(*cpu_, residual);
+      const std::string what = "matmul_accumulate M=" + std::to_string(M) + " N=" + std::to_string(s.N) +
+                               " K=" + std::to_string(s.K);
+      if (std::getenv("LAMINA_RESIDUAL_IN_GEMM") && std::string(std::getenv("LAMINA_RESIDUAL_IN_GEMM")) == "0") {
+        ASSERT_FALSE(gpu_->matmul_accumulate(r_g.get(), x_g.get(), w_g.get(), M, s.N, s.K)) << what;
+        continue;
+      }
+      ASSERT_TRUE(gpu_->matmul_accumulate(r_g.get(), x_g.get(), w_g.get(), M, s.N, s.K)) << what;
+      ASSERT_TRUE(cpu_->matmul_accumulate(r_c.get(), x_c.get(), w_c.get(), M, s.N, s.K)) << what;
+      expect_close(read_act(*gpu_, r_g, size_t(M) * s.N), read_act(*cpu_, r_c, size_t(M) * s.N), tol(), what);
+    }
+  }
+  const int M = cuda::kGemvMaxM, N = 64, K = 256;
+  const auto residual = rnd(size_t(M) * N);
+  auto w_g = upload_weight(*gpu_, rnd(size_t(N) * K));
+  auto x_g = upload_act(*gpu_, rnd(size_t(M) * K)), r_g = upload_act(*gpu_, residual);
+  EXPECT_FALSE(gpu_->matmul_accumulate(r_g.get(), x_g.get(), w_g.get(), M, N, K)) << "the GEMV sizes";
+  const auto after = read_act(*gpu_, r_g, size_t(M) * N);
+  const auto before = read_act(*gpu_, upload_act(*gpu_, residual), size_t(M) * N);
+  EXPECT_EQ(after, before) << "a declined matmul_accumulate changed the residual";
+}
+
 LAMINA_INSTANTIATE_DTYPES(MatmulOp);
 
 }  // namespace

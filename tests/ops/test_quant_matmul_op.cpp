@@ -504,6 +504,71 @@ TEST_P(QuantMatmulOp, Fp8NormBeforeMatmulIsNormThenMatmul) {
   }
 }
 
+// The GEMM adding its product to the residual (matmul_accumulate, silu_mul_matmul_accumulate) over
+// quantized weights at batched M, and the norm after it quantizing the next FP8 GEMM's input
+// without an add (rms_norm_before_matmul): against the two-step path on the same backend (matmul,
+// then add; rms_norm, then matmul), within one rounding of the residual (the GEMM rounds the sum
+// once); the norm's product the same bits; and against the CPU.
+TEST_P(QuantMatmulOp, AccumulateThenNormMatchesTheTwoSteps) {
+  const char* off = std::getenv("LAMINA_RESIDUAL_IN_GEMM");
+  if (off && std::string(off) == "0") GTEST_SKIP() << "LAMINA_RESIDUAL_IN_GEMM=0";
+  if (dt() == DType::F32 && fmt() == WeightFormat::Fp8PerTensor) GTEST_SKIP() << "FP8 GEMMs take 16-bit activations";
+  const int M = 40, N = 256, K = 1024, F = 1024, N2 = 96;
+  const HostQuant q = quantize(fmt(), random_floats(rng_, size_t(N) * K), N, K);
+  const HostQuant qd = quantize(fmt(), random_floats(rng_, size_t(N) * F), N, F);
+  const HostQuant qn = quantize(fmt(), random_floats(rng_, size_t(N2) * N), N2, N);
+  auto up = [&](Backend& b, const HostQuant& h) {
+    return DeviceBuffer::adopt(&b, b.upload_quantized_weight(h.view), h.data.size());
+  };
+  DeviceBuffer w_g = up(*gpu_, q), wd_g = up(*gpu_, qd), wn_g = up(*gpu_, qn);
+  DeviceBuffer w_c = up(*cpu_, q), wd_c = up(*cpu_, qd);
+  const auto x = rnd(size_t(M) * K), norm_w = rnd(N);
+  const auto residual = rounded(dt(), random_floats(rng_, size_t(M) * N, -4.0f, 4.0f));
+  const auto gate_up = rounded(dt(), random_floats(rng_, size_t(M) * 2 * F, -6.0f, 6.0f));
+  auto nw = upload_act(*gpu_, norm_w);
+  // A per-token FP8 GEMM first: FP8's accumulating form waits for one (per_token_fp8_ready).
+  {
+    auto warm = poisoned_act(*gpu_, size_t(M) * N);
+    gpu_->matmul(warm.get(), upload_act(*gpu_, x).get(), w_g.get(), M, N, K);
+  }
+  // matmul_accumulate, then the norm feeding the next matmul (by wn).
+  auto r1 = upload_act(*gpu_, residual), x_g = upload_act(*gpu_, x);
+  ASSERT_TRUE(gpu_->matmul_accumulate(r1.get(), x_g.get(), w_g.get(), M, N, K));
+  auto normed1 = poisoned_act(*gpu_, size_t(M) * N), y1 = poisoned_act(*gpu_, size_t(M) * N2);
+  gpu_->rms_norm_before_matmul(normed1.get(), r1.get(), nw.get(), M, N, 1e-5f, wn_g.get());
+  gpu_->matmul(y1.get(), normed1.get(), wn_g.get(), M, N2, N);
+  // Two steps: matmul, add, then rms_norm and matmul of the same residual.
+  auto r2 = upload_act(*gpu_, residual), prod = poisoned_act(*gpu_, size_t(M) * N);
+  gpu_->matmul(prod.get(), x_g.get(), w_g.get(), M, N, K);
+  gpu_->add(r2.get(), prod.get(), size_t(M) * N);
+  const auto got_r = read_act(*gpu_, r1, size_t(M) * N), two_r = read_act(*gpu_, r2, size_t(M) * N);
+  expect_close(got_r, two_r, dt() == DType::F32 ? 1e-5 : 1e-2, "matmul_accumulate against matmul + add");
+  auto r1_again = upload_act(*gpu_, got_r);  // the norm of the accumulated residual, the two-step way
+  auto normed2 = poisoned_act(*gpu_, size_t(M) * N), y2 = poisoned_act(*gpu_, size_t(M) * N2);
+  gpu_->rms_norm(normed2.get(), r1_again.get(), nw.get(), M, N, 1e-5f);
+  gpu_->matmul(y2.get(), normed2.get(), wn_g.get(), M, N2, N);
+  const auto got_y = read_act(*gpu_, y1, size_t(M) * N2), want_y = read_act(*gpu_, y2, size_t(M) * N2);
+  for (size_t i = 0; i < got_y.size(); ++i) ASSERT_EQ(got_y[i], want_y[i]) << "rms_norm_before_matmul product " << i;
+  // Against the CPU.
+  auto r_c = upload_act(*cpu_, residual), x_c = upload_act(*cpu_, x);
+  ASSERT_TRUE(cpu_->matmul_accumulate(r_c.get(), x_c.get(), w_c.get(), M, N, K));
+  expect_close(got_r, read_act(*cpu_, r_c, size_t(M) * N), 6e-2, "matmul_accumulate against the CPU");
+  // The SwiGLU and the down projection adding to the residual.
+  auto gu_g = upload_act(*gpu_, gate_up), gu_c = upload_act(*cpu_, gate_up);
+  auto r3 = upload_act(*gpu_, residual), mlp = poisoned_act(*gpu_, size_t(M) * F);
+  ASSERT_TRUE(gpu_->silu_mul_matmul_accumulate(r3.get(), mlp.get(), gu_g.get(), wd_g.get(), M, N, F));
+  auto r4 = upload_act(*gpu_, residual), mlp2 = poisoned_act(*gpu_, size_t(M) * F);
+  auto down = poisoned_act(*gpu_, size_t(M) * N);
+  gpu_->silu_mul_matmul(down.get(), mlp2.get(), gu_g.get(), wd_g.get(), M, N, F);
+  gpu_->add(r4.get(), down.get(), size_t(M) * N);
+  expect_close(read_act(*gpu_, r3, size_t(M) * N), read_act(*gpu_, r4, size_t(M) * N),
+               dt() == DType::F32 ? 1e-5 : 1e-2, "silu_mul_matmul_accumulate against silu_mul_matmul + add");
+  auto r_c2 = upload_act(*cpu_, residual), mlp_c = poisoned_act(*cpu_, size_t(M) * F);
+  ASSERT_TRUE(cpu_->silu_mul_matmul_accumulate(r_c2.get(), mlp_c.get(), gu_c.get(), wd_c.get(), M, N, F));
+  expect_close(read_act(*gpu_, r3, size_t(M) * N), read_act(*cpu_, r_c2, size_t(M) * N), 6e-2,
+               "silu_mul_matmul_accumulate against the CPU");
+}
+
 // The per-token FP8 quantization of 16-bit activations keeps rows of up to 16384 elements in
 // registers (one read, 16-byte loads) where x is 16-byte aligned; the same rows one element off
 // alignment take the scalar kernel. Both must give the same scales and the same bytes. (With

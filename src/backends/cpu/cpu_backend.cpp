@@ -125,6 +125,19 @@ class CpuBackend final : public Backend {
     }
   }
 
+  // Float32 activations: the sum rounds once either way.
+  bool matmul_accumulate(void* residual, const void* x, const void* w, int M, int N, int K) override {
+    std::vector<float> product(size_t(M) * size_t(N));
+    matmul(product.data(), x, w, M, N, K);
+    add(residual, product.data(), product.size());
+    return true;
+  }
+  bool silu_mul_matmul_accumulate(void* residual, void* mlp, const void* gate_up, const void* w, int T, int N,
+                                  int F) override {
+    silu_mul(mlp, gate_up, T, F);
+    return matmul_accumulate(residual, mlp, w, T, N, F);
+  }
+
   void rope_kv_write(void* qkv, const int32_t* positions, const int32_t* slots, const float* inv_freq,
                      KVCacheLayer cache, const AttentionShape& s, int T) override {
     check_kv_rows(positions, slots, cache, s, T, /*whole_prefix=*/false);
@@ -235,6 +248,10 @@ class CpuBackend final : public Backend {
     std::vector<int32_t> next(static_cast<size_t>(T));
     for (int t = 0; t < T; ++t) next[size_t(t)] = positions[logit_rows[t]] + 1;
     for (int t = 0; t < T; ++t) ids[t] = chosen[t], positions[t] = next[size_t(t)];
+  }
+  void resolve_fed_ids(int32_t* ids, const int32_t* chosen, int T) override {
+    for (int t = 0; t < T; ++t)
+      if (ids[t] < 0) ids[t] = chosen[-ids[t] - 1];
   }
   void spread_slice_argmax(float* gathered, const SliceArgmax* mine, int R, int rank, int tp) override {
     std::fill(gathered, gathered + size_t(R) * size_t(tp) * 2, 0.0f);

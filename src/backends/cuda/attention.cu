@@ -62,6 +62,11 @@ bool reads_before_wait_allowed() {
   static const bool allowed = ab_switch_on("LAMINA_ATTN_READ_BEFORE_WAIT");
   return allowed;
 }
+// LAMINA_ATTN_CONCURRENT=0: a mixed step's prefill and decode kernels run one after the other (A/B).
+bool concurrent_kernels_allowed() {
+  static const bool on = ab_switch_on("LAMINA_ATTN_CONCURRENT");
+  return on;
+}
 // LAMINA_ATTN_STEP_LAYOUT=0 ignores AttentionShape's prompt tiles: the kernels find them (A/B).
 bool step_layout_hints_enabled() {
   static const bool on = ab_switch_on("LAMINA_ATTN_STEP_LAYOUT");
@@ -139,12 +144,26 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
   // x 512 rows: 0.022 against 0.017 ms).
   const bool step_fills_gpu = blocks_per_split * ((p.G + 7) / 8) >= 2LL * how.num_sms;
   const bool use_mma = forced == DecodeKernel::Mma || (forced == DecodeKernel::Auto && step_fills_gpu);
+  // A step with prompt tiles and decode tokens: the memory-bound decode kernel and the
+  // tensor-core prefill kernel write disjoint tokens' outputs and read only what came before, so
+  // they may run side by side (AttentionLaunch::side_stream; LAMINA_ATTN_CONCURRENT=0: in turn).
+  const bool side_by_side = p.prefill_takes_uniform_tiles && how.side_stream != nullptr && concurrent_kernels_allowed();
+  if (side_by_side) {
+    CUDA_CHECK(cudaEventRecord(how.fork, stream));
+    CUDA_CHECK(cudaStreamWaitEvent(how.side_stream, how.fork, 0));
+    launch_attention_prefill(dt, out, qkv, positions, slots, cache, p, how.side_stream);
+    CUDA_CHECK(cudaEventRecord(how.join, how.side_stream));
+  }
   if (use_mma && attention_decode_mma_supports(dt, p)) {
     launch_attention_decode_mma(dt, out, qkv, positions, slots, cache, p, splits, partials, counters, stream);
   } else {
     launch_attention_decode(dt, out, qkv, positions, slots, cache, p, splits, partials, counters, stream);
   }
-  if (p.prefill_takes_uniform_tiles) launch_attention_prefill(dt, out, qkv, positions, slots, cache, p, stream);
+  if (side_by_side) {
+    CUDA_CHECK(cudaStreamWaitEvent(stream, how.join, 0));
+  } else if (p.prefill_takes_uniform_tiles) {
+    launch_attention_prefill(dt, out, qkv, positions, slots, cache, p, stream);
+  }
 }
 
 }  // namespace lamina::cuda

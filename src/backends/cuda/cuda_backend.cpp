@@ -42,6 +42,9 @@ class CudaBackend final : public Backend {
     name_ = std::string("cuda:") + std::to_string(device_) + " (" + prop.name + ")";
     attn_.num_sms = prop.multiProcessorCount;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&attn_.side_stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&attn_.fork, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&attn_.join, cudaEventDisableTiming));
     gemm_ = std::make_unique<LtGemm>(kGemmWorkspaceBytes);
     CUDA_CHECK(cudaMalloc(&attn_.workspace, kAttentionWorkspaceBytes));
     attn_.workspace_bytes = kAttentionWorkspaceBytes;
@@ -76,6 +79,9 @@ class CudaBackend final : public Backend {
     cudaFree(fp8_token_scales_.p);
     cudaFree(fp8_tensor_scale_);
     cudaFree(attn_.workspace);
+    cudaEventDestroy(attn_.fork);
+    cudaEventDestroy(attn_.join);
+    cudaStreamDestroy(attn_.side_stream);
     cudaStreamDestroy(stream_);
   }
 
@@ -243,22 +249,33 @@ class CudaBackend final : public Backend {
   // its store was 2 of the pass's 9 bytes an element (LAMINA_NORM_QUANT_KEEPS_OUTPUT=1 writes it).
   void add_rms_norm_before_matmul(void* residual, const void* x, void* out, const void* w, int T, int H, float eps,
                                   const void* next_w) override {
+    if (!norm_quantizing_for(residual, x, out, w, T, H, eps, next_w)) add_rms_norm(residual, x, out, w, T, H, eps);
+  }
+  // The same without the residual add: after a matmul_accumulate.
+  void rms_norm_before_matmul(void* out, const void* x, const void* w, int T, int H, float eps,
+                              const void* next_w) override {
+    if (!norm_quantizing_for(nullptr, x, out, w, T, H, eps, next_w)) rms_norm(out, x, w, T, H, eps);
+  }
+  // The norm with next_w's FP8 input quantization in its pass (residual: nullptr for none), where
+  // it applies; false, having run nothing, otherwise.
+  bool norm_quantizing_for(void* residual, const void* x, void* out, const void* w, int T, int H, float eps,
+                           const void* next_w) {
     use_device();
     prepared_ = {};
     const auto it = quant_.find(next_w);
     if (T > kGemvMaxM && fused_norm_quant_enabled() && fp8_scales_ == Fp8ActivationScales::kPerToken &&
         it != quant_.end() && it->second.cols == H && takes_fp8_gemm(it->second, it->second.rows, H)) {
-      auto span = profile("add_rms_norm+quant", T);
+      auto span = profile(residual != nullptr ? "add_rms_norm+quant" : "rms_norm+quant", T);
       void* xq = grow(fp8_act_scratch_, size_t(T) * size_t(H));
       auto* scales = static_cast<float*>(grow(fp8_token_scales_, size_t(T) * sizeof(float)));
       const bool skip_out = per_token_fp8_gemm_ran_ && !norm_quant_keeps_output();
       if (launch_add_rms_norm_quantize_fp8(act_, residual, x, skip_out ? nullptr : out, w, T, H, eps, xq, scales,
                                            stream_)) {
         prepared_ = {out, next_w, T, H, !skip_out};
-        return;
+        return true;
       }
     }
-    add_rms_norm(residual, x, out, w, T, H, eps);
+    return false;
   }
   void add(void* residual, const void* x, size_t n) override {
     use_device();
@@ -267,11 +284,7 @@ class CudaBackend final : public Backend {
   }
   void matmul(void* out, const void* x, const void* w, int M, int N, int K) override {
     use_device();
-    // Only the matmul right after add_rms_norm_before_matmul may take what it prepared.
-    const PreparedFp8Input prepared = std::exchange(prepared_, {});
-    const bool input_ready = prepared.x == x && prepared.w == w && prepared.M == M && prepared.K == K;
-    LAMINA_CHECK(input_ready || prepared.x != x || prepared.out_written, "the norm's output was prepared for ",
-                 "another matmul and not written (Backend::add_rms_norm_before_matmul names the matmul that reads it)");
+    const bool input_ready = take_prepared(x, w, M, K);
     auto it = quant_.find(w);
     const bool quant = it != quant_.end(), gemv = M <= kGemvMaxM;
     auto span = profile_matmul(gemv ? (quant ? "gemv-quant" : "gemv") : (quant ? "gemm-quant" : "gemm"), M, N, K);
@@ -281,6 +294,72 @@ class CudaBackend final : public Backend {
     } else {
       gemm_->run(act_, out, x, w, M, N, K, stream_);
     }
+  }
+  // Only the matmul right after a norm that prepared its input may take it: whether this one does
+  // (x, w, M, K as prepared); prepared_ is consumed either way.
+  bool take_prepared(const void* x, const void* w, int M, int K) {
+    const PreparedFp8Input prepared = std::exchange(prepared_, {});
+    const bool input_ready = prepared.x == x && prepared.w == w && prepared.M == M && prepared.K == K;
+    LAMINA_CHECK(input_ready || prepared.x != x || prepared.out_written, "the norm's output was prepared for ",
+                 "another matmul and not written (Backend::add_rms_norm_before_matmul names the matmul that reads it)");
+    return input_ready;
+  }
+  // The GEMM adds its product to the residual as its C input (beta 1) at batched M: over plain
+  // weights, FP8 weights in the per-token mode once a per-token GEMM has run (cuBLASLt refusing
+  // the accumulating plan turns this off for the backend's life, with a warning), and other
+  // quantized formats through their dequantized copy. Not the GEMV (M <= 8).
+  // LAMINA_RESIDUAL_IN_GEMM=0 turns it off (A/B).
+  bool matmul_accumulate(void* residual, const void* x, const void* w, int M, int N, int K) override {
+    if (!accumulates(M)) return false;
+    const auto it = quant_.find(w);
+    const bool fp8 = it != quant_.end() && takes_fp8_gemm(it->second, N, K);
+    if (fp8 && !per_token_fp8_ready()) return false;
+    use_device();
+    const PreparedFp8Input prepared = prepared_;
+    const bool input_ready = take_prepared(x, w, M, K);
+    auto span = profile_matmul(it != quant_.end() ? "gemm-quant+add" : "gemm+add", M, N, K);
+    if (it == quant_.end()) {
+      gemm_->run(act_, residual, x, w, M, N, K, stream_, /*accumulate=*/true);
+      return true;
+    }
+    const QuantEntry& q = it->second;
+    check_quant_shape(q, N, K, "matmul");
+    if (!fp8) {
+      void* wd = grow(dequant_scratch_, size_t(N) * size_t(K) * dtype_size(act_));
+      launch_dequantize_weight(act_, wd, q.w, N, K, stream_);
+      gemm_->run(act_, residual, x, wd, M, N, K, stream_, /*accumulate=*/true);
+      return true;
+    }
+    const bool done = accumulating_fp8_gemm(residual, q, M, N, K, [&](void* xq, float* scales) {
+      if (!input_ready) launch_quantize_fp8_per_token(act_, x, M, K, xq, scales, stream_);
+      return true;
+    });
+    if (!done) prepared_ = prepared;  // the caller's matmul takes it instead
+    return done;
+  }
+  // Over FP8 weights, the SwiGLU quantized as it forms it (silu_mul_matmul's fused pass) and the
+  // down GEMM adding to the residual; otherwise silu_mul then matmul_accumulate.
+  bool silu_mul_matmul_accumulate(void* residual, void* mlp, const void* gate_up, const void* w, int T, int N,
+                                  int F) override {
+    if (!accumulates(T)) return false;
+    const auto it = quant_.find(w);
+    if (it == quant_.end() || !takes_fp8_gemm(it->second, N, F)) {
+      silu_mul(mlp, gate_up, T, F);
+      return matmul_accumulate(residual, mlp, w, T, N, F);
+    }
+    if (!fused_swiglu_quant_enabled() || !per_token_fp8_ready()) return false;
+    use_device();
+    prepared_ = {};  // its quantization overwrites the FP8 GEMM's scratch
+    check_quant_shape(it->second, N, F, "matmul");
+    auto span = profile_matmul("swiglu+gemm-quant+add", T, N, F);
+    return accumulating_fp8_gemm(residual, it->second, T, N, F, [&](void* xq, float* scales) {
+      return launch_silu_mul_quantize_fp8_per_token(act_, gate_up, T, F, xq, scales, stream_);
+    });
+  }
+  bool accumulates(int M) const { return M > kGemvMaxM && residual_in_gemm_enabled() && !accumulate_refused_; }
+  // The per-token FP8 GEMM has run here, so its plans are known to be taken.
+  bool per_token_fp8_ready() const {
+    return fp8_scales_ == Fp8ActivationScales::kPerToken && per_token_fp8_gemm_ran_;
   }
   bool qkv_rope_kv_write(void* qkv, const void* x, const void* w, int T, int K, const int32_t* positions,
                          const int32_t* slots, const float* inv_freq, KVCacheLayer cache,
@@ -360,6 +439,11 @@ class CudaBackend final : public Backend {
     auto* partials = split ? static_cast<SliceArgmax*>(grow(argmax_partials_, size_t(R) * split * sizeof(SliceArgmax)))
                            : nullptr;
     launch_sample_split(act_, logits, R, V, choices, ids, partials, split, stream_);
+  }
+  void resolve_fed_ids(int32_t* ids, const int32_t* chosen, int T) override {
+    use_device();
+    auto span = profile("resolve_fed_ids", T);
+    launch_resolve_fed_ids(ids, chosen, T, stream_);
   }
   void advance_fed_inputs(int32_t* ids, int32_t* positions, const int32_t* logit_rows, const int32_t* chosen,
                           int T) override {
@@ -518,19 +602,39 @@ class CudaBackend final : public Backend {
   // quantize(xq [M,K] fp8, scales [M] f32), which returns false where it cannot (nothing run then).
   // Throws where cuBLASLt refuses the per-token plan.
   template <class Quantize>
-  bool fp8_gemm_per_token(void* out, const QuantEntry& q, int M, int N, int K, Quantize&& quantize) {
+  bool fp8_gemm_per_token(void* out, const QuantEntry& q, int M, int N, int K, Quantize&& quantize,
+                          bool accumulate = false) {
     void* xq = grow(fp8_act_scratch_, size_t(M) * size_t(K));
     auto* scales = static_cast<float*>(grow(fp8_token_scales_, size_t(M) * sizeof(float)));
     if (!quantize(xq, scales)) return false;
-    gemm_->run_fp8(act_, out, xq, scales, Fp8Scaling::kPerToken, q.w.data, q.channel_scales, M, N, K, stream_);
+    gemm_->run_fp8(act_, out, xq, scales, Fp8Scaling::kPerToken, q.w.data, q.channel_scales, M, N, K, stream_,
+                   accumulate);
     per_token_fp8_gemm_ran_ = true;
     return true;
+  }
+  // fp8_gemm_per_token adding to out; false where quantize declined or cuBLASLt refused the
+  // accumulating plan (then never asked again; the caller takes the two-step path).
+  template <class Quantize>
+  bool accumulating_fp8_gemm(void* out, const QuantEntry& q, int M, int N, int K, Quantize&& quantize) {
+    try {
+      return fp8_gemm_per_token(out, q, M, N, K, quantize, /*accumulate=*/true);
+    } catch (const Error& e) {
+      accumulate_refused_ = true;
+      log_warn(std::string("FP8 GEMM adding to the residual unavailable (") + e.what() +
+               "); the residual add stays in the norm");
+      return false;
+    }
   }
 
   // LAMINA_FUSED_SWIGLU_QUANT=0: over FP8 weights the down projection's input is written by silu_mul
   // and then quantized, two passes, as before the fused kernel (for comparisons).
   static bool fused_swiglu_quant_enabled() {
     static const bool on = ab_switch_on("LAMINA_FUSED_SWIGLU_QUANT");
+    return on;
+  }
+  // LAMINA_RESIDUAL_IN_GEMM=0: the residual add stays in the norm after the GEMM (for comparisons).
+  static bool residual_in_gemm_enabled() {
+    static const bool on = ab_switch_on("LAMINA_RESIDUAL_IN_GEMM");
     return on;
   }
   // LAMINA_NORM_QUANT_KEEPS_OUTPUT=1: the norm that quantizes the next FP8 GEMM's input writes
@@ -604,6 +708,7 @@ class CudaBackend final : public Backend {
   };
   PreparedFp8Input prepared_;
   bool per_token_fp8_gemm_ran_ = false;  // cuBLASLt took a per-token FP8 plan (no fallback reads x again)
+  bool accumulate_refused_ = false;      // cuBLASLt refused an FP8 GEMM adding to its C input
   float* fp8_tensor_scale_ = nullptr;  // device [amax bits, -, -, -, x_scale, ...]: per-tensor scale
   bool fp8_tensor_cores_ = false;
   bool warned_no_fp8_ = false;

@@ -26,7 +26,8 @@ void launch_add_rms_norm(DType dt, void* residual, const void* x, void* out, con
                          cudaStream_t stream);
 // launch_add_rms_norm that also writes out's per-token FP8 quantization for the FP8 GEMM (xq [T, H]
 // e4m3, scales [T]: the bytes launch_quantize_fp8_per_token would write from out) in the same pass.
-// out may be nullptr: then only xq and the scales are written (residual still is). False (nothing
+// out may be nullptr: then only xq and the scales are written (residual still is); residual may be
+// nullptr: then out is the norm of x itself, as launch_rms_norm's (no add). False (nothing
 // run) where its one-row-in-registers kernel does not apply (16-bit activations, 16-byte aligned
 // rows of at most 8192 elements, xq 8-byte aligned).
 bool launch_add_rms_norm_quantize_fp8(DType dt, void* residual, const void* x, void* out, const void* w, int T, int H,
@@ -41,6 +42,8 @@ void launch_silu_mul(DType dt, void* out, const void* gate_up, int T, int F, cud
 void launch_gather_rows(DType dt, void* out, const void* x, const int32_t* rows, int num_rows, int H,
                         cudaStream_t stream);
 
+// fed_inputs.cu — Backend::resolve_fed_ids
+void launch_resolve_fed_ids(int32_t* ids, const int32_t* chosen, int T, cudaStream_t stream);
 // fed_inputs.cu — Backend::advance_fed_inputs (T <= 1024)
 void launch_advance_fed_inputs(int32_t* ids, int32_t* positions, const int32_t* logit_rows, const int32_t* chosen,
                                int T, cudaStream_t stream);
@@ -65,6 +68,11 @@ struct AttentionLaunch {
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
   int num_sms = 132;
+  // A second stream and two events (no timing) of the same device: a step with both prompt tiles
+  // and decode tokens runs the prefill kernel there, beside the decode kernel on the main stream
+  // (fork after what came before, join before what follows). Null: one after the other.
+  cudaStream_t side_stream = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
 };
 void launch_attention(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                       KVCacheLayer cache, const AttentionShape& s, int T, const AttentionLaunch& how,

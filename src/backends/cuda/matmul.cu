@@ -100,7 +100,8 @@ LtGemm::Plan& LtGemm::plan_for(DType dt, int M, int N, int K, int align, int fp8
   return plans_.emplace(key, p).first->second;
 }
 
-void LtGemm::run(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream) {
+void LtGemm::run(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream,
+                 bool accumulate) {
   if (M <= 0 || N <= 0) return;
   LAMINA_CHECK(K > 0, "matmul with K=", K);
   // Largest power of two (<= 256) dividing every pointer, as the heuristic must be told.
@@ -108,13 +109,13 @@ void LtGemm::run(DType dt, void* out, const void* x, const void* w, int M, int N
                          reinterpret_cast<uintptr_t>(w) | uintptr_t{256};
   const int align = static_cast<int>(bits & (~bits + 1));
   Plan& p = plan_for(dt, M, N, K, align);
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo, workspace_,
                               workspace_bytes_, stream));
 }
 
 void LtGemm::run_fp8(DType dt, void* out, const void* xq, const float* x_scale, Fp8Scaling x_scaling, const void* wq,
-                     const float* w_scale, int M, int N, int K, cudaStream_t stream) {
+                     const float* w_scale, int M, int N, int K, cudaStream_t stream, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   LAMINA_CHECK(K > 0 && K % 16 == 0, "fp8 matmul needs K a multiple of 16, got K=", K);
   const uintptr_t bits = reinterpret_cast<uintptr_t>(out) | reinterpret_cast<uintptr_t>(xq) |
@@ -126,10 +127,10 @@ void LtGemm::run_fp8(DType dt, void* out, const void* xq, const float* x_scale, 
   LAMINA_CHECK(((reinterpret_cast<uintptr_t>(x_scale) | reinterpret_cast<uintptr_t>(w_scale)) & 15) == 0,
                "fp8 matmul needs 16-byte aligned scale pointers");
   Plan& p = plan_for(dt, M, N, K, align, 1 + static_cast<int>(x_scaling), w_scale, x_scale);
-  // A = w (scale w_scale), B = x (scale x_scale): D = alpha * a_scale * b_scale * (A^T B).
+  // A = w (scale w_scale), B = x (scale x_scale): D = alpha * a_scale * b_scale * (A^T B) + beta * C.
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof(w_scale)));
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scale, sizeof(x_scale)));
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, wq, p.a, xq, p.b, &beta, out, p.c, out, p.c, &p.algo, workspace_,
                               workspace_bytes_, stream));
 }

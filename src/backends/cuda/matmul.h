@@ -26,7 +26,9 @@ class LtGemm {
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
 
-  void run(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream);
+  // accumulate: out += x · w^T, out read as the GEMM's C (beta 1) and the sum rounded once.
+  void run(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream,
+           bool accumulate = false);
   // FP8 (matmul_fp8.cu): out[m,n] (dtype dt) = w_scale(n) * x_scale(m) * (xq[M,K] · wq[N,K]^T)[m,n]
   // with xq and wq float8 e4m3 and the scales device floats, 16-byte aligned. kPerTensor:
   // x_scale(m) = *x_scale, w_scale(n) = *w_scale. kPerToken: x_scale[m] and w_scale[n], cuBLASLt's
@@ -35,8 +37,9 @@ class LtGemm {
   // accumulation, 12-18 % faster at the serving shapes on an H100), unless LAMINA_FP8_FAST_ACCUM=0.
   // Needs compute capability 8.9+; throws if cuBLASLt refuses the plan (the caller tries another
   // mode or dequantizes).
+  // accumulate: as run's (the scales apply to the product only).
   void run_fp8(DType dt, void* out, const void* xq, const float* x_scale, Fp8Scaling x_scaling, const void* wq,
-               const float* w_scale, int M, int N, int K, cudaStream_t stream);
+               const float* w_scale, int M, int N, int K, cudaStream_t stream, bool accumulate = false);
 
  private:
   struct Plan {

@@ -204,6 +204,7 @@ void launch_add_rms_norm(DType dt, void* residual, const void* x, void* out, con
 
 bool launch_add_rms_norm_quantize_fp8(DType dt, void* residual, const void* x, void* out, const void* w, int T, int H,
                                       float eps, void* xq, float* scales, cudaStream_t stream) {
+  // residual == nullptr: the norm of x itself (kAdd off).
   if (T <= 0 || H <= 0) return true;
   bool taken = false;
   dispatch_float_type(dt, [&](auto tag) {
@@ -213,9 +214,10 @@ bool launch_add_rms_norm_quantize_fp8(DType dt, void* residual, const void* x, v
       const bool fits = takes_vectors<E>(H, out, residual, x, w) && fits_in_registers<E>(H) &&
                         (reinterpret_cast<uintptr_t>(xq) & 7) == 0;  // 8 e4m3 a thread
       if (!fits) return;
-      launch_pdl(rms_norm_row_in_registers_kernel<E, V, true, true>, dim3(T), dim3(rms_norm_threads(H, V)), 0, stream,
-                 static_cast<E*>(out), static_cast<E*>(residual), static_cast<const E*>(x), static_cast<const E*>(w),
-                 H, eps, static_cast<__nv_fp8_e4m3*>(xq), scales);
+      launch_pdl(residual != nullptr ? rms_norm_row_in_registers_kernel<E, V, true, true>
+                                     : rms_norm_row_in_registers_kernel<E, V, false, true>,
+                 dim3(T), dim3(rms_norm_threads(H, V)), 0, stream, static_cast<E*>(out), static_cast<E*>(residual),
+                 static_cast<const E*>(x), static_cast<const E*>(w), H, eps, static_cast<__nv_fp8_e4m3*>(xq), scales);
       CUDA_CHECK_LAUNCH();
       taken = true;
     }
