@@ -50,6 +50,7 @@ def main():
     ap.add_argument("--device", type=int, default=0)
     ap.add_argument("--gap_us", type=float, default=20.0, help="gaps this long or longer are listed")
     ap.add_argument("--top", type=int, default=12, help="kernel pairs listed")
+    ap.add_argument("--kernels", type=int, default=20, help="kernels listed by their summed time")
     a = ap.parse_args()
 
     kernels = read_kernels(a.trace, a.device)
@@ -60,6 +61,15 @@ def main():
     idle = span - busy
     print(f"device {a.device}: {len(kernels)} kernels over {span / 1e6:.3f} ms; busy {busy / 1e6:.3f} ms, "
           f"idle {idle / 1e6:.3f} ms ({100.0 * idle / span:.1f} %)")
+
+    # Where the busy time goes: each kernel name's summed duration (a concurrent pair counts twice).
+    by_name = collections.defaultdict(lambda: [0, 0])
+    for start, end, name in kernels:
+        by_name[name][0] += end - start
+        by_name[name][1] += 1
+    print(f"{'total ms':>9} {'count':>6} {'mean us':>9}  kernel")
+    for name, (ns, count) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[: a.kernels]:
+        print(f"{ns / 1e6:9.3f} {count:6d} {ns / 1e3 / count:9.1f}  {name[:110]}")
 
     long_gaps = [g for g in gaps if g[0] >= a.gap_us * 1e3]
     if not long_gaps:
