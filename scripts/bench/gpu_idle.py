@@ -51,9 +51,15 @@ def main():
     ap.add_argument("--gap_us", type=float, default=20.0, help="gaps this long or longer are listed")
     ap.add_argument("--top", type=int, default=12, help="kernel pairs listed")
     ap.add_argument("--kernels", type=int, default=20, help="kernels listed by their summed time")
+    ap.add_argument("--last_s", type=float, default=0.0,
+                    help="only the kernels that start in the trace's last LAST_S seconds (a timed run after "
+                         "the engine's load and warm-up)")
     a = ap.parse_args()
 
     kernels = read_kernels(a.trace, a.device)
+    if kernels and a.last_s > 0:
+        end = max(k[1] for k in kernels)
+        kernels = [k for k in kernels if k[0] >= end - a.last_s * 1e9]
     if not kernels:
         raise SystemExit(f"{a.trace}: no kernels on device {a.device}")
     span = max(k[1] for k in kernels) - kernels[0][0]  # kernels are sorted by start, not by end

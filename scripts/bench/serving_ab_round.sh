@@ -46,8 +46,11 @@ for q in ${QUANTS:-FP8+kvFP8}; do
     name=$(echo "$q" | tr -c 'A-Za-z0-9_\n' '_')
     so=$(realpath build-device/bench/libkernel_trace.so)
     CUDA_INJECTION64_PATH=$so LAMINA_KERNEL_TRACE="$OUT/trace_$name.csv" "$L" bench_serving "${load[@]}" \
-      >"$OUT/traced_$name.log" 2>&1
-    { tail -1 "$OUT/traced_$name.log"; python3 scripts/bench/gpu_idle.py "$OUT/trace_$name.csv"; } \
+      --json "$OUT/traced_$name.json" >"$OUT/traced_$name.log" 2>&1
+    # The timed run alone: the trace's last `duration` seconds (the load and warm-up come before).
+    run_s=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["duration_s"])' "$OUT/traced_$name.json" \
+      2>/dev/null || echo 0)
+    { tail -1 "$OUT/traced_$name.log"; python3 scripts/bench/gpu_idle.py "$OUT/trace_$name.csv" --last_s "$run_s"; } \
       >"$OUT/idle_$name.txt" 2>&1
     echo "$q traced:"; cat "$OUT/idle_$name.txt"
     gzip -f "$OUT/trace_$name.csv"

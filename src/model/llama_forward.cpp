@@ -63,7 +63,23 @@ LlamaForward::LlamaForward(const ModelConfig& cfg, Backend* backend, Communicato
   step_inputs_ = DeviceBuffer(be_, inputs_n * sizeof(int32_t));
   inputs_host_.assign(inputs_n, -1);
   be_->copy_to_device(step_inputs_.get(), inputs_host_.data(), inputs_n * sizeof(int32_t));
+  prepare_matmuls(limits);
   if (limits.num_blocks > 0) allocate_kv_pool(limits.num_blocks);
+}
+
+void LlamaForward::prepare_matmuls(const ForwardLimits& limits) {
+  // Layer 0 stands for every layer: the same shapes and weight formats. lm_head takes a row a
+  // sequence (its last token), so up to max_seqs rows; a step wanting more plans them then.
+  if (w_.layers.empty()) return;
+  const LayerWeights& lw = w_.layers[0];
+  const int T = limits.max_tokens, H = int(H_), F = int(F_);
+  be_->prepare_matmul(qkv_.get(), normed_.get(), lw.qkv, T, int(qkv_rows_), H);
+  be_->prepare_matmul(proj_.get(), attn_out_.get(), lw.attn_out, T, H, int(q_width_));
+  be_->prepare_matmul(gate_up_.get(), normed_.get(), lw.gate_up, T, 2 * F, H);
+  be_->prepare_matmul(proj_.get(), mlp_.get(), lw.down, T, H, F);
+  if (w_.lm_head != nullptr)
+    be_->prepare_matmul(logits_.get(), last_.get(), w_.lm_head, std::min(T, limits.max_seqs), int(vocab_rank_), H);
+  be_->synchronize();
 }
 
 size_t LlamaForward::kv_block_bytes() const {

@@ -115,6 +115,9 @@ class LlamaForward {
   Backend* backend() const { return be_; }
 
  private:
+  // Backend::prepare_matmul for each projection and lm_head at up to the limits' step size, before
+  // the first step and before the KV pool takes the device's free memory.
+  void prepare_matmuls(const ForwardLimits& limits);
   static constexpr int kMaxRecordedTokens = 8;
   // What a step runs after its layers: nothing, select_tokens over choices_, or split_greedy; the
   // Screened ones (every row greedy at tp 1, the split greedy at tp > 1) choose through the lm_head

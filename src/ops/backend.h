@@ -189,6 +189,13 @@ class Backend {
   virtual void add(void* residual, const void* x, size_t n) = 0;
   // out[M,N] = x[M,K] · w[N,K]^T          (w: weight, nn.Linear layout)
   virtual void matmul(void* out, const void* x, const void* w, int M, int N, int K) = 0;
+  // Readies matmul(…, w, M, N, K) for every M up to max_M ahead of the first step, so that a
+  // step's first matmul at a new M does not wait for it (the CUDA backend chooses its GEMM
+  // algorithms and loads their kernels here). out [max_M, N] and x [max_M, K] are scratch: out
+  // may be overwritten. This default does nothing.
+  virtual void prepare_matmul(void* out, const void* x, const void* w, int max_M, int N, int K) {
+    (void)out, (void)x, (void)w, (void)max_M, (void)N, (void)K;
+  }
   // qkv[T, (Hq + 2*Hkv) * D] holds q, k, v per token. Rotates q and k in place (NeoX
   // rotate-half: dims i and i + D/2 pair) with angle positions[t] * inv_freq[i]
   // (inv_freq: device float [D/2]), then writes k and v into the cache row of

@@ -3,10 +3,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/gemv_tuner.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/matmul.h"
 #include "op_test_util.h"
 
 namespace lamina::optest {
@@ -36,6 +38,61 @@ TEST_P(MatmulOp, MatchesCpu) {
                    "matmul M=" + std::to_string(M) + " N=" + std::to_string(s.N) + " K=" + std::to_string(s.K));
     }
   }
+}
+
+// cuBLASLt's algorithms are chosen per bucket of rows: the bucket's top M (powers of two to 256,
+// multiples of 256 above), and bucket_rows names one M of each bucket in a range, largest first.
+TEST(GemmRowBuckets, RowsMapToTheirBucketsAndEveryBucketIsNamedOnce) {
+  if (std::getenv("LAMINA_GEMM_ROW_BUCKETS") && std::string(std::getenv("LAMINA_GEMM_ROW_BUCKETS")) == "0")
+    GTEST_SKIP() << "row buckets off";
+  using cuda::LtGemm;
+  EXPECT_EQ(LtGemm::algorithm_rows(1), 1);
+  EXPECT_EQ(LtGemm::algorithm_rows(8), 8);
+  EXPECT_EQ(LtGemm::algorithm_rows(9), 16);
+  EXPECT_EQ(LtGemm::algorithm_rows(104), 128);
+  EXPECT_EQ(LtGemm::algorithm_rows(256), 256);
+  EXPECT_EQ(LtGemm::algorithm_rows(257), 512);
+  EXPECT_EQ(LtGemm::algorithm_rows(1000), 1024);
+  EXPECT_EQ(LtGemm::algorithm_rows(1024), 1024);
+  EXPECT_EQ(LtGemm::algorithm_rows(8191), 8192);
+  EXPECT_EQ(LtGemm::bucket_rows(9, 1000), (std::vector<int>{1000, 768, 512, 256, 128, 64, 32, 16}));
+  for (int hi : {9, 100, 300, 4097, 8192}) {
+    const std::vector<int> rows = LtGemm::bucket_rows(9, hi);
+    std::vector<int> buckets;
+    for (int M = 9; M <= hi; ++M)
+      if (buckets.empty() || buckets.back() != LtGemm::algorithm_rows(M)) buckets.push_back(LtGemm::algorithm_rows(M));
+    ASSERT_EQ(rows.size(), buckets.size()) << "hi " << hi;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      EXPECT_EQ(LtGemm::algorithm_rows(rows[i]), buckets[buckets.size() - 1 - i]) << "hi " << hi;
+      EXPECT_LE(rows[i], hi);
+    }
+  }
+}
+
+// After one matmul at each bucket (Backend::prepare_matmul's pass), every M up to the top runs
+// the bucket's algorithm with no new heuristic call, and the product stays right at Ms that are
+// not a bucket's top (the algorithm chosen for 128 rows at 104, for 1024 at 1000).
+TEST_P(MatmulOp, BucketAlgorithmsServeEveryRowCountWithoutNewPlans) {
+  if (std::getenv("LAMINA_GEMM_ROW_BUCKETS") && std::string(std::getenv("LAMINA_GEMM_ROW_BUCKETS")) == "0")
+    GTEST_SKIP() << "row buckets off";
+  const int N = 1000, K = 512, max_M = 1000;
+  const auto w = rnd(size_t(N) * K), x = rnd(size_t(max_M) * K);
+  auto w_g = upload_weight(*gpu_, w), w_c = upload_weight(*cpu_, w);
+  auto x_g = upload_act(*gpu_, x), x_c = upload_act(*cpu_, x);
+  auto out_g = poisoned_act(*gpu_, size_t(max_M) * N), out_c = poisoned_act(*cpu_, size_t(max_M) * N);
+  cuda::LtGemm gemm;
+  const cudaStream_t stream = cuda_stream_of(*gpu_);
+  for (int M : cuda::LtGemm::bucket_rows(cuda::kGemvMaxM + 1, max_M))
+    gemm.run(dt(), out_g.get(), x_g.get(), w_g.get(), M, N, K, stream);
+  const int planned = gemm.heuristic_calls();
+  EXPECT_EQ(planned, int(cuda::LtGemm::bucket_rows(cuda::kGemvMaxM + 1, max_M).size()));
+  for (int M : {9, 13, 104, 129, 300, 777, 1000}) {
+    gemm.run(dt(), out_g.get(), x_g.get(), w_g.get(), M, N, K, stream);
+    cpu_->matmul(out_c.get(), x_c.get(), w_c.get(), M, N, K);
+    expect_close(read_act(*gpu_, out_g, size_t(M) * N), read_act(*cpu_, out_c, size_t(M) * N), tol(),
+                 "bucketed matmul M=" + std::to_string(M));
+  }
+  EXPECT_EQ(gemm.heuristic_calls(), planned) << "an M inside a planned bucket asked the heuristic again";
 }
 
 // The same weights through both GPU paths: GEMV for row m alone must agree with the GEMM's row m.

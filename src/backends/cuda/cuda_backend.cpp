@@ -295,6 +295,15 @@ class CudaBackend final : public Backend {
       gemm_->run(act_, out, x, w, M, N, K, stream_);
     }
   }
+  // One matmul at one M of each of the GEMM's row buckets (LtGemm::algorithm_rows), largest first
+  // (the scratch each takes then grows once): each bucket's algorithm is chosen and its kernel
+  // loaded now. Not profiled.
+  void prepare_matmul(void* out, const void* x, const void* w, int max_M, int N, int K) override {
+    use_device();
+    preparing_ = true;
+    for (int M : LtGemm::bucket_rows(kGemvMaxM + 1, max_M)) matmul(out, x, w, M, N, K);
+    preparing_ = false;
+  }
   // Only the matmul right after a norm that prepared its input may take it: whether this one does
   // (x, w, M, K as prepared); prepared_ is consumed either way.
   bool take_prepared(const void* x, const void* w, int M, int K) {
@@ -520,12 +529,12 @@ class CudaBackend final : public Backend {
   // A profiling span over the op `op` of `rows` tokens (rows < 0: not known to the op; nothing
   // when LAMINA_PROFILE_OPS is unset).
   OpProfiler::Span profile(const char* op, int rows) {
-    if (!profiler_) return {};
+    if (!profiler_ || preparing_) return {};
     return profiler_->begin(rows < 0 ? std::string(op) : std::string(op) + " " + rows_bucket(rows));
   }
   // The same over a matmul of kind `kind` (matmul_label: its rows bucketed, the weight's N x K).
   OpProfiler::Span profile_matmul(const char* kind, int M, int N, int K) {
-    if (!profiler_) return {};
+    if (!profiler_ || preparing_) return {};
     return profiler_->begin(matmul_label(kind, M, N, K));
   }
   // Device scratch that only grows. A replaced buffer is kept until the backend dies, since a
@@ -670,6 +679,7 @@ class CudaBackend final : public Backend {
   static constexpr int kStagingSlots = 8;  // ordered uploads and early downloads in flight at once
   std::unique_ptr<PinnedStaging> staging_;
   std::unique_ptr<LtGemm> gemm_;
+  bool preparing_ = false;  // inside prepare_matmul: its matmuls are not profiled
   AttentionLaunch attn_;
   struct Recording {
     int uses = 0;

@@ -5,6 +5,7 @@
 //   C = D = out as N x M (ld N).
 #include "matmul.h"
 
+#include <algorithm>
 #include <cstdint>
 
 #include "ab_switch.h"
@@ -21,6 +22,13 @@ cudaDataType_t cuda_data_type(DType dt) {
   }
 }
 
+namespace {
+bool row_buckets_on() {
+  static const bool on = ab_switch_on("LAMINA_GEMM_ROW_BUCKETS");
+  return on;
+}
+}  // namespace
+
 LtGemm::LtGemm(size_t workspace_bytes, int sm_count_target)
     : workspace_bytes_(workspace_bytes),
       sm_count_target_(sm_count_target),
@@ -29,13 +37,15 @@ LtGemm::LtGemm(size_t workspace_bytes, int sm_count_target)
   if (workspace_bytes_) CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
 }
 
+void LtGemm::destroy(const Plan& p) {
+  if (p.a) cublasLtMatrixLayoutDestroy(p.a);
+  if (p.b) cublasLtMatrixLayoutDestroy(p.b);
+  if (p.c) cublasLtMatrixLayoutDestroy(p.c);
+  if (p.op) cublasLtMatmulDescDestroy(p.op);
+}
+
 LtGemm::~LtGemm() {
-  for (auto& [key, p] : plans_) {
-    cublasLtMatrixLayoutDestroy(p.a);
-    cublasLtMatrixLayoutDestroy(p.b);
-    cublasLtMatrixLayoutDestroy(p.c);
-    cublasLtMatmulDescDestroy(p.op);
-  }
+  for (auto& [key, p] : plans_) destroy(p);
   if (workspace_) cudaFree(workspace_);
   if (handle_) cublasLtDestroy(handle_);
 }
@@ -45,8 +55,14 @@ LtGemm::Plan& LtGemm::plan_for(DType dt, int M, int N, int K, int align, int fp8
   const Key key{static_cast<int>(dt), M, N, K, align, fp8};
   if (auto it = plans_.find(key); it != plans_.end()) return it->second;
 
+  // Descriptors made here and not yet in plans_ are destroyed if a step below throws.
+  struct Guard {
+    Plan plan;
+    ~Guard() { destroy(plan); }
+  };
   const cudaDataType_t type = cuda_data_type(dt);
-  Plan p;
+  Guard made;
+  Plan& p = made.plan;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   if (sm_count_target_ > 0) {
     const int32_t sms = sm_count_target_;
@@ -75,6 +91,32 @@ LtGemm::Plan& LtGemm::plan_for(DType dt, int M, int N, int K, int align, int fp8
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, in_type, K, M, K));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, type, N, M, N));
 
+  // The bucket's algorithm, asked once at the bucket's M; an algorithm cuBLASLt will not take at
+  // this exact M (AlgoCheck) gives way to the heuristic's answer at M itself.
+  const int rows = algorithm_rows(M);
+  const Key bucket{static_cast<int>(dt), rows, N, K, align, fp8};
+  auto found = algos_.find(bucket);
+  if (found == algos_.end() && rows == M) {
+    found = algos_.emplace(bucket, heuristic(p, dt, M, N, K, align, fp8)).first;
+  } else if (found == algos_.end()) {
+    Guard rows_layouts;  // B and C at the bucket's M
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&rows_layouts.plan.b, in_type, K, rows, K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&rows_layouts.plan.c, type, N, rows, N));
+    const Plan at_rows{p.op, p.a, rows_layouts.plan.b, rows_layouts.plan.c, {}};
+    found = algos_.emplace(bucket, heuristic(at_rows, dt, rows, N, K, align, fp8)).first;
+  }
+  p.algo = found->second;
+  cublasLtMatmulHeuristicResult_t checked{};
+  if (rows != M && (cublasLtMatmulAlgoCheck(handle_, p.op, p.a, p.b, p.c, p.c, &p.algo, &checked) !=
+                        CUBLAS_STATUS_SUCCESS ||
+                    checked.workspaceSize > workspace_bytes_))
+    p.algo = heuristic(p, dt, M, N, K, align, fp8);
+  const Plan done = p;
+  made.plan = Plan{};  // plans_ owns them now
+  return plans_.emplace(key, done).first->second;
+}
+
+cublasLtMatmulAlgo_t LtGemm::heuristic(const Plan& p, DType dt, int M, int N, int K, int align, int fp8) {
   cublasLtMatmulPreference_t pref = nullptr;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint32_t a32 = static_cast<uint32_t>(align);
@@ -85,19 +127,37 @@ LtGemm::Plan& LtGemm::plan_for(DType dt, int M, int N, int K, int align, int fp8
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &a32, sizeof(a32)));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
+  ++heuristic_calls_;
   const cublasStatus_t st =
       cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
-  if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-    cublasLtMatrixLayoutDestroy(p.a);
-    cublasLtMatrixLayoutDestroy(p.b);
-    cublasLtMatrixLayoutDestroy(p.c);
-    cublasLtMatmulDescDestroy(p.op);
-    fail("cuBLASLt has no algorithm for ", fp8 ? "fp8 -> " : "", dtype_user_name(dt), " matmul M=", M, " N=", N, " K=", K,
-         " (alignment ", align, " bytes; status ", cublasLtGetStatusName(st), ")");
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0)
+    fail("cuBLASLt has no algorithm for ", fp8 ? "fp8 -> " : "", dtype_user_name(dt), " matmul M=", M, " N=", N, " K=", K, " (alignment ",
+         align, " bytes; status ", cublasLtGetStatusName(st), ")");
+  return result.algo;
+}
+
+int LtGemm::algorithm_rows(int M) {
+  if (!row_buckets_on() || M <= 8) return M;
+  if (M <= 256) {
+    int rows = 16;
+    while (rows < M) rows *= 2;
+    return rows;
   }
-  p.algo = result.algo;
-  return plans_.emplace(key, p).first->second;
+  return (M + 255) / 256 * 256;
+}
+
+std::vector<int> LtGemm::bucket_rows(int lo, int hi) {
+  std::vector<int> rows;
+  if (!row_buckets_on()) return rows;  // every M its own bucket: nothing to plan ahead
+  lo = std::max(lo, 1);
+  for (int M = hi; M >= lo;) {
+    rows.push_back(M);
+    const int top = algorithm_rows(M);
+    const int floor = top <= 8 ? top : top <= 16 ? 9 : top <= 256 ? top / 2 + 1 : top - 255;  // the bucket's least M
+    M = floor - 1;
+  }
+  return rows;
 }
 
 void LtGemm::run(DType dt, void* out, const void* x, const void* w, int M, int N, int K, cudaStream_t stream,

@@ -1,7 +1,11 @@
 // cuBLASLt GEMM for the CUDA backend: out[M,N] = x[M,K] · w[N,K]^T (nn.Linear layout), inputs and
-// output in the activation dtype, fp32 accumulation (no TF32 for fp32). Descriptors and the
-// heuristic's algorithm are cached per (dtype, M, N, K, pointer alignment), so after a shape's
-// first call a matmul only enqueues work (graph-capturable; the workspace is allocated once).
+// output in the activation dtype, fp32 accumulation (no TF32 for fp32). Descriptors are cached per
+// (dtype, M, N, K, pointer alignment), so after a shape's first call a matmul only enqueues work
+// (graph-capturable; the workspace is allocated once). The heuristic's algorithm is chosen once
+// per bucket of M (algorithm_rows) and reused for every M in it: asked per exact M, the
+// heuristic picks a kernel tiled for that M (a 256x104 tile at M = 104), and the first launch of
+// each new kernel loads it (up to ~65 ms on an H100), which a serving run's ever-changing step
+// sizes paid mid-run. Backend::prepare_matmul plans every bucket ahead.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
@@ -9,6 +13,7 @@
 #include <cstddef>
 #include <map>
 #include <tuple>
+#include <vector>
 
 #include "common/dtype.h"
 
@@ -41,6 +46,16 @@ class LtGemm {
   void run_fp8(DType dt, void* out, const void* xq, const float* x_scale, Fp8Scaling x_scaling, const void* wq,
                const float* w_scale, int M, int N, int K, cudaStream_t stream, bool accumulate = false);
 
+  // The M whose heuristic answer serves M: M itself up to 8, the next power of two up to 256, the
+  // next multiple of 256 above (M itself with LAMINA_GEMM_ROW_BUCKETS=0).
+  static int algorithm_rows(int M);
+  // One M in [lo, hi] for each bucket that meets the range (its top, or hi), largest first: the
+  // rows that plan (and load) every algorithm a matmul of up to hi rows can take. Empty with
+  // LAMINA_GEMM_ROW_BUCKETS=0.
+  static std::vector<int> bucket_rows(int lo, int hi);
+  // cublasLtMatmulAlgoGetHeuristic calls so far (tests: a planned bucket asks no more).
+  int heuristic_calls() const { return heuristic_calls_; }
+
  private:
   struct Plan {
     cublasLtMatmulDesc_t op = nullptr;
@@ -49,6 +64,9 @@ class LtGemm {
   };
   // dtype, M, N, K, min alignment in bytes, fp8 inputs (0: no; 1 + Fp8Scaling: their x scales)
   using Key = std::tuple<int, int, int, int, int, int>;
+  static void destroy(const Plan& p);  // its descriptors
+  // The heuristic's first algorithm for the op and layouts, or throws naming the shape.
+  cublasLtMatmulAlgo_t heuristic(const Plan& p, DType dt, int M, int N, int K, int align, int fp8);
   Plan& plan_for(DType dt, int M, int N, int K, int align, int fp8 = 0, const float* a_scale = nullptr,
                  const float* b_scale = nullptr);
 
@@ -57,7 +75,9 @@ class LtGemm {
   size_t workspace_bytes_ = 0;
   int sm_count_target_ = 0;
   bool fp8_fast_accum_;  // LAMINA_FP8_FAST_ACCUM, read when the LtGemm is made
-  std::map<Key, Plan> plans_;
+  int heuristic_calls_ = 0;
+  std::map<Key, Plan> plans_;                  // per exact M
+  std::map<Key, cublasLtMatmulAlgo_t> algos_;  // per algorithm_rows(M)
 };
 
 // Returns the CUDA data type of an activation dtype (CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF).
