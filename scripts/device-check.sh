@@ -148,7 +148,7 @@ for t in $TESTS; do
   # The attention tests again with each many-token decode kernel forced: the automatic choice
   # (attention.cu) gives most test steps, which are small, to the pipelined kernel.
   if [[ $t == test_ops && -z "${GTEST_FILTER:-}" ]]; then
-    for kernel in mma pipelined; do
+    for kernel in mma pipelined bulk; do
       LAMINA_ATTN_DECODE=$kernel run_test "test $t ($kernel decode)" "$OUT/test_${t}_$kernel.log" "$bin" \
         --gtest_filter='*AttentionOps*:*Fp8KvCache*Attention*'
     done

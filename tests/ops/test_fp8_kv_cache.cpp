@@ -28,9 +28,10 @@ struct Case {
 // D = 64 and 128 take the mma.sync prefill for whole 64-token tiles; 16, 32 and 256 decode only.
 // Decode steps of several tokens go to the tensor-core kernel for D = 64, 128 with GQA (the last
 // case: Llama-3-8B heads, 8 tokens a block so its 16-key groups span blocks), else the pipelined one.
+// {32, 8, 128, .., 16} is the bulk-copy decode kernel's (LAMINA_ATTN_DECODE=bulk forces it).
 const Case kCases[] = {{8, 2, 64, 300, 3, 32}, {4, 4, 128, 300, 2, 16}, {16, 2, 64, 300, 2, 16},
                        {8, 2, 16, 300, 2, 32}, {4, 1, 32, 300, 2, 16},  {4, 1, 256, 300, 2, 32},
-                       {32, 8, 128, 700, 3, 8}};
+                       {32, 8, 128, 700, 3, 8},  {32, 8, 128, 400, 3, 16}};
 
 // One layer's FP8 cache on both backends: e4m3 bytes on the GPU, their float32 values on the CPU.
 struct Fp8KV {
@@ -176,6 +177,29 @@ TEST_P(Fp8KvCache, AttentionMatchesCpu) {
                    std::string("fp8 attention ") + (prefill ? "prefill" : "decode") + " T=" + std::to_string(T) + " " +
                        c.str());
     }
+  }
+}
+
+// Serving batches: 600 decode tokens at random (sequence, position) pairs, enough that every SM
+// gets 2 and the bulk-copy decode kernel takes the step (attention.cu), over Llama-3-8B heads and
+// the heads of one rank at tp 2 and of 70B at tp 4; KV blocks of 16 (a key group a block), 32, 64.
+TEST_P(Fp8KvCache, ServingBatchAttentionMatchesCpu) {
+  const Case cases[] = {{32, 8, 128, 400, 3, 16}, {16, 4, 128, 300, 3, 32}, {16, 2, 128, 300, 4, 64}};
+  const int T = 600;
+  for (const Case& c : cases) {
+    const PagedKV pk = make_paged_kv(rng_, c.Hq, c.Hkv, c.D, c.max_seq, c.seqs, c.tpb, /*shuffled=*/true);
+    const Fp8KV kv = make_cache(pk);
+    const Tokens tk = make_tokens(rng_, c, T, /*prefill=*/false);
+    const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
+    const size_t out_n = size_t(T) * c.Hq * c.D;
+    auto qkv_g = upload_act(*gpu_, qkv), qkv_c = upload_act(*cpu_, qkv);
+    auto pos_g = upload_i32(*gpu_, tk.pos), pos_c = upload_i32(*cpu_, tk.pos);
+    auto slot_g = upload_i32(*gpu_, tk.slot), slot_c = upload_i32(*cpu_, tk.slot);
+    auto out_g = poisoned_act(*gpu_, out_n), out_c = poisoned_act(*cpu_, out_n);
+    gpu_->attention(out_g.get(), qkv_g.get(), pos_g.as<int32_t>(), slot_g.as<int32_t>(), kv.gpu(), pk.shape, T);
+    cpu_->attention(out_c.get(), qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), kv.cpu(), pk.shape, T);
+    expect_close(read_act(*gpu_, out_g, out_n), read_act(*cpu_, out_c, out_n), tol(),
+                 "fp8 attention, serving batch of " + std::to_string(T) + " decode tokens, " + c.str());
   }
 }
 

@@ -7,10 +7,11 @@
 //   ends after the last that may be uniform (a step with none runs no prefill kernel, and its
 //   decode blocks check no tiles), and the decode kernel's grid starts after the leading ones.
 // T <= kAttentionLatencyMaxTokens: the latency kernel (attention_decode_latency.cu: split lengths
-// fixed for max_seq, a separate reduce); more tokens: the tensor-core kernel (attention_decode_mma.cu)
-// when the step has at least 2 blocks an SM and the kernel applies (16-bit activations, head_dim
-// 64/128, GQA), else the pipelined kernel (attention_decode.cu); both take the same split plan and
-// workspace.
+// fixed for max_seq, a separate reduce); more tokens: over an FP8 cache with at least 2 tokens an
+// SM, the bulk-copy kernel (attention_decode_bulk.cu, no splits); else the tensor-core kernel
+// (attention_decode_mma.cu) when the step has at least 2 blocks an SM and the kernel applies
+// (16-bit activations, head_dim 64/128, GQA), else the pipelined kernel (attention_decode.cu);
+// those two take the same split plan and workspace.
 // Split-K of the pipelined kernel: Z split slots per token, enough to give ~4 blocks per SM, no more than the cache's full
 // length holds splits of kDecodeMinSplitLen rows, capped by the workspace (after its arrival
 // counters, partials are [T, Hq, Z, head_dim + 2] fp32). The decode kernel picks each token's split
@@ -43,9 +44,9 @@ void allow_dynamic_smem(const void* kernel, size_t smem_bytes) {
 }
 
 namespace {
-// LAMINA_ATTN_DECODE=latency / pipelined / mma forces one decode kernel for every T where it
-// applies (benchmarks, A/B; mma falls back to pipelined where it does not).
-enum class DecodeKernel { Auto, Latency, Pipelined, Mma };
+// LAMINA_ATTN_DECODE=latency / pipelined / mma / bulk forces one decode kernel for every T where
+// it applies (benchmarks, A/B, tests; bulk falls back to mma, mma to pipelined where it does not).
+enum class DecodeKernel { Auto, Latency, Pipelined, Mma, Bulk };
 DecodeKernel forced_decode_kernel() {
   static const DecodeKernel k = [] {
     const char* e = std::getenv("LAMINA_ATTN_DECODE");
@@ -53,7 +54,8 @@ DecodeKernel forced_decode_kernel() {
     if (std::string(e) == "latency") return DecodeKernel::Latency;
     if (std::string(e) == "pipelined") return DecodeKernel::Pipelined;
     if (std::string(e) == "mma") return DecodeKernel::Mma;
-    fail("LAMINA_ATTN_DECODE must be auto, latency, pipelined or mma, not '", e, "'");
+    if (std::string(e) == "bulk") return DecodeKernel::Bulk;
+    fail("LAMINA_ATTN_DECODE must be auto, latency, pipelined, mma or bulk, not '", e, "'");
   }();
   return k;
 }
@@ -143,7 +145,13 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
   // few tokens each block's short run is latency-bound and the pipelined kernel is ahead (8 tokens
   // x 512 rows: 0.022 against 0.017 ms).
   const bool step_fills_gpu = blocks_per_split * ((p.G + 7) / 8) >= 2LL * how.num_sms;
-  const bool use_mma = forced == DecodeKernel::Mma || (forced == DecodeKernel::Auto && step_fills_gpu);
+  const bool use_mma = forced == DecodeKernel::Mma || forced == DecodeKernel::Bulk ||
+                       (forced == DecodeKernel::Auto && step_fills_gpu);
+  // Over an FP8 cache, once every SM gets 2 tokens (the bulk kernel's blocks a token, 2 an SM),
+  // the kernel whose rows are staged by bulk copies; it takes no splits.
+  const bool use_bulk = (forced == DecodeKernel::Bulk ||
+                         (forced == DecodeKernel::Auto && decode_T >= 2LL * how.num_sms)) &&
+                        attention_decode_bulk_supports(dt, p, how.cc_major);
   // A step with prompt tiles and decode tokens: the memory-bound decode kernel and the
   // tensor-core prefill kernel write disjoint tokens' outputs and read only what came before, so
   // they may run side by side (AttentionLaunch::side_stream; LAMINA_ATTN_CONCURRENT=0: in turn).
@@ -154,7 +162,9 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
     launch_attention_prefill(dt, out, qkv, positions, slots, cache, p, how.side_stream);
     CUDA_CHECK(cudaEventRecord(how.join, how.side_stream));
   }
-  if (use_mma && attention_decode_mma_supports(dt, p)) {
+  if (use_bulk) {
+    launch_attention_decode_bulk(dt, out, qkv, positions, slots, cache, p, stream);
+  } else if (use_mma && attention_decode_mma_supports(dt, p)) {
     launch_attention_decode_mma(dt, out, qkv, positions, slots, cache, p, splits, partials, counters, stream);
   } else {
     launch_attention_decode(dt, out, qkv, positions, slots, cache, p, splits, partials, counters, stream);

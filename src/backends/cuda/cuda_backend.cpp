@@ -41,6 +41,7 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
     name_ = std::string("cuda:") + std::to_string(device_) + " (" + prop.name + ")";
     attn_.num_sms = prop.multiProcessorCount;
+    attn_.cc_major = prop.major;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     CUDA_CHECK(cudaStreamCreateWithFlags(&attn_.side_stream, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&attn_.fork, cudaEventDisableTiming));

@@ -68,6 +68,7 @@ struct AttentionLaunch {
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
   int num_sms = 132;
+  int cc_major = 9;  // compute capability: the bulk-copy decode kernel needs 9 (Hopper) or later
   // A second stream and two events (no timing) of the same device: a step with both prompt tiles
   // and decode tokens runs the prefill kernel there, beside the decode kernel on the main stream
   // (fork after what came before, join before what follows). Null: one after the other.
