@@ -163,7 +163,7 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
     CUDA_CHECK(cudaEventRecord(how.join, how.side_stream));
   }
   if (use_bulk) {
-    launch_attention_decode_bulk(dt, out, qkv, positions, slots, cache, p, stream);
+    launch_attention_decode_bulk(dt, out, qkv, positions, slots, cache, p, how.num_sms, stream);
   } else if (use_mma && attention_decode_mma_supports(dt, p)) {
     launch_attention_decode_mma(dt, out, qkv, positions, slots, cache, p, splits, partials, counters, stream);
   } else {

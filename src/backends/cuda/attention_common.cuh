@@ -418,10 +418,12 @@ void launch_attention_decode_mma(DType dt, void* out, const void* qkv, const int
                                  const int32_t* slots, KVCacheLayer cache, const AttnParams& p, int num_splits,
                                  float* partials, int* counters, cudaStream_t stream);
 // Decode kernel over an FP8 cache with its rows staged in shared memory by bulk copies
-// (attention_decode_bulk.cu): one block a token, no splits, for steps of at least 2 tokens an SM.
+// (attention_decode_bulk.cu): a token a block at a time, no splits, for steps of at least 2 tokens
+// an SM (num_sms: the GPU's, which sizes its grid).
 bool attention_decode_bulk_supports(DType dt, const AttnParams& p, int cc_major);
 void launch_attention_decode_bulk(DType dt, void* out, const void* qkv, const int32_t* positions,
-                                  const int32_t* slots, KVCacheLayer cache, const AttnParams& p, cudaStream_t stream);
+                                  const int32_t* slots, KVCacheLayer cache, const AttnParams& p, int num_sms,
+                                  cudaStream_t stream);
 void launch_attention_prefill(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                               KVCacheLayer cache, const AttnParams& p, cudaStream_t stream);
 // Tensor-core kernel for float16 / bfloat16 (attention_prefill_mma.cu: mma.sync, cp.async

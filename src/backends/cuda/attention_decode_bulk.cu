@@ -4,7 +4,7 @@
 // a thread), so few warps fit an SM and its FP8 case reads at ~60-70 % of the copy bandwidth in a
 // serving run. Here the bytes in flight cost no registers.
 //
-//   grid (tokens), (Hkv + 1) warps: warp w < Hkv takes kv head w of the block's token and its
+//   (Hkv + 1) warps a block: warp w < Hkv takes kv head w of the block's token and its
 //   G q heads, over all of the token's cache rows; warp Hkv is the producer. Keys go in groups of
 //   16 (one KV block holds a group: tokens_per_block >= 16), a ring of kStages slots:
 //     producer  looks up 32 groups' first pool rows at once (a lane each); for group i waits until
@@ -18,10 +18,14 @@
 //   Shared rows are Hkv * D + 16 bytes apart, so the 8 lanes of a quarter warp read 8 distinct
 //   bank groups for K (rows g, g + 1 at dims 32q..) and V (rows 2q.. at dims 16g..).
 //   A warp ends with its heads' whole softmax and writes o / l: no split, no merge.
+//   The grid is as many blocks as fit at once, each taking every gridDim.x-th token in turn: the
+//   producer runs on into the next token's groups while the consumers finish this one.
 // Used where each SM gets at least 2 tokens (attention.cu); LAMINA_ATTN_BULK=0 turns it off.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <string>
 
@@ -101,8 +105,35 @@ struct BulkLayout {
   __host__ __device__ int bytes() const { return barriers_offset() + stages * (2 * 8 + 8); }
 };
 
+// Whether the 64-token prefill tile holding token t has all its tokens in one sequence row (the
+// prefill kernel then takes it): tile_is_uniform for one warp, without a block barrier.
+__device__ __forceinline__ bool tile_is_uniform_warp(const int32_t* slots, int t, int T) {
+  const int base = t / kPrefillTileTokens * kPrefillTileTokens;
+  const int n = min(T - base, kPrefillTileTokens);
+  const int first = __ldcg(slots + base);
+  bool same = true;
+  for (int i = threadIdx.x % 32; i < n; i += 32) same = same && __ldcg(slots + base + i) == first;
+  return __all_sync(0xffffffffu, same);
+}
+
+// A token of the step as each warp of a block sees it: its position, sequence row and rows to
+// read; skip: the prefill kernel's (a uniform tile).
+struct BulkToken {
+  int t, pos, seq, len;
+  bool skip;
+};
+__device__ __forceinline__ BulkToken bulk_token(const int32_t* positions, const int32_t* slots, int t,
+                                                const AttnParams& p) {
+  BulkToken k{t, 0, 0, 0, p.prefill_takes_uniform_tiles && tile_is_uniform_warp(slots, t, p.T)};
+  if (k.skip) return k;
+  k.pos = __ldcg(positions + t);
+  k.seq = __ldcg(slots + t);
+  k.len = token_kv_len(k.pos, k.seq, p);
+  return k;
+}
+
 template <typename T, int kStages>
-__global__ void __launch_bounds__((kMaxKvHeads + 1) * 32)
+__global__ void __maxnreg__(112)  // 2 blocks of 9 warps an SM: 112 registers at most
     attn_decode_bulk_kernel(T* __restrict__ out, const T* __restrict__ qkv, const int32_t* __restrict__ positions,
                             const int32_t* __restrict__ slots, const uint8_t* __restrict__ k_cache,
                             const uint8_t* __restrict__ v_cache, const int32_t* __restrict__ block_tables,
@@ -118,18 +149,8 @@ __global__ void __launch_bounds__((kMaxKvHeads + 1) * 32)
   auto* valid_rows = reinterpret_cast<int*>(empty + kStages);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int consumers = p.Hkv;
+  const int tokens = p.T - p.decode_t0;
 
-  pdl_launch_dependents();  // the next projection may launch and wait
-  pdl_wait();               // q and the cache rows come from rope_kv_write
-  const int t = p.decode_t0 + blockIdx.x;
-  if (p.prefill_takes_uniform_tiles && tile_is_uniform(slots, t, p.T)) return;  // the prefill kernel's
-  const int pos = __ldcg(positions + t), seq = __ldcg(slots + t);
-  const int len = token_kv_len(pos, seq, p);
-  T* out_t = out + static_cast<size_t>(t) * p.Hq * kD;
-  if (len == 0) {  // an invalid token: zeros
-    for (int i = threadIdx.x; i < p.Hq * kD; i += blockDim.x) out_t[i] = from_float<T>(0.0f);
-    return;
-  }
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&full[s], 1);
@@ -138,29 +159,39 @@ __global__ void __launch_bounds__((kMaxKvHeads + 1) * 32)
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
-  const int n_groups = (len + kGroupKeys - 1) / kGroupKeys;
+  pdl_launch_dependents();  // the next projection may launch and wait
+  pdl_wait();               // q and the cache rows come from rope_kv_write
 
+  // Tokens blockIdx.x, + gridDim.x, ...: the producer streams one token's groups after the last
+  // one's, so a token's start-up (its inputs, block table) hides behind the tokens before it.
+  // Every warp walks the same tokens and groups, so the ring's slot and phase (from the count of
+  // groups so far, n) agree between them.
   if (warp == consumers) {  // ---- producer ----
-    long long lane_base = -1;
-    for (int i = 0; i < n_groups; ++i) {
-      if (i % 32 == 0) {  // the next 32 groups' first pool rows, a lane each
-        const int gi = i + lane;
-        lane_base = gi < n_groups ? kv_cache_row(block_tables, seq, gi * kGroupKeys, p) : -1;
-      }
-      const long long base = __shfl_sync(0xffffffffu, lane_base, i % 32);
-      const int s = i % kStages;
-      mbar_wait(&empty[s], ((i / kStages) & 1) ^ 1);  // the slot's last group was read (free at first)
-      const int n_valid = base < 0 ? 0 : min(kGroupKeys, len - i * kGroupKeys);
-      if (lane == 0) {
-        valid_rows[s] = n_valid;
-        mbar_arrive_expect_tx(&full[s], static_cast<uint32_t>(2 * n_valid * row_bytes));
-      }
-      __syncwarp();
-      const int r = lane % kGroupKeys;  // lanes 0-15: K rows, 16-31: V rows
-      if (r < n_valid) {
-        const uint8_t* src = (lane < kGroupKeys ? k_cache : v_cache) + static_cast<size_t>(base + r) * row_bytes;
-        uint8_t* dst = smem + s * lay.slot_bytes + (lane / kGroupKeys) * kGroupKeys * lay.row_stride + r * lay.row_stride;
-        bulk_copy(dst, src, static_cast<uint32_t>(row_bytes), &full[s]);
+    int n = 0;
+    for (int tk = blockIdx.x; tk < tokens; tk += gridDim.x) {
+      const BulkToken k = bulk_token(positions, slots, p.decode_t0 + tk, p);
+      const int n_groups = k.skip ? 0 : (k.len + kGroupKeys - 1) / kGroupKeys;
+      long long lane_base = -1;
+      for (int i = 0; i < n_groups; ++i, ++n) {
+        if (i % 32 == 0) {  // the next 32 groups' first pool rows, a lane each
+          const int gi = i + lane;
+          lane_base = gi < n_groups ? kv_cache_row(block_tables, k.seq, gi * kGroupKeys, p) : -1;
+        }
+        const long long base = __shfl_sync(0xffffffffu, lane_base, i % 32);
+        const int s = n % kStages;
+        mbar_wait(&empty[s], ((n / kStages) & 1) ^ 1);  // the slot's last group was read (free at first)
+        const int n_valid = base < 0 ? 0 : min(kGroupKeys, k.len - i * kGroupKeys);
+        if (lane == 0) {
+          valid_rows[s] = n_valid;
+          mbar_arrive_expect_tx(&full[s], static_cast<uint32_t>(2 * n_valid * row_bytes));
+        }
+        __syncwarp();
+        const int r = lane % kGroupKeys;  // lanes 0-15: K rows, 16-31: V rows
+        if (r < n_valid) {
+          const uint8_t* src = (lane < kGroupKeys ? k_cache : v_cache) + static_cast<size_t>(base + r) * row_bytes;
+          uint8_t* dst = smem + s * lay.slot_bytes + (lane / kGroupKeys) * kGroupKeys * lay.row_stride + r * lay.row_stride;
+          bulk_copy(dst, src, static_cast<uint32_t>(row_bytes), &full[s]);
+        }
       }
     }
     return;
@@ -169,139 +200,152 @@ __global__ void __launch_bounds__((kMaxKvHeads + 1) * 32)
   // ---- consumer: kv head `warp`, q heads h0 .. h0 + G - 1 ----
   const int g = lane / 4, q = lane % 4;
   const int kvh = warp, h0 = kvh * p.G, ng = min(p.G, kHeads);
-  // Q^T as B fragments (float16, clamped to its range): head h0 + g at the lane's K dims.
-  uint32_t qb[kD / 16][2];
-  {
-    uint32_t raw[kD / 4 / 2];  // kD / 4 elements of T
-    const T* q_row = qkv + static_cast<size_t>(t) * (p.Hq + 2 * p.Hkv) * kD + static_cast<size_t>(h0 + g) * kD;
-    if (g < ng) {
-#pragma unroll
-      for (int i = 0; i < kD / 4 / 8; ++i) {
-        const uint4 x = __ldcg(reinterpret_cast<const uint4*>(q_row + ml::decode_k_first(kD, q)) + i);
-        raw[4 * i] = x.x, raw[4 * i + 1] = x.y, raw[4 * i + 2] = x.z, raw[4 * i + 3] = x.w;
-      }
-    } else {
-#pragma unroll
-      for (int w = 0; w < kD / 4 / 2; ++w) raw[w] = 0;
-    }
-#pragma unroll
-    for (int kk = 0; kk < kD / 16; ++kk)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const uint32_t w = raw[ml::decode_k_elem(kk, h) / 2];
-        const T* e = reinterpret_cast<const T*>(&w);
-        constexpr float kMax = 65504.0f;
-        qb[kk][h] = pack2<__half>(fminf(fmaxf(to_float(e[0]), -kMax), kMax), fminf(fmaxf(to_float(e[1]), -kMax), kMax));
-      }
-  }
   const float score_scale = p.scale_log2 * p.k_scale;
   const int k_col = kvh * kD + ml::decode_k_first(kD, q);  // byte of the lane's K slice in a row
   const int v_col = kvh * kD + ml::decode_v_first(kD, g);
   const int k_key[2] = {g, g + 8}, v_key[4] = {2 * q, 2 * q + 1, 2 * q + 8, 2 * q + 9};
-
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  float o[kD / 16][4];
-#pragma unroll
-  for (int mt = 0; mt < kD / 16; ++mt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) o[mt][e] = 0.0f;
-
+  int n = 0;
 #pragma unroll 1
-  for (int i = 0; i < n_groups; ++i) {
-    const int s = i % kStages;
-    mbar_wait(&full[s], (i / kStages) & 1);
-    const uint8_t* slot = smem + s * lay.slot_bytes;
-    uint32_t kr[2][kKWords], vr[4][kVWords];
+  for (int tk = blockIdx.x; tk < tokens; tk += gridDim.x) {
+    const BulkToken k = bulk_token(positions, slots, p.decode_t0 + tk, p);
+    if (k.skip) continue;
+    if (k.len == 0) {  // an invalid token: zeros
+      T* out_h0 = out + (static_cast<size_t>(k.t) * p.Hq + h0) * kD;  // out[t, h0 .. h0 + G)
+      for (int i = lane; i < ng * kD; i += 32) out_h0[i] = from_float<T>(0.0f);
+      continue;
+    }
+    // Q^T as B fragments (float16, clamped to its range): head h0 + g at the lane's K dims.
+    uint32_t qb[kD / 16][2];
+    {
+      uint32_t raw[kD / 4 / 2];  // kD / 4 elements of T
+      const T* q_row = qkv + static_cast<size_t>(k.t) * (p.Hq + 2 * p.Hkv) * kD + static_cast<size_t>(h0 + g) * kD;
+      if (g < ng) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const uint4* src = reinterpret_cast<const uint4*>(slot + k_key[h] * lay.row_stride + k_col);
+        for (int i = 0; i < kD / 4 / 8; ++i) {
+          const uint4 x = __ldcg(reinterpret_cast<const uint4*>(q_row + ml::decode_k_first(kD, q)) + i);
+          raw[4 * i] = x.x, raw[4 * i + 1] = x.y, raw[4 * i + 2] = x.z, raw[4 * i + 3] = x.w;
+        }
+      } else {
 #pragma unroll
-      for (int c = 0; c < kKWords / 4; ++c) {
-        const uint4 x = src[c];
-        kr[h][4 * c] = x.x, kr[h][4 * c + 1] = x.y, kr[h][4 * c + 2] = x.z, kr[h][4 * c + 3] = x.w;
+        for (int w = 0; w < kD / 4 / 2; ++w) raw[w] = 0;
       }
-    }
 #pragma unroll
-    for (int h = 0; h < 4; ++h) {
-      const uint4 x = *reinterpret_cast<const uint4*>(slot + (kGroupKeys + v_key[h]) * lay.row_stride + v_col);
-      vr[h][0] = x.x, vr[h][1] = x.y, vr[h][2] = x.z, vr[h][3] = x.w;
+      for (int kk = 0; kk < kD / 16; ++kk)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint32_t w = raw[ml::decode_k_elem(kk, h) / 2];
+          const T* e = reinterpret_cast<const T*>(&w);
+          constexpr float kMax = 65504.0f;
+          qb[kk][h] =
+              pack2<__half>(fminf(fmaxf(to_float(e[0]), -kMax), kMax), fminf(fmaxf(to_float(e[1]), -kMax), kMax));
+        }
     }
-    const int n_valid = valid_rows[s];
-    __syncwarp();
-    if (lane == 0) mbar_arrive(&empty[s]);  // the producer may refill the slot
 
-    const bool partial = n_valid < kGroupKeys;
-    if (partial) {  // V rows of missing keys become zeros (their scores become -inf below)
-#pragma unroll
-      for (int h = 0; h < 4; ++h)
-        if (v_key[h] >= n_valid)
-#pragma unroll
-          for (int w = 0; w < kVWords; ++w) vr[h][w] = 0;
-    }
-    float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // S^T: (key g, head 2q), (g, 2q+1), (g+8, 2q), (g+8, 2q+1)
-#pragma unroll
-    for (int kk = 0; kk < kD / 16; ++kk) {
-      uint32_t a[4];
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int el = ml::decode_k_elem(kk, r >> 1);
-        a[r] = e4m3x2_to_f16x2(kr[r & 1][el / 4] >> (8 * (el % 4)));
-      }
-      mma_16816<__half>(sc, a, qb[kk][0], qb[kk][1]);
-    }
-#pragma unroll
-    for (int e = 0; e < 4; ++e) sc[e] = !partial || k_key[e >> 1] < n_valid ? sc[e] * score_scale : -INFINITY;
-
-    float alpha[2], pr[4];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float mx = fmaxf(sc[h], sc[h + 2]);
-#pragma unroll
-      for (int x = 4; x < 32; x <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, x));
-      const float m_new = fmaxf(m[h], mx);
-      const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // nothing visible yet: no inf - inf
-      alpha[h] = exp2f(m[h] - m_use);
-      m[h] = m_new;
-      pr[h] = exp2f(sc[h] - m_use);
-      pr[h + 2] = exp2f(sc[h + 2] - m_use);
-      l[h] = fmaf(l[h], alpha[h], pr[h] + pr[h + 2]);
-    }
-    const uint32_t b0 = transpose8x8(pack2<__half>(pr[0], pr[1]));
-    const uint32_t b1 = transpose8x8(pack2<__half>(pr[2], pr[3]));
-#pragma unroll
-    for (int mt = 0; mt < kD / 16; ++mt) {
-      uint32_t a[4];
-      const int el = ml::decode_v_elem(mt, 0);
-      const uint32_t sel = el % 4 == 2 ? 0x7362u : 0x5140u;
-#pragma unroll
-      for (int kp = 0; kp < 2; ++kp) {
-        const uint32_t two = __byte_perm(vr[2 * kp][el / 4], vr[2 * kp + 1][el / 4], sel);
-        a[2 * kp] = e4m3x2_to_f16x2(two);
-        a[2 * kp + 1] = e4m3x2_to_f16x2(two >> 16);
-      }
-      o[mt][0] *= alpha[0];
-      o[mt][1] *= alpha[1];
-      o[mt][2] *= alpha[0];
-      o[mt][3] *= alpha[1];
-      mma_16816<__half>(o[mt], a, b0, b1);
-    }
-  }
-
-  // out[t, h0 + head, dim] = o * v_scale / l: lane (g, q) holds heads 2q, 2q + 1 at dims
-  // decode_v_first(D, g) + 2mt, + 1 (elements e >> 1 of o[mt]), stored as pairs.
-#pragma unroll
-  for (int h = 0; h < 2; ++h)
-#pragma unroll
-    for (int x = 4; x < 32; x <<= 1) l[h] += __shfl_xor_sync(0xffffffffu, l[h], x);
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int head = 2 * q + h;
-    if (head >= ng) continue;
-    const float f = p.v_scale / l[h];
-    T* row = out_t + static_cast<size_t>(h0 + head) * kD + ml::decode_v_first(kD, g);
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    float o[kD / 16][4];
 #pragma unroll
     for (int mt = 0; mt < kD / 16; ++mt)
-      *reinterpret_cast<uint32_t*>(row + ml::decode_v_elem(mt, 0)) = pack2<T>(o[mt][h] * f, o[mt][2 + h] * f);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[mt][e] = 0.0f;
+
+    const int n_groups = (k.len + kGroupKeys - 1) / kGroupKeys;
+#pragma unroll 1
+    for (int i = 0; i < n_groups; ++i, ++n) {
+      const int s = n % kStages;
+      mbar_wait(&full[s], (n / kStages) & 1);
+      const uint8_t* slot = smem + s * lay.slot_bytes;
+      uint32_t kr[2][kKWords], vr[4][kVWords];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint4* src = reinterpret_cast<const uint4*>(slot + k_key[h] * lay.row_stride + k_col);
+#pragma unroll
+        for (int c = 0; c < kKWords / 4; ++c) {
+          const uint4 x = src[c];
+          kr[h][4 * c] = x.x, kr[h][4 * c + 1] = x.y, kr[h][4 * c + 2] = x.z, kr[h][4 * c + 3] = x.w;
+        }
+      }
+#pragma unroll
+      for (int h = 0; h < 4; ++h) {
+        const uint4 x = *reinterpret_cast<const uint4*>(slot + (kGroupKeys + v_key[h]) * lay.row_stride + v_col);
+        vr[h][0] = x.x, vr[h][1] = x.y, vr[h][2] = x.z, vr[h][3] = x.w;
+      }
+      const int n_valid = valid_rows[s];
+      __syncwarp();
+      if (lane == 0) mbar_arrive(&empty[s]);  // the producer may refill the slot
+
+      const bool partial = n_valid < kGroupKeys;
+      if (partial) {  // V rows of missing keys become zeros (their scores become -inf below)
+#pragma unroll
+        for (int h = 0; h < 4; ++h)
+          if (v_key[h] >= n_valid)
+#pragma unroll
+            for (int w = 0; w < kVWords; ++w) vr[h][w] = 0;
+      }
+      float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // S^T: (key g, head 2q), (g, 2q+1), (g+8, 2q), (g+8, 2q+1)
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        uint32_t a[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int el = ml::decode_k_elem(kk, r >> 1);
+          a[r] = e4m3x2_to_f16x2(kr[r & 1][el / 4] >> (8 * (el % 4)));
+        }
+        mma_16816<__half>(sc, a, qb[kk][0], qb[kk][1]);
+      }
+#pragma unroll
+      for (int e = 0; e < 4; ++e) sc[e] = !partial || k_key[e >> 1] < n_valid ? sc[e] * score_scale : -INFINITY;
+
+      float alpha[2], pr[4];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float mx = fmaxf(sc[h], sc[h + 2]);
+#pragma unroll
+        for (int x = 4; x < 32; x <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, x));
+        const float m_new = fmaxf(m[h], mx);
+        const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // nothing visible yet: no inf - inf
+        alpha[h] = exp2f(m[h] - m_use);
+        m[h] = m_new;
+        pr[h] = exp2f(sc[h] - m_use);
+        pr[h + 2] = exp2f(sc[h + 2] - m_use);
+        l[h] = fmaf(l[h], alpha[h], pr[h] + pr[h + 2]);
+      }
+      const uint32_t b0 = transpose8x8(pack2<__half>(pr[0], pr[1]));
+      const uint32_t b1 = transpose8x8(pack2<__half>(pr[2], pr[3]));
+#pragma unroll
+      for (int mt = 0; mt < kD / 16; ++mt) {
+        uint32_t a[4];
+        const int el = ml::decode_v_elem(mt, 0);
+        const uint32_t sel = el % 4 == 2 ? 0x7362u : 0x5140u;
+#pragma unroll
+        for (int kp = 0; kp < 2; ++kp) {
+          const uint32_t two = __byte_perm(vr[2 * kp][el / 4], vr[2 * kp + 1][el / 4], sel);
+          a[2 * kp] = e4m3x2_to_f16x2(two);
+          a[2 * kp + 1] = e4m3x2_to_f16x2(two >> 16);
+        }
+        o[mt][0] *= alpha[0];
+        o[mt][1] *= alpha[1];
+        o[mt][2] *= alpha[0];
+        o[mt][3] *= alpha[1];
+        mma_16816<__half>(o[mt], a, b0, b1);
+      }
+    }
+
+    // out[t, h0 + head, dim] = o * v_scale / l: lane (g, q) holds heads 2q, 2q + 1 at dims
+    // decode_v_first(D, g) + 2mt, + 1 (elements e >> 1 of o[mt]), stored as pairs.
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int x = 4; x < 32; x <<= 1) l[h] += __shfl_xor_sync(0xffffffffu, l[h], x);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int head = 2 * q + h;
+      if (head >= ng) continue;
+      const float f = p.v_scale / l[h];
+      T* row = out + (static_cast<size_t>(k.t) * p.Hq + h0 + head) * kD + ml::decode_v_first(kD, g);
+#pragma unroll
+      for (int mt = 0; mt < kD / 16; ++mt)
+        *reinterpret_cast<uint32_t*>(row + ml::decode_v_elem(mt, 0)) = pack2<T>(o[mt][h] * f, o[mt][2 + h] * f);
+    }
   }
 #endif
 }
@@ -320,13 +364,28 @@ int bulk_stages() {
 
 template <typename T, int kStages>
 void launch_stages(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
-                   const AttnParams& p, cudaStream_t stream) {
+                   const AttnParams& p, int num_sms, cudaStream_t stream) {
   const int row_bytes = p.Hkv * kD;
   const BulkLayout lay{row_bytes + kRowPad, 2 * kGroupKeys * (row_bytes + kRowPad), kStages};
   const size_t smem = static_cast<size_t>(lay.bytes());
   allow_dynamic_smem(reinterpret_cast<const void*>(attn_decode_bulk_kernel<T, kStages>), smem);
+  // As many blocks as fit at once (2 an SM at 8 kv heads), each walking every gridDim.x-th token;
+  // LAMINA_ATTN_BULK_PERSISTENT=0: a block a token.
+  static const bool persistent = ab_switch_on("LAMINA_ATTN_BULK_PERSISTENT");
   const int tokens = p.T - p.decode_t0;
-  launch_pdl(attn_decode_bulk_kernel<T, kStages>, dim3(tokens), dim3((p.Hkv + 1) * 32), smem, stream,
+  int blocks = tokens;
+  if (persistent) {
+    static std::atomic<int> per_sm_by_heads[kMaxKvHeads + 1];  // 0: not asked yet
+    int per_sm = per_sm_by_heads[p.Hkv].load(std::memory_order_relaxed);
+    if (per_sm == 0) {
+      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, attn_decode_bulk_kernel<T, kStages>,
+                                                               (p.Hkv + 1) * 32, smem));
+      per_sm = std::max(1, per_sm);
+      per_sm_by_heads[p.Hkv].store(per_sm, std::memory_order_relaxed);
+    }
+    blocks = std::min(tokens, per_sm * num_sms);
+  }
+  launch_pdl(attn_decode_bulk_kernel<T, kStages>, dim3(blocks), dim3((p.Hkv + 1) * 32), smem, stream,
              static_cast<T*>(out), static_cast<const T*>(qkv), positions, slots,
              static_cast<const uint8_t*>(cache.k), static_cast<const uint8_t*>(cache.v), cache.block_tables, p);
   CUDA_CHECK_LAUNCH();
@@ -334,11 +393,11 @@ void launch_stages(void* out, const void* qkv, const int32_t* positions, const i
 
 template <typename T>
 void launch_t(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
-              const AttnParams& p, cudaStream_t stream) {
+              const AttnParams& p, int num_sms, cudaStream_t stream) {
   switch (bulk_stages()) {
-    case 2: return launch_stages<T, 2>(out, qkv, positions, slots, cache, p, stream);
-    case 4: return launch_stages<T, 4>(out, qkv, positions, slots, cache, p, stream);
-    default: return launch_stages<T, 3>(out, qkv, positions, slots, cache, p, stream);
+    case 2: return launch_stages<T, 2>(out, qkv, positions, slots, cache, p, num_sms, stream);
+    case 4: return launch_stages<T, 4>(out, qkv, positions, slots, cache, p, num_sms, stream);
+    default: return launch_stages<T, 3>(out, qkv, positions, slots, cache, p, num_sms, stream);
   }
 }
 
@@ -351,13 +410,14 @@ bool attention_decode_bulk_supports(DType dt, const AttnParams& p, int cc_major)
 }
 
 void launch_attention_decode_bulk(DType dt, void* out, const void* qkv, const int32_t* positions,
-                                  const int32_t* slots, KVCacheLayer cache, const AttnParams& p, cudaStream_t stream) {
+                                  const int32_t* slots, KVCacheLayer cache, const AttnParams& p, int num_sms,
+                                  cudaStream_t stream) {
   LAMINA_CHECK(p.kv_fp8 && p.head_dim == kD && p.Hkv <= kMaxKvHeads && p.G <= kHeads &&
                    p.tokens_per_block >= kGroupKeys && (dt == DType::F16 || dt == DType::BF16),
                "the bulk-copy decode attention takes an FP8 cache, 16-bit activations, head_dim 128, up to 8 kv "
                "heads of up to 8 q heads and KV blocks of 16+ rows");
-  if (dt == DType::F16) return launch_t<__half>(out, qkv, positions, slots, cache, p, stream);
-  launch_t<__nv_bfloat16>(out, qkv, positions, slots, cache, p, stream);
+  if (dt == DType::F16) return launch_t<__half>(out, qkv, positions, slots, cache, p, num_sms, stream);
+  launch_t<__nv_bfloat16>(out, qkv, positions, slots, cache, p, num_sms, stream);
 }
 
 }  // namespace lamina::cuda
