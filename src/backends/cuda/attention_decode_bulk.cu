@@ -12,9 +12,8 @@
 //               ([Hkv, D] bytes each, contiguous in the pool) into the slot, one bulk copy a lane,
 //               completing on the slot's `full` barrier
 //     consumer  waits on `full`, reads its head's slices of the 16 rows into the mma fragment
-//               registers (the layout of attention_decode_mma.cu, mma_layout.h's decode_* maps),
-//               frees the slot (`empty` barrier) and computes the group as that kernel does:
-//               S^T[16 keys, 8 heads] = K · Q^T, online softmax per head, O^T += V^T · P^T
+//               registers (mma_layout.h's decode_* maps), frees the slot (`empty` barrier) and
+//               computes the group as the tensor-core kernel does (attention_decode_group.cuh)
 //   Shared rows are Hkv * D + 16 bytes apart, so the 8 lanes of a quarter warp read 8 distinct
 //   bank groups for K (rows g, g + 1 at dims 32q..) and V (rows 2q.. at dims 16g..).
 //   A warp ends with its heads' whole softmax and writes o / l: no split, no merge.
@@ -31,6 +30,7 @@
 
 #include "ab_switch.h"
 #include "attention_common.cuh"
+#include "attention_decode_group.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "mma.cuh"
@@ -46,7 +46,6 @@ constexpr int kD = 128;          // head_dim
 constexpr int kHeads = 8;        // q heads a kv head at most: the mma's n
 constexpr int kGroupKeys = 16;   // keys a group: the mma's m
 constexpr int kMaxKvHeads = 8;   // consumer warps a block at most
-constexpr int kKWords = kD / 4 / 4, kVWords = kD / 8 / 4;  // 32-bit words of a lane's K / V slice
 constexpr int kRowPad = 16;      // bytes after each shared row: consecutive rows start 4 banks apart
 
 // ---- mbarrier and bulk copy (sm_90) ----
@@ -81,18 +80,6 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t b
           smem_addr(dst)),
       "l"(src), "r"(bytes), "r"(smem_addr(bar))
       : "memory");
-}
-
-// Two e4m3 (the low 16 bits of w) as f16x2, the low byte in the low half.
-__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t w) {
-  const __half2_raw r = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w & 0xffffu), __NV_E4M3);
-  return static_cast<uint32_t>(r.x) | (static_cast<uint32_t>(r.y) << 16);
-}
-// The transpose of an 8x8 16-bit matrix in mma fragment layout, in the same layout.
-__device__ __forceinline__ uint32_t transpose8x8(uint32_t x) {
-  uint32_t y;
-  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
-  return y;
 }
 
 // Shared memory of a block: kStages slots of [K rows 16][V rows 16], rows row_stride bytes apart,
@@ -198,6 +185,8 @@ __global__ void __maxnreg__(112)  // 2 blocks of 9 warps an SM: 112 registers at
   }
 
   // ---- consumer: kv head `warp`, q heads h0 .. h0 + G - 1 ----
+  using Shape = MmaDecodeShape<T, KvFp8, kD>;
+  using Group = GroupRegs<Shape::KWORDS, Shape::VWORDS>;
   const int g = lane / 4, q = lane % 4;
   const int kvh = warp, h0 = kvh * p.G, ng = min(p.G, kHeads);
   const float score_scale = p.scale_log2 * p.k_scale;
@@ -216,30 +205,9 @@ __global__ void __maxnreg__(112)  // 2 blocks of 9 warps an SM: 112 registers at
     }
     // Q^T as B fragments (float16, clamped to its range): head h0 + g at the lane's K dims.
     uint32_t qb[kD / 16][2];
-    {
-      uint32_t raw[kD / 4 / 2];  // kD / 4 elements of T
-      const T* q_row = qkv + static_cast<size_t>(k.t) * (p.Hq + 2 * p.Hkv) * kD + static_cast<size_t>(h0 + g) * kD;
-      if (g < ng) {
-#pragma unroll
-        for (int i = 0; i < kD / 4 / 8; ++i) {
-          const uint4 x = __ldcg(reinterpret_cast<const uint4*>(q_row + ml::decode_k_first(kD, q)) + i);
-          raw[4 * i] = x.x, raw[4 * i + 1] = x.y, raw[4 * i + 2] = x.z, raw[4 * i + 3] = x.w;
-        }
-      } else {
-#pragma unroll
-        for (int w = 0; w < kD / 4 / 2; ++w) raw[w] = 0;
-      }
-#pragma unroll
-      for (int kk = 0; kk < kD / 16; ++kk)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const uint32_t w = raw[ml::decode_k_elem(kk, h) / 2];
-          const T* e = reinterpret_cast<const T*>(&w);
-          constexpr float kMax = 65504.0f;
-          qb[kk][h] =
-              pack2<__half>(fminf(fmaxf(to_float(e[0]), -kMax), kMax), fminf(fmaxf(to_float(e[1]), -kMax), kMax));
-        }
-    }
+    load_q_fragments<T, KvFp8, kD>(
+        qb, g < ng ? qkv + static_cast<size_t>(k.t) * (p.Hq + 2 * p.Hkv) * kD + static_cast<size_t>(h0 + g) * kD : nullptr,
+        q);
 
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     float o[kD / 16][4];
@@ -254,80 +222,32 @@ __global__ void __maxnreg__(112)  // 2 blocks of 9 warps an SM: 112 registers at
       const int s = n % kStages;
       mbar_wait(&full[s], (n / kStages) & 1);
       const uint8_t* slot = smem + s * lay.slot_bytes;
-      uint32_t kr[2][kKWords], vr[4][kVWords];
+      Group r;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const uint4* src = reinterpret_cast<const uint4*>(slot + k_key[h] * lay.row_stride + k_col);
 #pragma unroll
-        for (int c = 0; c < kKWords / 4; ++c) {
+        for (int c = 0; c < Shape::KWORDS / 4; ++c) {
           const uint4 x = src[c];
-          kr[h][4 * c] = x.x, kr[h][4 * c + 1] = x.y, kr[h][4 * c + 2] = x.z, kr[h][4 * c + 3] = x.w;
+          r.k[h][4 * c] = x.x, r.k[h][4 * c + 1] = x.y, r.k[h][4 * c + 2] = x.z, r.k[h][4 * c + 3] = x.w;
         }
       }
 #pragma unroll
       for (int h = 0; h < 4; ++h) {
         const uint4 x = *reinterpret_cast<const uint4*>(slot + (kGroupKeys + v_key[h]) * lay.row_stride + v_col);
-        vr[h][0] = x.x, vr[h][1] = x.y, vr[h][2] = x.z, vr[h][3] = x.w;
+        r.v[h][0] = x.x, r.v[h][1] = x.y, r.v[h][2] = x.z, r.v[h][3] = x.w;
       }
       const int n_valid = valid_rows[s];
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[s]);  // the producer may refill the slot
-
-      const bool partial = n_valid < kGroupKeys;
-      if (partial) {  // V rows of missing keys become zeros (their scores become -inf below)
+      // Rows past the token's end or without a pool row were not copied: masked.
+      r.partial = n_valid < kGroupKeys;
+      r.ok = 0;
 #pragma unroll
-        for (int h = 0; h < 4; ++h)
-          if (v_key[h] >= n_valid)
+      for (int h = 0; h < 2; ++h) r.ok |= (k_key[h] < n_valid ? 1u : 0u) << h;
 #pragma unroll
-            for (int w = 0; w < kVWords; ++w) vr[h][w] = 0;
-      }
-      float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // S^T: (key g, head 2q), (g, 2q+1), (g+8, 2q), (g+8, 2q+1)
-#pragma unroll
-      for (int kk = 0; kk < kD / 16; ++kk) {
-        uint32_t a[4];
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int el = ml::decode_k_elem(kk, r >> 1);
-          a[r] = e4m3x2_to_f16x2(kr[r & 1][el / 4] >> (8 * (el % 4)));
-        }
-        mma_16816<__half>(sc, a, qb[kk][0], qb[kk][1]);
-      }
-#pragma unroll
-      for (int e = 0; e < 4; ++e) sc[e] = !partial || k_key[e >> 1] < n_valid ? sc[e] * score_scale : -INFINITY;
-
-      float alpha[2], pr[4];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float mx = fmaxf(sc[h], sc[h + 2]);
-#pragma unroll
-        for (int x = 4; x < 32; x <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, x));
-        const float m_new = fmaxf(m[h], mx);
-        const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // nothing visible yet: no inf - inf
-        alpha[h] = exp2f(m[h] - m_use);
-        m[h] = m_new;
-        pr[h] = exp2f(sc[h] - m_use);
-        pr[h + 2] = exp2f(sc[h + 2] - m_use);
-        l[h] = fmaf(l[h], alpha[h], pr[h] + pr[h + 2]);
-      }
-      const uint32_t b0 = transpose8x8(pack2<__half>(pr[0], pr[1]));
-      const uint32_t b1 = transpose8x8(pack2<__half>(pr[2], pr[3]));
-#pragma unroll
-      for (int mt = 0; mt < kD / 16; ++mt) {
-        uint32_t a[4];
-        const int el = ml::decode_v_elem(mt, 0);
-        const uint32_t sel = el % 4 == 2 ? 0x7362u : 0x5140u;
-#pragma unroll
-        for (int kp = 0; kp < 2; ++kp) {
-          const uint32_t two = __byte_perm(vr[2 * kp][el / 4], vr[2 * kp + 1][el / 4], sel);
-          a[2 * kp] = e4m3x2_to_f16x2(two);
-          a[2 * kp + 1] = e4m3x2_to_f16x2(two >> 16);
-        }
-        o[mt][0] *= alpha[0];
-        o[mt][1] *= alpha[1];
-        o[mt][2] *= alpha[0];
-        o[mt][3] *= alpha[1];
-        mma_16816<__half>(o[mt], a, b0, b1);
-      }
+      for (int h = 0; h < 4; ++h) r.ok |= (v_key[h] < n_valid ? 1u : 0u) << (2 + h);
+      mma_decode_group<T, KvFp8, kD>(r, qb, score_scale, m, l, o);
     }
 
     // out[t, h0 + head, dim] = o * v_scale / l: lane (g, q) holds heads 2q, 2q + 1 at dims

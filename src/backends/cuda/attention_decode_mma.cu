@@ -26,6 +26,7 @@
 //   A warp's next group loads while it computes the current one (two register sets).
 // An FP8 cache (e4m3) runs the mma in float16: e4m3 converts to f16x2 in one instruction, q is
 // rounded to float16 (clamped to its range) and the cache scales are applied to S and O in fp32.
+// The per-group math is attention_decode_group.cuh's, shared with the bulk-copy kernel.
 #include <cuda_runtime.h>
 
 #include <cstdlib>
@@ -34,6 +35,7 @@
 
 #include "ab_switch.h"
 #include "attention_common.cuh"
+#include "attention_decode_group.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
 #include "mma.cuh"
@@ -52,60 +54,6 @@ constexpr int kGroupKeys = 16;            // keys a warp takes at once: the mma'
 // a bf16 one (bench_kernels); a block's start-up and merge then serve twice the groups a warp.
 constexpr int kDefaultMmaDecodeWarps = 2;
 
-// Shapes for cache element type C and head_dim D. M: the mma's input type.
-template <typename T, typename C, int D>
-struct MmaDecodeShape {
-  using M = std::conditional_t<kIsFp8Kv<C>, __half, T>;
-  static constexpr int KD = D / 16;                          // k-steps of S^T, m-tiles of O^T
-  static constexpr int KW = D / 4, VW = D / 8;               // dims of a K / V row a lane holds
-  static constexpr int KWORDS = KW * int(sizeof(C)) / 4;     // 32-bit words of them
-  static constexpr int VWORDS = VW * int(sizeof(C)) / 4;
-  static_assert(KWORDS % 4 == 0 && (VWORDS % 4 == 0 || VWORDS == 2), "16- or 8-byte loads");
-};
-
-// One lane's cache data of one 16-key group.
-template <int KWORDS, int VWORDS>
-struct GroupRegs {
-  uint32_t k[2][KWORDS];  // keys g, g + 8
-  uint32_t v[4][VWORDS];  // keys 2q, 2q + 1, 2q + 8, 2q + 9
-  // Warp-uniform: some key of the group is past the split's end or has no pool row. Then `ok`
-  // (bits 0, 1: the K keys; 2..5: the V keys) says which of this lane's keys exist; the others
-  // were loaded from a stand-in row and are masked (scores -inf, V zeros) before use.
-  bool partial;
-  uint32_t ok;
-};
-
-// WORDS 32-bit words from src (16-byte aligned, or 8 for WORDS == 2) through L2: rope_kv_write,
-// the kernel before, wrote the step's rows (pdl.cuh).
-template <int WORDS>
-__device__ __forceinline__ void load_words(uint32_t (&w)[WORDS], const void* src) {
-  if constexpr (WORDS % 4 == 0) {
-#pragma unroll
-    for (int i = 0; i < WORDS / 4; ++i) {
-      const uint4 x = __ldcg(reinterpret_cast<const uint4*>(src) + i);
-      w[4 * i] = x.x, w[4 * i + 1] = x.y, w[4 * i + 2] = x.z, w[4 * i + 3] = x.w;
-    }
-  } else {
-    static_assert(WORDS == 2, "16- or 8-byte rows");
-    const uint2 x = __ldcg(reinterpret_cast<const uint2*>(src));
-    w[0] = x.x, w[1] = x.y;
-  }
-}
-
-// Two e4m3 (the low 16 bits of w) as f16x2, the low byte in the low half.
-__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t w) {
-  const __half2_raw r = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w & 0xffffu), __NV_E4M3);
-  return static_cast<uint32_t>(r.x) | (static_cast<uint32_t>(r.y) << 16);
-}
-
-// The transpose of an 8x8 16-bit matrix held in mma fragment layout (lane: row lane/4, columns
-// 2(lane%4), +1), in the same layout.
-__device__ __forceinline__ uint32_t transpose8x8(uint32_t x) {
-  uint32_t y;
-  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
-  return y;
-}
-
 template <typename T, typename C, int D, int kWarps>
 __global__ void __launch_bounds__(kWarps * 32)
     attn_decode_mma_kernel(T* __restrict__ out, float* __restrict__ partials, int* __restrict__ counters,
@@ -114,8 +62,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                            const C* __restrict__ v_cache, const int32_t* __restrict__ block_tables, AttnParams p,
                            int head_chunks, bool heads_fastest) {
   using S = MmaDecodeShape<T, C, D>;
-  using M = typename S::M;
-  constexpr int KD = S::KD, KW = S::KW, KWORDS = S::KWORDS, VWORDS = S::VWORDS;
+  constexpr int KD = S::KD, KWORDS = S::KWORDS, VWORDS = S::VWORDS;
   using Regs = GroupRegs<KWORDS, VWORDS>;
   constexpr int kThreads = kWarps * 32, kRoundKeys = kGroupKeys * kWarps;
   __shared__ float sm_o[kWarps * kHeads * D], sm_m[kWarps * kHeads], sm_l[kWarps * kHeads];
@@ -203,32 +150,11 @@ __global__ void __launch_bounds__(kWarps * 32)
   Regs ra, rb;
   if (warp < n_groups) load_group(ra, warp);
 
-  // Q^T as B fragments: qb[kk][j] = q head h0 + g at elements decode_k_elem(kk, j), + 1 of the
-  // lane's dims (zeros past ng).
+  // Q^T as B fragments (zeros past ng).
   uint32_t qb[KD][2];
-  {
-    uint32_t raw[KW / 2];  // KW elements of T
-    const T* q_row = qkv + static_cast<size_t>(b.t) * (p.Hq + 2 * p.Hkv) * D + static_cast<size_t>(b.h0 + g) * D;
-    if (g < b.ng) {
-      load_words<KW / 2>(raw, q_row + ml::decode_k_first(D, q));
-    } else {
-#pragma unroll
-      for (int w = 0; w < KW / 2; ++w) raw[w] = 0;
-    }
-#pragma unroll
-    for (int kk = 0; kk < KD; ++kk)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const uint32_t w = raw[ml::decode_k_elem(kk, h) / 2];
-        if constexpr (std::is_same_v<M, T>) {
-          qb[kk][h] = w;
-        } else {  // T -> float16 for the FP8 cache's mma, clamped to float16's range
-          const T* e = reinterpret_cast<const T*>(&w);
-          constexpr float kMax = 65504.0f;
-          qb[kk][h] = pack2<M>(fminf(fmaxf(to_float(e[0]), -kMax), kMax), fminf(fmaxf(to_float(e[1]), -kMax), kMax));
-        }
-      }
-  }
+  load_q_fragments<T, C, D>(
+      qb, g < b.ng ? qkv + static_cast<size_t>(b.t) * (p.Hq + 2 * p.Hkv) * D + static_cast<size_t>(b.h0 + g) * D : nullptr,
+      q);
   const float score_scale = p.scale_log2 * (kIsFp8Kv<C> ? p.k_scale : 1.0f);
 
   // Online softmax of heads 2q, 2q+1 (this lane's columns): running max m (the same in every lane
@@ -240,77 +166,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int e = 0; e < 4; ++e) o[mt][e] = 0.0f;
 
-  auto compute_group = [&](Regs& r) {
-    if (r.partial) {  // V rows of missing keys become zeros (their scores become -inf below)
-#pragma unroll
-      for (int h = 0; h < 4; ++h)
-        if (!((r.ok >> (2 + h)) & 1u))
-#pragma unroll
-          for (int w = 0; w < VWORDS; ++w) r.v[h][w] = 0;
-    }
-    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // S^T: (key g, head 2q), (g, 2q+1), (g+8, 2q), (g+8, 2q+1)
-#pragma unroll
-    for (int kk = 0; kk < KD; ++kk) {
-      uint32_t a[4];  // register i: key g + 8 (i & 1), elements decode_k_elem(kk, i >> 1) and + 1
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int el = ml::decode_k_elem(kk, i >> 1);
-        if constexpr (kIsFp8Kv<C>) {  // 4 elements a word
-          a[i] = e4m3x2_to_f16x2(r.k[i & 1][el / 4] >> (8 * (el % 4)));
-        } else {  // 2 elements a word
-          a[i] = r.k[i & 1][el / 2];
-        }
-      }
-      mma_16816<M>(s, a, qb[kk][0], qb[kk][1]);
-    }
-#pragma unroll
-    for (int e = 0; e < 4; ++e) s[e] = !r.partial || ((r.ok >> (e >> 1)) & 1u) ? s[e] * score_scale : -INFINITY;
-
-    float alpha[2], pr[4];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float mx = fmaxf(s[h], s[h + 2]);
-#pragma unroll
-      for (int x = 4; x < 32; x <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, x));
-      const float m_new = fmaxf(m[h], mx);
-      const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // nothing visible yet: no inf - inf
-      alpha[h] = exp2f(m[h] - m_use);
-      m[h] = m_new;
-      pr[h] = exp2f(s[h] - m_use);
-      pr[h + 2] = exp2f(s[h + 2] - m_use);
-      l[h] = fmaf(l[h], alpha[h], pr[h] + pr[h + 2]);
-    }
-    // P^T as B fragments: keys 2q, 2q+1 (b0) and 2q+8, 2q+9 (b1) of head g.
-    const uint32_t b0 = transpose8x8(pack2<M>(pr[0], pr[1]));
-    const uint32_t b1 = transpose8x8(pack2<M>(pr[2], pr[3]));
-#pragma unroll
-    for (int mt = 0; mt < KD; ++mt) {
-      // Register i: element decode_v_elem(mt, i & 1) of the lane's V dims (row g + 8 (i & 1)) at
-      // keys 2q + 8 (i >> 1) (low half) and + 1, i.e. of r.v[2 (i >> 1)] and r.v[2 (i >> 1) + 1].
-      uint32_t a[4];
-      const int el = ml::decode_v_elem(mt, 0);  // even; the odd row is el + 1, next to it
-      if constexpr (kIsFp8Kv<C>) {  // bytes el % 4, + 1 of word el / 4 of two keys, interleaved
-        const uint32_t sel = el % 4 == 2 ? 0x7362u : 0x5140u;
-#pragma unroll
-        for (int kp = 0; kp < 2; ++kp) {
-          const uint32_t two = __byte_perm(r.v[2 * kp][el / 4], r.v[2 * kp + 1][el / 4], sel);
-          a[2 * kp] = e4m3x2_to_f16x2(two);
-          a[2 * kp + 1] = e4m3x2_to_f16x2(two >> 16);
-        }
-      } else {  // the low (el) and high (el + 1) halves of word el / 2 of two keys
-#pragma unroll
-        for (int kp = 0; kp < 2; ++kp) {
-          a[2 * kp] = __byte_perm(r.v[2 * kp][el / 2], r.v[2 * kp + 1][el / 2], 0x5410u);
-          a[2 * kp + 1] = __byte_perm(r.v[2 * kp][el / 2], r.v[2 * kp + 1][el / 2], 0x7632u);
-        }
-      }
-      o[mt][0] *= alpha[0];
-      o[mt][1] *= alpha[1];
-      o[mt][2] *= alpha[0];
-      o[mt][3] *= alpha[1];
-      mma_16816<M>(o[mt], a, b0, b1);
-    }
-  };
+  auto compute_group = [&](Regs& r) { mma_decode_group<T, C, D>(r, qb, score_scale, m, l, o); };
 
   // Groups warp, warp + W, ...: the next one loads while this one computes.
   int i = warp;
