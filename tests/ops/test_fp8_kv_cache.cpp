@@ -62,29 +62,6 @@ std::vector<uint8_t> read_bytes(Backend& be, const DeviceBuffer& d, size_t n) {
   return b;
 }
 
-class Fp8KvCache : public OpTest {
- protected:
-  void SetUp() override {
-    OpTest::SetUp();
-    if (dt() == DType::F32) GTEST_SKIP() << "an FP8 KV cache needs 16-bit activations on the GPU";
-  }
-  // Pools of random values (k in [-8, 8], v in [-1, 1], whole-range e4m3 codes after the scales).
-  Fp8KV make_cache(const PagedKV& pk) {
-    const size_t n = pk.pool_elems();
-    const auto kb = encode(random_floats(rng_, n, -8.0f, 8.0f), kKScale);
-    const auto vb = encode(random_floats(rng_, n), kVScale);
-    return Fp8KV{upload_bytes(*gpu_, kb),          upload_bytes(*gpu_, vb),
-                 upload_f32(*cpu_, decode(kb, kKScale)), upload_f32(*cpu_, decode(vb, kVScale)),
-                 upload_i32(*gpu_, pk.tables),     upload_i32(*cpu_, pk.tables)};
-  }
-  // The GPU's pools decoded, against the CPU's: equal but for e4m3 rounding flips of values the two
-  // computed a few float ulps apart (a flip is one e4m3 step, ~6 %, on a few entries).
-  void expect_same_cache(const Fp8KV& kv, size_t n, const std::string& what) {
-    expect_close(decode(read_bytes(*gpu_, kv.k_g, n), kKScale), read_act(*cpu_, kv.k_c, n), 1e-2, "k cache " + what);
-    expect_close(decode(read_bytes(*gpu_, kv.v_g, n), kVScale), read_act(*cpu_, kv.v_c, n), 1e-2, "v cache " + what);
-  }
-};
-
 // Decode tokens at random (sequence, position) pairs, or one sequence's consecutive positions.
 struct Tokens {
   std::vector<int32_t> pos, slot;
@@ -104,6 +81,43 @@ Tokens make_tokens(std::mt19937_64& rng, const Case& c, int T, bool prefill) {
   }
   return tk;
 }
+
+class Fp8KvCache : public OpTest {
+ protected:
+  void SetUp() override {
+    OpTest::SetUp();
+    if (dt() == DType::F32) GTEST_SKIP() << "an FP8 KV cache needs 16-bit activations on the GPU";
+  }
+  // Pools of random values (k in [-8, 8], v in [-1, 1], whole-range e4m3 codes after the scales).
+  Fp8KV make_cache(const PagedKV& pk) {
+    const size_t n = pk.pool_elems();
+    const auto kb = encode(random_floats(rng_, n, -8.0f, 8.0f), kKScale);
+    const auto vb = encode(random_floats(rng_, n), kVScale);
+    return Fp8KV{upload_bytes(*gpu_, kb),          upload_bytes(*gpu_, vb),
+                 upload_f32(*cpu_, decode(kb, kKScale)), upload_f32(*cpu_, decode(vb, kVScale)),
+                 upload_i32(*gpu_, pk.tables),     upload_i32(*cpu_, pk.tables)};
+  }
+  // Attention of the tokens tk (q, k, v random) over the cache kv on both backends, compared.
+  void expect_attention_matches_cpu(const Case& c, const PagedKV& pk, const Fp8KV& kv, const Tokens& tk,
+                                    const std::string& what) {
+    const int T = int(tk.pos.size());
+    const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
+    const size_t out_n = size_t(T) * c.Hq * c.D;
+    auto qkv_g = upload_act(*gpu_, qkv), qkv_c = upload_act(*cpu_, qkv);
+    auto pos_g = upload_i32(*gpu_, tk.pos), pos_c = upload_i32(*cpu_, tk.pos);
+    auto slot_g = upload_i32(*gpu_, tk.slot), slot_c = upload_i32(*cpu_, tk.slot);
+    auto out_g = poisoned_act(*gpu_, out_n), out_c = poisoned_act(*cpu_, out_n);
+    gpu_->attention(out_g.get(), qkv_g.get(), pos_g.as<int32_t>(), slot_g.as<int32_t>(), kv.gpu(), pk.shape, T);
+    cpu_->attention(out_c.get(), qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), kv.cpu(), pk.shape, T);
+    expect_close(read_act(*gpu_, out_g, out_n), read_act(*cpu_, out_c, out_n), tol(), what + " " + c.str());
+  }
+  // The GPU's pools decoded, against the CPU's: equal but for e4m3 rounding flips of values the two
+  // computed a few float ulps apart (a flip is one e4m3 step, ~6 %, on a few entries).
+  void expect_same_cache(const Fp8KV& kv, size_t n, const std::string& what) {
+    expect_close(decode(read_bytes(*gpu_, kv.k_g, n), kKScale), read_act(*cpu_, kv.k_c, n), 1e-2, "k cache " + what);
+    expect_close(decode(read_bytes(*gpu_, kv.v_g, n), kVScale), read_act(*cpu_, kv.v_c, n), 1e-2, "v cache " + what);
+  }
+};
 
 TEST_P(Fp8KvCache, RopeKvWriteStoresE4m3OverTheScale) {
   for (const Case& c : kCases) {
@@ -163,20 +177,10 @@ TEST_P(Fp8KvCache, AttentionMatchesCpu) {
   for (const Case& c : kCases) {
     const PagedKV pk = make_paged_kv(rng_, c.Hq, c.Hkv, c.D, c.max_seq, c.seqs, c.tpb, /*shuffled=*/true);
     const Fp8KV kv = make_cache(pk);
-    for (const auto& [T, prefill] : {std::pair{1, false}, {4, false}, {130, true}, {130, false}}) {
-      const Tokens tk = make_tokens(rng_, c, T, prefill);
-      const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
-      const size_t out_n = size_t(T) * c.Hq * c.D;
-      auto qkv_g = upload_act(*gpu_, qkv), qkv_c = upload_act(*cpu_, qkv);
-      auto pos_g = upload_i32(*gpu_, tk.pos), pos_c = upload_i32(*cpu_, tk.pos);
-      auto slot_g = upload_i32(*gpu_, tk.slot), slot_c = upload_i32(*cpu_, tk.slot);
-      auto out_g = poisoned_act(*gpu_, out_n), out_c = poisoned_act(*cpu_, out_n);
-      gpu_->attention(out_g.get(), qkv_g.get(), pos_g.as<int32_t>(), slot_g.as<int32_t>(), kv.gpu(), pk.shape, T);
-      cpu_->attention(out_c.get(), qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), kv.cpu(), pk.shape, T);
-      expect_close(read_act(*gpu_, out_g, out_n), read_act(*cpu_, out_c, out_n), tol(),
-                   std::string("fp8 attention ") + (prefill ? "prefill" : "decode") + " T=" + std::to_string(T) + " " +
-                       c.str());
-    }
+    for (const auto& [T, prefill] : {std::pair{1, false}, {4, false}, {130, true}, {130, false}})
+      expect_attention_matches_cpu(c, pk, kv, make_tokens(rng_, c, T, prefill),
+                                   std::string("fp8 attention ") + (prefill ? "prefill" : "decode") +
+                                       " T=" + std::to_string(T));
   }
 }
 
@@ -188,18 +192,8 @@ TEST_P(Fp8KvCache, ServingBatchAttentionMatchesCpu) {
   const int T = 600;
   for (const Case& c : cases) {
     const PagedKV pk = make_paged_kv(rng_, c.Hq, c.Hkv, c.D, c.max_seq, c.seqs, c.tpb, /*shuffled=*/true);
-    const Fp8KV kv = make_cache(pk);
-    const Tokens tk = make_tokens(rng_, c, T, /*prefill=*/false);
-    const auto qkv = rnd(size_t(T) * (c.Hq + 2 * c.Hkv) * c.D, -3.0f, 3.0f);
-    const size_t out_n = size_t(T) * c.Hq * c.D;
-    auto qkv_g = upload_act(*gpu_, qkv), qkv_c = upload_act(*cpu_, qkv);
-    auto pos_g = upload_i32(*gpu_, tk.pos), pos_c = upload_i32(*cpu_, tk.pos);
-    auto slot_g = upload_i32(*gpu_, tk.slot), slot_c = upload_i32(*cpu_, tk.slot);
-    auto out_g = poisoned_act(*gpu_, out_n), out_c = poisoned_act(*cpu_, out_n);
-    gpu_->attention(out_g.get(), qkv_g.get(), pos_g.as<int32_t>(), slot_g.as<int32_t>(), kv.gpu(), pk.shape, T);
-    cpu_->attention(out_c.get(), qkv_c.get(), pos_c.as<int32_t>(), slot_c.as<int32_t>(), kv.cpu(), pk.shape, T);
-    expect_close(read_act(*gpu_, out_g, out_n), read_act(*cpu_, out_c, out_n), tol(),
-                 "fp8 attention, serving batch of " + std::to_string(T) + " decode tokens, " + c.str());
+    expect_attention_matches_cpu(c, pk, make_cache(pk), make_tokens(rng_, c, T, /*prefill=*/false),
+                                 "fp8 attention, serving batch of " + std::to_string(T) + " decode tokens,");
   }
 }
 
