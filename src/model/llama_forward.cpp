@@ -181,7 +181,7 @@ uint64_t LlamaForward::queue_step_and_choice(const StepBatch& b, bool fed, StepC
 
 void LlamaForward::feed_inputs(const StepBatch& b) {
   const int T = static_cast<int>(b.ids.size());
-  if (!b.fed_rows.empty() && !fed_in_row_order(b)) {
+  if (!b.fed_rows.empty() && !check_fed_rows(b, chosen_rows_)) {
     // Tokens name their rows: uploaded as -row - 1, then replaced on the device.
     StepBatch named = b;
     for (int t = 0; t < T; ++t)
@@ -204,15 +204,15 @@ void LlamaForward::feed_inputs(const StepBatch& b) {
   be_->copy_on_device(inputs, chosen_.get(), size_t(T) * sizeof(int32_t));
 }
 
-bool LlamaForward::fed_in_row_order(const StepBatch& b) const {
+bool check_fed_rows(const StepBatch& b, int chosen_rows) {
   const int T = static_cast<int>(b.ids.size());
   LAMINA_CHECK(b.fed_rows.size() == b.ids.size(), "a fed step names a row for each of its ", T, " tokens, not ",
                b.fed_rows.size());
   bool in_order = true;
   for (int t = 0; t < T; ++t) {
     const int32_t row = b.fed_rows[size_t(t)];
-    LAMINA_CHECK(row >= -1 && row < chosen_rows_, "token ", t, " is fed by row ", row, " of the last choice, which has ",
-                 chosen_rows_, " rows");
+    LAMINA_CHECK(row >= -1 && row < chosen_rows, "token ", t, " is fed by row ", row, " of the last choice, which has ",
+                 chosen_rows, " rows");
     in_order = in_order && row == t;
   }
   return in_order;

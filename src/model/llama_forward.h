@@ -50,6 +50,10 @@ struct StepBatch {
   std::vector<int32_t> fed_rows;
 };
 
+// Checks a fed step's fed_rows: one per token, each -1 (a prompt token) or a row of the last
+// choice's `chosen_rows`. Returns whether token t takes row t for every t (the plain fed form).
+bool check_fed_rows(const StepBatch& batch, int chosen_rows);
+
 class LlamaForward {
  public:
   LlamaForward(const ModelConfig& cfg, Backend* backend, Communicator* comm, RankWeights weights,
@@ -130,8 +134,6 @@ class LlamaForward {
   // move on (advance_fed_inputs), else uploaded (ordered) with the last choice copied over the ids,
   // or, where batch.fed_rows names other rows (or prompt tokens), put in place by resolve_fed_ids.
   void feed_inputs(const StepBatch& batch);
-  // Whether batch.fed_rows (checked here) feeds token t from row t for every t: the plain fed form.
-  bool fed_in_row_order(const StepBatch& batch) const;
   bool advances_last_inputs(const StepBatch& batch) const;
   // step_and_start_split_greedy's choice, into chosen_ (each rank's slice argmax through the screen)
   void split_greedy(int R, bool screened);

@@ -439,13 +439,9 @@ uint64_t Engine::enqueue_step_and_choose(const StepBatch& batch, const std::vect
                    "choice needs as many chosen ids (", last_chosen_.size(), " were chosen)");
       std::copy(last_chosen_.begin(), last_chosen_.begin() + long(b.ids.size()), b.ids.begin());
     } else {
-      LAMINA_CHECK(b.fed_rows.size() == b.ids.size(), "a fed step names a row for each token");
-      for (size_t t = 0; t < b.ids.size(); ++t) {
-        const int32_t row = b.fed_rows[t];
-        LAMINA_CHECK(row >= -1 && row < int32_t(last_chosen_.size()), "token ", t, " is fed by row ", row,
-                     " of the last choice, which has ", last_chosen_.size(), " rows");
-        if (row >= 0) b.ids[t] = last_chosen_[size_t(row)];
-      }
+      check_fed_rows(b, int(last_chosen_.size()));
+      for (size_t t = 0; t < b.ids.size(); ++t)
+        if (b.fed_rows[t] >= 0) b.ids[t] = last_chosen_[size_t(b.fed_rows[t])];
       b.fed_rows.clear();
     }
     fed = false;

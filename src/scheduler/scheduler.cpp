@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "scheduler/scheduled_step.h"
 #include "scheduler/token_processor.h"
@@ -194,7 +195,7 @@ std::optional<Scheduler::QueuedStep> Scheduler::queue_next_step(const QueuedStep
   };
   std::vector<Advanced> advanced;
   std::unordered_map<const Request*, int32_t> fed_row;  // request → s's logit row that feeds it
-  std::vector<const Request*> leaving;
+  std::unordered_set<const Request*> leaving;
   int32_t row = 0;
   for (const ScheduledChunk& c : s.chunks) {
     Request* r = c.req;
@@ -202,7 +203,7 @@ std::optional<Scheduler::QueuedStep> Scheduler::queue_next_step(const QueuedStep
     bool stand_in = false;
     if (c.samples) {
       if (r->num_generated() + 1 >= r->spec.max_tokens) {
-        leaving.push_back(r);
+        leaving.insert(r);
       } else {
         r->tokens.push_back(0);
         stand_in = true;
@@ -220,7 +221,7 @@ std::optional<Scheduler::QueuedStep> Scheduler::queue_next_step(const QueuedStep
   };
   std::vector<Request*> runnable;
   for (Request* r : running_)
-    if (std::find(leaving.begin(), leaving.end(), r) == leaving.end()) runnable.push_back(r);
+    if (leaving.count(r) == 0) runnable.push_back(r);
   // Each decode token's KV row (position num_computed) must be in the request's blocks.
   bool planned = true;
   for (Request* r : runnable) {
