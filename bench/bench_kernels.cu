@@ -15,6 +15,8 @@
 //   overlap    the decode attention of 512 sequences beside a 512-token GEMM on a second stream,
 //              alone and together, with the GEMM's plan aimed at fewer SMs (bench_overlap; only
 //              with --only overlap)
+//   split      the same with the FP8 cache's bulk-copy attention held to a few SMs beside an FP8 GEMM
+//              aimed at the others (bench_split_step; only with --only split)
 //   fp8-act-quant  the FP8 GEMM's per-token activation quantization (and SwiGLU + quantization) at
 //              serving step sizes, against the copy bandwidth
 //   norm-quant the add + RMSNorm with that quantization in its pass, with and without its bf16 output
@@ -569,6 +571,63 @@ void bench_overlap(Ctx& c, const Gemm& g, int batch, int seq, int sm_target) {
   cudaStreamDestroy(side);
 }
 
+// The premise of a serving decode step split in two halves of sequences on two streams, one
+// half's attention beside the other half's GEMMs: the FP8-cache decode attention of `batch`
+// sequences of `seq` rows (the bulk-copy kernel, its persistent grid held to `attn_sms` SMs)
+// beside an FP8 (e4m3, per-token scales) GEMM of g.M rows whose cuBLASLt plan aims at the other
+// SMs, alone and together, against both on every SM one after the other. `--only split`.
+void bench_split_step(Ctx& c, const Gemm& g, int batch, int seq, int attn_sms) {
+  const int sms = c.out["device"]["sms"].get<int>();
+  DecodeAttentionCase attn(c, seq, batch, 2048, kHq, kHkv, /*fp8=*/true);
+  Rotation w(size_t(g.N) * g.K, c.min_total, 11, c.stream, 0.05f);  // e4m3 bytes (any codes: timing only)
+  Rotation x(size_t(g.M) * g.K, 0, 21, c.stream);
+  void* out = dmalloc(size_t(g.M) * g.N * 2);
+  auto* scales = static_cast<float*>(dmalloc(size_t(g.M + g.N) * sizeof(float)));
+  const std::vector<float> ones(size_t(g.M + g.N), 1.0f);
+  c.be->copy_to_device(scales, ones.data(), ones.size() * sizeof(float));
+  cudaStream_t side = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+  {
+    lamina::cuda::LtGemm gemm_all(size_t(32) << 20, 0), gemm_rest(size_t(32) << 20, sms - attn_sms);
+    const auto run_gemm = [&](lamina::cuda::LtGemm& gm, int i, cudaStream_t s) {
+      gm.run_fp8(DType::BF16, out, x.at(0), scales, lamina::cuda::Fp8Scaling::kPerToken, w.at(i), scales + g.M, g.M,
+                 g.N, g.K, s);
+    };
+    lamina::cuda::set_attention_decode_bulk_max_sms(0);
+    const Timing ta_all = time_ms(c.stream, [&](int i) { attn.run(i); });
+    const Timing tg_all = time_ms(c.stream, [&](int i) { run_gemm(gemm_all, i, c.stream); });
+    lamina::cuda::set_attention_decode_bulk_max_sms(attn_sms);
+    const Timing ta = time_ms(c.stream, [&](int i) { attn.run(i); });
+    const Timing tg = time_ms(c.stream, [&](int i) { run_gemm(gemm_rest, i, c.stream); });
+    const Timing both = time_ms(c.stream, [&](int i) {
+      CUDA_CHECK(cudaEventRecord(fork, c.stream));
+      CUDA_CHECK(cudaStreamWaitEvent(side, fork, 0));
+      run_gemm(gemm_rest, i, side);
+      attn.run(i);
+      CUDA_CHECK(cudaEventRecord(join, side));
+      CUDA_CHECK(cudaStreamWaitEvent(c.stream, join, 0));
+    });
+    lamina::cuda::set_attention_decode_bulk_max_sms(0);
+    const double in_turn = ta_all.ms + tg_all.ms;
+    std::printf("split attn fp8 b%d s%d on %d SMs + %s fp8 M=%d on %d: attention %.4f (all SMs %.4f), GEMM %.4f "
+                "(all %.4f), together %.4f ms against %.4f in turn (%.0f%%)%s\n",
+                batch, seq, attn_sms, g.name, g.M, sms - attn_sms, ta.ms, ta_all.ms, tg.ms, tg_all.ms, both.ms,
+                in_turn, 100.0 * both.ms / in_turn, tag(both));
+    c.out["split_step"].push_back({{"batch", batch}, {"seq", seq}, {"attn_sms", attn_sms}, {"gemm", g.name},
+                                   {"M", g.M}, {"N", g.N}, {"K", g.K}, {"attention_ms", ta.ms},
+                                   {"attention_all_ms", ta_all.ms}, {"gemm_ms", tg.ms}, {"gemm_all_ms", tg_all.ms},
+                                   {"both_ms", both.ms}, {"in_turn_ms", in_turn}, {"graph", both.graph}});
+  }
+  cudaFree(out);
+  cudaFree(scales);
+  cudaEventDestroy(fork);
+  cudaEventDestroy(join);
+  cudaStreamDestroy(side);
+}
+
 void bench_prefill_attention(Ctx& c, int T) {
   const size_t kv_bytes = size_t(T) * kHkv * kD * 2;
   Rotation k(kv_bytes, 0, 80, c.stream), v(kv_bytes, 0, 90, c.stream);
@@ -775,6 +834,10 @@ int main(int argc, char** argv) {
   if (c.only.find("overlap") != std::string::npos)
     for (const Gemm& g : kOverlapGemms)
       for (int sms : {0, 100, 66}) guarded(c, "overlap", [&] { bench_overlap(c, g, 512, 256, sms); });
+  // The same question with the FP8 cache's bulk-copy attention held to a few SMs (--only split).
+  if (c.only.find("split") != std::string::npos)
+    for (const Gemm& g : kOverlapGemms)
+      for (int sms : {12, 20, 32, 44}) guarded(c, "split", [&] { bench_split_step(c, g, 512, 192, sms); });
 
   // The launch shapes the GEMVs' tuning chose on this GPU for the shapes above (gemv_tuner.h).
   for (const std::string& line : lamina::cuda::gemv_tuning_choices()) {

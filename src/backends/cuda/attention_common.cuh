@@ -424,6 +424,9 @@ bool attention_decode_bulk_supports(DType dt, const AttnParams& p, int cc_major)
 void launch_attention_decode_bulk(DType dt, void* out, const void* qkv, const int32_t* positions,
                                   const int32_t* slots, KVCacheLayer cache, const AttnParams& p, int num_sms,
                                   cudaStream_t stream);
+// The SMs the bulk kernel's persistent grid takes at most from now on (0, the default: num_sms),
+// for an attention sharing the GPU with a GEMM on another stream (bench_kernels --only split).
+void set_attention_decode_bulk_max_sms(int sms);
 void launch_attention_prefill(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                               KVCacheLayer cache, const AttnParams& p, cudaStream_t stream);
 // Tensor-core kernel for float16 / bfloat16 (attention_prefill_mma.cu: mma.sync, cp.async

@@ -4,13 +4,14 @@
 // a thread), so few warps fit an SM and its FP8 case reads at ~60-70 % of the copy bandwidth in a
 // serving run. Here the bytes in flight cost no registers.
 //
-//   (Hkv + 1) warps a block: warp w < Hkv takes kv head w of the block's token and its
-//   G q heads, over all of the token's cache rows; warp Hkv is the producer. Keys go in groups of
-//   16 (one KV block holds a group: tokens_per_block >= 16), a ring of kStages slots:
-//     producer  looks up 32 groups' first pool rows at once (a lane each); for group i waits until
-//               slot i % kStages is free, then its lanes copy the group's 16 K rows and 16 V rows
-//               ([Hkv, D] bytes each, contiguous in the pool) into the slot, one bulk copy a lane,
-//               completing on the slot's `full` barrier
+//   Hkv warps a block: warp w takes kv head w of the block's token and its G q heads, over all
+//   of the token's cache rows. Keys go in groups of 16 (one KV block holds a group:
+//   tokens_per_block >= 16), a ring of kStages slots:
+//     producer  (warp 0, besides its consumer's work) looks up 32 groups' first pool rows at once
+//               (a lane each); fills the ring's slots first, then refills slot i % kStages with
+//               group i + kStages once every consumer has read group i: its lanes copy the
+//               group's 16 K rows and 16 V rows ([Hkv, D] bytes each, contiguous in the pool)
+//               into the slot, one bulk copy a lane, completing on the slot's `full` barrier
 //     consumer  waits on `full`, reads its head's slices of the 16 rows into the mma fragment
 //               registers (mma_layout.h's decode_* maps), frees the slot (`empty` barrier) and
 //               computes the group as the tensor-core kernel does (attention_decode_group.cuh)
@@ -19,6 +20,11 @@
 //   A warp ends with its heads' whole softmax and writes o / l: no split, no merge.
 //   The grid is as many blocks as fit at once, each taking every gridDim.x-th token in turn: the
 //   producer runs on into the next token's groups while the consumers finish this one.
+//   Why warp 0 copies rather than a warp of its own (LAMINA_ATTN_BULK_CONSUMER_COPIES=0): an SM's
+//   4 schedulers hold 16 K registers each, and a block of 9 warps puts 3 on one of them, so at 112
+//   registers a thread one such block fit an SM (Nsight Compute: 9 warps an SM, each issuing every
+//   7.5 cycles; the kernel's rate grew with the SMs it had, ~18-21 GB/s each). Blocks of 8 warps
+//   fit two an SM at 128 registers, their ~100 KB of shared memory each in the largest carve-out.
 // Used where each SM gets at least 2 tokens (attention.cu); LAMINA_ATTN_BULK=0 turns it off.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -26,7 +32,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <mutex>
+#include <set>
 #include <string>
+#include <utility>
 
 #include "ab_switch.h"
 #include "attention_common.cuh"
@@ -119,12 +128,62 @@ __device__ __forceinline__ BulkToken bulk_token(const int32_t* positions, const 
   return k;
 }
 
-template <typename T, int kStages>
-__global__ void __maxnreg__(112)  // 2 blocks of 9 warps an SM: 112 registers at most
-    attn_decode_bulk_kernel(T* __restrict__ out, const T* __restrict__ qkv, const int32_t* __restrict__ positions,
-                            const int32_t* __restrict__ slots, const uint8_t* __restrict__ k_cache,
-                            const uint8_t* __restrict__ v_cache, const int32_t* __restrict__ block_tables,
-                            AttnParams p) {
+// The producer's walk over the block's (token, group) sequence: tokens blockIdx.x, + gridDim.x, ...
+// and each token's groups in turn, one group a call of issue_next. Every warp of the block walks
+// the same sequence, so the ring's slot and phase (from the count of groups so far) agree.
+struct GroupCursor {
+  int tk, i = 0, n_groups = 0, seq = 0, len = 0;
+  long long lane_base = -1;  // lane j: the first pool row of group (i / 32) * 32 + j
+};
+
+// Copies the cursor's next group into slot s (free: its last group was read) and advances; false
+// (nothing issued) past the block's last token. Called by one whole warp.
+template <int kStages>
+__device__ __forceinline__ bool issue_next(GroupCursor& c, int s, int tokens, uint8_t* smem, const BulkLayout& lay,
+                                           uint64_t* full, int* valid_rows, const int32_t* positions,
+                                           const int32_t* slots, const uint8_t* k_cache, const uint8_t* v_cache,
+                                           const int32_t* block_tables, const AttnParams& p) {
+  const int lane = threadIdx.x % 32;
+  while (c.i >= c.n_groups) {  // on to the next token with groups
+    if (c.n_groups >= 0) c.tk += gridDim.x;
+    if (c.tk >= tokens) return false;
+    const BulkToken k = bulk_token(positions, slots, p.decode_t0 + c.tk, p);
+    c.i = 0, c.seq = k.seq, c.len = k.len;
+    c.n_groups = k.skip ? 0 : (k.len + kGroupKeys - 1) / kGroupKeys;
+  }
+  if (c.i % 32 == 0) {  // the next 32 groups' first pool rows, a lane each
+    const int gi = c.i + lane;
+    c.lane_base = gi < c.n_groups ? kv_cache_row(block_tables, c.seq, gi * kGroupKeys, p) : -1;
+  }
+  const long long base = __shfl_sync(0xffffffffu, c.lane_base, c.i % 32);
+  const int row_bytes = p.Hkv * kD;
+  const int n_valid = base < 0 ? 0 : min(kGroupKeys, c.len - c.i * kGroupKeys);
+  if (lane == 0) {
+    valid_rows[s] = n_valid;
+    mbar_arrive_expect_tx(&full[s], static_cast<uint32_t>(2 * n_valid * row_bytes));
+  }
+  __syncwarp();
+  const int r = lane % kGroupKeys;  // lanes 0-15: K rows, 16-31: V rows
+  if (r < n_valid) {
+    const uint8_t* src = (lane < kGroupKeys ? k_cache : v_cache) + static_cast<size_t>(base + r) * row_bytes;
+    uint8_t* dst = smem + s * lay.slot_bytes + (lane / kGroupKeys) * kGroupKeys * lay.row_stride + r * lay.row_stride;
+    bulk_copy(dst, src, static_cast<uint32_t>(row_bytes), &full[s]);
+  }
+  ++c.i;
+  return true;
+}
+
+// kProducerWarp: warp Hkv only copies (the ring's producer, (Hkv + 1) warps a block); otherwise
+// consumer warp 0 also copies: after every consumer has read group n from slot s it refills s
+// with group n + kStages (Hkv warps a block, so two blocks of 8 warps fit an SM's register file
+// where two of 9 do not: an SM's 4 schedulers hold 16 K registers each and a 9-warp block puts 3
+// warps on one of them).
+template <typename T, int kStages, bool kProducerWarp>
+__device__ __forceinline__ void attn_decode_bulk(T* __restrict__ out, const T* __restrict__ qkv,
+                                                 const int32_t* __restrict__ positions,
+                                                 const int32_t* __restrict__ slots, const uint8_t* __restrict__ k_cache,
+                                                 const uint8_t* __restrict__ v_cache,
+                                                 const int32_t* __restrict__ block_tables, const AttnParams& p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
   __trap();  // never launched there (attention_decode_bulk_supports asks for compute capability 9)
 #else
@@ -151,37 +210,24 @@ __global__ void __maxnreg__(112)  // 2 blocks of 9 warps an SM: 112 registers at
 
   // Tokens blockIdx.x, + gridDim.x, ...: the producer streams one token's groups after the last
   // one's, so a token's start-up (its inputs, block table) hides behind the tokens before it.
-  // Every warp walks the same tokens and groups, so the ring's slot and phase (from the count of
-  // groups so far, n) agree between them.
-  if (warp == consumers) {  // ---- producer ----
-    int n = 0;
-    for (int tk = blockIdx.x; tk < tokens; tk += gridDim.x) {
-      const BulkToken k = bulk_token(positions, slots, p.decode_t0 + tk, p);
-      const int n_groups = k.skip ? 0 : (k.len + kGroupKeys - 1) / kGroupKeys;
-      long long lane_base = -1;
-      for (int i = 0; i < n_groups; ++i, ++n) {
-        if (i % 32 == 0) {  // the next 32 groups' first pool rows, a lane each
-          const int gi = i + lane;
-          lane_base = gi < n_groups ? kv_cache_row(block_tables, k.seq, gi * kGroupKeys, p) : -1;
-        }
-        const long long base = __shfl_sync(0xffffffffu, lane_base, i % 32);
+  GroupCursor cursor{static_cast<int>(blockIdx.x)};
+  cursor.n_groups = -1;  // before the first token
+  if constexpr (kProducerWarp) {
+    if (warp == consumers) {  // ---- producer ----
+      for (int n = 0;; ++n) {
         const int s = n % kStages;
         mbar_wait(&empty[s], ((n / kStages) & 1) ^ 1);  // the slot's last group was read (free at first)
-        const int n_valid = base < 0 ? 0 : min(kGroupKeys, k.len - i * kGroupKeys);
-        if (lane == 0) {
-          valid_rows[s] = n_valid;
-          mbar_arrive_expect_tx(&full[s], static_cast<uint32_t>(2 * n_valid * row_bytes));
-        }
-        __syncwarp();
-        const int r = lane % kGroupKeys;  // lanes 0-15: K rows, 16-31: V rows
-        if (r < n_valid) {
-          const uint8_t* src = (lane < kGroupKeys ? k_cache : v_cache) + static_cast<size_t>(base + r) * row_bytes;
-          uint8_t* dst = smem + s * lay.slot_bytes + (lane / kGroupKeys) * kGroupKeys * lay.row_stride + r * lay.row_stride;
-          bulk_copy(dst, src, static_cast<uint32_t>(row_bytes), &full[s]);
-        }
+        if (!issue_next<kStages>(cursor, s, tokens, smem, lay, full, valid_rows, positions, slots, k_cache, v_cache,
+                                 block_tables, p))
+          break;
       }
+      return;
     }
-    return;
+  } else if (warp == 0) {  // the ring starts full
+    for (int s = 0; s < kStages; ++s)
+      if (!issue_next<kStages>(cursor, s, tokens, smem, lay, full, valid_rows, positions, slots, k_cache, v_cache,
+                               block_tables, p))
+        break;
   }
 
   // ---- consumer: kv head `warp`, q heads h0 .. h0 + G - 1 ----
@@ -240,6 +286,11 @@ __global__ void __maxnreg__(112)  // 2 blocks of 9 warps an SM: 112 registers at
       const int n_valid = valid_rows[s];
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[s]);  // the producer may refill the slot
+      if (!kProducerWarp && warp == 0) {  // once every consumer has read the slot: its group n + kStages
+        mbar_wait(&empty[s], (n / kStages) & 1);
+        issue_next<kStages>(cursor, s, tokens, smem, lay, full, valid_rows, positions, slots, k_cache, v_cache,
+                            block_tables, p);
+      }
       // Rows past the token's end or without a pool row were not copied: masked.
       r.partial = n_valid < kGroupKeys;
       r.ok = 0;
@@ -270,6 +321,27 @@ __global__ void __maxnreg__(112)  // 2 blocks of 9 warps an SM: 112 registers at
 #endif
 }
 
+// Consumer warp 0 also copies: Hkv warps a block, two blocks an SM at 8 kv heads (128 registers).
+template <typename T, int kStages>
+__global__ void __launch_bounds__(kMaxKvHeads * 32, 2)
+    attn_decode_bulk_kernel(T* __restrict__ out, const T* __restrict__ qkv, const int32_t* __restrict__ positions,
+                            const int32_t* __restrict__ slots, const uint8_t* __restrict__ k_cache,
+                            const uint8_t* __restrict__ v_cache, const int32_t* __restrict__ block_tables,
+                            AttnParams p) {
+  attn_decode_bulk<T, kStages, false>(out, qkv, positions, slots, k_cache, v_cache, block_tables, p);
+}
+
+// A warp of its own for the copies (LAMINA_ATTN_BULK_CONSUMER_COPIES=0): Hkv + 1 warps a block, one
+// block an SM at 8 kv heads (measured: 9 warps at 112 registers, 1 block an SM by registers).
+template <typename T, int kStages>
+__global__ void __maxnreg__(112)
+    attn_decode_bulk_producer_warp_kernel(T* __restrict__ out, const T* __restrict__ qkv,
+                                          const int32_t* __restrict__ positions, const int32_t* __restrict__ slots,
+                                          const uint8_t* __restrict__ k_cache, const uint8_t* __restrict__ v_cache,
+                                          const int32_t* __restrict__ block_tables, AttnParams p) {
+  attn_decode_bulk<T, kStages, true>(out, qkv, positions, slots, k_cache, v_cache, block_tables, p);
+}
+
 // Slots in the ring: LAMINA_ATTN_BULK_STAGES=2, 3 or 4 (tuning); 3 by default.
 int bulk_stages() {
   static const int stages = [] {
@@ -282,32 +354,51 @@ int bulk_stages() {
   return stages;
 }
 
+std::atomic<int> max_sms_cap{0};  // set_attention_decode_bulk_max_sms
+
+// The kernel's shared memory in the largest carve-out: two blocks of ~100 KB an SM at 8 kv heads.
+void prefer_max_shared(const void* kernel) {
+  static std::mutex mu;
+  static std::set<std::pair<const void*, int>> done;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mu);
+  if (!done.insert({kernel, device}).second) return;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                  static_cast<int>(cudaSharedmemCarveoutMaxShared)));
+}
+
 template <typename T, int kStages>
 void launch_stages(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
                    const AttnParams& p, int num_sms, cudaStream_t stream) {
   const int row_bytes = p.Hkv * kD;
   const BulkLayout lay{row_bytes + kRowPad, 2 * kGroupKeys * (row_bytes + kRowPad), kStages};
   const size_t smem = static_cast<size_t>(lay.bytes());
-  allow_dynamic_smem(reinterpret_cast<const void*>(attn_decode_bulk_kernel<T, kStages>), smem);
+  static const bool producer_warp = !ab_switch_on("LAMINA_ATTN_BULK_CONSUMER_COPIES");
+  const auto kernel = producer_warp ? attn_decode_bulk_producer_warp_kernel<T, kStages> : attn_decode_bulk_kernel<T, kStages>;
+  const int threads = (p.Hkv + (producer_warp ? 1 : 0)) * 32;
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
+  prefer_max_shared(reinterpret_cast<const void*>(kernel));
   // As many blocks as fit at once (2 an SM at 8 kv heads), each walking every gridDim.x-th token;
   // LAMINA_ATTN_BULK_PERSISTENT=0: a block a token.
   static const bool persistent = ab_switch_on("LAMINA_ATTN_BULK_PERSISTENT");
   const int tokens = p.T - p.decode_t0;
   int blocks = tokens;
   if (persistent) {
-    static std::atomic<int> per_sm_by_heads[kMaxKvHeads + 1];  // 0: not asked yet
-    int per_sm = per_sm_by_heads[p.Hkv].load(std::memory_order_relaxed);
+    static std::atomic<int> per_sm_by_heads[2][kMaxKvHeads + 1];  // 0: not asked yet
+    std::atomic<int>& cached = per_sm_by_heads[producer_warp ? 1 : 0][p.Hkv];
+    int per_sm = cached.load(std::memory_order_relaxed);
     if (per_sm == 0) {
-      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, attn_decode_bulk_kernel<T, kStages>,
-                                                               (p.Hkv + 1) * 32, smem));
+      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
       per_sm = std::max(1, per_sm);
-      per_sm_by_heads[p.Hkv].store(per_sm, std::memory_order_relaxed);
+      cached.store(per_sm, std::memory_order_relaxed);
     }
-    blocks = std::min(tokens, per_sm * num_sms);
+    const int cap = max_sms_cap.load(std::memory_order_relaxed);
+    blocks = std::min(tokens, per_sm * (cap > 0 ? std::min(cap, num_sms) : num_sms));
   }
-  launch_pdl(attn_decode_bulk_kernel<T, kStages>, dim3(blocks), dim3((p.Hkv + 1) * 32), smem, stream,
-             static_cast<T*>(out), static_cast<const T*>(qkv), positions, slots,
-             static_cast<const uint8_t*>(cache.k), static_cast<const uint8_t*>(cache.v), cache.block_tables, p);
+  launch_pdl(kernel, dim3(blocks), dim3(threads), smem, stream, static_cast<T*>(out), static_cast<const T*>(qkv),
+             positions, slots, static_cast<const uint8_t*>(cache.k), static_cast<const uint8_t*>(cache.v),
+             cache.block_tables, p);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -322,6 +413,8 @@ void launch_t(void* out, const void* qkv, const int32_t* positions, const int32_
 }
 
 }  // namespace
+
+void set_attention_decode_bulk_max_sms(int sms) { max_sms_cap.store(std::max(0, sms), std::memory_order_relaxed); }
 
 bool attention_decode_bulk_supports(DType dt, const AttnParams& p, int cc_major) {
   static const bool on = ab_switch_on("LAMINA_ATTN_BULK");
