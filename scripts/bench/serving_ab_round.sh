@@ -27,7 +27,7 @@ for q in ${QUANTS:-FP8+kvFP8}; do
   rm -rf "$W/ckpt" "$W/engine"
   "$L" convert --model_dir "$W/hf" --output_dir "$W/ckpt" --dtype bfloat16 $quant $kv >"$OUT/convert_$q.log" 2>&1
   "$L" build --checkpoint_dir "$W/ckpt" --output_dir "$W/engine" --max_batch_size 1024 --max_input_len 256 \
-    --max_seq_len 512 --max_num_tokens 8192 >"$OUT/build_$q.log" 2>&1 || { echo "$q: build failed"; continue; }
+    --max_seq_len 512 --max_num_tokens ${MAX_NUM_TOKENS:-8192} >"$OUT/build_$q.log" 2>&1 || { echo "$q: build failed"; continue; }
   for ((rep = 0; rep < ${REPS:-2}; rep++)); do
     for v in ${AB:--}; do
       name=$(echo "$q $v" | tr -c 'A-Za-z0-9_\n' '_')

@@ -72,6 +72,21 @@ TEST_F(OfflineBench, WarmupRequestsAreNotCounted) {
   EXPECT_EQ(run(3), 20);
 }
 
+// --max_num_tokens caps the scheduler's tokens a step below the engine's: at 4, an 8-token prompt
+// is prefilled in two chunks, so each request (one at a time) takes 2 + 4 steps for its 5 tokens.
+TEST_F(OfflineBench, MaxNumTokensChunksThePrefill) {
+  auto steps = [&](const std::string& extra) {
+    const auto r = run_lamina("bench_serving --engine_dir " + engine() + " --device cpu --concurrency 1" +
+                              " --num_requests 4 --isl 8 --osl 5 --vocab_size 4000 --warmup 0" + extra);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    const size_t at = r.output.find("steps: ");
+    EXPECT_NE(at, std::string::npos) << r.output;
+    return at == std::string::npos ? -1 : std::atoi(r.output.c_str() + at + 7);
+  };
+  EXPECT_EQ(steps(""), 20);
+  EXPECT_EQ(steps(" --max_num_tokens 4"), 24);
+}
+
 // The issue-style spelling: `lamina bench` with --concurrency/--isl/--osl is the serving load test.
 TEST_F(OfflineBench, BenchWithConcurrencyIsTheServingLoadTest) {
   const auto r = run_lamina("bench --engine_dir " + engine() + " --device cpu --concurrency 2 --num_requests 4" +

@@ -44,6 +44,7 @@ struct BenchServingOptions {
   double kv_cache_free_gpu_memory_fraction = 0.9;
   int concurrency = 8, num_requests = 64, isl = 128, osl = 128, vocab_size = 256;
   int warmup = 2;  // requests run (and not counted) before the clock starts
+  int max_num_tokens = 0;  // offline: tokens per step; 0 = the engine's
   double request_rate = 0;  // requests/s; 0 = as fast as concurrency allows
   uint64_t seed = 0;
 };
@@ -158,6 +159,7 @@ void bench_offline(const BenchServingOptions& o) {
     fail("--vocab_size ", o.vocab_size, " exceeds the engine's vocabulary (", engine->config().vocab_size, ")");
   ExecutorOptions xo;
   xo.scheduler.overlap_steps = !o.disable_overlap_scheduler;
+  xo.scheduler.max_num_tokens = o.max_num_tokens;
   Executor executor(*engine, xo);
   warm_up_offline(executor, o);
   const SchedulerStats warm = executor.stats();  // the warm-up's steps, left out of the phases below
@@ -429,6 +431,9 @@ void register_bench_serving(CLI::App& app) {
   sub->add_flag("--skip_checksum", o->skip_checksum, "Offline: do not verify engine checksums at load");
   sub->add_flag("--disable_overlap_scheduler", o->disable_overlap_scheduler,
                 "Offline: read each step's tokens before queuing the next (no overlapped decode steps)");
+  sub->add_option("--max_num_tokens", o->max_num_tokens,
+                  "Offline: tokens per step (default: the engine's max_num_tokens; at most it)")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--kv_cache_free_gpu_memory_fraction", o->kv_cache_free_gpu_memory_fraction,
                   "Offline: share of free GPU memory for the paged KV cache")
       ->capture_default_str();
