@@ -525,6 +525,35 @@ void bench_decode_attention(Ctx& c, int seq, int batch, int max_seq, int hq = kH
                                        {"fraction_of_copy", gbs / c.copy_gbs}, {"graph", tm.graph}});
 }
 
+// Work on a second stream beside the benchmark's stream: a timed call forks `side` off c.stream,
+// runs side_work there and main_work on c.stream, and joins them.
+struct SideBySide {
+  cudaStream_t side = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
+  SideBySide() {
+    CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+  }
+  ~SideBySide() {
+    cudaEventDestroy(fork);
+    cudaEventDestroy(join);
+    cudaStreamDestroy(side);
+  }
+  SideBySide(const SideBySide&) = delete;
+  SideBySide& operator=(const SideBySide&) = delete;
+  Timing time(Ctx& c, const std::function<void(int, cudaStream_t)>& side_work, const std::function<void(int)>& main_work) {
+    return time_ms(c.stream, [&](int i) {
+      CUDA_CHECK(cudaEventRecord(fork, c.stream));
+      CUDA_CHECK(cudaStreamWaitEvent(side, fork, 0));
+      side_work(i, side);
+      main_work(i);
+      CUDA_CHECK(cudaEventRecord(join, side));
+      CUDA_CHECK(cudaStreamWaitEvent(c.stream, join, 0));
+    });
+  }
+};
+
 // Whether a serving step could overlap its memory-bound decode attention with its compute-bound
 // GEMMs (two halves of the batch, one's attention beside the other's projection): the decode
 // attention of `batch` sequences of `seq` rows on the backend's stream and a bf16 GEMM g on a
@@ -536,11 +565,7 @@ void bench_overlap(Ctx& c, const Gemm& g, int batch, int seq, int sm_target) {
   Rotation w(size_t(g.N) * g.K * 2, c.min_total, 10, c.stream, 0.05f);
   Rotation x(size_t(g.M) * g.K * 2, 0, 20, c.stream);
   void* out = dmalloc(size_t(g.M) * g.N * 2);
-  cudaStream_t side = nullptr;
-  cudaEvent_t fork = nullptr, join = nullptr;
-  CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
-  CUDA_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
-  CUDA_CHECK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+  SideBySide two;
   {
     lamina::cuda::LtGemm gemm(size_t(32) << 20, sm_target);
     const auto run_gemm = [&](int i, cudaStream_t s) {
@@ -548,14 +573,7 @@ void bench_overlap(Ctx& c, const Gemm& g, int batch, int seq, int sm_target) {
     };
     const Timing ta = time_ms(c.stream, [&](int i) { attn.run(i); });
     const Timing tg = time_ms(c.stream, [&](int i) { run_gemm(i, c.stream); });
-    const Timing both = time_ms(c.stream, [&](int i) {
-      CUDA_CHECK(cudaEventRecord(fork, c.stream));
-      CUDA_CHECK(cudaStreamWaitEvent(side, fork, 0));
-      run_gemm(i, side);
-      attn.run(i);
-      CUDA_CHECK(cudaEventRecord(join, side));
-      CUDA_CHECK(cudaStreamWaitEvent(c.stream, join, 0));
-    });
+    const Timing both = two.time(c, run_gemm, [&](int i) { attn.run(i); });
     const double saved = ta.ms + tg.ms - both.ms, overlap = saved / std::min(ta.ms, tg.ms);
     std::printf("overlap attn b%d s%d + %s M=%d, GEMM on %s SMs: attention %.4f, GEMM %.4f, both %.4f ms "
                 "(saved %.4f, %.0f%% of the shorter)%s\n",
@@ -566,9 +584,6 @@ void bench_overlap(Ctx& c, const Gemm& g, int batch, int seq, int sm_target) {
                                 {"both_ms", both.ms}, {"saved_ms", saved}, {"graph", both.graph}});
   }
   cudaFree(out);
-  cudaEventDestroy(fork);
-  cudaEventDestroy(join);
-  cudaStreamDestroy(side);
 }
 
 // The premise of a serving decode step split in two halves of sequences on two streams, one
@@ -585,11 +600,7 @@ void bench_split_step(Ctx& c, const Gemm& g, int batch, int seq, int attn_sms) {
   auto* scales = static_cast<float*>(dmalloc(size_t(g.M + g.N) * sizeof(float)));
   const std::vector<float> ones(size_t(g.M + g.N), 1.0f);
   c.be->copy_to_device(scales, ones.data(), ones.size() * sizeof(float));
-  cudaStream_t side = nullptr;
-  cudaEvent_t fork = nullptr, join = nullptr;
-  CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
-  CUDA_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
-  CUDA_CHECK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+  SideBySide two;
   {
     lamina::cuda::LtGemm gemm_all(size_t(32) << 20, 0), gemm_rest(size_t(32) << 20, sms - attn_sms);
     const auto run_gemm = [&](lamina::cuda::LtGemm& gm, int i, cudaStream_t s) {
@@ -602,14 +613,8 @@ void bench_split_step(Ctx& c, const Gemm& g, int batch, int seq, int attn_sms) {
     lamina::cuda::set_attention_decode_bulk_max_sms(attn_sms);
     const Timing ta = time_ms(c.stream, [&](int i) { attn.run(i); });
     const Timing tg = time_ms(c.stream, [&](int i) { run_gemm(gemm_rest, i, c.stream); });
-    const Timing both = time_ms(c.stream, [&](int i) {
-      CUDA_CHECK(cudaEventRecord(fork, c.stream));
-      CUDA_CHECK(cudaStreamWaitEvent(side, fork, 0));
-      run_gemm(gemm_rest, i, side);
-      attn.run(i);
-      CUDA_CHECK(cudaEventRecord(join, side));
-      CUDA_CHECK(cudaStreamWaitEvent(c.stream, join, 0));
-    });
+    const Timing both =
+        two.time(c, [&](int i, cudaStream_t s) { run_gemm(gemm_rest, i, s); }, [&](int i) { attn.run(i); });
     lamina::cuda::set_attention_decode_bulk_max_sms(0);
     const double in_turn = ta_all.ms + tg_all.ms;
     std::printf("split attn fp8 b%d s%d on %d SMs + %s fp8 M=%d on %d: attention %.4f (all SMs %.4f), GEMM %.4f "
@@ -623,9 +628,6 @@ void bench_split_step(Ctx& c, const Gemm& g, int batch, int seq, int attn_sms) {
   }
   cudaFree(out);
   cudaFree(scales);
-  cudaEventDestroy(fork);
-  cudaEventDestroy(join);
-  cudaStreamDestroy(side);
 }
 
 void bench_prefill_attention(Ctx& c, int T) {

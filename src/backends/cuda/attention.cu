@@ -32,7 +32,7 @@
 
 namespace lamina::cuda {
 
-void allow_dynamic_smem(const void* kernel, size_t smem_bytes) {
+void allow_dynamic_smem(const void* kernel, size_t smem_bytes, bool max_carveout) {
   static std::mutex mu;
   static std::set<std::pair<const void*, int>> opted_in;
   int device = 0;
@@ -40,6 +40,9 @@ void allow_dynamic_smem(const void* kernel, size_t smem_bytes) {
   std::lock_guard<std::mutex> lock(mu);
   if (opted_in.count({kernel, device})) return;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes)));
+  if (max_carveout)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                    static_cast<int>(cudaSharedmemCarveoutMaxShared)));
   opted_in.insert({kernel, device});
 }
 

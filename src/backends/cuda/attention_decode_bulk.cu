@@ -32,10 +32,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
-#include <mutex>
-#include <set>
 #include <string>
-#include <utility>
 
 #include "ab_switch.h"
 #include "attention_common.cuh"
@@ -132,7 +129,7 @@ __device__ __forceinline__ BulkToken bulk_token(const int32_t* positions, const 
 // and each token's groups in turn, one group a call of issue_next. Every warp of the block walks
 // the same sequence, so the ring's slot and phase (from the count of groups so far) agree.
 struct GroupCursor {
-  int tk, i = 0, n_groups = 0, seq = 0, len = 0;
+  int tk, i = 0, n_groups = -1, seq = 0, len = 0;  // n_groups -1: before the first token
   long long lane_base = -1;  // lane j: the first pool row of group (i / 32) * 32 + j
 };
 
@@ -211,7 +208,6 @@ __device__ __forceinline__ void attn_decode_bulk(T* __restrict__ out, const T* _
   // Tokens blockIdx.x, + gridDim.x, ...: the producer streams one token's groups after the last
   // one's, so a token's start-up (its inputs, block table) hides behind the tokens before it.
   GroupCursor cursor{static_cast<int>(blockIdx.x)};
-  cursor.n_groups = -1;  // before the first token
   if constexpr (kProducerWarp) {
     if (warp == consumers) {  // ---- producer ----
       for (int n = 0;; ++n) {
@@ -356,18 +352,6 @@ int bulk_stages() {
 
 std::atomic<int> max_sms_cap{0};  // set_attention_decode_bulk_max_sms
 
-// The kernel's shared memory in the largest carve-out: two blocks of ~100 KB an SM at 8 kv heads.
-void prefer_max_shared(const void* kernel) {
-  static std::mutex mu;
-  static std::set<std::pair<const void*, int>> done;
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  std::lock_guard<std::mutex> lock(mu);
-  if (!done.insert({kernel, device}).second) return;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                  static_cast<int>(cudaSharedmemCarveoutMaxShared)));
-}
-
 template <typename T, int kStages>
 void launch_stages(void* out, const void* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
                    const AttnParams& p, int num_sms, cudaStream_t stream) {
@@ -377,16 +361,15 @@ void launch_stages(void* out, const void* qkv, const int32_t* positions, const i
   static const bool producer_warp = !ab_switch_on("LAMINA_ATTN_BULK_CONSUMER_COPIES");
   const auto kernel = producer_warp ? attn_decode_bulk_producer_warp_kernel<T, kStages> : attn_decode_bulk_kernel<T, kStages>;
   const int threads = (p.Hkv + (producer_warp ? 1 : 0)) * 32;
-  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
-  prefer_max_shared(reinterpret_cast<const void*>(kernel));
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, /*max_carveout=*/true);  // 2 blocks an SM
   // As many blocks as fit at once (2 an SM at 8 kv heads), each walking every gridDim.x-th token;
   // LAMINA_ATTN_BULK_PERSISTENT=0: a block a token.
   static const bool persistent = ab_switch_on("LAMINA_ATTN_BULK_PERSISTENT");
   const int tokens = p.T - p.decode_t0;
   int blocks = tokens;
   if (persistent) {
-    static std::atomic<int> per_sm_by_heads[2][kMaxKvHeads + 1];  // 0: not asked yet
-    std::atomic<int>& cached = per_sm_by_heads[producer_warp ? 1 : 0][p.Hkv];
+    static std::atomic<int> per_sm_by_heads[kMaxKvHeads + 1];  // of `kernel`; 0: not asked yet
+    std::atomic<int>& cached = per_sm_by_heads[p.Hkv];
     int per_sm = cached.load(std::memory_order_relaxed);
     if (per_sm == 0) {
       CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));

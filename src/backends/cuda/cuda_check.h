@@ -41,9 +41,10 @@ namespace lamina::cuda_detail {
 
 namespace lamina::cuda {
 
-// Lets `kernel` use `smem_bytes` (> 48 KB) of dynamic shared memory on the current device. The
-// opt-in is made once per (kernel, device), so later calls, e.g. under graph capture, only launch.
-// (Defined in attention.cu.)
-void allow_dynamic_smem(const void* kernel, size_t smem_bytes);
+// Lets `kernel` use `smem_bytes` (> 48 KB) of dynamic shared memory on the current device;
+// max_carveout: also asks for the largest shared-memory carve-out, for several such blocks an SM.
+// The opt-in is made once per (kernel, device), so later calls, e.g. under graph capture, only
+// launch. (Defined in attention.cu.)
+void allow_dynamic_smem(const void* kernel, size_t smem_bytes, bool max_carveout = false);
 
 }  // namespace lamina::cuda
