@@ -9,6 +9,9 @@
 # Prints and keeps $OUT/serving_ab.txt (output tok/s of each run); JSON files in $OUT.
 # TRACE=1 adds one run per QUANTS entry under bench/kernel_trace.cpp (CUPTI) and sums up how long
 # the GPU sat idle and between which kernels (scripts/bench/gpu_idle.py) into $OUT/idle_<entry>.txt.
+# POWER=1 samples the GPU's SM clock, power and throttle reasons every 100 ms during each (untraced)
+# run and prints their summary after its tok/s (scripts/bench/power_summary.py): whether the card
+# sat at its power limit.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
@@ -35,11 +38,21 @@ for q in ${QUANTS:-FP8+kvFP8}; do
       if [[ "$v" != - ]]; then
         for item in ${v//,/ }; do if [[ "$item" == --* ]]; then args+=("$item"); else vars+=("$item"); fi; done
       fi
+      smi=""
+      if [[ "${POWER:-0}" == 1 ]]; then
+        nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,power.limit,clocks_throttle_reasons.active \
+          --format=csv,noheader -lms 100 >"$OUT/power_${name}_$rep.csv" 2>/dev/null &
+        smi=$!
+      fi
       env "${vars[@]}" "$L" bench_serving "${args[@]}" "${load[@]}" \
         --json "$OUT/offline_${name}_$rep.json" >"$OUT/offline_${name}_$rep.log" 2>&1
+      if [[ -n "$smi" ]]; then kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null; fi
       tps=$(python3 -c 'import json,sys; print("%.0f" % json.load(open(sys.argv[1]))["output_token_throughput"])' \
         "$OUT/offline_${name}_$rep.json" 2>/dev/null || echo "FAILED: $(tail -2 "$OUT/offline_${name}_$rep.log")")
       echo "$q $v: $tps output tok/s" | tee -a "$OUT/serving_ab.txt"
+      if [[ -n "$smi" ]]; then
+        python3 scripts/bench/power_summary.py "$OUT/power_${name}_$rep.csv" | sed 's/^/  /' | tee -a "$OUT/serving_ab.txt"
+      fi
     done
   done
   if [[ "${TRACE:-0}" == 1 ]]; then

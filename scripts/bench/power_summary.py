@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""The GPU's SM clock and power over a run, from nvidia-smi samples: whether the card was held at
+its power limit (a compute-bound serving run on an H100 is: docs/performance.md).
+
+  nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,power.limit,clocks_throttle_reasons.active \
+      --format=csv,noheader -lms 100 > power.csv &
+  python3 scripts/bench/power_summary.py power.csv [--min_watts 250]
+
+Only samples drawing at least MIN_WATTS count (the run under load, not the load before it or the
+idle after). Prints the samples' SM clock and power percentiles, the mean power against the
+limit, and how often each throttle reason was active (0x4: software power cap).
+"""
+import argparse
+import collections
+import statistics
+
+
+def number(field):
+    """'1560 MHz' -> 1560.0; None where nvidia-smi wrote no number ([N/A])."""
+    try:
+        return float(field.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("samples")
+    ap.add_argument("--min_watts", type=float, default=250.0)
+    a = ap.parse_args()
+
+    clocks, watts, limits, reasons = [], [], [], collections.Counter()
+    with open(a.samples) as f:
+        for line in f:
+            fields = [x.strip() for x in line.split(",")]
+            if len(fields) < 5:
+                continue
+            clock, power, limit = number(fields[1]), number(fields[2]), number(fields[3])
+            if clock is None or power is None or power < a.min_watts:
+                continue
+            clocks.append(clock)
+            watts.append(power)
+            if limit is not None:
+                limits.append(limit)
+            reasons[fields[4]] += 1
+    if not watts:
+        print(f"power: no sample at {a.min_watts:.0f} W or more in {a.samples}")
+        return
+
+    def pct(values, q):
+        s = sorted(values)
+        return s[round(q * (len(s) - 1))]
+
+    limit = f" of {statistics.median(limits):.0f} W" if limits else ""
+    print(f"power: {len(watts)} samples at >= {a.min_watts:.0f} W; SM clock p10/p50/p90 "
+          f"{pct(clocks, .1):.0f}/{pct(clocks, .5):.0f}/{pct(clocks, .9):.0f} MHz; power p10/p50/p90 "
+          f"{pct(watts, .1):.0f}/{pct(watts, .5):.0f}/{pct(watts, .9):.0f} W, mean {statistics.mean(watts):.0f} W{limit}")
+    print("throttle reasons (samples): " + ", ".join(f"{r} {n}" for r, n in reasons.most_common(4)))
+
+
+if __name__ == "__main__":
+    main()
