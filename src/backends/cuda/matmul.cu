@@ -154,8 +154,7 @@ std::vector<int> LtGemm::bucket_rows(int lo, int hi) {
   for (int M = hi; M >= lo;) {
     rows.push_back(M);
     const int top = algorithm_rows(M);
-    const int floor = top <= 8 ? top : top <= 16 ? 9 : top <= 256 ? top / 2 + 1 : top - 255;  // the bucket's least M
-    M = floor - 1;
+    while (M >= lo && algorithm_rows(M) == top) --M;  // past the bucket's least M
   }
   return rows;
 }
