@@ -74,6 +74,42 @@ constexpr int kRowChunks = 8;
 template <typename T>
 constexpr int kMaxVecRow = kThreads * kRowChunks * kVec<T>;
 
+// The chunk arithmetic both row kernels share. A chunk: 16 bytes, kVec<T> values of a 16-bit T.
+// silu(gate) * up of one chunk, each value rounded to T as silu_mul stores it; m becomes
+// max(m, |value|) over them, taken as each value forms.
+template <typename T>
+__device__ __forceinline__ uint4 swiglu_chunk(uint4 graw, uint4 uraw, float& m) {
+  const T* g = reinterpret_cast<const T*>(&graw);
+  const T* u = reinterpret_cast<const T*>(&uraw);
+  alignas(16) T prod[kVec<T>];
+#pragma unroll
+  for (int e = 0; e < kVec<T>; ++e) {
+    prod[e] = from_float<T>(silu(to_float(g[e])) * to_float(u[e]));
+    m = fmaxf(m, fabsf(to_float(prod[e])));
+  }
+  return *reinterpret_cast<const uint4*>(prod);
+}
+
+// max(m, |v|) over a chunk's values.
+template <typename T>
+__device__ __forceinline__ float chunk_absmax(uint4 raw, float m) {
+  const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int e = 0; e < kVec<T>; ++e) m = fmaxf(m, fabsf(to_float(v[e])));
+  return m;
+}
+
+// A chunk's values times inv in e4m3 (saturating at +-448): kVec<T> bytes at dst.
+template <typename T>
+__device__ __forceinline__ void store_e4m3_chunk(__nv_fp8_e4m3* dst, uint4 raw, float inv) {
+  static_assert(kVec<T> == 8, "8 values a chunk: one 8-byte store");
+  const T* v = reinterpret_cast<const T*>(&raw);
+  alignas(8) __nv_fp8_e4m3 q[kVec<T>];
+#pragma unroll
+  for (int e = 0; e < kVec<T>; ++e) q[e] = __nv_fp8_e4m3(to_float(v[e]) * inv);
+  *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(q);
+}
+
 template <typename T, bool kSwiGlu>
 __global__ void __launch_bounds__(kThreads)
     quantize_fp8_rows_kernel(const T* __restrict__ x, int K, __nv_fp8_e4m3* __restrict__ xq,
@@ -90,18 +126,10 @@ __global__ void __launch_bounds__(kThreads)
     const int c = threadIdx.x + j * kThreads;
     if (c >= chunks) break;
     raw[j] = *reinterpret_cast<const uint4*>(row + static_cast<size_t>(c) * V);
-    if constexpr (kSwiGlu) {  // silu_mul's arithmetic, rounded to T as it stores
-      const uint4 up = *reinterpret_cast<const uint4*>(row + K + static_cast<size_t>(c) * V);
-      const T* g = reinterpret_cast<const T*>(&raw[j]);
-      const T* u = reinterpret_cast<const T*>(&up);
-      alignas(16) T prod[V];
-#pragma unroll
-      for (int e = 0; e < V; ++e) prod[e] = from_float<T>(silu(to_float(g[e])) * to_float(u[e]));
-      raw[j] = *reinterpret_cast<const uint4*>(prod);
-    }
-    const T* e_of = reinterpret_cast<const T*>(&raw[j]);
-#pragma unroll
-    for (int e = 0; e < V; ++e) m = fmaxf(m, fabsf(to_float(e_of[e])));
+    if constexpr (kSwiGlu)
+      raw[j] = swiglu_chunk<T>(raw[j], *reinterpret_cast<const uint4*>(row + K + static_cast<size_t>(c) * V), m);
+    else
+      m = chunk_absmax<T>(raw[j], m);
   }
   const float amax = fmaxf(block_max(m, scratch), 1e-12f);  // every thread gets the block's max
   if (threadIdx.x == 0) scales[blockIdx.x] = amax / 448.0f;
@@ -111,11 +139,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int j = 0; j < kRowChunks; ++j) {
     const int c = threadIdx.x + j * kThreads;
     if (c >= chunks) break;
-    const T* e_of = reinterpret_cast<const T*>(&raw[j]);
-    alignas(8) __nv_fp8_e4m3 q[V];
-#pragma unroll
-    for (int e = 0; e < V; ++e) q[e] = __nv_fp8_e4m3(to_float(e_of[e]) * inv);  // saturates to +-448
-    *reinterpret_cast<uint2*>(out + static_cast<size_t>(c) * V) = *reinterpret_cast<const uint2*>(q);
+    store_e4m3_chunk<T>(out + static_cast<size_t>(c) * V, raw[j], inv);
   }
 }
 
@@ -140,30 +164,16 @@ __global__ void __launch_bounds__(kThreads)
   float m = 0.0f;
 #pragma unroll 4
   for (int c = threadIdx.x; c < chunks; c += kThreads) {
-    const uint4 graw = *reinterpret_cast<const uint4*>(gate + static_cast<size_t>(c) * V);
-    const uint4 uraw = *reinterpret_cast<const uint4*>(up + static_cast<size_t>(c) * V);
-    const T* g = reinterpret_cast<const T*>(&graw);
-    const T* u = reinterpret_cast<const T*>(&uraw);
-    alignas(16) T prod[V];
-#pragma unroll
-    for (int e = 0; e < V; ++e) {
-      prod[e] = from_float<T>(silu(to_float(g[e])) * to_float(u[e]));
-      m = fmaxf(m, fabsf(to_float(prod[e])));
-    }
-    products[c] = *reinterpret_cast<const uint4*>(prod);
+    const uint4 prod = swiglu_chunk<T>(*reinterpret_cast<const uint4*>(gate + static_cast<size_t>(c) * V),
+                                       *reinterpret_cast<const uint4*>(up + static_cast<size_t>(c) * V), m);
+    products[c] = prod;
   }
   const float amax = fmaxf(block_max(m, scratch), 1e-12f);  // its barriers also publish `products`
   if (threadIdx.x == 0) scales[blockIdx.x] = amax / 448.0f;
   const float inv = 448.0f / amax;
   __nv_fp8_e4m3* out = xq + static_cast<size_t>(blockIdx.x) * F;
-  for (int c = threadIdx.x; c < chunks; c += kThreads) {
-    const uint4 raw = products[c];
-    const T* e_of = reinterpret_cast<const T*>(&raw);
-    alignas(8) __nv_fp8_e4m3 q[V];
-#pragma unroll
-    for (int e = 0; e < V; ++e) q[e] = __nv_fp8_e4m3(to_float(e_of[e]) * inv);  // saturates to +-448
-    *reinterpret_cast<uint2*>(out + static_cast<size_t>(c) * V) = *reinterpret_cast<const uint2*>(q);
-  }
+  for (int c = threadIdx.x; c < chunks; c += kThreads)
+    store_e4m3_chunk<T>(out + static_cast<size_t>(c) * V, products[c], inv);
 }
 
 // LAMINA_FP8_SWIGLU_QUANT_SMEM=0: the SwiGLU quantization keeps its rows in registers (A/B).
