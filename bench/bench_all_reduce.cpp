@@ -144,7 +144,7 @@ int run(int argc, char** argv) {
         });
         t_norm[1][i] = time_calls(ranks, workers, calls, replays, [&](Rank& rk) {
           LAMINA_CHECK(rk.comm->all_reduce_add_rms_norm(rk.buf.get(), rk.residual.get(), rk.normed.get(),
-                                                        rk.norm_weight.get(), T, H, kEps, DType::BF16),
+                                                        rk.norm_weight.get(), T, H, kEps, DType::BF16, {}),
                        "the engine's communicator did not fuse the all-reduce and the norm (", T, " x ", H, ")");
         });
       }

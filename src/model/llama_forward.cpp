@@ -298,33 +298,38 @@ LlamaForward::StepInputs LlamaForward::step_inputs(int T, int R) const {
   return {base, base + T, base + 2 * T, base + 3 * T, base + 3 * T + R};
 }
 
-void LlamaForward::reduce_add_norm(const void* norm_weight, int T, float eps, const void* next_w) {
+L2Prefetch LlamaForward::l2_prefetch_of(NextMatmul next) const {
+  if (next.w == nullptr || !cfg_.quant_algo.empty()) return {};
+  return {next.w, size_t(next.rows) * size_t(H_) * dtype_size(be_->activation_dtype())};
+}
+
+void LlamaForward::reduce_add_norm(const void* norm_weight, int T, float eps, NextMatmul next) {
   // One step where the communicator fuses them (GPUs with peer access, decode-sized T).
   if (comm_->all_reduce_add_rms_norm(proj_.get(), residual_.get(), normed_.get(), norm_weight, T, int(H_), eps,
-                                     be_->activation_dtype()))
+                                     be_->activation_dtype(), l2_prefetch_of(next)))
     return;
   comm_->all_reduce_sum(proj_.get(), size_t(T) * size_t(H_), be_->activation_dtype());
-  if (next_w != nullptr)
-    be_->add_rms_norm_before_matmul(residual_.get(), proj_.get(), normed_.get(), norm_weight, T, int(H_), eps, next_w);
+  if (next.w != nullptr)
+    be_->add_rms_norm_before_matmul(residual_.get(), proj_.get(), normed_.get(), norm_weight, T, int(H_), eps, next.w);
   else
     be_->add_rms_norm(residual_.get(), proj_.get(), normed_.get(), norm_weight, T, int(H_), eps);
 }
 
 void LlamaForward::project_add_norm(const void* x, const void* w, int K, const void* norm_weight, int T, float eps,
-                                    const void* next_w) {
+                                    NextMatmul next) {
   // One rank: the projection adds itself to the residual where the backend's matmul can (batched
   // T), and the norm then reads the residual alone.
   if (comm_->world_size() == 1 && be_->matmul_accumulate(residual_.get(), x, w, T, int(H_), K)) {
-    norm_before(norm_weight, T, eps, next_w);
+    norm_before(norm_weight, T, eps, next);
     return;
   }
   be_->matmul(proj_.get(), x, w, T, int(H_), K);
-  reduce_add_norm(norm_weight, T, eps, next_w);
+  reduce_add_norm(norm_weight, T, eps, next);
 }
 
-void LlamaForward::norm_before(const void* norm_weight, int T, float eps, const void* next_w) {
-  if (next_w != nullptr)
-    be_->rms_norm_before_matmul(normed_.get(), residual_.get(), norm_weight, T, int(H_), eps, next_w);
+void LlamaForward::norm_before(const void* norm_weight, int T, float eps, NextMatmul next) {
+  if (next.w != nullptr)
+    be_->rms_norm_before_matmul(normed_.get(), residual_.get(), norm_weight, T, int(H_), eps, next.w);
   else
     be_->rms_norm(normed_.get(), residual_.get(), norm_weight, T, int(H_), eps);
 }
@@ -354,23 +359,23 @@ void LlamaForward::run_layers(int T, int R, bool logits) {
     }
     be_->attention(attn_out_.get(), qkv_.get(), pos, slot, cache, attn_, T);
     // residual += attention out (row-parallel: summed over the ranks); normed = post_norm(residual)
-    project_add_norm(attn_out_.get(), lw.attn_out, int(q_width_), lw.post_norm, T, eps, lw.gate_up);
+    project_add_norm(attn_out_.get(), lw.attn_out, int(q_width_), lw.post_norm, T, eps, {lw.gate_up, 2 * F_});
     // MLP: down(silu(gate) * up); the SwiGLU rides on the gate_up GEMV where the backend can (decode),
     // else on the down projection (silu_mul_matmul: over FP8 weights, its input quantization)
     // residual += Σ_ranks mlp out; normed = next layer's input_norm (for its qkv), or the final norm
     const bool last = l + 1 == w_.layers.size();
     const void* next_norm = last ? w_.final_norm : w_.layers[l + 1].input_norm;
-    const void* next_w = last ? nullptr : w_.layers[l + 1].qkv;
+    const NextMatmul next = last ? NextMatmul{} : NextMatmul{w_.layers[l + 1].qkv, qkv_rows_};
     if (be_->gate_up_swiglu(mlp_.get(), normed_.get(), lw.gate_up, T, F, H)) {
-      project_add_norm(mlp_.get(), lw.down, F, next_norm, T, eps, next_w);
+      project_add_norm(mlp_.get(), lw.down, F, next_norm, T, eps, next);
     } else {
       be_->matmul(gate_up_.get(), normed_.get(), lw.gate_up, T, 2 * F, H);
       if (!one_rank ||
           !be_->silu_mul_matmul_accumulate(residual_.get(), mlp_.get(), gate_up_.get(), lw.down, T, H, F)) {
         be_->silu_mul_matmul(proj_.get(), mlp_.get(), gate_up_.get(), lw.down, T, H, F);
-        reduce_add_norm(next_norm, T, eps, next_w);
+        reduce_add_norm(next_norm, T, eps, next);
       } else {
-        norm_before(next_norm, T, eps, next_w);
+        norm_before(next_norm, T, eps, next);
       }
     }
   }

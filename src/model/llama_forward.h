@@ -144,15 +144,23 @@ class LlamaForward {
   void run_step(int T, int R, StepChoice choice);  // run_layers (+ the choice), recorded for small steps
   // Every op of one step, on already-uploaded inputs; the lm_head GEMV only with `logits`.
   void run_layers(int T, int R, bool logits = true);
-  // residual[T,H] += Σ_ranks proj; normed = rms_norm(residual) · norm_weight; next_w: the weight
-  // normed is multiplied by next (nullptr: none), which the backend may prepare for
-  void reduce_add_norm(const void* norm_weight, int T, float eps, const void* next_w);
+  // The matmul that reads `normed` next: its weight [rows, H] (w nullptr: none), which the backend
+  // may prepare for (Backend::add_rms_norm_before_matmul) and the fused all-reduce may ask L2 for.
+  struct NextMatmul {
+    const void* w = nullptr;
+    int64_t rows = 0;
+  };
+  // What of `next` a communicator may fetch into L2 (L2Prefetch): an unquantized weight's bytes;
+  // nothing for a quantized weight, whose pointer is a handle.
+  L2Prefetch l2_prefetch_of(NextMatmul next) const;
+  // residual[T,H] += Σ_ranks proj; normed = rms_norm(residual) · norm_weight
+  void reduce_add_norm(const void* norm_weight, int T, float eps, NextMatmul next);
   // proj = x[T,K] · w^T (a row-parallel projection), then reduce_add_norm; at one rank, where the
   // backend's matmul adds to the residual itself (matmul_accumulate), that and norm_before.
   void project_add_norm(const void* x, const void* w, int K, const void* norm_weight, int T, float eps,
-                        const void* next_w);
-  // normed = rms_norm(residual) · norm_weight, residual already summed; next_w as reduce_add_norm's.
-  void norm_before(const void* norm_weight, int T, float eps, const void* next_w);
+                        NextMatmul next);
+  // normed = rms_norm(residual) · norm_weight, residual already summed.
+  void norm_before(const void* norm_weight, int T, float eps, NextMatmul next);
 
   ModelConfig cfg_;
   Backend* be_;

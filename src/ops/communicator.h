@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "common/dtype.h"
+#include "ops/l2_prefetch.h"
 
 namespace lamina {
 
@@ -19,9 +20,9 @@ class Communicator {
   // the Backend::add_rms_norm after it, in one step where the communicator can fuse them (x is
   // then left as it was). Returns false, having done nothing, where it cannot; the caller then
   // runs all_reduce_sum and add_rms_norm itself. The answer depends only on the arguments, which
-  // every rank passes alike.
+  // every rank passes alike. `next`: what the kernel after this step reads first (L2Prefetch).
   virtual bool all_reduce_add_rms_norm(const void* /*x*/, void* /*residual*/, void* /*out*/, const void* /*w*/,
-                                       int /*T*/, int /*H*/, float /*eps*/, DType /*dtype*/) {
+                                       int /*T*/, int /*H*/, float /*eps*/, DType /*dtype*/, L2Prefetch /*next*/) {
     return false;
   }
 };

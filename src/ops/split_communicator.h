@@ -28,9 +28,10 @@ class SplitCommunicator final : public Communicator {
     (takes_small_path(n, dtype) ? small_ : large_)->all_reduce_sum(buf, n, dtype);
   }
   bool all_reduce_add_rms_norm(const void* x, void* residual, void* out, const void* w, int T, int H, float eps,
-                               DType dtype) override {
+                               DType dtype, L2Prefetch next) override {
     const size_t n = size_t(T) * size_t(H);
-    return (takes_small_path(n, dtype) ? small_ : large_)->all_reduce_add_rms_norm(x, residual, out, w, T, H, eps, dtype);
+    return (takes_small_path(n, dtype) ? small_ : large_)
+        ->all_reduce_add_rms_norm(x, residual, out, w, T, H, eps, dtype, next);
   }
 
  private:

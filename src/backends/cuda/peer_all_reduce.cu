@@ -159,8 +159,8 @@ class PeerCommunicator final : public Communicator {
     group_.all_reduce_sum(rank_, buf, n, dtype, stream_);
   }
   bool all_reduce_add_rms_norm(const void* x, void* residual, void* out, const void* w, int T, int H, float eps,
-                               DType dtype) override {
-    return fuse_norm_ && group_.all_reduce_add_rms_norm(rank_, x, residual, out, w, T, H, eps, dtype, stream_);
+                               DType dtype, L2Prefetch next) override {
+    return fuse_norm_ && group_.all_reduce_add_rms_norm(rank_, x, residual, out, w, T, H, eps, dtype, stream_, next);
   }
 
  private:
@@ -287,7 +287,7 @@ void PeerAllReduce::all_reduce_sum(int rank, void* buf, size_t n, DType dtype, c
 }
 
 bool PeerAllReduce::all_reduce_add_rms_norm(int rank, const void* x, void* residual, void* out, const void* w, int T,
-                                            int H, float eps, DType dtype, cudaStream_t stream) {
+                                            int H, float eps, DType dtype, cudaStream_t stream, L2Prefetch next) {
   LAMINA_CHECK(rank >= 0 && rank < world_size(), "peer all-reduce rank ", rank, " of ", world_size());
   if (T < 1 || size_t(T) * size_t(H) * dtype_size(dtype) > capacity_ ||
       !cuda::peer_norm_takes(H, dtype, x, residual, out, w))
@@ -297,7 +297,7 @@ bool PeerAllReduce::all_reduce_add_rms_norm(int rank, const void* x, void* resid
   CUDA_CHECK(cudaSetDevice(devices_[size_t(rank)]));
   cuda::launch_peer_all_reduce_add_rms_norm(dtype, world_size(), landing, capacity_ / dtype_size(dtype),
                                             static_cast<uint32_t*>(landing_state_[size_t(rank)]), rank, x, residual,
-                                            out, w, T, H, eps, stream);
+                                            out, w, T, H, eps, next.p, next.bytes, stream);
   return true;
 }
 

@@ -63,8 +63,10 @@ class PeerAllReduce {
   // Returns false, having done nothing, where it does not apply (not float16/bfloat16, H not a
   // multiple of 8 or over 16384, T × H over the capacity, a buffer not 16-byte aligned); the
   // answer depends on the arguments only, so every rank gets the same one.
+  // `next`: bytes the following kernel reads, asked into L2 while the kernel waits on its peers
+  // (at most LAMINA_L2_PREFETCH_MB MiB: l2_prefetch.cuh).
   bool all_reduce_add_rms_norm(int rank, const void* x, void* residual, void* out, const void* w, int T, int H,
-                               float eps, DType dtype, cudaStream_t stream);
+                               float eps, DType dtype, cudaStream_t stream, L2Prefetch next = {});
   // The communicator of `rank` on `backend`'s stream (a CUDA backend on that rank's device, which
   // outlives it); every call must fit().
   std::unique_ptr<Communicator> make(int rank, Backend& backend);

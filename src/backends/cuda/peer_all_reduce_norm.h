@@ -37,9 +37,12 @@ void preload_peer_norm_kernels();
 void launch_fill_landing_marker(void* p, size_t bytes, cudaStream_t stream);
 
 // On rank `rank` of `world`: residual[T,H] += Σ_ranks x[T,H]; out[T,H] = rms_norm(residual) · w.
-// peer_norm_takes must hold; state is this rank's kFusedNormStateWords.
+// peer_norm_takes must hold; state is this rank's kFusedNormStateWords. [prefetch, +prefetch_bytes):
+// device memory the next kernel reads, of which l2_prefetch_cap() bytes are asked into L2 once this
+// kernel's input is ready (nullptr or 0: nothing; an unaligned start: nothing).
 void launch_peer_all_reduce_add_rms_norm(DType dtype, int world, const LandingPtrs& landing, size_t slot_elems,
                                          uint32_t* state, int rank, const void* x, void* residual, void* out,
-                                         const void* w, int T, int H, float eps, cudaStream_t stream);
+                                         const void* w, int T, int H, float eps, const void* prefetch,
+                                         size_t prefetch_bytes, cudaStream_t stream);
 
 }  // namespace lamina::cuda

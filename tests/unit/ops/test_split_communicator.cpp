@@ -17,7 +17,7 @@ class RecordingCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
   void all_reduce_sum(void*, size_t n, DType) override { calls_->push_back(n); }
-  bool all_reduce_add_rms_norm(const void*, void*, void*, const void*, int T, int H, float, DType) override {
+  bool all_reduce_add_rms_norm(const void*, void*, void*, const void*, int T, int H, float, DType, L2Prefetch) override {
     calls_->push_back(size_t(T) * size_t(H));
     return fuses_;
   }
@@ -50,13 +50,13 @@ TEST(SplitCommunicator, FusedAllReduceNormTakesThePathOfItsSizeAndItsAnswer) {
   std::vector<size_t> small, large;
   SplitCommunicator c(std::make_unique<RecordingCommunicator>(&small, 1, 2, true),
                       std::make_unique<RecordingCommunicator>(&large, 1, 2, false), 1024);
-  EXPECT_TRUE(c.all_reduce_add_rms_norm(nullptr, nullptr, nullptr, nullptr, 2, 256, 1e-5f, DType::BF16));  // 1024 B
-  EXPECT_FALSE(c.all_reduce_add_rms_norm(nullptr, nullptr, nullptr, nullptr, 3, 256, 1e-5f, DType::BF16));
-  EXPECT_FALSE(c.all_reduce_add_rms_norm(nullptr, nullptr, nullptr, nullptr, 1, 512, 1e-5f, DType::F32));
+  EXPECT_TRUE(c.all_reduce_add_rms_norm(nullptr, nullptr, nullptr, nullptr, 2, 256, 1e-5f, DType::BF16, {}));  // 1024 B
+  EXPECT_FALSE(c.all_reduce_add_rms_norm(nullptr, nullptr, nullptr, nullptr, 3, 256, 1e-5f, DType::BF16, {}));
+  EXPECT_FALSE(c.all_reduce_add_rms_norm(nullptr, nullptr, nullptr, nullptr, 1, 512, 1e-5f, DType::F32, {}));
   EXPECT_EQ(small, (std::vector<size_t>{512}));
   EXPECT_EQ(large, (std::vector<size_t>{768, 512}));
   SoloCommunicator solo;  // the default: never fused
-  EXPECT_FALSE(solo.all_reduce_add_rms_norm(nullptr, nullptr, nullptr, nullptr, 1, 8, 1e-5f, DType::BF16));
+  EXPECT_FALSE(solo.all_reduce_add_rms_norm(nullptr, nullptr, nullptr, nullptr, 1, 8, 1e-5f, DType::BF16, {}));
 }
 
 TEST(SplitCommunicator, RefusesCommunicatorsOfDifferentRanks) {
