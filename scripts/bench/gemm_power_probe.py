@@ -21,6 +21,8 @@ import time
 
 import torch
 
+from power_summary import NVIDIA_SMI_SAMPLING, power_capped, read_samples  # beside this script
+
 SHAPES = [  # (name, M rows, N outputs, K inputs) of Llama-3-8B's projections
     ("qkv", 6144, 4096),
     ("o", 4096, 4096),
@@ -31,35 +33,16 @@ FLOP_PER_CLOCK_SM = 4096  # Hopper tensor cores, dense bf16
 
 
 def sample_card():
-    """Starts nvidia-smi sampling every 100 ms; returns the process (its stdout: CSV lines)."""
-    return subprocess.Popen(
-        ["nvidia-smi", "--query-gpu=clocks.sm,power.draw,power.limit,clocks_throttle_reasons.active",
-         "--format=csv,noheader,nounits", "-lms", "100"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    """Starts nvidia-smi sampling every 100 ms (power_summary.py's query); its stdout: CSV lines."""
+    return subprocess.Popen(NVIDIA_SMI_SAMPLING, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
-def read_samples(proc, min_watts=250.0):
+def stop_sampling(proc, min_watts=250.0):
+    """The samples under load: (SM clocks, watts, the power limit, how many were power-capped)."""
     proc.terminate()
     out, _ = proc.communicate()
-    clocks, watts, limit, capped = [], [], None, 0
-    for line in out.splitlines():
-        f = [x.strip() for x in line.split(",")]
-        try:
-            clock, power = float(f[0]), float(f[1])
-        except (ValueError, IndexError):
-            continue
-        if power < min_watts:
-            continue
-        clocks.append(clock)
-        watts.append(power)
-        try:
-            limit = float(f[2])
-        except ValueError:
-            pass
-        # 0x4: software power cap (nvidia-smi prints the mask as 0x0000000000000004)
-        if len(f) > 3 and f[3].startswith("0x") and int(f[3], 16) & 0x4:
-            capped += 1
-    return clocks, watts, limit, capped
+    clocks, watts, limits, reasons = read_samples(out.splitlines(), min_watts)
+    return clocks, watts, (statistics.median(limits) if limits else None), power_capped(reasons)
 
 
 def run_shape(name, M, N, K, seconds, sms):
@@ -83,7 +66,7 @@ def run_shape(name, M, N, K, seconds, sms):
         b.record()
         b.synchronize()
         batches.append(a.elapsed_time(b) / per_batch)  # ms a call
-    clocks, watts, limit, capped = read_samples(proc)
+    clocks, watts, limit, capped = stop_sampling(proc)
     steady = batches[len(batches) // 2:]  # the second half: the card has settled at its limit
     ms = statistics.median(steady)
     tflops = flop / (ms * 1e-3) / 1e12

@@ -14,6 +14,11 @@ import argparse
 import collections
 import statistics
 
+# The sampling command above, for scripts that start it themselves (gemm_power_probe.py).
+NVIDIA_SMI_SAMPLING = ["nvidia-smi",
+                       "--query-gpu=timestamp,clocks.sm,power.draw,power.limit,clocks_throttle_reasons.active",
+                       "--format=csv,noheader", "-lms", "100"]
+
 
 def number(field):
     """'1560 MHz' -> 1560.0; None where nvidia-smi wrote no number ([N/A])."""
@@ -23,26 +28,38 @@ def number(field):
         return None
 
 
+def read_samples(lines, min_watts):
+    """The sampled lines drawing at least min_watts: (SM clocks, watts, power limits, a Counter of
+    the active throttle-reason masks as nvidia-smi printed them)."""
+    clocks, watts, limits, reasons = [], [], [], collections.Counter()
+    for line in lines:
+        fields = [x.strip() for x in line.split(",")]
+        if len(fields) < 5:
+            continue
+        clock, power, limit = number(fields[1]), number(fields[2]), number(fields[3])
+        if clock is None or power is None or power < min_watts:
+            continue
+        clocks.append(clock)
+        watts.append(power)
+        if limit is not None:
+            limits.append(limit)
+        reasons[fields[4]] += 1
+    return clocks, watts, limits, reasons
+
+
+def power_capped(reasons):
+    """How many of the samples had the software power cap (0x4) among their throttle reasons."""
+    return sum(n for mask, n in reasons.items() if mask.startswith("0x") and int(mask, 16) & 0x4)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("samples")
     ap.add_argument("--min_watts", type=float, default=250.0)
     a = ap.parse_args()
 
-    clocks, watts, limits, reasons = [], [], [], collections.Counter()
     with open(a.samples) as f:
-        for line in f:
-            fields = [x.strip() for x in line.split(",")]
-            if len(fields) < 5:
-                continue
-            clock, power, limit = number(fields[1]), number(fields[2]), number(fields[3])
-            if clock is None or power is None or power < a.min_watts:
-                continue
-            clocks.append(clock)
-            watts.append(power)
-            if limit is not None:
-                limits.append(limit)
-            reasons[fields[4]] += 1
+        clocks, watts, limits, reasons = read_samples(f, a.min_watts)
     if not watts:
         print(f"power: no sample at {a.min_watts:.0f} W or more in {a.samples}")
         return
