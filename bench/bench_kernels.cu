@@ -823,6 +823,9 @@ int main(int argc, char** argv) {
     guarded(c, g.name, [&] { bench_gemv(c, g, 1); });
     if (std::string(g.name) != "70b-tp4 lm_head") guarded(c, g.name, [&] { bench_gemv_variants(c, g); });
   }
+  // One GPU of Llama-3-8B at tp 2, batch 1: its attention (16 q, 4 kv heads).
+  for (int seq : {512, 768, 1024})
+    guarded(c, "8b-tp2 decode attention", [&] { bench_decode_attention(c, seq, 1, 4096, kHq / 2, kHkv / 2); });
   for (int seq : {512, 768, 1024, 2048})
     guarded(c, "70b-tp4 decode attention",
             [&] { bench_decode_attention(c, seq, 1, 4096, kHq70bTp4, kHkv70bTp4); });

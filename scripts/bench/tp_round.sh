@@ -9,7 +9,7 @@
 # also writes the random 70B HF checkpoint meanwhile, on the last GPU, into /tmp/lamina-70b, where
 # call 2's run_tp.sh (SHAPE=llama3-70b, TP_SIZES=4) finds it. AB_TPN (default
 # LAMINA_FUSED_ALL_REDUCE_NORM=0) adds decode runs of tp > 1 with a switch changed; TRACE=1 adds a
-# traced decode run of each tp (run_tp.sh).
+# traced decode run of each tp (run_tp.sh); EXTRA_TARGETS (e.g. bench_kernels) are built too.
 # Logs land in $OUT/round/, packed into $OUT/round.tgz; the headline lines are printed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,7 +36,7 @@ if [[ "$SHAPE" == llama3-70b ]]; then
   grep -hE "^tp|^[a-z0-9_]+_[A-Z]|convert|rror" "$R/tp70b.log" | tail -20 >>"$R/summary.txt"
 else
   trace_target=""; [[ "${TRACE:-0}" == 1 ]] && trace_target=kernel_trace
-  TARGETS="lamina test_gpu_all_reduce test_gpu_tensor_parallel test_gpu_end_to_end test_ops bench_all_reduce $trace_target" \
+  TARGETS="lamina test_gpu_all_reduce test_gpu_tensor_parallel test_gpu_end_to_end test_ops bench_all_reduce $trace_target ${EXTRA_TARGETS:-}" \
     TESTS=${TESTS-"test_gpu_all_reduce test_gpu_tensor_parallel test_gpu_end_to_end test_ops"} BENCHES="" \
     TEST_TIMEOUT=${TEST_TIMEOUT:-240} OUT=$R bash scripts/device-check.sh >/dev/null 2>&1
   if grep -q "FAILED\|NOT BUILT" "$R/summary.txt"; then

@@ -7,10 +7,10 @@
 // attention_common.cuh).
 //
 //   grid (T, Hkv * head_chunks, num_splits), 128 threads. A block takes one token t, one kv head
-//   and up to MAXG = 4 of the q heads that read it (GQA: K/V rows are loaded once for all of them;
-//   a group of 8, as Llama-3-70B's at any tp, runs as two chunks of 4: 6.6 us at 512 rows against
-//   11.0 for one block of 8, which also unrolled half as far; 10.4 against 17.6 at 2048; H200,
-//   16 q / 2 kv heads, bench_kernels),
+//   and up to MAXG = 2 or 4 of the q heads that read it (heads_per_block; GQA: K/V rows are loaded
+//   once for all of them; a group of 8, as Llama-3-70B's at any tp, runs as two chunks of 4: 6.6 us
+//   at 512 rows against 11.0 for one block of 8, which also unrolled half as far; 10.4 against
+//   17.6 at 2048; H200, 16 q / 2 kv heads, bench_kernels),
 //   and one split of the token's rows, of latency_split_len(len, num_splits) rows (chosen here
 //   from the token's own length, so graphs replay it); blocks past the token's rows exit at once.
 //   Lanes: a key row of D elements is read by D/8 lanes, 8 elements (16 bytes for 16-bit types)
@@ -22,6 +22,9 @@
 //   16.0 against 12.5 us at 512 rows.)
 // Scores are in the exp2 domain (q pre-scaled by log2(e)/sqrt(D)); all softmax math is fp32.
 #include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <string>
 
 #include "attention_common.cuh"
 #include "cuda_check.h"
@@ -244,13 +247,35 @@ void launch_decode_typed(T* out, const T* qkv, const int32_t* positions, const i
   }
 }
 
+// The most q heads of a kv head a block takes (MAXG). Fewer make more blocks, each a shorter chain
+// of dependent loads (the kernel is latency-bound at one token), but every block re-reads its K/V
+// rows (from L2). bench_kernels, one H200, one token, µs at 512 / 768 / 1024 rows:
+//   16 q / 4 kv heads (8B at tp 2): 2 heads a block 4.8 / 5.1 / 5.3, 4 heads 5.9 / 6.1 / 6.3, 1 head 5.3 / 7.1 / 9.0;
+//   32 q / 8 kv heads (8B at tp 1): 4 heads 6.4 / 6.7 / 9.3, 2 heads 5.4 / 8.3 / 10.2 (13.1 against 17.3 at 2048).
+// So 2 heads a block where the step then has at most 8 blocks a split (T × Hkv × head chunks),
+// else 4. LAMINA_ATTN_HEADS_PER_BLOCK=1|2|4 sets it (A/B).
+int heads_per_block(const AttnParams& p) {
+  static const int forced = [] {
+    const char* e = std::getenv("LAMINA_ATTN_HEADS_PER_BLOCK");
+    if (e == nullptr || *e == 0) return 0;
+    const std::string v(e);
+    if (v == "1" || v == "2" || v == "4") return std::stoi(v);
+    fail("LAMINA_ATTN_HEADS_PER_BLOCK must be 1, 2 or 4, not '", v, "'");
+  }();
+  if (p.G == 1) return 1;
+  if (forced != 0) return forced;
+  const long long blocks_with_two = static_cast<long long>(p.T) * p.Hkv * ((p.G + 1) / 2);
+  return blocks_with_two <= 8 ? 2 : 4;
+}
+
 template <typename T, int D>
 void launch_decode_d(T* out, const T* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
                      const AttnParams& p, int num_splits, float* partials, cudaStream_t stream) {
-  if (p.G == 1) {
-    launch_decode_typed<T, D, 1>(out, qkv, positions, slots, cache, p, num_splits, partials, stream);
-  } else {  // G > 4 runs as several chunks of 4 q heads
-    launch_decode_typed<T, D, 4>(out, qkv, positions, slots, cache, p, num_splits, partials, stream);
+  switch (heads_per_block(p)) {
+    case 1: return launch_decode_typed<T, D, 1>(out, qkv, positions, slots, cache, p, num_splits, partials, stream);
+    case 2: return launch_decode_typed<T, D, 2>(out, qkv, positions, slots, cache, p, num_splits, partials, stream);
+    default:  // G > 4 runs as several chunks of 4 q heads
+      return launch_decode_typed<T, D, 4>(out, qkv, positions, slots, cache, p, num_splits, partials, stream);
   }
 }
 
