@@ -407,16 +407,18 @@ std::vector<int32_t> LlamaForward::choose_tokens(const std::vector<TokenChoice>&
 void LlamaForward::split_greedy(int R, bool screened) {
   const int tp = comm_->world_size(), rank = comm_->rank();
   const int64_t valid = vocab_valid_;  // the slice's tokens, no padding
-  // [R, tp, 2]: this rank's (value, index) pairs in its slot, zeros elsewhere; summed over the
-  // ranks, every rank holds all of them and joins them alike.
   if (valid > 0 && screened) {
     be_->screened_argmax(argmax_.as<SliceArgmax>(), nullptr, last_.get(), w_.lm_head, lm_head_screen_.get(),
                          logits_.get(), R, int(valid), int(H_));
   } else if (valid > 0) {
     be_->slice_argmax_rows(argmax_.as<SliceArgmax>(), logits_.get(), R, int(valid), vocab_rank_);
   }
+  const SliceArgmax* mine = valid > 0 ? argmax_.as<SliceArgmax>() : nullptr;
+  // One kernel where the communicator can (GPUs with peer access), else an all-gather over the
+  // all-reduce: each rank's pairs into its slot of [R, tp, 2] zeros, summed, then joined.
+  if (comm_->gather_slice_argmax(mine, chosen_.as<int32_t>(), R, vocab_rank_)) return;
   float* gathered = gathered_argmax_.as<float>();
-  be_->spread_slice_argmax(gathered, valid > 0 ? argmax_.as<SliceArgmax>() : nullptr, R, rank, tp);
+  be_->spread_slice_argmax(gathered, mine, R, rank, tp);
   comm_->all_reduce_sum(gathered, size_t(R) * size_t(tp) * 2, DType::F32);
   be_->join_slice_argmax(chosen_.as<int32_t>(), gathered, R, tp, vocab_rank_);
 }

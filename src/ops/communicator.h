@@ -2,12 +2,15 @@
 // In-process ranks on the CPU use HostCommunicator (threads + barrier); GPUs use NCCL.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "common/dtype.h"
 #include "ops/l2_prefetch.h"
 
 namespace lamina {
+
+struct SliceArgmax;  // ops/token_choice.h
 
 class Communicator {
  public:
@@ -23,6 +26,15 @@ class Communicator {
   // every rank passes alike. `next`: what the kernel after this step reads first (L2Prefetch).
   virtual bool all_reduce_add_rms_norm(const void* /*x*/, void* /*residual*/, void* /*out*/, const void* /*w*/,
                                        int /*T*/, int /*H*/, float /*eps*/, DType /*dtype*/, L2Prefetch /*next*/) {
+    return false;
+  }
+  // ids[R] (device memory) = each row's greedy token over the vocabulary split across the ranks,
+  // joined on every rank from every rank's slice argmaxes (mine: this rank's R pairs, device
+  // memory; nullptr: its slice has no candidate) by combine_slice_argmax's rule, in one step where
+  // the communicator can. Returns false, having done nothing, where it cannot; the caller then
+  // gathers the pairs through all_reduce_sum. The answer depends only on R, alike on every rank.
+  virtual bool gather_slice_argmax(const SliceArgmax* /*mine*/, int32_t* /*ids*/, int /*R*/,
+                                   int64_t /*vocab_per_rank*/) {
     return false;
   }
 };

@@ -33,6 +33,10 @@ class SplitCommunicator final : public Communicator {
     return (takes_small_path(n, dtype) ? small_ : large_)
         ->all_reduce_add_rms_norm(x, residual, out, w, T, H, eps, dtype, next);
   }
+  // A few bytes a row: always the small path.
+  bool gather_slice_argmax(const SliceArgmax* mine, int32_t* ids, int R, int64_t vocab_per_rank) override {
+    return small_->gather_slice_argmax(mine, ids, R, vocab_per_rank);
+  }
 
  private:
   std::unique_ptr<Communicator> small_, large_;

@@ -6,7 +6,9 @@
 // With NCCL, the group's communicators send small messages this way and large ones through NCCL.
 // The fused all-reduce + residual add + RMSNorm (all_reduce_add_rms_norm) equals, bit for bit, the
 // unfused all_reduce_sum then add_rms_norm kernel, back to back, mixed with plain all-reduces,
-// and replayed from CUDA graphs (which cycles its three landing slots and their clearing).
+// and replayed from CUDA graphs (which cycles its three landing slots and their clearing). The
+// greedy gather over a split vocabulary (gather_slice_argmax), a call of the same protocol, makes
+// combine_slice_argmax's ids on every rank, between fused norms and from graphs.
 // Skips with fewer than 2 GPUs, or when the GPUs lack peer access.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -15,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <random>
 #include <string>
 #include <thread>
@@ -25,6 +28,7 @@
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/peer_all_reduce.h"
 #include "common/dtype.h"
+#include "ops/token_choice.h"
 #if LAMINA_HAVE_NCCL
 #include "backends/cuda/nccl_communicator.h"
 #endif
@@ -503,6 +507,134 @@ TEST(PeerAllReduceNorm, DeclinesWhatItDoesNotTake) {
   EXPECT_FALSE(group->all_reduce_add_rms_norm(0, p, p, p, p, 65, 4096, kEps, DType::BF16, ranks.stream(0)));
   EXPECT_FALSE(group->all_reduce_add_rms_norm(0, p, p, p, p, 0, 4096, kEps, DType::BF16, ranks.stream(0)));
   EXPECT_FALSE(group->all_reduce_add_rms_norm(0, odd, p, p, p, 1, 4096, kEps, DType::BF16, ranks.stream(0)));
+}
+
+// One greedy gather's inputs: R slice argmaxes a rank (rank `empty_rank`'s slice has none: it
+// passes nullptr), and the ids combine_slice_argmax makes of them, which every rank must choose.
+struct GatherCall {
+  int R = 0;
+  int64_t vocab_per_rank = 0;
+  int empty_rank = -1;
+  std::vector<std::vector<SliceArgmax>> pairs;  // [rank][R]
+  std::vector<void*> mine, ids;                 // [rank] → device buffers
+  std::vector<int32_t> want;
+};
+
+// Values drawn from a few, so ranks tie (the lowest global index must win), with NaN (never wins),
+// -0.0 and indices such as 32768, whose 16-bit halves are the landing marker's bit pattern.
+void fill_gather_inputs(GatherCall& g, std::mt19937& rng, int world) {
+  const float kValues[] = {-1.5f, 0.25f, 3.0f, -0.0f, std::nanf(""), 7.5e3f, -2.0e-7f};
+  const int32_t kIndices[] = {0, 1, 32768, 0x8000 + 5, int32_t(g.vocab_per_rank - 1)};
+  g.pairs.assign(size_t(world), std::vector<SliceArgmax>(size_t(g.R)));
+  for (auto& rank_pairs : g.pairs)
+    for (SliceArgmax& p : rank_pairs) {
+      p.value = kValues[rng() % std::size(kValues)];
+      p.index = rng() % 3 == 0 ? kIndices[rng() % std::size(kIndices)] : int32_t(rng() % g.vocab_per_rank);
+    }
+  g.want.assign(size_t(g.R), 0);
+  std::vector<SliceArgmax> row(static_cast<size_t>(world));
+  for (int r = 0; r < g.R; ++r) {
+    for (int q = 0; q < world; ++q)
+      row[size_t(q)] = q == g.empty_rank ? SliceArgmax{std::nanf(""), 0} : g.pairs[size_t(q)][size_t(r)];
+    g.want[size_t(r)] = combine_slice_argmax(row.data(), world, g.vocab_per_rank);
+  }
+}
+
+void upload_gather_inputs(Ranks& ranks, const GatherCall& g) {
+  for (int q = 0; q < ranks.world(); ++q) {
+    const auto* p = reinterpret_cast<const char*>(g.pairs[size_t(q)].data());
+    ranks.upload(q, g.mine[size_t(q)], std::vector<char>(p, p + size_t(g.R) * sizeof(SliceArgmax)));
+  }
+}
+
+GatherCall make_gather_call(Ranks& ranks, std::mt19937& rng, int R, int64_t vocab_per_rank, int empty_rank) {
+  GatherCall g;
+  g.R = R;
+  g.vocab_per_rank = vocab_per_rank;
+  g.empty_rank = empty_rank;
+  g.mine = ranks.alloc(size_t(R) * sizeof(SliceArgmax));
+  g.ids = ranks.alloc(size_t(R) * sizeof(int32_t));
+  fill_gather_inputs(g, rng, ranks.world());
+  upload_gather_inputs(ranks, g);
+  return g;
+}
+
+bool run_gather(PeerAllReduce& group, Ranks& ranks, const GatherCall& g, int r) {
+  const auto* mine = r == g.empty_rank ? nullptr : static_cast<const SliceArgmax*>(g.mine[size_t(r)]);
+  return group.gather_slice_argmax(r, mine, static_cast<int32_t*>(g.ids[size_t(r)]), g.R, g.vocab_per_rank,
+                                   ranks.stream(r));
+}
+
+void expect_gathered(Ranks& ranks, const GatherCall& g) {
+  for (int r = 0; r < ranks.world(); ++r) {
+    const std::vector<char> raw = ranks.download(r, g.ids[size_t(r)], size_t(g.R) * sizeof(int32_t));
+    std::vector<int32_t> got(size_t(g.R));
+    std::memcpy(got.data(), raw.data(), raw.size());
+    for (int i = 0; i < g.R; ++i) ASSERT_EQ(got[size_t(i)], g.want[size_t(i)]) << "rank " << r << ", row " << i;
+  }
+}
+
+TEST(PeerGatherSliceArgmax, EveryRankChoosesAsCombineSliceArgmax) {
+  // Rows from 1 to more than the kernel's threads, a rank whose slice has no candidate, back to back
+  // with fused norms between them (one sequence of calls: they share the landing slots).
+  SKIP_WITHOUT_GPUS(2);
+  std::mt19937 rng(17);
+  for (int world = 2; world <= max_world(); ++world) {
+    SCOPED_TRACE("world " + std::to_string(world));
+    Ranks ranks(world);
+    MAKE_GROUP_OR_SKIP(group, ranks);
+    std::vector<GatherCall> gathers;
+    for (int R : {1, 5, 64, 4100}) gathers.push_back(make_gather_call(ranks, rng, R, 64128, -1));
+    gathers.push_back(make_gather_call(ranks, rng, 3, 50000, world - 1));
+    NormCall norm = make_norm_call(ranks, rng, DType::BF16, 1, 4096);
+    std::vector<int> taken(size_t(world), 0);
+    on_each_rank(ranks, [&](int r) {
+      for (const GatherCall& g : gathers) {
+        taken[size_t(r)] += run_gather(*group, ranks, g, r);
+        taken[size_t(r)] += run_fused(*group, ranks, DType::BF16, norm, r);
+      }
+    });
+    ranks.sync_all();
+    for (int r = 0; r < world; ++r) ASSERT_EQ(taken[size_t(r)], 2 * int(gathers.size())) << "rank " << r;
+    for (const GatherCall& g : gathers) {
+      SCOPED_TRACE("R " + std::to_string(g.R));
+      expect_gathered(ranks, g);
+    }
+    EXPECT_FALSE(group->gather_slice_argmax(0, nullptr, nullptr, 0, 64128, ranks.stream(0)));
+    EXPECT_FALSE(group->gather_slice_argmax(0, nullptr, nullptr, int(kCapacity / 16) + 1, 64128, ranks.stream(0)));
+  }
+}
+
+TEST(PeerGatherSliceArgmax, ReplayedFromGraphsBetweenFusedNorms) {
+  // As a decode step's graph ends: fused norms, then the gather; replayed with fresh pairs.
+  SKIP_WITHOUT_GPUS(2);
+  std::mt19937 rng(23);
+  const int world = max_world();
+  const DType dt = DType::BF16;
+  Ranks ranks(world);
+  MAKE_GROUP_OR_SKIP(group, ranks);
+  NormCall a = make_norm_call(ranks, rng, dt, 1, 4096);
+  GatherCall g = make_gather_call(ranks, rng, 2, 64128, -1);
+  std::vector<cudaGraphExec_t> execs(size_t(world), nullptr);
+  on_each_rank(ranks, [&](int r) {
+    run_gather(*group, ranks, g, r);  // an eager call first
+    CUDA_CHECK(cudaStreamSynchronize(ranks.stream(r)));
+    execs[size_t(r)] = ranks.capture(r, [&] {
+      run_fused(*group, ranks, dt, a, r);
+      run_fused(*group, ranks, dt, a, r);
+      run_gather(*group, ranks, g, r);
+    });
+  });
+  ranks.sync_all();
+  expect_gathered(ranks, g);
+  for (int replay = 0; replay < 5; ++replay) {
+    SCOPED_TRACE("replay " + std::to_string(replay));
+    fill_gather_inputs(g, rng, world);
+    upload_gather_inputs(ranks, g);
+    on_each_rank(ranks, [&](int r) { CUDA_CHECK(cudaGraphLaunch(execs[size_t(r)], ranks.stream(r))); });
+    ranks.sync_all();
+    expect_gathered(ranks, g);
+  }
 }
 
 #if LAMINA_HAVE_NCCL

@@ -1,6 +1,7 @@
 // PeerAllReduce: see peer_all_reduce.h for the protocol.
 #include "backends/cuda/peer_all_reduce.h"
 
+#include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <set>
@@ -152,7 +153,11 @@ constexpr size_t kFlagWords = size_t(kPeerBlocks) * kPeerMaxRanks;
 class PeerCommunicator final : public Communicator {
  public:
   PeerCommunicator(PeerAllReduce& group, int rank, cudaStream_t stream)
-      : group_(group), rank_(rank), stream_(stream), fuse_norm_(fused_all_reduce_norm_enabled()) {}
+      : group_(group),
+        rank_(rank),
+        stream_(stream),
+        fuse_norm_(fused_all_reduce_norm_enabled()),
+        fuse_gather_(fused_greedy_gather_enabled()) {}
   int rank() const override { return rank_; }
   int world_size() const override { return group_.world_size(); }
   void all_reduce_sum(void* buf, size_t n, DType dtype) override {
@@ -162,12 +167,16 @@ class PeerCommunicator final : public Communicator {
                                DType dtype, L2Prefetch next) override {
     return fuse_norm_ && group_.all_reduce_add_rms_norm(rank_, x, residual, out, w, T, H, eps, dtype, stream_, next);
   }
+  bool gather_slice_argmax(const SliceArgmax* mine, int32_t* ids, int R, int64_t vocab_per_rank) override {
+    return fuse_gather_ && group_.gather_slice_argmax(rank_, mine, ids, R, vocab_per_rank, stream_);
+  }
 
  private:
   PeerAllReduce& group_;  // outlives this communicator
   int rank_;
   cudaStream_t stream_;
-  bool fuse_norm_;  // LAMINA_FUSED_ALL_REDUCE_NORM, read once
+  bool fuse_norm_;    // LAMINA_FUSED_ALL_REDUCE_NORM, read once
+  bool fuse_gather_;  // LAMINA_FUSED_GREEDY_GATHER, read once
 };
 
 }  // namespace
@@ -179,6 +188,11 @@ bool custom_all_reduce_enabled() {
 
 bool fused_all_reduce_norm_enabled() {
   const char* env = std::getenv("LAMINA_FUSED_ALL_REDUCE_NORM");
+  return !(env && env[0] == '0');
+}
+
+bool fused_greedy_gather_enabled() {
+  const char* env = std::getenv("LAMINA_FUSED_GREEDY_GATHER");
   return !(env && env[0] == '0');
 }
 
@@ -298,6 +312,21 @@ bool PeerAllReduce::all_reduce_add_rms_norm(int rank, const void* x, void* resid
   cuda::launch_peer_all_reduce_add_rms_norm(dtype, world_size(), landing, capacity_ / dtype_size(dtype),
                                             static_cast<uint32_t*>(landing_state_[size_t(rank)]), rank, x, residual,
                                             out, w, T, H, eps, next.p, next.bytes, stream);
+  return true;
+}
+
+bool PeerAllReduce::gather_slice_argmax(int rank, const SliceArgmax* mine, int32_t* ids, int R, int64_t vocab_per_rank,
+                                        cudaStream_t stream) {
+  LAMINA_CHECK(rank >= 0 && rank < world_size(), "peer all-reduce rank ", rank, " of ", world_size());
+  const size_t slot_elems = capacity_ / 2;  // 16-bit landing elements a rank's row holds
+  if (R < 1 || size_t(R) * 8 > slot_elems || vocab_per_rank < 1 || vocab_per_rank * world_size() > INT32_MAX)
+    return false;
+  cuda::LandingPtrs landing{};
+  for (int q = 0; q < world_size(); ++q) landing.rank[q] = landing_[size_t(q)];
+  CUDA_CHECK(cudaSetDevice(devices_[size_t(rank)]));
+  cuda::launch_peer_gather_slice_argmax(world_size(), landing, slot_elems,
+                                        static_cast<uint32_t*>(landing_state_[size_t(rank)]), rank, mine, ids, R,
+                                        vocab_per_rank, stream);
   return true;
 }
 

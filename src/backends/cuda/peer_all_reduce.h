@@ -38,6 +38,9 @@ bool custom_all_reduce_enabled();
 // False when LAMINA_FUSED_ALL_REDUCE_NORM=0 is set: the engine's communicators then leave the
 // residual add + RMSNorm after each decode all-reduce to a kernel of its own (for comparisons).
 bool fused_all_reduce_norm_enabled();
+// False when LAMINA_FUSED_GREEDY_GATHER=0 is set: a greedy choice over a vocabulary split across
+// the ranks then gathers the slices' argmaxes through a float32 all-reduce (for comparisons).
+bool fused_greedy_gather_enabled();
 
 class PeerAllReduce {
  public:
@@ -67,6 +70,12 @@ class PeerAllReduce {
   // (at most LAMINA_L2_PREFETCH_MB MiB: l2_prefetch.cuh).
   bool all_reduce_add_rms_norm(int rank, const void* x, void* residual, void* out, const void* w, int T, int H,
                                float eps, DType dtype, cudaStream_t stream, L2Prefetch next = {});
+  // ids[R] = each row's greedy token, joined on every rank from every rank's R slice argmaxes
+  // (mine: rank's, on its device; nullptr: its slice has no candidate): one kernel per rank, a
+  // call of the same sequence as all_reduce_add_rms_norm (peer_all_reduce_norm.h). Returns false,
+  // having done nothing, where R is 0 or over what a landing row holds (capacity / 16 rows).
+  bool gather_slice_argmax(int rank, const SliceArgmax* mine, int32_t* ids, int R, int64_t vocab_per_rank,
+                           cudaStream_t stream);
   // The communicator of `rank` on `backend`'s stream (a CUDA backend on that rank's device, which
   // outlives it); every call must fit().
   std::unique_ptr<Communicator> make(int rank, Backend& backend);

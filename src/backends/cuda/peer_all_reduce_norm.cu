@@ -22,6 +22,8 @@
 // device memory, one per block of a fixed grid, so captured CUDA graphs replay correctly.
 #include "backends/cuda/peer_all_reduce_norm.h"
 
+#include <type_traits>
+
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_types.cuh"
 #include "backends/cuda/l2_prefetch.cuh"
@@ -29,6 +31,7 @@
 #include "backends/cuda/rank_order_sum.cuh"
 #include "backends/cuda/reduce.cuh"
 #include "backends/cuda/rms_norm_shape.h"
+#include "backends/cuda/slice_argmax_join.cuh"
 
 namespace lamina::cuda {
 namespace {
@@ -67,6 +70,59 @@ __device__ __forceinline__ uint32_t word_without_marker(uint32_t w) {
   return w;
 }
 
+// 16-bit elements of one 16-byte landing unit.
+constexpr int kUnitElems = 8;
+
+// A peer's 16-byte unit in our landing memory, once it has arrived (no element is the marker).
+__device__ __forceinline__ uint4 wait_landed(const void* p) {
+  uint4 v = load_volatile16(p);
+  while (has_marker(v)) v = load_volatile16(p);
+  return v;
+}
+
+// A block's call of the landing protocol: its number, and the 16-bit elements a rank sent at the
+// previous call. Its state was written by that call's kernel, so it is read after the wait; every
+// thread reads it (one broadcast load, no barrier).
+struct LandingCall {
+  uint32_t number;
+  size_t prev_n;
+};
+__device__ __forceinline__ LandingCall begin_landing_call(const uint32_t* state) {
+  return {__ldcg(state + 2 * blockIdx.x) + 1, __ldcg(state + 2 * blockIdx.x + 1)};
+}
+
+// Read by this block only, at the next call (after this grid completed); the barrier makes sure
+// every thread of the block has read it by now.
+__device__ __forceinline__ void end_landing_call(uint32_t* state, const LandingCall& c, size_t n) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    state[2 * blockIdx.x] = c.number;
+    state[2 * blockIdx.x + 1] = uint32_t(n);
+  }
+}
+
+// 16-bit element offset of row `q` of call c's slot in a landing buffer [3][W][slot_elems].
+template <int W>
+__device__ __forceinline__ size_t landing_row(uint32_t call, int q, size_t slot_elems) {
+  return (call % kLandingSlots) * (size_t(W) * slot_elems) + size_t(q) * slot_elems;
+}
+
+// Refills with the marker what peers wrote into slot (call - 1) % 3 at the previous call; thread
+// `tid` of `nthreads` in the grid.
+template <int W>
+__device__ __forceinline__ void refill_previous_slot(const LandingPtrs& landing, int rank, const LandingCall& c,
+                                                     size_t slot_elems, size_t tid, size_t nthreads) {
+  uint16_t* const previous = static_cast<uint16_t*>(landing.rank[rank]) +
+                             landing_row<W>(c.number + kLandingSlots - 1, 0, slot_elems);
+  const size_t prev_units = c.prev_n / kUnitElems;
+  const uint4 marker = make_uint4(kMarkerPair, kMarkerPair, kMarkerPair, kMarkerPair);
+  for (size_t u = tid; u < size_t(W) * prev_units; u += nthreads) {
+    const size_t q = u / prev_units;
+    if (q != size_t(rank))
+      *reinterpret_cast<uint4*>(previous + q * slot_elems + (u % prev_units) * kUnitElems) = marker;
+  }
+}
+
 template <typename T, int W>
 __global__ void __launch_bounds__(kMaxThreads)
     peer_all_reduce_add_rms_norm_kernel(const __grid_constant__ LandingPtrs landing, uint32_t* state, int rank,
@@ -85,16 +141,12 @@ __global__ void __launch_bounds__(kMaxThreads)
     if (c < H) load_vec_ro(w + c, g[k]);
   }
   pdl_wait();  // x is the previous kernel's output; state was written by our previous call
-  // Every thread reads the block's state (one broadcast load, no barrier); thread 0 rewrites it
-  // after the barrier at the end.
-  const uint32_t call = __ldcg(state + 2 * blockIdx.x) + 1;
-  const uint32_t prev_n = __ldcg(state + 2 * blockIdx.x + 1);
-  const size_t n = size_t(rows) * H, prev_units = prev_n / V;
-  const size_t slot_stride = size_t(W) * slot_elems;  // elements of one slot: [W][slot_elems]
+  const LandingCall call = begin_landing_call(state);
+  const size_t n = size_t(rows) * H;
   const size_t tid = size_t(blockIdx.x) * blockDim.x + threadIdx.x, nthreads = size_t(gridDim.x) * blockDim.x;
 
   // 1. Push x into row `rank` of slot call % 3 on every peer.
-  const size_t to_row = (call % kLandingSlots) * slot_stride + size_t(rank) * slot_elems;
+  const size_t to_row = landing_row<W>(call.number, rank, slot_elems);
   for (size_t u = tid; u < n / V; u += nthreads) {
     uint4 v = *reinterpret_cast<const uint4*>(x + u * V);
     v = make_uint4(word_without_marker(v.x), word_without_marker(v.y), word_without_marker(v.z),
@@ -110,16 +162,10 @@ __global__ void __launch_bounds__(kMaxThreads)
   l2_prefetch_block_share(prefetch, prefetch_share);
 
   // 2. Refill with the marker what peers wrote into slot (call - 1) % 3 at the previous call.
-  T* const own = static_cast<T*>(landing.rank[rank]);
-  T* const previous = own + ((call + kLandingSlots - 1) % kLandingSlots) * slot_stride;
-  const uint4 marker = make_uint4(kMarkerPair, kMarkerPair, kMarkerPair, kMarkerPair);
-  for (size_t u = tid; u < size_t(W) * prev_units; u += nthreads) {
-    const size_t q = u / prev_units;
-    if (q != size_t(rank)) *reinterpret_cast<uint4*>(previous + q * slot_elems + (u % prev_units) * V) = marker;
-  }
+  refill_previous_slot<W>(landing, rank, call, slot_elems, tid, nthreads);
 
   // 3. This block's rows: wait for every peer's values, sum in rank order, add, normalise.
-  const T* const arrived = own + (call % kLandingSlots) * slot_stride;
+  const T* const arrived = static_cast<const T*>(landing.rank[rank]) + landing_row<W>(call.number, 0, slot_elems);
   for (int row = blockIdx.x; row < rows; row += gridDim.x) {
     const size_t base = size_t(row) * H;
     float v[kMaxChunks][V];
@@ -136,9 +182,7 @@ __global__ void __launch_bounds__(kMaxThreads)
         if (q == rank) {
           raw[q] = *reinterpret_cast<const uint4*>(x + base + c);
         } else {
-          const T* p = arrived + size_t(q) * slot_elems + base + c;
-          raw[q] = load_volatile16(p);
-          while (has_marker(raw[q])) raw[q] = load_volatile16(p);
+          raw[q] = wait_landed(arrived + size_t(q) * slot_elems + base + c);
         }
       }
       float acc[V];
@@ -160,13 +204,81 @@ __global__ void __launch_bounds__(kMaxThreads)
       store_vec(out + base + c, v[k]);
     }
   }
-  // Read by this block only, at the next call (after this grid completed); every thread of the
-  // block has read them by now.
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    state[2 * blockIdx.x] = call;
-    state[2 * blockIdx.x + 1] = uint32_t(n);
+  end_landing_call(state, call, n);
+}
+
+// The greedy choice over a vocabulary split across the ranks, as one call of the same protocol:
+// each rank sends its R slice argmaxes (one 16-byte unit a row, encode_pair) and every rank joins
+// all of them in rank order (SliceArgmaxJoin), instead of spreading them into a float32 buffer of
+// zeros, all-reducing it and joining in three kernels. Row r is thread r's (rows <= the grid's
+// threads take one pass). mine null: this slice has no candidate (NaN).
+constexpr int kGatherThreads = 128;
+
+// A (value, index) pair as one landing unit whose 16-bit elements are never the marker: its 64
+// bits in five 15-bit elements (bit 15 clear), then three zero elements.
+__device__ __forceinline__ uint4 encode_pair(float value, int32_t index) {
+  const uint64_t bits = (uint64_t(__float_as_uint(value)) << 32) | uint32_t(index);
+  uint32_t e[5];
+#pragma unroll
+  for (int i = 0; i < 5; ++i) e[i] = uint32_t(bits >> (15 * i)) & 0x7FFFu;
+  return make_uint4(e[0] | (e[1] << 16), e[2] | (e[3] << 16), e[4], 0u);
+}
+
+__device__ __forceinline__ void decode_pair(const uint4& u, float& value, int32_t& index) {
+  const uint32_t e[5] = {u.x & 0x7FFFu, (u.x >> 16) & 0x7FFFu, u.y & 0x7FFFu, (u.y >> 16) & 0x7FFFu, u.z & 0x7FFFu};
+  uint64_t bits = 0;
+#pragma unroll
+  for (int i = 0; i < 5; ++i) bits |= uint64_t(e[i]) << (15 * i);
+  value = __uint_as_float(uint32_t(bits >> 32));
+  index = int32_t(uint32_t(bits));
+}
+
+// This rank's pair of row r (written by the kernel before: read through L2 after the wait).
+__device__ __forceinline__ void own_pair(const SliceArgmax* mine, int r, float& value, int32_t& index) {
+  value = mine ? __ldcg(&mine[r].value) : __int_as_float(0x7fc00000);
+  index = mine ? __ldcg(&mine[r].index) : 0;
+}
+
+template <int W>
+__global__ void __launch_bounds__(kGatherThreads)
+    peer_gather_slice_argmax_kernel(const __grid_constant__ LandingPtrs landing, uint32_t* state, int rank,
+                                    const SliceArgmax* mine, int32_t* __restrict__ ids, int rows,
+                                    int64_t vocab_per_rank, size_t slot_elems) {
+  pdl_launch_dependents();
+  pdl_wait();  // mine is the previous kernel's output; state was written by our previous call
+  const LandingCall call = begin_landing_call(state);
+  const size_t tid = size_t(blockIdx.x) * blockDim.x + threadIdx.x, nthreads = size_t(gridDim.x) * blockDim.x;
+
+  // 1. Push our pairs into row `rank` of slot call % 3 on every peer.
+  const size_t to_row = landing_row<W>(call.number, rank, slot_elems);
+  for (size_t r = tid; r < size_t(rows); r += nthreads) {
+    float value;
+    int32_t index;
+    own_pair(mine, int(r), value, index);
+    const uint4 v = encode_pair(value, index);
+#pragma unroll
+    for (int q = 0; q < W; ++q)
+      if (q != rank) store_volatile16(static_cast<uint16_t*>(landing.rank[q]) + to_row + r * kUnitElems, v);
   }
+
+  // 2. Refill the previous call's slot with the marker.
+  refill_previous_slot<W>(landing, rank, call, slot_elems, tid, nthreads);
+
+  // 3. Join every rank's pair of each row, in rank order.
+  const uint16_t* const arrived = static_cast<const uint16_t*>(landing.rank[rank]) + landing_row<W>(call.number, 0, slot_elems);
+  for (size_t r = tid; r < size_t(rows); r += nthreads) {
+    SliceArgmaxJoin join;
+#pragma unroll
+    for (int q = 0; q < W; ++q) {
+      float value;
+      int32_t index;
+      if (q == rank) own_pair(mine, int(r), value, index);
+      else decode_pair(wait_landed(arrived + size_t(q) * slot_elems + r * kUnitElems), value, index);
+      join.take(value, int64_t(q) * vocab_per_rank + index);
+    }
+    ids[r] = join.id();
+  }
+  end_landing_call(state, call, size_t(rows) * kUnitElems);
 }
 
 __global__ void fill_marker_kernel(uint4* p, size_t n) {
@@ -174,33 +286,45 @@ __global__ void fill_marker_kernel(uint4* p, size_t n) {
     p[i] = make_uint4(kMarkerPair, kMarkerPair, kMarkerPair, kMarkerPair);
 }
 
-// The kernel for `world` ranks (2..kLandingMaxRanks): what launches and preload_peer_norm_kernels use.
-template <typename T>
-auto kernel_for_world(int world) -> decltype(&peer_all_reduce_add_rms_norm_kernel<T, 2>) {
+// pick(std::integral_constant<int, W>) for W = world (2..kLandingMaxRanks): the kernel of that
+// many ranks, for launches and preload_peer_norm_kernels.
+template <typename Pick>
+auto kernel_for_world(int world, Pick pick) {
   switch (world) {
-    case 2: return peer_all_reduce_add_rms_norm_kernel<T, 2>;
-    case 3: return peer_all_reduce_add_rms_norm_kernel<T, 3>;
-    case 4: return peer_all_reduce_add_rms_norm_kernel<T, 4>;
-    case 5: return peer_all_reduce_add_rms_norm_kernel<T, 5>;
-    case 6: return peer_all_reduce_add_rms_norm_kernel<T, 6>;
-    case 7: return peer_all_reduce_add_rms_norm_kernel<T, 7>;
-    case 8: return peer_all_reduce_add_rms_norm_kernel<T, 8>;
+    case 2: return pick(std::integral_constant<int, 2>{});
+    case 3: return pick(std::integral_constant<int, 3>{});
+    case 4: return pick(std::integral_constant<int, 4>{});
+    case 5: return pick(std::integral_constant<int, 5>{});
+    case 6: return pick(std::integral_constant<int, 6>{});
+    case 7: return pick(std::integral_constant<int, 7>{});
+    case 8: return pick(std::integral_constant<int, 8>{});
     default: fail("the fused all-reduce supports 2 to ", kLandingMaxRanks, " ranks, not ", world);
   }
 }
 
 template <typename T>
-void preload_typed() {
+auto norm_kernel_for_world(int world) {
+  return kernel_for_world(world, [](auto w) { return peer_all_reduce_add_rms_norm_kernel<T, decltype(w)::value>; });
+}
+
+auto gather_kernel_for_world(int world) {
+  return kernel_for_world(world, [](auto w) { return peer_gather_slice_argmax_kernel<decltype(w)::value>; });
+}
+
+void preload_kernels() {
   cudaFuncAttributes attr;
-  for (int world = 2; world <= kLandingMaxRanks; ++world)
-    CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel_for_world<T>(world)));
+  for (int world = 2; world <= kLandingMaxRanks; ++world) {
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, norm_kernel_for_world<__nv_bfloat16>(world)));
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, norm_kernel_for_world<__half>(world)));
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, gather_kernel_for_world(world)));
+  }
 }
 
 template <typename T>
 void launch_typed(int world, const LandingPtrs& landing, size_t slot_elems, uint32_t* state, int rank, const void* x,
                   void* residual, void* out, const void* w, int rows, int H, float eps, const void* prefetch,
                   uint32_t prefetch_share, cudaStream_t stream) {
-  launch_pdl(kernel_for_world<T>(world), dim3(kFusedNormBlocks), dim3(rms_norm_threads(H, kVec<T>)), 0, stream,
+  launch_pdl(norm_kernel_for_world<T>(world), dim3(kFusedNormBlocks), dim3(rms_norm_threads(H, kVec<T>)), 0, stream,
              landing, state, rank, static_cast<const T*>(x), static_cast<T*>(residual), static_cast<T*>(out),
              static_cast<const T*>(w), rows, H, eps, slot_elems, static_cast<const char*>(prefetch),
              prefetch_share);
@@ -208,10 +332,7 @@ void launch_typed(int world, const LandingPtrs& landing, size_t slot_elems, uint
 
 }  // namespace
 
-void preload_peer_norm_kernels() {
-  preload_typed<__nv_bfloat16>();
-  preload_typed<__half>();
-}
+void preload_peer_norm_kernels() { preload_kernels(); }
 
 bool peer_norm_takes(int H, DType dtype, const void* x, const void* residual, const void* out, const void* w) {
   if (dtype != DType::F16 && dtype != DType::BF16) return false;
@@ -242,6 +363,15 @@ void launch_peer_all_reduce_add_rms_norm(DType dtype, int world, const LandingPt
     launch_typed<__half>(world, landing, slot_elems, state, rank, x, residual, out, w, T, H, eps, prefetch, share,
                          stream);
   }
+}
+
+void launch_peer_gather_slice_argmax(int world, const LandingPtrs& landing, size_t slot_elems, uint32_t* state, int rank,
+                                     const SliceArgmax* mine, int32_t* ids, int R, int64_t vocab_per_rank,
+                                     cudaStream_t stream) {
+  LAMINA_CHECK(R >= 1 && size_t(R) * kUnitElems <= slot_elems, "the fused gather takes 1 to ",
+               slot_elems / kUnitElems, " rows, not ", R);
+  launch_pdl(gather_kernel_for_world(world), dim3(kFusedNormBlocks), dim3(kGatherThreads), 0, stream, landing, state,
+             rank, mine, ids, R, vocab_per_rank, slot_elems);
 }
 
 }  // namespace lamina::cuda

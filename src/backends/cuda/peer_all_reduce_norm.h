@@ -1,4 +1,5 @@
-// The kernel behind PeerAllReduce::all_reduce_add_rms_norm (protocol in peer_all_reduce_norm.cu).
+// The kernels behind PeerAllReduce::all_reduce_add_rms_norm and gather_slice_argmax (protocol in
+// peer_all_reduce_norm.cu).
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -6,6 +7,7 @@
 #include <cstdint>
 
 #include "common/dtype.h"
+#include "ops/token_choice.h"
 
 namespace lamina::cuda {
 
@@ -44,5 +46,13 @@ void launch_peer_all_reduce_add_rms_norm(DType dtype, int world, const LandingPt
                                          uint32_t* state, int rank, const void* x, void* residual, void* out,
                                          const void* w, int T, int H, float eps, const void* prefetch,
                                          size_t prefetch_bytes, cudaStream_t stream);
+
+// On rank `rank` of `world`: ids[R] = the greedy token of each row, joined from every rank's R
+// slice argmaxes (mine: this rank's, device memory; null: its slice has no candidate) as
+// combine_slice_argmax joins them. One call of the same landing protocol and state as the fused
+// norm: both count in the one sequence of calls that every rank makes alike. R * 8 <= slot_elems.
+void launch_peer_gather_slice_argmax(int world, const LandingPtrs& landing, size_t slot_elems, uint32_t* state, int rank,
+                                     const SliceArgmax* mine, int32_t* ids, int R, int64_t vocab_per_rank,
+                                     cudaStream_t stream);
 
 }  // namespace lamina::cuda

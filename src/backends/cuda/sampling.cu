@@ -17,6 +17,7 @@
 #include "cuda_sampling.h"
 #include "cuda_types.cuh"
 #include "reduce.cuh"
+#include "slice_argmax_join.cuh"
 
 namespace lamina::cuda {
 namespace {
@@ -441,14 +442,10 @@ __global__ void join_slice_argmax_kernel(int32_t* __restrict__ ids, const float*
                                          int64_t vocab_per_rank) {
   const int b = blockIdx.x * blockDim.x + threadIdx.x;
   if (b >= B) return;
-  int64_t best = -1;
-  float best_v = -INFINITY;
-  for (int k = 0; k < tp; ++k) {
-    const float v = gathered[2 * (b * tp + k)];
-    if (isnan(v)) continue;
-    if (best < 0 || v > best_v) best = int64_t(k) * vocab_per_rank + int64_t(gathered[2 * (b * tp + k) + 1]), best_v = v;
-  }
-  ids[b] = best < 0 ? 0 : int32_t(best);
+  SliceArgmaxJoin join;
+  for (int k = 0; k < tp; ++k)
+    join.take(gathered[2 * (b * tp + k)], int64_t(k) * vocab_per_rank + int64_t(gathered[2 * (b * tp + k) + 1]));
+  ids[b] = join.id();
 }
 
 }  // namespace
