@@ -300,7 +300,8 @@ LlamaForward::StepInputs LlamaForward::step_inputs(int T, int R) const {
 
 L2Prefetch LlamaForward::l2_prefetch_of(NextMatmul next) const {
   if (next.w == nullptr || !cfg_.quant_algo.empty()) return {};
-  return {next.w, size_t(next.rows) * size_t(H_) * dtype_size(be_->activation_dtype())};
+  const int64_t cols = next.cols > 0 ? next.cols : H_;
+  return {next.w, size_t(next.rows) * size_t(cols) * dtype_size(be_->activation_dtype())};
 }
 
 void LlamaForward::reduce_add_norm(const void* norm_weight, int T, float eps, NextMatmul next) {
@@ -357,6 +358,7 @@ void LlamaForward::run_layers(int T, int R, bool logits) {
       be_->matmul(qkv_.get(), normed_.get(), lw.qkv, T, int(qkv_rows_), H);
       be_->rope_kv_write(qkv_.get(), pos, slot, inv_freq_.as<float>(), cache, attn_, T);
     }
+    attn_.next = l2_prefetch_of({lw.attn_out, H_, q_width_});  // the attention-out projection reads it next
     be_->attention(attn_out_.get(), qkv_.get(), pos, slot, cache, attn_, T);
     // residual += attention out (row-parallel: summed over the ranks); normed = post_norm(residual)
     project_add_norm(attn_out_.get(), lw.attn_out, int(q_width_), lw.post_norm, T, eps, {lw.gate_up, 2 * F_});

@@ -145,12 +145,14 @@ class LlamaForward {
   // Every op of one step, on already-uploaded inputs; the lm_head GEMV only with `logits`.
   void run_layers(int T, int R, bool logits = true);
   // The matmul that reads `normed` next: its weight [rows, H] (w nullptr: none), which the backend
-  // may prepare for (Backend::add_rms_norm_before_matmul) and the fused all-reduce may ask L2 for.
+  // may prepare for (Backend::add_rms_norm_before_matmul) and the fused all-reduce may ask L2 for;
+  // or, with cols, the attention-out projection's [H, q width], which the attention may ask for.
   struct NextMatmul {
     const void* w = nullptr;
     int64_t rows = 0;
+    int64_t cols = 0;  // 0: the hidden size (every projection that follows a norm)
   };
-  // What of `next` a communicator may fetch into L2 (L2Prefetch): an unquantized weight's bytes;
+  // What of `next` a communicator or the attention may fetch into L2 (L2Prefetch): an unquantized weight's bytes;
   // nothing for a quantized weight, whose pointer is a handle.
   L2Prefetch l2_prefetch_of(NextMatmul next) const;
   // residual[T,H] += Σ_ranks proj; normed = rms_norm(residual) · norm_weight

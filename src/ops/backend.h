@@ -25,6 +25,7 @@
 
 #include "common/dtype.h"
 #include "common/error.h"
+#include "ops/l2_prefetch.h"
 #include "common/quant.h"
 #include "ops/token_choice.h"
 
@@ -52,6 +53,10 @@ struct AttentionShape {
   // below tile prompt_tiles_end (-1: not known), and tiles 0 .. leading_prompt_tiles - 1 all are.
   int prompt_tiles_end = -1;
   int leading_prompt_tiles = 0;
+  // A hint: the bytes the kernel after the attention reads first (the attention-out projection's
+  // weights). A backend whose attention leaves DRAM idle may ask L2 for them meanwhile (the CUDA
+  // one-token decode's split reduce does). {nullptr, 0}: none.
+  L2Prefetch next;
   // Positions a sequence can hold: max_blocks_per_seq * tokens_per_block.
   int max_seq_len() const { return max_blocks_per_seq * tokens_per_block; }
 };

@@ -128,7 +128,7 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
     splits = std::min(splits, kMaxSplits);
     if (static_cast<size_t>(splits) > fit) splits = static_cast<int>(fit);
     if (splits < 1) splits = 1;
-    launch_attention_decode_latency(dt, out, qkv, positions, slots, cache, p, splits, partials, stream);
+    launch_attention_decode_latency(dt, out, qkv, positions, slots, cache, p, splits, partials, s.next, stream);
     if (p.prefill_takes_uniform_tiles) launch_attention_prefill(dt, out, qkv, positions, slots, cache, p, stream);
     return;
   }

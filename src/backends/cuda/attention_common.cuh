@@ -401,10 +401,11 @@ __device__ __forceinline__ void merge_splits_if_last(T* out_t, const float* part
 // 512 rows) 11.0 us at one token against 13.8 for the pipelined kernel, but 29.9 against 14.3 at 4.
 inline constexpr int kAttentionLatencyMaxTokens = 1;
 // Its splits: num_splits (Z) slots per token, latency_split_len rows each; with Z > 1 it needs
-// `partials` ([T, Hq, Z, head_dim + 2] fp32), merged by a reduce kernel.
+// `partials` ([T, Hq, Z, head_dim + 2] fp32), merged by a reduce kernel, which asks L2 for the
+// first bytes of `next` (AttentionShape::next) once the decode kernel has ended.
 void launch_attention_decode_latency(DType dt, void* out, const void* qkv, const int32_t* positions,
                                      const int32_t* slots, KVCacheLayer cache, const AttnParams& p, int num_splits,
-                                     float* partials, cudaStream_t stream);
+                                     float* partials, L2Prefetch next, cudaStream_t stream);
 // Decode kernel over num_splits (Z) split slots per token. With Z > 1 it needs `partials`
 // ([T, Hq, Z, head_dim + 2] fp32) and `counters` (T * Hq ints, zero on entry; left zero).
 void launch_attention_decode(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,

@@ -29,6 +29,7 @@
 #include "attention_common.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
+#include "l2_prefetch.cuh"
 #include "pdl.cuh"
 
 namespace lamina::cuda {
@@ -187,7 +188,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kReduceThreads<D>)
     attn_split_reduce_kernel(T* __restrict__ out, const float* __restrict__ partials,
                              const int32_t* __restrict__ positions, const int32_t* __restrict__ slots, AttnParams p,
-                             int num_splits) {
+                             int num_splits, const char* __restrict__ prefetch, uint32_t prefetch_share) {
   pdl_launch_dependents();
   if (!p.read_before_wait) pdl_wait();  // else the step's inputs are read first (as the decode kernel)
   const int t = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
@@ -196,6 +197,9 @@ __global__ void __launch_bounds__(kReduceThreads<D>)
   const int len = token_kv_len(__ldcg(positions + t), __ldcg(slots + t), p);  // through L2: pdl.cuh
   if (len == 0) return;  // zeros were written by the decode kernel
   pdl_wait();  // the partials come from the decode kernel
+  // The decode kernel has ended and this one reads from L2 only: DRAM is idle until the
+  // attention-out GEMV after it, whose first weights it asks L2 for meanwhile (l2_prefetch.cuh).
+  l2_prefetch_block_share(prefetch, prefetch_share, blockIdx.x * gridDim.y + blockIdx.y);
   const int split_len = latency_split_len(len, num_splits);
   const int n = (len + split_len - 1) / split_len;
   const size_t pi0 = (static_cast<size_t>(t) * p.Hq + h) * num_splits;
@@ -230,7 +234,7 @@ __global__ void __launch_bounds__(kReduceThreads<D>)
 }
 template <typename T, int D, int MAXG>
 void launch_decode_typed(T* out, const T* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
-                         const AttnParams& p, int num_splits, float* partials, cudaStream_t stream) {
+                         const AttnParams& p, int num_splits, float* partials, L2Prefetch next, cudaStream_t stream) {
   const int head_chunks = (p.G + MAXG - 1) / MAXG;
   const dim3 grid(p.T, p.Hkv * head_chunks, num_splits);
   dispatch_kv_element<T>(p.kv_fp8, [&](auto tag) {
@@ -241,8 +245,10 @@ void launch_decode_typed(T* out, const T* qkv, const int32_t* positions, const i
   });
   CUDA_CHECK_LAUNCH();
   if (num_splits > 1) {
+    const uint32_t share = l2_prefetch_share(next.p, next.bytes, static_cast<long long>(p.T) * p.Hq,
+                                             attention_l2_prefetch_cap());
     launch_pdl(attn_split_reduce_kernel<T, D>, dim3(p.T, p.Hq), dim3(kReduceThreads<D>), 0, stream, out, partials,
-               positions, slots, p, num_splits);
+               positions, slots, p, num_splits, static_cast<const char*>(next.p), share);
     CUDA_CHECK_LAUNCH();
   }
 }
@@ -270,12 +276,12 @@ int heads_per_block(const AttnParams& p) {
 
 template <typename T, int D>
 void launch_decode_d(T* out, const T* qkv, const int32_t* positions, const int32_t* slots, KVCacheLayer cache,
-                     const AttnParams& p, int num_splits, float* partials, cudaStream_t stream) {
+                     const AttnParams& p, int num_splits, float* partials, L2Prefetch next, cudaStream_t stream) {
   switch (heads_per_block(p)) {
-    case 1: return launch_decode_typed<T, D, 1>(out, qkv, positions, slots, cache, p, num_splits, partials, stream);
-    case 2: return launch_decode_typed<T, D, 2>(out, qkv, positions, slots, cache, p, num_splits, partials, stream);
+    case 1: return launch_decode_typed<T, D, 1>(out, qkv, positions, slots, cache, p, num_splits, partials, next, stream);
+    case 2: return launch_decode_typed<T, D, 2>(out, qkv, positions, slots, cache, p, num_splits, partials, next, stream);
     default:  // G > 4 runs as several chunks of 4 q heads
-      return launch_decode_typed<T, D, 4>(out, qkv, positions, slots, cache, p, num_splits, partials, stream);
+      return launch_decode_typed<T, D, 4>(out, qkv, positions, slots, cache, p, num_splits, partials, next, stream);
   }
 }
 
@@ -284,17 +290,17 @@ void launch_decode_d(T* out, const T* qkv, const int32_t* positions, const int32
 
 void launch_attention_decode_latency(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
                              KVCacheLayer cache, const AttnParams& p, int num_splits, float* partials,
-                             cudaStream_t stream) {
+                             L2Prefetch next, cudaStream_t stream) {
   dispatch_float_type(dt, [&](auto tag) {
     using E = typename decltype(tag)::type;
     auto* o = static_cast<E*>(out);
     auto* q = static_cast<const E*>(qkv);
     switch (p.head_dim) {
-      case 16: return launch_decode_d<E, 16>(o, q, positions, slots, cache, p, num_splits, partials, stream);
-      case 32: return launch_decode_d<E, 32>(o, q, positions, slots, cache, p, num_splits, partials, stream);
-      case 64: return launch_decode_d<E, 64>(o, q, positions, slots, cache, p, num_splits, partials, stream);
-      case 128: return launch_decode_d<E, 128>(o, q, positions, slots, cache, p, num_splits, partials, stream);
-      case 256: return launch_decode_d<E, 256>(o, q, positions, slots, cache, p, num_splits, partials, stream);
+      case 16: return launch_decode_d<E, 16>(o, q, positions, slots, cache, p, num_splits, partials, next, stream);
+      case 32: return launch_decode_d<E, 32>(o, q, positions, slots, cache, p, num_splits, partials, next, stream);
+      case 64: return launch_decode_d<E, 64>(o, q, positions, slots, cache, p, num_splits, partials, next, stream);
+      case 128: return launch_decode_d<E, 128>(o, q, positions, slots, cache, p, num_splits, partials, next, stream);
+      case 256: return launch_decode_d<E, 256>(o, q, positions, slots, cache, p, num_splits, partials, next, stream);
       default: fail("head_dim ", p.head_dim, " is not supported by the CUDA attention kernels (16, 32, 64, 128 or 256)");
     }
   });

@@ -18,26 +18,36 @@ constexpr uint32_t kL2PrefetchPiece = 64 << 10;
 
 // At most LAMINA_L2_PREFETCH_MB MiB of a hint are asked for (0: none), read once. 4 MiB: the best
 // of 0 / 2 / 4 / 6 / 8 / 16 for 8B at tp 2 on 2x H200 (docs/tensor-parallel.md).
+inline size_t l2_prefetch_mb_from_env(const char* name, unsigned long default_mb) {
+  const char* env = std::getenv(name);
+  return size_t(env != nullptr ? std::strtoul(env, nullptr, 10) : default_mb) << 20;
+}
+
 inline size_t l2_prefetch_cap() {
-  static const size_t cap = [] {
-    const char* env = std::getenv("LAMINA_L2_PREFETCH_MB");
-    return size_t(env != nullptr ? std::strtoul(env, nullptr, 10) : 4) << 20;
-  }();
+  static const size_t cap = l2_prefetch_mb_from_env("LAMINA_L2_PREFETCH_MB", 4);
   return cap;
 }
 
-// Each of `blocks` blocks' share of [p, p + bytes), capped at l2_prefetch_cap() in all: a multiple
-// of 16 bytes, 0 for none (p null or not 16-byte aligned, or too little to split).
-inline uint32_t l2_prefetch_share(const void* p, size_t bytes, int blocks) {
+// The same from the one-token decode attention's split reduce, which leaves DRAM idle too: the
+// attention-out projection's first weights (LAMINA_ATTN_L2_PREFETCH_MB, default 2).
+inline size_t attention_l2_prefetch_cap() {
+  static const size_t cap = l2_prefetch_mb_from_env("LAMINA_ATTN_L2_PREFETCH_MB", 2);
+  return cap;
+}
+
+// Each of `blocks` blocks' share of [p, p + bytes), capped at `cap` in all: a multiple of 16
+// bytes, 0 for none (p null or not 16-byte aligned, or too little to split).
+inline uint32_t l2_prefetch_share(const void* p, size_t bytes, long long blocks, size_t cap = l2_prefetch_cap()) {
   if (p == nullptr || (reinterpret_cast<uintptr_t>(p) & 15u) != 0 || blocks <= 0) return 0;
-  const size_t share = std::min(bytes, l2_prefetch_cap()) / size_t(blocks) / 16 * 16;
+  const size_t share = std::min(bytes, cap) / size_t(blocks) / 16 * 16;
   return uint32_t(std::min<size_t>(share, size_t(1) << 30));
 }
 
-// Block blockIdx.x asks L2 for share_bytes from base + blockIdx.x * share_bytes.
-__device__ __forceinline__ void l2_prefetch_block_share(const char* base, uint32_t share_bytes) {
+// Block `block` (by default blockIdx.x) asks L2 for share_bytes from base + block * share_bytes.
+__device__ __forceinline__ void l2_prefetch_block_share(const char* base, uint32_t share_bytes,
+                                                        unsigned block = blockIdx.x) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const char* mine = base + size_t(blockIdx.x) * share_bytes;
+  const char* mine = base + size_t(block) * share_bytes;
   for (uint32_t o = threadIdx.x * kL2PrefetchPiece; o < share_bytes; o += blockDim.x * kL2PrefetchPiece) {
     const uint32_t n = share_bytes - o < kL2PrefetchPiece ? share_bytes - o : kL2PrefetchPiece;
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(mine + o), "r"(n) : "memory");
@@ -45,6 +55,7 @@ __device__ __forceinline__ void l2_prefetch_block_share(const char* base, uint32
 #else
   (void)base;
   (void)share_bytes;
+  (void)block;
 #endif
 }
 
