@@ -340,13 +340,7 @@ __global__ void __maxnreg__(112)
 
 // Slots in the ring: LAMINA_ATTN_BULK_STAGES=2, 3 or 4 (tuning); 3 by default.
 int bulk_stages() {
-  static const int stages = [] {
-    const char* e = std::getenv("LAMINA_ATTN_BULK_STAGES");
-    if (e == nullptr || *e == 0) return 3;
-    const std::string v(e);
-    if (v == "2" || v == "3" || v == "4") return std::stoi(v);
-    fail("LAMINA_ATTN_BULK_STAGES must be 2, 3 or 4, not '", v, "'");
-  }();
+  static const int stages = env_choice("LAMINA_ATTN_BULK_STAGES", {2, 3, 4}, 3);
   return stages;
 }
 

@@ -23,9 +23,7 @@
 // Scores are in the exp2 domain (q pre-scaled by log2(e)/sqrt(D)); all softmax math is fp32.
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <string>
-
+#include "ab_switch.h"
 #include "attention_common.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
@@ -261,13 +259,7 @@ void launch_decode_typed(T* out, const T* qkv, const int32_t* positions, const i
 // So 2 heads a block where the step then has at most 8 blocks a split (T × Hkv × head chunks),
 // else 4. LAMINA_ATTN_HEADS_PER_BLOCK=1|2|4 sets it (A/B).
 int heads_per_block(const AttnParams& p) {
-  static const int forced = [] {
-    const char* e = std::getenv("LAMINA_ATTN_HEADS_PER_BLOCK");
-    if (e == nullptr || *e == 0) return 0;
-    const std::string v(e);
-    if (v == "1" || v == "2" || v == "4") return std::stoi(v);
-    fail("LAMINA_ATTN_HEADS_PER_BLOCK must be 1, 2 or 4, not '", v, "'");
-  }();
+  static const int forced = env_choice("LAMINA_ATTN_HEADS_PER_BLOCK", {1, 2, 4}, 0);
   if (p.G == 1) return 1;
   if (forced != 0) return forced;
   const long long blocks_with_two = static_cast<long long>(p.T) * p.Hkv * ((p.G + 1) / 2);

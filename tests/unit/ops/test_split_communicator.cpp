@@ -1,5 +1,6 @@
 // SplitCommunicator: the path a message takes depends only on its size in bytes, for the plain
-// all-reduce and for the one fused with the residual add + norm (whose answer is the chosen path's).
+// all-reduce and for the one fused with the residual add + norm (whose answer is the chosen path's);
+// the greedy gather, a few bytes a row, always takes the small path (and its answer).
 #include "ops/split_communicator.h"
 
 #include <gtest/gtest.h>
@@ -19,6 +20,10 @@ class RecordingCommunicator final : public Communicator {
   void all_reduce_sum(void*, size_t n, DType) override { calls_->push_back(n); }
   bool all_reduce_add_rms_norm(const void*, void*, void*, const void*, int T, int H, float, DType, L2Prefetch) override {
     calls_->push_back(size_t(T) * size_t(H));
+    return fuses_;
+  }
+  bool gather_slice_argmax(const SliceArgmax*, int32_t*, int R, int64_t) override {
+    calls_->push_back(size_t(R));
     return fuses_;
   }
 
@@ -57,6 +62,18 @@ TEST(SplitCommunicator, FusedAllReduceNormTakesThePathOfItsSizeAndItsAnswer) {
   EXPECT_EQ(large, (std::vector<size_t>{768, 512}));
   SoloCommunicator solo;  // the default: never fused
   EXPECT_FALSE(solo.all_reduce_add_rms_norm(nullptr, nullptr, nullptr, nullptr, 1, 8, 1e-5f, DType::BF16, {}));
+}
+
+TEST(SplitCommunicator, GreedyGatherTakesTheSmallPathAtAnySize) {
+  std::vector<size_t> small, large;
+  SplitCommunicator c(std::make_unique<RecordingCommunicator>(&small, 1, 2, true),
+                      std::make_unique<RecordingCommunicator>(&large, 1, 2, false), 64);
+  EXPECT_TRUE(c.gather_slice_argmax(nullptr, nullptr, 1, 64128));
+  EXPECT_TRUE(c.gather_slice_argmax(nullptr, nullptr, 4096, 64128));  // more than 64 bytes
+  EXPECT_EQ(small, (std::vector<size_t>{1, 4096}));
+  EXPECT_TRUE(large.empty());
+  SoloCommunicator solo;  // the default: the caller gathers through all_reduce_sum
+  EXPECT_FALSE(solo.gather_slice_argmax(nullptr, nullptr, 1, 64128));
 }
 
 TEST(SplitCommunicator, RefusesCommunicatorsOfDifferentRanks) {
