@@ -1,6 +1,6 @@
 // Asking L2 for the next projection's first weights from a kernel that leaves DRAM idle: the
 // fused all-reduce + norm of a tp > 1 decode step, which waits on its peers once the projection
-// before it has ended (ops/l2_prefetch.h). Each block asks for an equal share, a thread a piece of
+// before it has ended, and the one-token decode attention's split reduce (ops/l2_prefetch.h). Each block asks for an equal share, a thread a piece of
 // kL2PrefetchPiece bytes, without waiting for them. The shares are spread over the kernel's blocks
 // (hence SMs) because one SM's bulk-copy unit takes the requests one after another: 4 MiB asked
 // from the one block of a tp 1 norm slowed an 8B token from 3.94 to 4.94 ms (2x H200).
@@ -16,13 +16,14 @@ namespace lamina::cuda {
 
 constexpr uint32_t kL2PrefetchPiece = 64 << 10;
 
-// At most LAMINA_L2_PREFETCH_MB MiB of a hint are asked for (0: none), read once. 4 MiB: the best
-// of 0 / 2 / 4 / 6 / 8 / 16 for 8B at tp 2 on 2x H200 (docs/tensor-parallel.md).
+// The bytes of `name`'s value in MiB (0: none), default_mb where it is unset.
 inline size_t l2_prefetch_mb_from_env(const char* name, unsigned long default_mb) {
   const char* env = std::getenv(name);
   return size_t(env != nullptr ? std::strtoul(env, nullptr, 10) : default_mb) << 20;
 }
 
+// At most LAMINA_L2_PREFETCH_MB MiB of the fused all-reduce's hint are asked for, read once. 4 MiB:
+// the best of 0 / 2 / 4 / 6 / 8 / 16 for 8B at tp 2 on 2x H200 (docs/tensor-parallel.md).
 inline size_t l2_prefetch_cap() {
   static const size_t cap = l2_prefetch_mb_from_env("LAMINA_L2_PREFETCH_MB", 4);
   return cap;

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <set>
 
+#include "backends/cuda/ab_switch.h"
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_types.cuh"
@@ -149,6 +150,13 @@ void launch(int world, const PeerPtrs& peers, uint32_t* epochs, int rank, void* 
 
 constexpr size_t kFlagWords = size_t(kPeerBlocks) * kPeerMaxRanks;
 
+// The fused kernels' view of every rank's landing buffer ([rank] → its buffer).
+cuda::LandingPtrs landing_ptrs(const std::vector<void*>& landing) {
+  cuda::LandingPtrs ptrs{};
+  for (size_t q = 0; q < landing.size(); ++q) ptrs.rank[q] = landing[q];
+  return ptrs;
+}
+
 // One rank's all-reduce: through peer memory, on its backend's stream.
 class PeerCommunicator final : public Communicator {
  public:
@@ -191,10 +199,7 @@ bool fused_all_reduce_norm_enabled() {
   return !(env && env[0] == '0');
 }
 
-bool fused_greedy_gather_enabled() {
-  const char* env = std::getenv("LAMINA_FUSED_GREEDY_GATHER");
-  return !(env && env[0] == '0');
-}
+bool fused_greedy_gather_enabled() { return cuda::ab_switch_on("LAMINA_FUSED_GREEDY_GATHER"); }
 
 std::unique_ptr<PeerAllReduce> PeerAllReduce::create(const std::vector<int>& devices, size_t capacity_bytes,
                                                      std::string* why_not) {
@@ -306,10 +311,8 @@ bool PeerAllReduce::all_reduce_add_rms_norm(int rank, const void* x, void* resid
   if (T < 1 || size_t(T) * size_t(H) * dtype_size(dtype) > capacity_ ||
       !cuda::peer_norm_takes(H, dtype, x, residual, out, w))
     return false;
-  cuda::LandingPtrs landing{};
-  for (int q = 0; q < world_size(); ++q) landing.rank[q] = landing_[size_t(q)];
   CUDA_CHECK(cudaSetDevice(devices_[size_t(rank)]));
-  cuda::launch_peer_all_reduce_add_rms_norm(dtype, world_size(), landing, capacity_ / dtype_size(dtype),
+  cuda::launch_peer_all_reduce_add_rms_norm(dtype, world_size(), landing_ptrs(landing_), capacity_ / dtype_size(dtype),
                                             static_cast<uint32_t*>(landing_state_[size_t(rank)]), rank, x, residual,
                                             out, w, T, H, eps, next.p, next.bytes, stream);
   return true;
@@ -321,10 +324,8 @@ bool PeerAllReduce::gather_slice_argmax(int rank, const SliceArgmax* mine, int32
   const size_t slot_elems = capacity_ / 2;  // 16-bit landing elements a rank's row holds
   if (R < 1 || size_t(R) * 8 > slot_elems || vocab_per_rank < 1 || vocab_per_rank * world_size() > INT32_MAX)
     return false;
-  cuda::LandingPtrs landing{};
-  for (int q = 0; q < world_size(); ++q) landing.rank[q] = landing_[size_t(q)];
   CUDA_CHECK(cudaSetDevice(devices_[size_t(rank)]));
-  cuda::launch_peer_gather_slice_argmax(world_size(), landing, slot_elems,
+  cuda::launch_peer_gather_slice_argmax(world_size(), landing_ptrs(landing_), slot_elems,
                                         static_cast<uint32_t*>(landing_state_[size_t(rank)]), rank, mine, ids, R,
                                         vocab_per_rank, stream);
   return true;
