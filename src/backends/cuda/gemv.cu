@@ -221,6 +221,7 @@ void launch_one_token(T* out, const T* x, const T* w, int N, int K, cudaStream_t
     GemvTuneRequest req;
     req.key = std::string(sizeof(T) == 4 ? "f32" : std::is_same_v<T, __half> ? "f16" : "bf16") +
               (kGateUp ? " gate_up+swiglu" : " gemv") + " N" + std::to_string(N) + " K" + std::to_string(K);
+    req.matrix = std::string(kGateUp ? "gate_up:" : "gemv:") + std::to_string(N) + "x" + std::to_string(K);
     req.weight_bytes = size_t(kGateUp ? 2 : 1) * N * K * sizeof(T);
     req.x_bytes = size_t(K) * sizeof(T);
     req.out_bytes = size_t(N) * sizeof(T);

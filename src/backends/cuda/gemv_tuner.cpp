@@ -1,5 +1,6 @@
 // Timing of GEMV launch shapes (gemv_tuner.h): candidates timed on scratch matrices, best kept.
 #include "gemv_tuner.h"
+#include "gemv_shape_override.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -110,6 +111,9 @@ int time_candidates(const GemvTuneRequest& req, cudaStream_t stream, const GemvC
 }  // namespace
 
 int tuned_gemv_choice(const GemvTuneRequest& req, cudaStream_t stream, const GemvCandidateLaunch& launch) {
+  static const char* const named_shapes = std::getenv("LAMINA_GEMV_SHAPES");
+  const int named = gemv_shape_override(named_shapes, req.matrix, req.candidates);
+  if (named >= 0) return named;
   const Mode mode = tuning_mode();
   if (mode == Mode::kOff || req.candidates.size() < 2) return req.fallback;
   int device = 0;

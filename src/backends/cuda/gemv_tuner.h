@@ -10,6 +10,7 @@
 // results (same per-thread order and block reduction), so the choice changes speed only.
 //
 // LAMINA_GEMV_TUNING=0 keeps the built-in choice everywhere; =log also prints each choice to stderr.
+// LAMINA_GEMV_SHAPES names a shape for given matrices, taken over tuning (gemv_shape_override.h).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -26,13 +27,15 @@ using GemvCandidateLaunch = std::function<void(int index, const void* w, const v
 
 struct GemvTuneRequest {
   std::string key;          // names the kernel family and shape, e.g. "bf16 plain M1 N8192 K2048"
+  std::string matrix;       // as LAMINA_GEMV_SHAPES names it, e.g. "gemv:8192x2048" (gemv_shape_override.h)
   size_t weight_bytes = 0;  // one matrix
   size_t x_bytes = 0, out_bytes = 0;
   std::vector<std::string> candidates;  // a name for each launch shape, e.g. "R4 U1"
   int fallback = 0;  // the built-in choice: kept unless another is at least 1% faster
 };
 
-// The candidate to launch for `req` on the current device: remembered from an earlier call, else
+// The candidate to launch for `req` on the current device: named by LAMINA_GEMV_SHAPES, else
+// remembered from an earlier call, else
 // timed now on `stream` (which must not be capturing; it is synchronized), else `req.fallback`
 // when tuning is off, the stream is capturing, or scratch memory is short.
 int tuned_gemv_choice(const GemvTuneRequest& req, cudaStream_t stream, const GemvCandidateLaunch& launch);
