@@ -77,12 +77,6 @@ bool step_layout_hints_enabled() {
   static const bool on = ab_switch_on("LAMINA_ATTN_STEP_LAYOUT");
   return on;
 }
-// LAMINA_ATTN_LATENCY_SPLITS caps the latency kernel's split slots (A/B: slots past a token's rows
-// are blocks that only exit).
-int latency_split_cap() {
-  static const int cap = env_choice("LAMINA_ATTN_LATENCY_SPLITS", {8, 16, 24, 32, 48, 64, 96, 128}, 0);
-  return cap;
-}
 }  // namespace
 
 void launch_attention(DType dt, void* out, const void* qkv, const int32_t* positions, const int32_t* slots,
@@ -132,7 +126,6 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
     int splits = static_cast<int>(ceil_div_ll(4LL * how.num_sms, static_cast<long long>(T) * p.Hkv));
     splits = static_cast<int>(std::min<long long>(splits, ceil_div_ll(p.max_seq, kLatencyShortSplitLen)));
     splits = std::min(splits, kMaxSplits);
-    if (const int cap = latency_split_cap(); cap > 0) splits = std::min(splits, cap);
     if (static_cast<size_t>(splits) > fit) splits = static_cast<int>(fit);
     if (splits < 1) splits = 1;
     launch_attention_decode_latency(dt, out, qkv, positions, slots, cache, p, splits, partials, s.next, stream);

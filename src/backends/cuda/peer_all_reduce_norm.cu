@@ -24,6 +24,7 @@
 
 #include <type_traits>
 
+#include "backends/cuda/ab_switch.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_types.cuh"
 #include "backends/cuda/l2_prefetch.cuh"
@@ -35,6 +36,13 @@
 
 namespace lamina::cuda {
 namespace {
+
+// LAMINA_AR_OWN_LOADS_FIRST=0: each call reads its own values after the call's state, and a rank
+// after the first its own x once the peers' arrived (A/B of the order below).
+bool own_loads_first() {
+  static const bool on = ab_switch_on("LAMINA_AR_OWN_LOADS_FIRST");
+  return on;
+}
 
 constexpr uint32_t kMarkerPair = 0x80008000u;  // two 16-bit markers (-0.0)
 constexpr int kMaxThreads = 1024;
@@ -128,7 +136,8 @@ __global__ void __launch_bounds__(kMaxThreads)
     peer_all_reduce_add_rms_norm_kernel(const __grid_constant__ LandingPtrs landing, uint32_t* state, int rank,
                                         const T* __restrict__ x, T* __restrict__ residual, T* __restrict__ out,
                                         const T* __restrict__ w, int rows, int H, float eps, size_t slot_elems,
-                                        const char* __restrict__ prefetch, uint32_t prefetch_share) {
+                                        const char* __restrict__ prefetch, uint32_t prefetch_share,
+                                        bool own_first) {
   static_assert(sizeof(T) == 2, "the landing marker is a 16-bit pattern");
   constexpr int V = kVec<T>;
   __shared__ float scratch[32];
@@ -141,14 +150,19 @@ __global__ void __launch_bounds__(kMaxThreads)
     if (c < H) load_vec_ro(w + c, g[k]);
   }
   pdl_wait();  // x is the previous kernel's output; state was written by our previous call
-  const LandingCall call = begin_landing_call(state);
   const size_t n = size_t(rows) * H;
   const size_t tid = size_t(blockIdx.x) * blockDim.x + threadIdx.x, nthreads = size_t(gridDim.x) * blockDim.x;
+  // This thread's first unit of x is loaded before the call's state: the two L2 round trips
+  // overlap instead of following one another (the push needs both; one decode token is one unit
+  // a thread).
+  uint4 first_unit{};
+  if (own_first && tid < n / V) first_unit = *reinterpret_cast<const uint4*>(x + tid * V);
+  const LandingCall call = begin_landing_call(state);
 
   // 1. Push x into row `rank` of slot call % 3 on every peer.
   const size_t to_row = landing_row<W>(call.number, rank, slot_elems);
   for (size_t u = tid; u < n / V; u += nthreads) {
-    uint4 v = *reinterpret_cast<const uint4*>(x + u * V);
+    uint4 v = own_first && u == tid ? first_unit : *reinterpret_cast<const uint4*>(x + u * V);
     v = make_uint4(word_without_marker(v.x), word_without_marker(v.y), word_without_marker(v.z),
                    word_without_marker(v.w));
 #pragma unroll
@@ -170,6 +184,10 @@ __global__ void __launch_bounds__(kMaxThreads)
     const size_t base = size_t(row) * H;
     float v[kMaxChunks][V];
     float ss = 0.0f;
+    // Our own x of the first chunk (the only one up to H = 8192) is loaded first, so it is in
+    // flight while we wait for the peers on every rank: a rank after the first had read it only
+    // once the others' values arrived. (All chunks early spilled registers at 3+ ranks.)
+    const uint4 own0 = own_first && threadIdx.x * V < H ? *reinterpret_cast<const uint4*>(x + base + threadIdx.x * V) : uint4{};
 #pragma unroll
     for (int k = 0; k < kMaxChunks; ++k) {
       const int c = (threadIdx.x + k * blockDim.x) * V;
@@ -178,13 +196,9 @@ __global__ void __launch_bounds__(kMaxThreads)
       load_vec(residual + base + c, r);  // issued with the landing reads, not after them
       uint4 raw[W];
 #pragma unroll
-      for (int q = 0; q < W; ++q) {
-        if (q == rank) {
-          raw[q] = *reinterpret_cast<const uint4*>(x + base + c);
-        } else {
-          raw[q] = wait_landed(arrived + size_t(q) * slot_elems + base + c);
-        }
-      }
+      for (int q = 0; q < W; ++q)
+        if (q == rank) raw[q] = own_first && k == 0 ? own0 : *reinterpret_cast<const uint4*>(x + base + c);
+        else raw[q] = wait_landed(arrived + size_t(q) * slot_elems + base + c);
       float acc[V];
       sum_in_rank_order<T, W>(raw, acc);
       // As all_reduce_sum then add_rms_norm round: the sum to T, then residual + sum to T.
@@ -243,18 +257,22 @@ template <int W>
 __global__ void __launch_bounds__(kGatherThreads)
     peer_gather_slice_argmax_kernel(const __grid_constant__ LandingPtrs landing, uint32_t* state, int rank,
                                     const SliceArgmax* mine, int32_t* __restrict__ ids, int rows,
-                                    int64_t vocab_per_rank, size_t slot_elems) {
+                                    int64_t vocab_per_rank, size_t slot_elems, bool own_first) {
   pdl_launch_dependents();
   pdl_wait();  // mine is the previous kernel's output; state was written by our previous call
-  const LandingCall call = begin_landing_call(state);
   const size_t tid = size_t(blockIdx.x) * blockDim.x + threadIdx.x, nthreads = size_t(gridDim.x) * blockDim.x;
+  // This thread's first pair is loaded before the call's state, so the two round trips overlap.
+  float first_value = 0.0f;
+  int32_t first_index = 0;
+  if (own_first && tid < size_t(rows)) own_pair(mine, int(tid), first_value, first_index);
+  const LandingCall call = begin_landing_call(state);
 
   // 1. Push our pairs into row `rank` of slot call % 3 on every peer.
   const size_t to_row = landing_row<W>(call.number, rank, slot_elems);
   for (size_t r = tid; r < size_t(rows); r += nthreads) {
-    float value;
-    int32_t index;
-    own_pair(mine, int(r), value, index);
+    float value = first_value;
+    int32_t index = first_index;
+    if (!own_first || r != tid) own_pair(mine, int(r), value, index);
     const uint4 v = encode_pair(value, index);
 #pragma unroll
     for (int q = 0; q < W; ++q)
@@ -272,8 +290,13 @@ __global__ void __launch_bounds__(kGatherThreads)
     for (int q = 0; q < W; ++q) {
       float value;
       int32_t index;
-      if (q == rank) own_pair(mine, int(r), value, index);
-      else decode_pair(wait_landed(arrived + size_t(q) * slot_elems + r * kUnitElems), value, index);
+      if (q == rank) {  // ours, already loaded where it is this thread's first row
+        value = first_value;
+        index = first_index;
+        if (!own_first || r != tid) own_pair(mine, int(r), value, index);
+      } else {
+        decode_pair(wait_landed(arrived + size_t(q) * slot_elems + r * kUnitElems), value, index);
+      }
       join.take(value, int64_t(q) * vocab_per_rank + index);
     }
     ids[r] = join.id();
@@ -327,7 +350,7 @@ void launch_typed(int world, const LandingPtrs& landing, size_t slot_elems, uint
   launch_pdl(norm_kernel_for_world<T>(world), dim3(kFusedNormBlocks), dim3(rms_norm_threads(H, kVec<T>)), 0, stream,
              landing, state, rank, static_cast<const T*>(x), static_cast<T*>(residual), static_cast<T*>(out),
              static_cast<const T*>(w), rows, H, eps, slot_elems, static_cast<const char*>(prefetch),
-             prefetch_share);
+             prefetch_share, own_loads_first());
 }
 
 }  // namespace
@@ -371,7 +394,7 @@ void launch_peer_gather_slice_argmax(int world, const LandingPtrs& landing, size
   LAMINA_CHECK(R >= 1 && size_t(R) * kUnitElems <= slot_elems, "the fused gather takes 1 to ",
                slot_elems / kUnitElems, " rows, not ", R);
   launch_pdl(gather_kernel_for_world(world), dim3(kFusedNormBlocks), dim3(kGatherThreads), 0, stream, landing, state,
-             rank, mine, ids, R, vocab_per_rank, slot_elems);
+             rank, mine, ids, R, vocab_per_rank, slot_elems, own_loads_first());
 }
 
 }  // namespace lamina::cuda
