@@ -67,11 +67,6 @@ bool reads_before_wait_allowed() {
   static const bool allowed = ab_switch_on("LAMINA_ATTN_READ_BEFORE_WAIT");
   return allowed;
 }
-// LAMINA_ATTN_EARLY_ROW_LOOKUP=0 turns AttnParams::early_row_lookup off (A/B).
-bool early_row_lookup_allowed() {
-  static const bool allowed = ab_switch_on("LAMINA_ATTN_EARLY_ROW_LOOKUP");
-  return allowed;
-}
 // LAMINA_ATTN_CONCURRENT=0: a mixed step's prefill and decode kernels run one after the other (A/B).
 bool concurrent_kernels_allowed() {
   static const bool on = ab_switch_on("LAMINA_ATTN_CONCURRENT");
@@ -110,7 +105,6 @@ void launch_attention(DType dt, void* out, const void* qkv, const int32_t* posit
     p.decode_t0 = described ? std::min(T, s.leading_prompt_tiles * kPrefillTileTokens) : 0;
   }
   p.read_before_wait = p.read_before_wait && !p.prefill_takes_uniform_tiles && reads_before_wait_allowed();
-  p.early_row_lookup = early_row_lookup_allowed();
   const int decode_T = T - p.decode_t0;  // tokens the decode kernel looks at
 
   const size_t per_split = static_cast<size_t>(T) * p.Hq * (s.head_dim + 2) * sizeof(float);

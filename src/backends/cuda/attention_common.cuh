@@ -50,9 +50,6 @@ struct AttnParams {
   // AttentionShape::inputs_ready_before_step: the latency decode kernel reads the step's inputs
   // and earlier steps' cache rows before pdl_wait().
   bool read_before_wait = false;
-  // With read_before_wait: this step's keys' pool rows are looked up before pdl_wait() too
-  // (LAMINA_ATTN_EARLY_ROW_LOOKUP=0: after it, A/B).
-  bool early_row_lookup = true;
 };
 
 inline AttnParams make_attn_params(const AttentionShape& s, int T) {

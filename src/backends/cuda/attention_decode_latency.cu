@@ -83,29 +83,25 @@ __global__ void __launch_bounds__(kThreads)
   const C* k_base = k_cache + static_cast<size_t>(kvh) * D + d0;
   const C* v_base = v_cache + static_cast<size_t>(kvh) * D + d0;
   // Key j = jb + u * (kWarps*KPW) + sub of a group of U; `fetched`: loaded already (valid says
-  // whether it is a real row); `looked_up`: its pool row is in rows[u] (-1: none).
+  // whether it is a real row).
   float kf[U][kElems], vf[U][kElems];
-  bool valid[U], fetched[U], looked_up[U];
-  long long rows[U];
-  auto look_up_rows = [&](int jb, int limit) {  // the U lookups first, so their loads overlap
+  bool valid[U], fetched[U];
+  auto load_keys = [&](int jb, int limit) {
+    long long rows[U];  // the U lookups first, so their loads overlap
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int j = jb + u * kWarps * KPW + sub;
-      if (looked_up[u] || j >= limit) continue;
-      rows[u] = kv_cache_row<true>(block_tables, slot, j, p);  // position j's pool row
-      looked_up[u] = true;
+      rows[u] = !fetched[u] && j < limit ? kv_cache_row<true>(block_tables, slot, j, p) : -1;  // position j's pool row
     }
-  };
-  auto load_keys = [&](int jb, int limit) {
-    look_up_rows(jb, limit);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       if (fetched[u]) continue;
       const int j = jb + u * kWarps * KPW + sub;
-      valid[u] = j < limit && rows[u] >= 0;
+      const long long row = rows[u];
+      valid[u] = row >= 0;
       if (valid[u]) {  // through L2 only: see load8_kv
-        load8_kv<true>(k_base + static_cast<size_t>(rows[u]) * pos_stride, p.k_scale, kf[u]);
-        load8_kv<true>(v_base + static_cast<size_t>(rows[u]) * pos_stride, p.v_scale, vf[u]);
+        load8_kv<true>(k_base + static_cast<size_t>(row) * pos_stride, p.k_scale, kf[u]);
+        load8_kv<true>(v_base + static_cast<size_t>(row) * pos_stride, p.v_scale, vf[u]);
       } else {
 #pragma unroll
         for (int e = 0; e < kElems; ++e) kf[u][e] = vf[u][e] = 0.0f;
@@ -114,14 +110,8 @@ __global__ void __launch_bounds__(kThreads)
     }
   };
 #pragma unroll
-  for (int u = 0; u < U; ++u) fetched[u] = looked_up[u] = false;
-  if (p.read_before_wait) {
-    // The first group's rows of earlier steps are loaded now, and the pool rows of this step's
-    // keys looked up (the block tables are step inputs too): after the wait their K/V loads go
-    // out with q's, one L2 round trip instead of a lookup and then a load.
-    if (p.early_row_lookup) look_up_rows(start + warp * KPW, end);
-    load_keys(start + warp * KPW, old_end);
-  }
+  for (int u = 0; u < U; ++u) fetched[u] = false;
+  if (p.read_before_wait) load_keys(start + warp * KPW, old_end);  // the first group's rows of earlier steps
 
   pdl_wait();  // q and this step's cache rows come from the qkv projection (rope_kv_write)
 
@@ -133,7 +123,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int jb = start + warp * KPW; jb < end; jb += kWarps * KPW * U) {
     load_keys(jb, end);  // what the prefetch did not take (all of it after the first group)
 #pragma unroll
-    for (int u = 0; u < U; ++u) fetched[u] = looked_up[u] = false;
+    for (int u = 0; u < U; ++u) fetched[u] = false;
     // Per q head: the U scores, then one online-softmax update for all of them.
 #pragma unroll
     for (int g = 0; g < MAXG; ++g) {
