@@ -28,7 +28,11 @@ inline int gemv_shape_override(const char* spec, const std::string& matrix, cons
     const size_t eq = entry.find('=');
     const size_t colon = entry.find(':');
     const size_t times = entry.find('x', colon == std::string::npos ? 0 : colon);
+    const auto digits = [&](size_t from, size_t to) {  // entry[from, to) is a number
+      return from < to && entry.find_first_not_of("0123456789", from) >= to;
+    };
     if (eq == std::string::npos || colon == std::string::npos || times == std::string::npos || times > eq ||
+        !digits(colon + 1, times) || !digits(times + 1, eq) ||
         (entry.compare(0, colon, "gemv") != 0 && entry.compare(0, colon, "gate_up") != 0))
       fail("LAMINA_GEMV_SHAPES entry '", entry, "' is not <gemv|gate_up>:<N>x<K>=<shape> (e.g. gemv:4096x2048=R8U1)");
     if (entry.compare(0, eq, matrix) != 0) continue;

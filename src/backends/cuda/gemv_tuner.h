@@ -35,9 +35,9 @@ struct GemvTuneRequest {
 };
 
 // The candidate to launch for `req` on the current device: named by LAMINA_GEMV_SHAPES, else
-// remembered from an earlier call, else
-// timed now on `stream` (which must not be capturing; it is synchronized), else `req.fallback`
-// when tuning is off, the stream is capturing, or scratch memory is short.
+// remembered from an earlier call, else timed now on `stream` (which must not be capturing; it is
+// synchronized), else `req.fallback` when tuning is off, the stream is capturing, or scratch
+// memory is short.
 int tuned_gemv_choice(const GemvTuneRequest& req, cudaStream_t stream, const GemvCandidateLaunch& launch);
 
 // "device 0 <key>: <candidate name>" for every choice made in this process (bench_kernels prints them).

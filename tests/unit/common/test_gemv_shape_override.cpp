@@ -43,6 +43,9 @@ TEST(GemvShapeOverride, MalformedEntriesAndUnknownShapesAreErrors) {
   expect_error("gemv4096x2048=R8U1", "gemv:4096x2048", kPlain, "gemv4096x2048=R8U1");
   expect_error("gemv:4096x2048", "gemv:4096x2048", kPlain, "<gemv|gate_up>");
   expect_error("down:4096x2048=R8U1", "gemv:4096x2048", kPlain, "down:");
+  expect_error("gemv:x2048=R8U1", "gemv:4096x2048", kPlain, "gemv:x2048");
+  expect_error("gemv:4096x=R8U1", "gemv:4096x2048", kPlain, "gemv:4096x=");
+  expect_error("gemv:40a6x2048=R8U1", "gemv:4096x2048", kPlain, "40a6");
   // A malformed entry is reported even where it would not have matched.
   expect_error("gemv:4096x2048=R8U1+oops", "gemv:4096x4096", kPlain, "'oops'");
 }
