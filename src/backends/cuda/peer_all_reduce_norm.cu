@@ -334,15 +334,6 @@ auto gather_kernel_for_world(int world) {
   return kernel_for_world(world, [](auto w) { return peer_gather_slice_argmax_kernel<decltype(w)::value>; });
 }
 
-void preload_kernels() {
-  cudaFuncAttributes attr;
-  for (int world = 2; world <= kLandingMaxRanks; ++world) {
-    CUDA_CHECK(cudaFuncGetAttributes(&attr, norm_kernel_for_world<__nv_bfloat16>(world)));
-    CUDA_CHECK(cudaFuncGetAttributes(&attr, norm_kernel_for_world<__half>(world)));
-    CUDA_CHECK(cudaFuncGetAttributes(&attr, gather_kernel_for_world(world)));
-  }
-}
-
 template <typename T>
 void launch_typed(int world, const LandingPtrs& landing, size_t slot_elems, uint32_t* state, int rank, const void* x,
                   void* residual, void* out, const void* w, int rows, int H, float eps, const void* prefetch,
@@ -355,7 +346,15 @@ void launch_typed(int world, const LandingPtrs& landing, size_t slot_elems, uint
 
 }  // namespace
 
-void preload_peer_norm_kernels() { preload_kernels(); }
+void preload_peer_norm_kernels() {
+  cudaFuncAttributes attr;
+  for (int world = 2; world <= kLandingMaxRanks; ++world) {
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, norm_kernel_for_world<__nv_bfloat16>(world)));
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, norm_kernel_for_world<__half>(world)));
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, gather_kernel_for_world(world)));
+  }
+}
+
 
 bool peer_norm_takes(int H, DType dtype, const void* x, const void* residual, const void* out, const void* w) {
   if (dtype != DType::F16 && dtype != DType::BF16) return false;
