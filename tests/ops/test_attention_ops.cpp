@@ -276,18 +276,22 @@ TEST_P(AttentionOps, DecodeUnevenSplits) {
 
 // One token a step (the latency kernel, kAttentionLatencyMaxTokens): lengths at and around the split
 // boundaries and the full cache, one step after another on one backend, so split merges that leave
-// state behind (an arrival counter not reset) break the next step.
+// state behind (an arrival counter not reset) break the next step. The heads cover every q heads a
+// block (heads_per_block: 4, 2, and chunks of 2 and 1), the lengths splits of 32 rows (up to 1024)
+// and of 64 or more (past it).
 TEST_P(AttentionOps, DecodeOneTokenSteps) {
   const Case cases[] = {
-      {32, 8, 128, 4096, 1, 32},  // Llama-3-8B heads
-      {16, 1, 64, 2048, 1, 16},   // G=16: four head chunks of 4 (one-token kernel)
+      {32, 8, 128, 4096, 1, 32},  // Llama-3-8B heads: 4 q heads a block
+      {16, 4, 128, 4096, 1, 16},  // Llama-3-8B at tp 2: 2 q heads a block
+      {16, 1, 64, 2048, 1, 16},   // G=16: eight head chunks of 2
+      {6, 2, 64, 2048, 1, 32},    // G=3: head chunks of 2 and 1
   };
   for (const Case& c : cases) {
     const PagedKV pk = paged(rng_, c);
     const auto k0 = rnd(pk.pool_elems()), v0 = rnd(pk.pool_elems());
     DeviceKV kv_g = upload_kv(*gpu_, pk, k0, v0), kv_c = upload_kv(*cpu_, pk, k0, v0);
     const int M = c.max_seq;
-    for (int len : {1, 31, 32, 33, 64, 65, 513, 640, M - 1, M, 2, 777}) {
+    for (int len : {1, 31, 32, 33, 64, 65, 512, 513, 640, 768, M - 1, M, 2, 777, 1024, 1025, 2000}) {
       Tokens tk;
       add_sequence(tk, 0, len - 1, 1);
       const size_t row = size_t(c.Hq) * c.D;
