@@ -18,6 +18,7 @@
 #include "activation.cuh"
 #include "cuda_check.h"
 #include "cuda_types.cuh"
+#include "e4m3_store.cuh"
 #include "quant_kernels.h"
 #include "reduce.cuh"
 
@@ -104,10 +105,10 @@ template <typename T>
 __device__ __forceinline__ void store_e4m3_chunk(__nv_fp8_e4m3* dst, uint4 raw, float inv) {
   static_assert(kVec<T> == 8, "8 values a chunk: one 8-byte store");
   const T* v = reinterpret_cast<const T*>(&raw);
-  alignas(8) __nv_fp8_e4m3 q[kVec<T>];
+  float f[kVec<T>];
 #pragma unroll
-  for (int e = 0; e < kVec<T>; ++e) q[e] = __nv_fp8_e4m3(to_float(v[e]) * inv);
-  *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(q);
+  for (int e = 0; e < kVec<T>; ++e) f[e] = to_float(v[e]);
+  store_e4m3x8(dst, f, inv);
 }
 
 template <typename T, bool kSwiGlu>

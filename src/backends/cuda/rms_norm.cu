@@ -8,6 +8,7 @@
 
 #include "cuda_check.h"
 #include "cuda_types.cuh"
+#include "e4m3_store.cuh"
 #include "kernels.h"
 #include "pdl.cuh"
 #include "reduce.cuh"
@@ -126,12 +127,7 @@ __global__ void rms_norm_row_in_registers_kernel(T* __restrict__ out, T* __restr
     const float amax = fmaxf(block_max(m, scratch), 1e-12f);
     if (threadIdx.x == 0) scales[blockIdx.x] = amax / 448.0f;
     const float to_e4m3 = 448.0f / amax;
-    if (mine) {
-      alignas(8) __nv_fp8_e4m3 q[V];
-#pragma unroll
-      for (int i = 0; i < V; ++i) q[i] = __nv_fp8_e4m3(v[i] * to_e4m3);  // saturates to +-448
-      *reinterpret_cast<uint2*>(xq + row + c) = *reinterpret_cast<const uint2*>(q);
-    }
+    if (mine) store_e4m3x8(xq + row + c, v, to_e4m3);
   }
 }
 
