@@ -266,13 +266,22 @@ __global__ void __launch_bounds__(kGatherThreads)
   int32_t first_index = 0;
   if (own_first && tid < size_t(rows)) own_pair(mine, int(tid), first_value, first_index);
   const LandingCall call = begin_landing_call(state);
+  // Our pair of row r: the one loaded above where it is this thread's first row.
+  const auto ours = [&](size_t r, float& value, int32_t& index) {
+    if (own_first && r == tid) {
+      value = first_value;
+      index = first_index;
+    } else {
+      own_pair(mine, int(r), value, index);
+    }
+  };
 
   // 1. Push our pairs into row `rank` of slot call % 3 on every peer.
   const size_t to_row = landing_row<W>(call.number, rank, slot_elems);
   for (size_t r = tid; r < size_t(rows); r += nthreads) {
-    float value = first_value;
-    int32_t index = first_index;
-    if (!own_first || r != tid) own_pair(mine, int(r), value, index);
+    float value;
+    int32_t index;
+    ours(r, value, index);
     const uint4 v = encode_pair(value, index);
 #pragma unroll
     for (int q = 0; q < W; ++q)
@@ -290,13 +299,8 @@ __global__ void __launch_bounds__(kGatherThreads)
     for (int q = 0; q < W; ++q) {
       float value;
       int32_t index;
-      if (q == rank) {  // ours, already loaded where it is this thread's first row
-        value = first_value;
-        index = first_index;
-        if (!own_first || r != tid) own_pair(mine, int(r), value, index);
-      } else {
-        decode_pair(wait_landed(arrived + size_t(q) * slot_elems + r * kUnitElems), value, index);
-      }
+      if (q == rank) ours(r, value, index);
+      else decode_pair(wait_landed(arrived + size_t(q) * slot_elems + r * kUnitElems), value, index);
       join.take(value, int64_t(q) * vocab_per_rank + index);
     }
     ids[r] = join.id();
