@@ -2,9 +2,9 @@
 // fused all-reduce + norm of a tp > 1 decode step, which waits on its peers once the projection
 // before it has ended, and the one-token decode attention's split reduce (ops/l2_prefetch.h).
 // Each block asks for an equal share, a thread a piece of kL2PrefetchPiece bytes, without waiting
-// for them. The shares are spread over the kernel's blocks
-// (hence SMs) because one SM's bulk-copy unit takes the requests one after another: 4 MiB asked
-// from the one block of a tp 1 norm slowed an 8B token from 3.94 to 4.94 ms (2x H200).
+// for them. The shares are spread over the kernel's blocks (hence SMs) because one SM's bulk-copy
+// unit takes the requests one after another: 4 MiB asked from the one block of a tp 1 norm slowed
+// an 8B token from 3.94 to 4.94 ms (2x H200).
 #pragma once
 #include <cuda_runtime.h>
 

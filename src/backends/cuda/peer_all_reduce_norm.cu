@@ -359,7 +359,6 @@ void preload_peer_norm_kernels() {
   }
 }
 
-
 bool peer_norm_takes(int H, DType dtype, const void* x, const void* residual, const void* out, const void* w) {
   if (dtype != DType::F16 && dtype != DType::BF16) return false;
   if (!is_aligned16(x) || !is_aligned16(residual) || !is_aligned16(out) || !is_aligned16(w)) return false;
