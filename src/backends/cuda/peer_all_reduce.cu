@@ -189,15 +189,9 @@ class PeerCommunicator final : public Communicator {
 
 }  // namespace
 
-bool custom_all_reduce_enabled() {
-  const char* env = std::getenv("LAMINA_CUSTOM_ALL_REDUCE");
-  return !(env && env[0] == '0');
-}
+bool custom_all_reduce_enabled() { return cuda::ab_switch_on("LAMINA_CUSTOM_ALL_REDUCE"); }
 
-bool fused_all_reduce_norm_enabled() {
-  const char* env = std::getenv("LAMINA_FUSED_ALL_REDUCE_NORM");
-  return !(env && env[0] == '0');
-}
+bool fused_all_reduce_norm_enabled() { return cuda::ab_switch_on("LAMINA_FUSED_ALL_REDUCE_NORM"); }
 
 bool fused_greedy_gather_enabled() { return cuda::ab_switch_on("LAMINA_FUSED_GREEDY_GATHER"); }
 
