@@ -3,7 +3,6 @@
 
 #include <climits>
 #include <cstdint>
-#include <cstdlib>
 #include <set>
 
 #include "backends/cuda/ab_switch.h"
