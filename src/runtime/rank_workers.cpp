@@ -63,11 +63,11 @@ void RankWorkers::work(size_t rank) {
       seen = generation_;
       job = job_;
     }
-    std::exception_ptr err;
+    RankError err;
     try {
       (*job)(rank);
     } catch (...) {
-      err = std::current_exception();
+      err = {std::current_exception(), error_clock_.fetch_add(1)};
     }
     std::lock_guard<std::mutex> lock(mutex_);
     errors_[rank] = err;
@@ -84,24 +84,28 @@ void RankWorkers::run(const std::function<void(size_t)>& fn) {
     ++generation_;
   }
   start_cv_.notify_all();
-  std::exception_ptr err0;
+  RankError err0;
   try {
     fn(0);
   } catch (...) {
-    err0 = std::current_exception();
+    err0 = {std::current_exception(), error_clock_.fetch_add(1)};
   }
-  std::vector<std::exception_ptr> errors;
+  std::vector<RankError> errors;
   spin_until(spin_, [&] { return pending_.load() == 0; });
   {
     std::unique_lock<std::mutex> lock(mutex_);
     done_cv_.wait(lock, [&] { return pending_ == 0; });
     job_ = nullptr;
     errors.swap(errors_);
-    errors_.assign(ranks_, nullptr);
+    errors_.assign(ranks_, RankError{});
   }
-  if (err0) std::rethrow_exception(err0);
-  for (auto& err : errors)
-    if (err) std::rethrow_exception(err);
+  // The error that came first: a rank whose peer failed may fail later for that reason alone (its
+  // all-reduce gave up waiting, peer_wait.cuh), and the first error says what went wrong.
+  errors[0] = err0;
+  const RankError* first = nullptr;
+  for (const RankError& err : errors)
+    if (err.error && (first == nullptr || err.order < first->order)) first = &err;
+  if (first) std::rethrow_exception(first->error);
 }
 
 }  // namespace lamina

@@ -28,8 +28,9 @@ class RankWorkers {
   RankWorkers& operator=(const RankWorkers&) = delete;
 
   size_t ranks() const { return ranks_; }
-  // fn(r) for every rank r at once; returns when all have returned, then rethrows the error of
-  // the lowest rank that threw. One run at a time (concurrent callers wait their turn).
+  // fn(r) for every rank r at once; returns when all have returned, then rethrows the error that
+  // was thrown first (in time) if any rank threw. One run at a time (concurrent callers wait their
+  // turn).
   void run(const std::function<void(size_t)>& fn);
 
  private:
@@ -45,7 +46,12 @@ class RankWorkers {
   std::atomic<uint64_t> generation_{0};  // bumped once per run: a worker runs the job of each generation once
   std::atomic<size_t> pending_{0};       // workers still running this generation's job
   std::atomic<bool> stop_{false};
-  std::vector<std::exception_ptr> errors_;  // [rank]
+  struct RankError {
+    std::exception_ptr error;
+    uint64_t order = 0;  // from error_clock_: which error came first
+  };
+  std::atomic<uint64_t> error_clock_{0};
+  std::vector<RankError> errors_;  // [rank]; errors_[0] unused (rank 0 runs on the caller)
   std::vector<std::thread> threads_;        // ranks 1..ranks-1
 };
 

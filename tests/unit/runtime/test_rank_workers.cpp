@@ -1,14 +1,16 @@
 // RankWorkers: every rank runs at once (ranks that wait for one another finish), the same threads
-// serve every run, and the lowest failing rank's error comes back.
+// serve every run, and the error thrown first comes back.
 #include "runtime/rank_workers.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace lamina {
 namespace {
@@ -61,15 +63,28 @@ TEST(RankWorkers, SpinSettingWorksAtZeroAndRejectsBadValues) {
   ::unsetenv("LAMINA_RANK_SPIN_US");
 }
 
-TEST(RankWorkers, RethrowsTheLowestFailingRanksErrorAndStaysUsable) {
+TEST(RankWorkers, RethrowsTheFirstErrorAndStaysUsable) {
+  // A rank that fails because a peer failed first (its all-reduce gave up waiting) fails later:
+  // the first error is the one that says what went wrong, whichever rank threw it.
   RankWorkers workers(3);
+  for (size_t first : {2, 0, 1}) {
+    try {
+      workers.run([&](size_t r) {
+        if (r != first) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        throw std::runtime_error("rank " + std::to_string(r));
+      });
+      FAIL() << "no error came back";
+    } catch (const std::runtime_error& e) {
+      EXPECT_EQ(std::string(e.what()), "rank " + std::to_string(first));
+    }
+  }
   try {
     workers.run([](size_t r) {
-      if (r >= 1) throw std::runtime_error("rank " + std::to_string(r));
+      if (r == 1) throw std::runtime_error("rank 1 alone");
     });
     FAIL() << "no error came back";
   } catch (const std::runtime_error& e) {
-    EXPECT_STREQ(e.what(), "rank 1");
+    EXPECT_STREQ(e.what(), "rank 1 alone");
   }
   std::atomic<int> calls{0};
   workers.run([&](size_t) { calls.fetch_add(1); });
