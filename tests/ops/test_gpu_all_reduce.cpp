@@ -8,13 +8,18 @@
 // unfused all_reduce_sum then add_rms_norm kernel, back to back, mixed with plain all-reduces,
 // and replayed from CUDA graphs (which cycles its three landing slots and their clearing). The
 // greedy gather over a split vocabulary (gather_slice_argmax), a call of the same protocol, makes
-// combine_slice_argmax's ids on every rank, between fused norms and from graphs.
+// combine_slice_argmax's ids on every rank, between fused norms and from graphs. A rank whose peer
+// never calls gives up after LAMINA_PEER_WAIT_TIMEOUT_S with an error that names the peer, in every
+// form (child processes: the kernel's trap ends the process's CUDA context).
 // Skips with fewer than 2 GPUs, or when the GPUs lack peer access.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <iterator>
@@ -22,6 +27,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
@@ -687,6 +694,75 @@ TEST(PeerAllReduce, NcclGroupSendsSmallMessagesPeerToPeerAndLargeOnesThroughNccl
   backends.clear();
 }
 #endif
+
+// A rank whose peer never makes its call (the peer's host thread failed, or its GPU was lost) must
+// not spin for ever: its kernel gives up after LAMINA_PEER_WAIT_TIMEOUT_S, says so, and traps, so
+// that the rank's next synchronisation fails. The trap leaves the process's CUDA context unusable,
+// so each form runs in a child process (this binary, the LoneRank test below, which runs only when
+// the parent sets LAMINA_PEER_WAIT_CHILD to the form) and the parent reads what it printed.
+const char* const kLoneForms[] = {"all_reduce", "fused_norm", "gather"};
+
+TEST(PeerWait, ARankLeftAloneGivesUpWithAnErrorInsteadOfHanging) {
+  SKIP_WITHOUT_GPUS(2);
+  {
+    Ranks ranks(2);
+    MAKE_GROUP_OR_SKIP(group, ranks);
+  }
+  char exe[4096];  // this binary (popen runs a shell, whose /proc/self/exe is the shell)
+  const ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  ASSERT_GT(len, 0);
+  exe[len] = 0;
+  for (const char* form : kLoneForms) {
+    const std::string cmd = std::string("LAMINA_PEER_WAIT_CHILD=") + form + " LAMINA_PEER_WAIT_TIMEOUT_S=1 '" + exe +
+                            "' --gtest_filter=PeerWait.LoneRank 2>&1";
+    const auto start = std::chrono::steady_clock::now();
+    FILE* child = popen(cmd.c_str(), "r");
+    ASSERT_NE(child, nullptr);
+    std::string output;
+    char chunk[4096];
+    for (size_t got; (got = std::fread(chunk, 1, sizeof(chunk), child)) > 0;) output.append(chunk, got);
+    const int status = pclose(child);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    SCOPED_TRACE(std::string(form) + ", the child's output:\n" + output);
+    EXPECT_EQ(status, 0) << "the lone rank's test failed";
+    EXPECT_NE(output.find("[  PASSED  ] 1 test"), std::string::npos) << "the lone rank's test did not run";
+    EXPECT_NE(output.find("rank 0 waited 1 s for rank 1 in an all-reduce and gave up"), std::string::npos);
+    EXPECT_NE(output.find("CUDA error"), std::string::npos);
+    EXPECT_LT(seconds, 60.0) << "gave up too late";
+  }
+}
+
+TEST(PeerWait, LoneRank) {
+  const char* form = std::getenv("LAMINA_PEER_WAIT_CHILD");
+  if (form == nullptr) GTEST_SKIP() << "runs as the child of ARankLeftAloneGivesUpWithAnErrorInsteadOfHanging";
+  Ranks ranks(2);
+  std::string why_not;
+  auto group = make_group(ranks, &why_not);
+  ASSERT_NE(group, nullptr) << why_not;
+  std::mt19937 rng(7);
+  const DType dt = DType::BF16;
+  // Rank 0 alone makes one call of the form; rank 1 never does.
+  const std::string f = form;
+  if (f == "all_reduce") {
+    const std::vector<void*> buf = ranks.alloc(4096 * dtype_size(dt));
+    group->all_reduce_sum(0, buf[0], 4096, dt, ranks.stream(0));
+  } else if (f == "fused_norm") {
+    const NormCall c = make_norm_call(ranks, rng, dt, 1, 4096);
+    ASSERT_TRUE(run_fused(*group, ranks, dt, c, 0));
+  } else {
+    ASSERT_EQ(f, "gather");
+    const GatherCall g = make_gather_call(ranks, rng, 1, 1000, -1);
+    ASSERT_TRUE(run_gather(*group, ranks, g, 0));
+  }
+  try {
+    CUDA_CHECK(cudaSetDevice(ranks.devices()[0]));
+    CUDA_CHECK(cudaStreamSynchronize(ranks.stream(0)));
+    FAIL() << "the lone call finished";
+  } catch (const Error& e) {
+    std::fflush(stdout);  // the kernel's message, printed at the synchronisation
+    std::fprintf(stderr, "%s\n", e.what());
+  }
+}
 
 }  // namespace
 }  // namespace lamina

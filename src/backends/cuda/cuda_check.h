@@ -6,14 +6,18 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <string>
 
+#include "backends/cuda/peer_wait.h"
 #include "common/error.h"
 
 namespace lamina::cuda_detail {
 
 [[noreturn]] inline void throw_cuda_error(cudaError_t e, const char* call, const char* file, int line) {
+  // A kernel that gave up waiting for another rank traps: say why (peer_wait.h).
+  const std::string note = cuda::peer_wait_note();
   fail("CUDA error ", static_cast<int>(e), " (", cudaGetErrorName(e), ": ", cudaGetErrorString(e), ") in ", call,
-       " at ", file, ":", line);
+       " at ", file, ":", line, note.empty() ? "" : "; ", note);
 }
 
 [[noreturn]] inline void throw_cublas_error(cublasStatus_t s, const char* call, const char* file, int line) {

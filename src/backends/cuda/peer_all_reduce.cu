@@ -11,6 +11,7 @@
 #include "backends/cuda/cuda_types.cuh"
 #include "backends/cuda/pdl.cuh"
 #include "backends/cuda/peer_all_reduce_norm.h"
+#include "backends/cuda/peer_wait.cuh"
 #include "backends/cuda/rank_order_sum.cuh"
 #include "common/error.h"
 
@@ -63,7 +64,7 @@ __device__ __forceinline__ void copy_unit(T* dst, const T* src, size_t u, size_t
 template <typename T, int W>
 __global__ void __launch_bounds__(kThreads)
     peer_all_reduce_kernel(const __grid_constant__ PeerPtrs peers, uint32_t* epochs, int rank, T* buf, size_t n,
-                           size_t half_elems, bool aligned_buf) {
+                           size_t half_elems, bool aligned_buf, const cuda::PeerWait wait) {
   constexpr int V = kVec<T>;
   // The kernels before this one on the stream wrote buf (and, for an all-reduce, our counters).
   cuda::pdl_wait();
@@ -91,8 +92,8 @@ __global__ void __launch_bounds__(kThreads)
   if (p < W && p != rank) {
     store_release_sys(peers.flags[p] + blockIdx.x * kPeerMaxRanks + rank, epoch);
     const uint32_t* from_p = peers.flags[rank] + blockIdx.x * kPeerMaxRanks + p;
-    while (int32_t(load_acquire_sys(from_p) - epoch) < 0) {
-    }
+    cuda::PeerWaitClock clock;  // past the limit the kernel traps (peer_wait.h)
+    while (int32_t(load_acquire_sys(from_p) - epoch) < 0) clock.poll(wait, rank, p);
   }
   __syncthreads();
 
@@ -129,7 +130,7 @@ template <typename T, int W>
 void launch_for_world(const PeerPtrs& peers, uint32_t* epochs, int rank, void* buf, size_t n, size_t half_elems,
                       cudaStream_t stream) {
   cuda::launch_pdl(peer_all_reduce_kernel<T, W>, dim3(kPeerBlocks), dim3(kThreads), 0, stream, peers, epochs, rank,
-                   static_cast<T*>(buf), n, half_elems, cuda::is_aligned16(buf));
+                   static_cast<T*>(buf), n, half_elems, cuda::is_aligned16(buf), cuda::peer_wait());
 }
 
 template <typename T>

@@ -29,6 +29,7 @@
 #include "backends/cuda/cuda_types.cuh"
 #include "backends/cuda/l2_prefetch.cuh"
 #include "backends/cuda/pdl.cuh"
+#include "backends/cuda/peer_wait.cuh"
 #include "backends/cuda/rank_order_sum.cuh"
 #include "backends/cuda/reduce.cuh"
 #include "backends/cuda/rms_norm_shape.h"
@@ -81,10 +82,15 @@ __device__ __forceinline__ uint32_t word_without_marker(uint32_t w) {
 // 16-bit elements of one 16-byte landing unit.
 constexpr int kUnitElems = 8;
 
-// A peer's 16-byte unit in our landing memory, once it has arrived (no element is the marker).
-__device__ __forceinline__ uint4 wait_landed(const void* p) {
+// A peer's 16-byte unit in our landing memory, once it has arrived (no element is the marker);
+// past the wait's limit the kernel traps (peer_wait.h).
+__device__ __forceinline__ uint4 wait_landed(const void* p, const PeerWait& wait, int rank, int peer) {
   uint4 v = load_volatile16(p);
-  while (has_marker(v)) v = load_volatile16(p);
+  PeerWaitClock clock;
+  while (has_marker(v)) {
+    clock.poll(wait, rank, peer);
+    v = load_volatile16(p);
+  }
   return v;
 }
 
@@ -137,7 +143,7 @@ __global__ void __launch_bounds__(kMaxThreads)
                                         const T* __restrict__ x, T* __restrict__ residual, T* __restrict__ out,
                                         const T* __restrict__ w, int rows, int H, float eps, size_t slot_elems,
                                         const char* __restrict__ prefetch, uint32_t prefetch_share,
-                                        bool own_first) {
+                                        bool own_first, const PeerWait wait) {
   static_assert(sizeof(T) == 2, "the landing marker is a 16-bit pattern");
   constexpr int V = kVec<T>;
   __shared__ float scratch[32];
@@ -198,7 +204,7 @@ __global__ void __launch_bounds__(kMaxThreads)
 #pragma unroll
       for (int q = 0; q < W; ++q)
         if (q == rank) raw[q] = own_first && k == 0 ? own0 : *reinterpret_cast<const uint4*>(x + base + c);
-        else raw[q] = wait_landed(arrived + size_t(q) * slot_elems + base + c);
+        else raw[q] = wait_landed(arrived + size_t(q) * slot_elems + base + c, wait, rank, q);
       float acc[V];
       sum_in_rank_order<T, W>(raw, acc);
       // As all_reduce_sum then add_rms_norm round: the sum to T, then residual + sum to T.
@@ -257,7 +263,7 @@ template <int W>
 __global__ void __launch_bounds__(kGatherThreads)
     peer_gather_slice_argmax_kernel(const __grid_constant__ LandingPtrs landing, uint32_t* state, int rank,
                                     const SliceArgmax* mine, int32_t* __restrict__ ids, int rows,
-                                    int64_t vocab_per_rank, size_t slot_elems, bool own_first) {
+                                    int64_t vocab_per_rank, size_t slot_elems, bool own_first, const PeerWait wait) {
   pdl_launch_dependents();
   pdl_wait();  // mine is the previous kernel's output; state was written by our previous call
   const size_t tid = size_t(blockIdx.x) * blockDim.x + threadIdx.x, nthreads = size_t(gridDim.x) * blockDim.x;
@@ -300,7 +306,7 @@ __global__ void __launch_bounds__(kGatherThreads)
       float value;
       int32_t index;
       if (q == rank) ours(r, value, index);
-      else decode_pair(wait_landed(arrived + size_t(q) * slot_elems + r * kUnitElems), value, index);
+      else decode_pair(wait_landed(arrived + size_t(q) * slot_elems + r * kUnitElems, wait, rank, q), value, index);
       join.take(value, int64_t(q) * vocab_per_rank + index);
     }
     ids[r] = join.id();
@@ -345,7 +351,7 @@ void launch_typed(int world, const LandingPtrs& landing, size_t slot_elems, uint
   launch_pdl(norm_kernel_for_world<T>(world), dim3(kFusedNormBlocks), dim3(rms_norm_threads(H, kVec<T>)), 0, stream,
              landing, state, rank, static_cast<const T*>(x), static_cast<T*>(residual), static_cast<T*>(out),
              static_cast<const T*>(w), rows, H, eps, slot_elems, static_cast<const char*>(prefetch),
-             prefetch_share, own_loads_first());
+             prefetch_share, own_loads_first(), peer_wait());
 }
 
 }  // namespace
@@ -396,7 +402,7 @@ void launch_peer_gather_slice_argmax(int world, const LandingPtrs& landing, size
   LAMINA_CHECK(R >= 1 && size_t(R) * kUnitElems <= slot_elems, "the fused gather takes 1 to ",
                slot_elems / kUnitElems, " rows, not ", R);
   launch_pdl(gather_kernel_for_world(world), dim3(kFusedNormBlocks), dim3(kGatherThreads), 0, stream, landing, state,
-             rank, mine, ids, R, vocab_per_rank, slot_elems, own_loads_first());
+             rank, mine, ids, R, vocab_per_rank, slot_elems, own_loads_first(), peer_wait());
 }
 
 }  // namespace lamina::cuda
