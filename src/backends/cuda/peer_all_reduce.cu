@@ -254,6 +254,9 @@ std::unique_ptr<PeerAllReduce> PeerAllReduce::create(const std::vector<int>& dev
     cuda::preload_peer_norm_kernels();
     CUDA_CHECK(cudaMemset(state, 0, cuda::kFusedNormStateWords * sizeof(uint32_t)));
   }
+  // The waits' limit and record, made now rather than at a first launch that may be under graph
+  // capture (and a bad LAMINA_PEER_WAIT_TIMEOUT_S stops the load).
+  (void)cuda::peer_wait();
   // Every rank's zeroed flags must be in place before any rank's first kernel writes into them.
   for (int d : devices) {
     CUDA_CHECK(cudaSetDevice(d));
