@@ -68,9 +68,17 @@ TEST(RankWorkers, RethrowsTheFirstErrorAndStaysUsable) {
   // the first error is the one that says what went wrong, whichever rank threw it.
   RankWorkers workers(3);
   for (size_t first : {2, 0, 1}) {
+    // The others throw only once `first` is about to (however late its thread wakes), and 50 ms
+    // later, which its throw and catch take a tiny part of.
+    std::atomic<bool> first_throws{false};
     try {
       workers.run([&](size_t r) {
-        if (r != first) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        if (r == first) {
+          first_throws = true;
+        } else {
+          while (!first_throws) std::this_thread::yield();
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
         throw std::runtime_error("rank " + std::to_string(r));
       });
       FAIL() << "no error came back";
