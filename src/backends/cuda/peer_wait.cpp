@@ -2,6 +2,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 
@@ -24,7 +25,9 @@ uint32_t limit_units_from_env() {
   return units < 1 ? 1u : uint32_t(units);
 }
 
-PeerWaitReport* report_ptr = nullptr;  // mapped, portable pinned memory; lives as long as the process
+// Mapped, portable pinned memory that lives as long as the process; atomic because any thread
+// that meets a CUDA error reads it (peer_wait_note).
+std::atomic<PeerWaitReport*> report_ptr{nullptr};
 
 }  // namespace
 
@@ -36,8 +39,8 @@ PeerWait peer_wait() {
     void* p = nullptr;
     // Mapped and portable: every device of the process writes it through its own address of it.
     if (cudaHostAlloc(&p, sizeof(PeerWaitReport), cudaHostAllocMapped | cudaHostAllocPortable) == cudaSuccess) {
+      *static_cast<PeerWaitReport*>(p) = PeerWaitReport{};
       report_ptr = static_cast<PeerWaitReport*>(p);
-      *report_ptr = PeerWaitReport{};
       void* device = nullptr;
       if (cudaHostGetDevicePointer(&device, p, 0) == cudaSuccess) wait.report = static_cast<PeerWaitReport*>(device);
     }
@@ -47,7 +50,7 @@ PeerWait peer_wait() {
 }
 
 std::string peer_wait_note() {
-  const volatile PeerWaitReport* r = report_ptr;
+  const volatile PeerWaitReport* r = report_ptr.load();
   if (r == nullptr || r->expired == 0) return "";
   return "rank " + std::to_string(r->rank) + " waited " + std::to_string(r->seconds) + " s for rank " +
          std::to_string(r->peer) + " in an all-reduce and gave up: rank " + std::to_string(r->peer) +
