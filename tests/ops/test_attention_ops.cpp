@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <set>
 
 #include "backends/cuda/kernels.h"
@@ -187,6 +188,25 @@ void check_attention(Backend& gpu, Backend& cpu, std::mt19937_64& rng, const Cas
   const Tokens tk = make_tokens(rng, layout, T, c, /*unique_rows=*/false);
   compare_attention(gpu, cpu, c, pk, tk, tol, k0, v0, qkv,
                     std::string(layout_name(layout)) + " T=" + std::to_string(T));
+}
+
+// The fused qkv GEMV asks L2 for the earlier cache rows only where its weight fits twice in the
+// L2 (QkvRopeKvWriteMatchesMatmulThenRope above runs it asking, at small shapes).
+TEST(KvL2Prefetch, OnlyWhereTheWeightIsAtMostHalfTheL2) {
+  LAMINA_SKIP_WITHOUT_GPU();
+  int device = 0, l2 = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device), cudaSuccess);
+  ASSERT_GT(l2, 0);
+  if (std::getenv("LAMINA_KV_L2_PREFETCH") != nullptr) GTEST_SKIP() << "LAMINA_KV_L2_PREFETCH is set";
+  EXPECT_TRUE(cuda::kv_l2_prefetch_takes(0));
+  EXPECT_TRUE(cuda::kv_l2_prefetch_takes(size_t(l2) / 2));
+  EXPECT_FALSE(cuda::kv_l2_prefetch_takes(size_t(l2) / 2 + 1));
+  // Llama-3-8B's qkv in bf16 at tp 1 (6144 x 4096) and tp 2 on a 50 MB L2 (H100, H200).
+  if (l2 == 50 << 20) {
+    EXPECT_FALSE(cuda::kv_l2_prefetch_takes(size_t(6144) * 4096 * 2));
+    EXPECT_TRUE(cuda::kv_l2_prefetch_takes(size_t(3072) * 4096 * 2));
+  }
 }
 
 TEST_P(AttentionOps, Attention) {

@@ -52,6 +52,19 @@ bool rope_prepare_before_wait_allowed() {
   static const bool allowed = ab_switch_on("LAMINA_ROPE_PREPARE_BEFORE_WAIT");
   return allowed;
 }
+bool kv_l2_prefetch_takes(size_t w_bytes) {
+  static const int mode = env_choice("LAMINA_KV_L2_PREFETCH", {0, 1, 2}, 1);
+  if (mode != 1) return mode == 2;
+  // The L2 of the calling thread's device (a rank's thread keeps one device).
+  thread_local int device = -1, l2_bytes = 0;
+  int now = 0;
+  CUDA_CHECK(cudaGetDevice(&now));
+  if (now != device) {
+    CUDA_CHECK(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, now));
+    device = now;
+  }
+  return w_bytes <= size_t(l2_bytes) / 2;
+}
 namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32;
@@ -105,6 +118,7 @@ __global__ void __launch_bounds__(kThreads)
   uint4 cur[U][R], next[U][R];
   int c0 = threadIdx.x;
   load_group<R, U>(cur, rows, c0, chunks);  // weights only: no wait needed
+  if constexpr (kRopeKv) kv_rows_l2_prefetch<T>(rope, M);
   RopeKvPrep prep;
   rope_kv_prepare_early<M, R, kRopeKv>(rope, /*waited=*/false, prep);
   pdl_wait();  // x (and out) belong to earlier kernels
@@ -289,6 +303,7 @@ bool launch_qkv_rope_kv_write_gemv(DType dt, void* qkv, const void* x, const voi
   if (K % vec != 0 || !is_aligned16(x) || !is_aligned16(w) ||
       !make_rope_kv_args(rope, M, positions, slots, inv_freq, cache, s))
     return false;
+  rope.kv_prefetch = kv_l2_prefetch_takes(size_t(N) * K * dtype_size(dt));
   launch<Epilogue::kRopeKv>(dt, qkv, x, w, M, N, K, stream, rope);
   return true;
 }

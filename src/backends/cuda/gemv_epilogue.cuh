@@ -35,6 +35,9 @@ struct RopeKvArgs {
   // dependent loads overlap the kernel before instead of delaying the first wave's sums.
   // LAMINA_ROPE_PREPARE_BEFORE_WAIT=0 turns it off (A/B).
   bool prepare_before_wait = false;
+  // Ask L2 for the token's earlier cache rows (kv_rows_l2_prefetch): set by the launcher,
+  // kv_l2_prefetch_takes() (kernels.h).
+  bool kv_prefetch = false;
 };
 
 // LAMINA_ROPE_PREPARE_LATE=1 in the environment: the kernels prepare the epilogue after their
@@ -141,6 +144,44 @@ __device__ __forceinline__ void rope_kv_prepare_early(const RopeKvArgs& rope, bo
     if (rope_prepares_now(rope, waited) && threadIdx.x < M * R)
       prep = rope_kv_prepare(threadIdx.x / R, threadIdx.x % R, rope);
   }
+}
+
+// Before pdl_wait(): the K and V cache rows that the token's attention will read from earlier
+// steps (positions 0 .. pos - 1), asked of L2 while the kernel before this one (the norm or the
+// all-reduce) leaves DRAM idle, so the attention after this GEMV finds them in L2 rather than
+// queued behind the GEMV's weight stream. Thread 0 of blocks 0, 1, ... each asks for one piece
+// (a KV block's K or V rows, at most 64 KB). The step's inputs are read through L2 (pdl.cuh).
+template <typename T>
+__device__ __forceinline__ void kv_rows_l2_prefetch(const RopeKvArgs& a, int M) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (!a.kv_prefetch || !a.prepare_before_wait || threadIdx.x != 0) return;
+  const AttnParams& p = a.p;
+  constexpr uint32_t kPiece = 64 << 10;
+  const uint32_t row_bytes = uint32_t(p.Hkv) * p.head_dim * (p.kv_fp8 ? 1u : uint32_t(sizeof(T)));
+  const uint32_t rows_a_piece = max(1u, min(uint32_t(p.tokens_per_block), kPiece / row_bytes));
+  const int pieces_a_block = (p.tokens_per_block + int(rows_a_piece) - 1) / int(rows_a_piece);
+  for (int m = 0; m < M; ++m) {
+    const int pos = __ldcg(a.positions + m), seq = __ldcg(a.slots + m);
+    if (pos <= 0 || seq < 0 || seq >= p.num_seq_rows) continue;
+    const int old = min(pos, p.max_seq);  // rows written by earlier steps
+    const int blocks = (old + p.tokens_per_block - 1) >> p.block_shift;
+    const int items = blocks * pieces_a_block * 2;  // (KV block, piece, K or V)
+    for (int i = blockIdx.x; i < items; i += gridDim.x) {
+      const int kb = i / (2 * pieces_a_block), piece = (i / 2) % pieces_a_block;
+      const int first = kb * p.tokens_per_block + piece * int(rows_a_piece);
+      const int rows = min(int(rows_a_piece), min(old, (kb + 1) * p.tokens_per_block) - first);
+      if (rows <= 0) continue;
+      const long long row = kv_cache_row<true>(a.block_tables, seq, first, p);
+      if (row < 0) continue;
+      const char* base = static_cast<const char*>(i % 2 == 0 ? a.k_cache : a.v_cache) + size_t(row) * row_bytes;
+      const uint32_t bytes = uint32_t(rows) * row_bytes;
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(base), "r"(bytes) : "memory");
+    }
+  }
+#else
+  (void)a;
+  (void)M;
+#endif
 }
 
 // Writes a block's reduced sums: thread i = m * R + r holds `s`, row r's sum for token m (valid

@@ -45,6 +45,13 @@ bool own_loads_first() {
   return on;
 }
 
+// LAMINA_AR_L2_WARM=0: the call's state and residual rows are not asked of L2 before the wait
+// (A/B of warm_before_wait).
+bool warm_before_wait() {
+  static const bool on = ab_switch_on("LAMINA_AR_L2_WARM");
+  return on;
+}
+
 constexpr uint32_t kMarkerPair = 0x80008000u;  // two 16-bit markers (-0.0)
 constexpr int kMaxThreads = 1024;
 constexpr int kMaxChunks = 2;  // 16-byte accesses a thread makes in a row: H <= 2 × 1024 × 8
@@ -121,6 +128,33 @@ __device__ __forceinline__ size_t landing_row(uint32_t call, int q, size_t slot_
   return (call % kLandingSlots) * (size_t(W) * slot_elems) + size_t(q) * slot_elems;
 }
 
+// Before pdl_wait(): the lines this block reads right after it, asked of L2. They were last
+// touched a projection or two ago, and the weights streamed since have evicted them, so each read
+// would be a DRAM round trip on the call's path: the block's call state (read before the push),
+// the residual row (read before the sum) and the landing units it will poll. Which landing slot
+// this call uses is in the state, so all three slots' units are asked for. A prefetch returns
+// nothing, so asking ahead of the kernels that write these lines (earlier calls, the peers'
+// pushes) is harmless. `rows` rows of H elements; block b takes row b first.
+template <typename T, int W>
+__device__ __forceinline__ void warm_landing_call(const LandingPtrs& landing, int rank, const uint32_t* state,
+                                                  const T* residual, int rows, int H, size_t slot_elems) {
+  if (threadIdx.x == 0) asm volatile("prefetch.global.L2 [%0];" ::"l"(state + 2 * blockIdx.x));
+  if (int(blockIdx.x) >= rows) return;
+  constexpr int kLineElems = 128 / sizeof(T);
+  const size_t base = size_t(blockIdx.x) * H;
+  const T* mine = static_cast<const T*>(landing.rank[rank]);
+  // Not unrolled: this runs once a call, and unrolled it took registers that the sums need.
+#pragma unroll 1
+  for (int c = threadIdx.x * kLineElems; c < H; c += blockDim.x * kLineElems) {
+    if (residual != nullptr) asm volatile("prefetch.global.L2 [%0];" ::"l"(residual + base + c));
+#pragma unroll 1
+    for (int unit = 0; unit < kLandingSlots * W; ++unit) {  // (slot, rank)
+      const int q = unit % W;
+      if (q != rank) asm volatile("prefetch.global.L2 [%0];" ::"l"(mine + landing_row<W>(unit / W, q, slot_elems) + base + c));
+    }
+  }
+}
+
 // Refills with the marker what peers wrote into slot (call - 1) % 3 at the previous call; thread
 // `tid` of `nthreads` in the grid.
 template <int W>
@@ -143,7 +177,7 @@ __global__ void __launch_bounds__(kMaxThreads)
                                         const T* __restrict__ x, T* __restrict__ residual, T* __restrict__ out,
                                         const T* __restrict__ w, int rows, int H, float eps, size_t slot_elems,
                                         const char* __restrict__ prefetch, uint32_t prefetch_share,
-                                        bool own_first, const PeerWait wait) {
+                                        bool own_first, bool warm, const PeerWait wait) {
   static_assert(sizeof(T) == 2, "the landing marker is a 16-bit pattern");
   constexpr int V = kVec<T>;
   __shared__ float scratch[32];
@@ -155,6 +189,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     const int c = (threadIdx.x + k * blockDim.x) * V;
     if (c < H) load_vec_ro(w + c, g[k]);
   }
+  if (warm) warm_landing_call<T, W>(landing, rank, state, residual, rows, H, slot_elems);
   pdl_wait();  // x is the previous kernel's output; state was written by our previous call
   const size_t n = size_t(rows) * H;
   const size_t tid = size_t(blockIdx.x) * blockDim.x + threadIdx.x, nthreads = size_t(gridDim.x) * blockDim.x;
@@ -263,8 +298,10 @@ template <int W>
 __global__ void __launch_bounds__(kGatherThreads)
     peer_gather_slice_argmax_kernel(const __grid_constant__ LandingPtrs landing, uint32_t* state, int rank,
                                     const SliceArgmax* mine, int32_t* __restrict__ ids, int rows,
-                                    int64_t vocab_per_rank, size_t slot_elems, bool own_first, const PeerWait wait) {
+                                    int64_t vocab_per_rank, size_t slot_elems, bool own_first, bool warm,
+                                    const PeerWait wait) {
   pdl_launch_dependents();
+  if (warm) warm_landing_call<uint16_t, W>(landing, rank, state, nullptr, rows, kUnitElems, slot_elems);
   pdl_wait();  // mine is the previous kernel's output; state was written by our previous call
   const size_t tid = size_t(blockIdx.x) * blockDim.x + threadIdx.x, nthreads = size_t(gridDim.x) * blockDim.x;
   // This thread's first pair is loaded before the call's state, so the two round trips overlap.
@@ -351,7 +388,7 @@ void launch_typed(int world, const LandingPtrs& landing, size_t slot_elems, uint
   launch_pdl(norm_kernel_for_world<T>(world), dim3(kFusedNormBlocks), dim3(rms_norm_threads(H, kVec<T>)), 0, stream,
              landing, state, rank, static_cast<const T*>(x), static_cast<T*>(residual), static_cast<T*>(out),
              static_cast<const T*>(w), rows, H, eps, slot_elems, static_cast<const char*>(prefetch),
-             prefetch_share, own_loads_first(), peer_wait());
+             prefetch_share, own_loads_first(), warm_before_wait(), peer_wait());
 }
 
 }  // namespace
@@ -402,7 +439,7 @@ void launch_peer_gather_slice_argmax(int world, const LandingPtrs& landing, size
   LAMINA_CHECK(R >= 1 && size_t(R) * kUnitElems <= slot_elems, "the fused gather takes 1 to ",
                slot_elems / kUnitElems, " rows, not ", R);
   launch_pdl(gather_kernel_for_world(world), dim3(kFusedNormBlocks), dim3(kGatherThreads), 0, stream, landing, state,
-             rank, mine, ids, R, vocab_per_rank, slot_elems, own_loads_first(), peer_wait());
+             rank, mine, ids, R, vocab_per_rank, slot_elems, own_loads_first(), warm_before_wait(), peer_wait());
 }
 
 }  // namespace lamina::cuda
