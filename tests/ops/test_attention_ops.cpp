@@ -191,7 +191,8 @@ void check_attention(Backend& gpu, Backend& cpu, std::mt19937_64& rng, const Cas
 }
 
 // The fused qkv GEMV asks L2 for the earlier cache rows only where its weight fits twice in the
-// L2 (QkvRopeKvWriteMatchesMatmulThenRope above runs it asking, at small shapes).
+// L2, and only rows that fit half of what the weight leaves (QkvRopeKvWriteMatchesMatmulThenRope
+// above runs it asking, at small shapes).
 TEST(KvL2Prefetch, OnlyWhereTheWeightIsAtMostHalfTheL2) {
   LAMINA_SKIP_WITHOUT_GPU();
   int device = 0, l2 = 0;
@@ -199,13 +200,17 @@ TEST(KvL2Prefetch, OnlyWhereTheWeightIsAtMostHalfTheL2) {
   ASSERT_EQ(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device), cudaSuccess);
   ASSERT_GT(l2, 0);
   if (std::getenv("LAMINA_KV_L2_PREFETCH") != nullptr) GTEST_SKIP() << "LAMINA_KV_L2_PREFETCH is set";
-  EXPECT_TRUE(cuda::kv_l2_prefetch_takes(0));
-  EXPECT_TRUE(cuda::kv_l2_prefetch_takes(size_t(l2) / 2));
-  EXPECT_FALSE(cuda::kv_l2_prefetch_takes(size_t(l2) / 2 + 1));
-  // Llama-3-8B's qkv in bf16 at tp 1 (6144 x 4096) and tp 2 on a 50 MB L2 (H100, H200).
+  const size_t L2 = size_t(l2);
+  EXPECT_EQ(cuda::kv_l2_prefetch_budget(0), L2 / 2);
+  EXPECT_EQ(cuda::kv_l2_prefetch_budget(L2 / 2), (L2 - L2 / 2) / 2);
+  EXPECT_EQ(cuda::kv_l2_prefetch_budget(L2 / 2 + 1), 0u);
+  // Llama-3-8B's qkv in bf16 at tp 1 (6144 x 4096) and tp 2 on a 50 MB L2 (H100, H200): at tp 2,
+  // a token of 768 rows (1.5 MB of K and V at 4 kv heads) is asked for, one of 8192 rows (16 MB) not.
   if (l2 == 50 << 20) {
-    EXPECT_FALSE(cuda::kv_l2_prefetch_takes(size_t(6144) * 4096 * 2));
-    EXPECT_TRUE(cuda::kv_l2_prefetch_takes(size_t(3072) * 4096 * 2));
+    EXPECT_EQ(cuda::kv_l2_prefetch_budget(size_t(6144) * 4096 * 2), 0u);
+    const uint32_t tp2 = cuda::kv_l2_prefetch_budget(size_t(3072) * 4096 * 2);
+    EXPECT_GE(tp2, 768u * 2 * 4 * 128 * 2);
+    EXPECT_LT(tp2, 8192u * 2 * 4 * 128 * 2);
   }
 }
 

@@ -34,6 +34,8 @@
 #include "gemv_epilogue.cuh"
 #include "gemv_tuner.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <type_traits>
@@ -52,9 +54,10 @@ bool rope_prepare_before_wait_allowed() {
   static const bool allowed = ab_switch_on("LAMINA_ROPE_PREPARE_BEFORE_WAIT");
   return allowed;
 }
-bool kv_l2_prefetch_takes(size_t w_bytes) {
+
+uint32_t kv_l2_prefetch_budget(size_t w_bytes) {
   static const int mode = env_choice("LAMINA_KV_L2_PREFETCH", {0, 1, 2}, 1);
-  if (mode != 1) return mode == 2;
+  if (mode != 1) return mode == 2 ? UINT32_MAX : 0;
   // The L2 of the calling thread's device (a rank's thread keeps one device).
   thread_local int device = -1, l2_bytes = 0;
   int now = 0;
@@ -63,8 +66,11 @@ bool kv_l2_prefetch_takes(size_t w_bytes) {
     CUDA_CHECK(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, now));
     device = now;
   }
-  return w_bytes <= size_t(l2_bytes) / 2;
+  const size_t l2 = size_t(l2_bytes);
+  if (w_bytes > l2 / 2) return 0;
+  return uint32_t(std::min<size_t>((l2 - w_bytes) / 2, UINT32_MAX));
 }
+
 namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32;
@@ -303,7 +309,7 @@ bool launch_qkv_rope_kv_write_gemv(DType dt, void* qkv, const void* x, const voi
   if (K % vec != 0 || !is_aligned16(x) || !is_aligned16(w) ||
       !make_rope_kv_args(rope, M, positions, slots, inv_freq, cache, s))
     return false;
-  rope.kv_prefetch = kv_l2_prefetch_takes(size_t(N) * K * dtype_size(dt));
+  rope.kv_prefetch_bytes = kv_l2_prefetch_budget(size_t(N) * K * dtype_size(dt));
   launch<Epilogue::kRopeKv>(dt, qkv, x, w, M, N, K, stream, rope);
   return true;
 }

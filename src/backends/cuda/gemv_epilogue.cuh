@@ -35,9 +35,9 @@ struct RopeKvArgs {
   // dependent loads overlap the kernel before instead of delaying the first wave's sums.
   // LAMINA_ROPE_PREPARE_BEFORE_WAIT=0 turns it off (A/B).
   bool prepare_before_wait = false;
-  // Ask L2 for the token's earlier cache rows (kv_rows_l2_prefetch): set by the launcher,
-  // kv_l2_prefetch_takes() (kernels.h).
-  bool kv_prefetch = false;
+  // Ask L2 for the tokens' earlier cache rows (kv_rows_l2_prefetch) where their K and V rows take
+  // at most this many bytes in all; 0: never. Set by the launcher: kv_l2_prefetch_budget() (kernels.h).
+  uint32_t kv_prefetch_bytes = 0;
 };
 
 // LAMINA_ROPE_PREPARE_LATE=1 in the environment: the kernels prepare the epilogue after their
@@ -150,11 +150,13 @@ __device__ __forceinline__ void rope_kv_prepare_early(const RopeKvArgs& rope, bo
 // steps (positions 0 .. pos - 1), asked of L2 while the kernel before this one (the norm or the
 // all-reduce) leaves DRAM idle, so the attention after this GEMV finds them in L2 rather than
 // queued behind the GEMV's weight stream. Thread 0 of blocks 0, 1, ... each asks for one piece
-// (a KV block's K or V rows, at most 64 KB). The step's inputs are read through L2 (pdl.cuh).
+// (a KV block's K or V rows, at most 64 KB). A token whose rows exceed its share of
+// kv_prefetch_bytes asks for none: they would not stay in L2 until read, and would be read twice.
+// The step's inputs are read through L2 (pdl.cuh).
 template <typename T>
 __device__ __forceinline__ void kv_rows_l2_prefetch(const RopeKvArgs& a, int M) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (!a.kv_prefetch || !a.prepare_before_wait || threadIdx.x != 0) return;
+  if (a.kv_prefetch_bytes == 0 || !a.prepare_before_wait || threadIdx.x != 0) return;
   const AttnParams& p = a.p;
   constexpr uint32_t kPiece = 64 << 10;
   const uint32_t row_bytes = uint32_t(p.Hkv) * p.head_dim * (p.kv_fp8 ? 1u : uint32_t(sizeof(T)));
@@ -164,6 +166,7 @@ __device__ __forceinline__ void kv_rows_l2_prefetch(const RopeKvArgs& a, int M) 
     const int pos = __ldcg(a.positions + m), seq = __ldcg(a.slots + m);
     if (pos <= 0 || seq < 0 || seq >= p.num_seq_rows) continue;
     const int old = min(pos, p.max_seq);  // rows written by earlier steps
+    if (2ull * old * row_bytes > a.kv_prefetch_bytes / unsigned(M)) continue;
     const int blocks = (old + p.tokens_per_block - 1) >> p.block_shift;
     const int items = blocks * pieces_a_block * 2;  // (KV block, piece, K or V)
     for (int i = blockIdx.x; i < items; i += gridDim.x) {

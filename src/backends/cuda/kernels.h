@@ -96,12 +96,13 @@ void launch_gate_up_swiglu_gemv(DType dt, void* out, const void* x, const void* 
 bool launch_qkv_rope_kv_write_gemv(DType dt, void* qkv, const void* x, const void* w, int M, int K,
                                    const int32_t* positions, const int32_t* slots, const float* inv_freq,
                                    KVCacheLayer cache, const AttentionShape& s, cudaStream_t stream);
-// Whether that GEMV, over a weight of w_bytes on the current device, also asks L2 for the cache
-// rows of earlier steps that the attention after it reads: where the weight is at most half the
-// L2, so those rows are still there when the attention reads them (Llama-3-8B's qkv at tp 2: 25 MB
-// of an H100's or H200's 50 MB; at tp 1 its 50 MB push them out, and asking would only cost DRAM
-// time). LAMINA_KV_L2_PREFETCH=0 never, =2 always (A/B).
-bool kv_l2_prefetch_takes(size_t w_bytes);
+// How many bytes of cache rows of earlier steps that GEMV, over a weight of w_bytes on the current
+// device, asks L2 for (0: none), so that the attention after it reads them from L2. Only where the
+// weight is at most half the L2, so that the rows survive its stream (Llama-3-8B's qkv at tp 2:
+// 25 MB of an H100's or H200's 50 MB; at tp 1 its 50 MB push them out, and asking would only cost
+// DRAM time), and only rows that fit half of what the weight leaves of the L2 (longer contexts
+// ask for nothing). LAMINA_KV_L2_PREFETCH=0 never asks, =2 always asks (A/B).
+uint32_t kv_l2_prefetch_budget(size_t w_bytes);
 // The M = 1 launch shapes a GEMV's tuning chooses among (gemv_tuner.h), by name ("R4 U1": 4 rows
 // of w a block, 1 16-byte chunk of each row per load group), for the plain GEMV or the gate_up +
 // SwiGLU one; and a launch of shape `index` of that list (bench_kernels' sweep; the tests check

@@ -45,8 +45,8 @@ bool own_loads_first() {
   return on;
 }
 
-// LAMINA_AR_L2_WARM=0: the call's state and residual rows are not asked of L2 before the wait
-// (A/B of warm_before_wait).
+// LAMINA_AR_L2_WARM=0: the call's state, residual row and landing units are not asked of L2
+// before the wait (A/B of warm_landing_call).
 bool warm_before_wait() {
   static const bool on = ab_switch_on("LAMINA_AR_L2_WARM");
   return on;
