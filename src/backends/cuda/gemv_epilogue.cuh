@@ -14,6 +14,7 @@
 #include "attention_common.cuh"
 #include "cuda_types.cuh"
 #include "kernels.h"
+#include "l2_prefetch.cuh"
 
 namespace lamina::cuda {
 
@@ -177,8 +178,7 @@ __device__ __forceinline__ void kv_rows_l2_prefetch(const RopeKvArgs& a, int M) 
       const long long row = kv_cache_row<true>(a.block_tables, seq, first, p);
       if (row < 0) continue;
       const char* base = static_cast<const char*>(i % 2 == 0 ? a.k_cache : a.v_cache) + size_t(row) * row_bytes;
-      const uint32_t bytes = uint32_t(rows) * row_bytes;
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(base), "r"(bytes) : "memory");
+      l2_prefetch_bulk(base, uint32_t(rows) * row_bytes);
     }
   }
 #else

@@ -45,15 +45,27 @@ inline uint32_t l2_prefetch_share(const void* p, size_t bytes, long long blocks,
   return uint32_t(std::min<size_t>(share, size_t(1) << 30));
 }
 
+// Asks L2 for [p, p + bytes) without waiting (Hopper's bulk prefetch: p 16-byte aligned, bytes a
+// multiple of 16); nothing before Hopper.
+__device__ __forceinline__ void l2_prefetch_bulk(const void* p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+// Asks L2 for the 128-byte line that holds p, without waiting.
+__device__ __forceinline__ void l2_prefetch_line(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 // Block `block` (by default blockIdx.x) asks L2 for share_bytes from base + block * share_bytes.
 __device__ __forceinline__ void l2_prefetch_block_share(const char* base, uint32_t share_bytes,
                                                         unsigned block = blockIdx.x) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   const char* mine = base + size_t(block) * share_bytes;
-  for (uint32_t o = threadIdx.x * kL2PrefetchPiece; o < share_bytes; o += blockDim.x * kL2PrefetchPiece) {
-    const uint32_t n = share_bytes - o < kL2PrefetchPiece ? share_bytes - o : kL2PrefetchPiece;
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(mine + o), "r"(n) : "memory");
-  }
+  for (uint32_t o = threadIdx.x * kL2PrefetchPiece; o < share_bytes; o += blockDim.x * kL2PrefetchPiece)
+    l2_prefetch_bulk(mine + o, share_bytes - o < kL2PrefetchPiece ? share_bytes - o : kL2PrefetchPiece);
 #else
   (void)base;
   (void)share_bytes;

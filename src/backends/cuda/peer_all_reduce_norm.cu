@@ -138,7 +138,7 @@ __device__ __forceinline__ size_t landing_row(uint32_t call, int q, size_t slot_
 template <typename T, int W>
 __device__ __forceinline__ void warm_landing_call(const LandingPtrs& landing, int rank, const uint32_t* state,
                                                   const T* residual, int rows, int H, size_t slot_elems) {
-  if (threadIdx.x == 0) asm volatile("prefetch.global.L2 [%0];" ::"l"(state + 2 * blockIdx.x));
+  if (threadIdx.x == 0) l2_prefetch_line(state + 2 * blockIdx.x);
   if (int(blockIdx.x) >= rows) return;
   constexpr int kLineElems = 128 / sizeof(T);
   const size_t base = size_t(blockIdx.x) * H;
@@ -146,11 +146,11 @@ __device__ __forceinline__ void warm_landing_call(const LandingPtrs& landing, in
   // Not unrolled: this runs once a call, and unrolled it took registers that the sums need.
 #pragma unroll 1
   for (int c = threadIdx.x * kLineElems; c < H; c += blockDim.x * kLineElems) {
-    if (residual != nullptr) asm volatile("prefetch.global.L2 [%0];" ::"l"(residual + base + c));
+    if (residual != nullptr) l2_prefetch_line(residual + base + c);
 #pragma unroll 1
     for (int unit = 0; unit < kLandingSlots * W; ++unit) {  // (slot, rank)
       const int q = unit % W;
-      if (q != rank) asm volatile("prefetch.global.L2 [%0];" ::"l"(mine + landing_row<W>(unit / W, q, slot_elems) + base + c));
+      if (q != rank) l2_prefetch_line(mine + landing_row<W>(unit / W, q, slot_elems) + base + c);
     }
   }
 }
