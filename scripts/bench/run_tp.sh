@@ -20,7 +20,8 @@
 # same engine), as bench_decode_tpN_<variant>.json.
 # TRACE=1: one more decode run of each tp under bench/kernel_trace.cpp (CUPTI; build the
 # kernel_trace target), its timeline summed up per GPU by scripts/bench/kernel_timeline.py into
-# $OUT/timeline_tpN_gpuG.txt, the trace kept as $OUT/trace_tpN.csv.gz.
+# $OUT/timeline_tpN_gpuG.txt, the trace kept as $OUT/trace_tpN.csv.gz; TRACE_AB_TPN (variants as
+# AB_TPN's) adds a traced run of tp > 1 for each, as timeline_tpN_<variant>_gpuG.txt.
 # NVLink multicast stays off (NCCL_NVLS_ENABLE=0, docs/tensor-parallel.md); NCCL_DEBUG=WARN.
 set -uo pipefail
 LAMINA=${LAMINA:-build-device/tools/lamina/lamina}
@@ -39,16 +40,17 @@ if [ -x "$ALLREDUCE" ]; then
   cat "$OUT/all_reduce.txt"
 fi
 
-trace_decode() {  # engine dir, tp
-  local so
+trace_decode() {  # engine dir, tp[, variant VAR=VALUE[,VAR=VALUE...] traced instead of the default]
+  local so name=tp$2 kv=${3:-}
   so=$(dirname "$LAMINA")/../../bench/libkernel_trace.so
   [ -f "$so" ] || { echo "no $so: build the kernel_trace target"; return; }
-  CUDA_INJECTION64_PATH=$(realpath "$so") LAMINA_KERNEL_TRACE="$OUT/trace_tp$2.csv" "$LAMINA" bench --engine_dir "$1" \
-    --input_len 512 --output_len 256 --warmup 0 --runs 1 --json "$OUT/traced_tp$2.json"
+  [ -n "$kv" ] && name=tp$2_$(echo "$kv" | tr -c 'A-Za-z0-9_\n' '_')
+  env $(echo "$kv" | tr , ' ') CUDA_INJECTION64_PATH=$(realpath "$so") LAMINA_KERNEL_TRACE="$OUT/trace_$name.csv" \
+    "$LAMINA" bench --engine_dir "$1" --input_len 512 --output_len 256 --warmup 0 --runs 1 --json "$OUT/traced_$name.json"
   for ((g = 0; g < $2; g++)); do
-    python3 scripts/bench/kernel_timeline.py "$OUT/trace_tp$2.csv" --device "$g" --sequence >"$OUT/timeline_tp$2_gpu$g.txt" 2>&1
+    python3 scripts/bench/kernel_timeline.py "$OUT/trace_$name.csv" --device "$g" --sequence >"$OUT/timeline_${name}_gpu$g.txt" 2>&1
   done
-  gzip -f "$OUT/trace_tp$2.csv"
+  gzip -f "$OUT/trace_$name.csv"
 }
 
 SRC=$WORK CKPT=$WORK
@@ -92,7 +94,10 @@ for tp in $TP_SIZES; do
     env $(echo "$kv" | tr , ' ') "$LAMINA" bench --engine_dir "$WORK/engine-tp$tp" --input_len 512 --output_len 256 \
       --warmup 1 --runs 3 --json "$OUT/bench_decode_tp${tp}_${name}.json" || exit 1
   done
-  if [ "${TRACE:-0}" = 1 ]; then trace_decode "$WORK/engine-tp$tp" "$tp"; fi
+  if [ "${TRACE:-0}" = 1 ]; then
+    trace_decode "$WORK/engine-tp$tp" "$tp"
+    if [ "$tp" != 1 ]; then for kv in ${TRACE_AB_TPN:-}; do trace_decode "$WORK/engine-tp$tp" "$tp" "$kv"; done; fi
+  fi
   "$LAMINA" bench --engine_dir "$WORK/engine-tp$tp" --input_len 2048 --output_len 2 --warmup 1 --runs 3 \
     --skip_checksum --json "$OUT/bench_prefill_tp$tp.json" || exit 1
   rm -rf "$WORK/engine-tp$tp"
