@@ -74,10 +74,12 @@ TEST_P(GoldenTest, ContextLogitsAndGreedyIdsMatchTransformers) {
 INSTANTIATE_TEST_SUITE_P(
     Fixtures, GoldenTest,
     ::testing::Values(Case{"gqa_f32_hub", DType::F32, 1, 1e-4}, Case{"gqa_f32_hub", DType::F32, 2, 1e-4},
-                      Case{"gqa_f32_hub", DType::F32, 4, 1e-4}, Case{"gqa_f32_hub", DType::F16, 1, 1e-2},
+                      Case{"gqa_f32_hub", DType::F32, 4, 1e-4}, Case{"gqa_f32_hub", DType::F32, 8, 1e-4},
+                      Case{"gqa_f32_hub", DType::F16, 1, 1e-2},
                       Case{"llama31_bf16_sharded", DType::F32, 1, 1e-4},
                       Case{"llama31_bf16_sharded", DType::F32, 2, 1e-4},
                       Case{"llama31_bf16_sharded", DType::F32, 4, 1e-4},
+                      Case{"llama31_bf16_sharded", DType::F32, 8, 1e-4},
                       Case{"llama31_bf16_sharded", DType::BF16, 1, 1e-4},
                       Case{"tied_mqa_f16_hub", DType::F32, 1, 1e-4}, Case{"tied_mqa_f16_hub", DType::F32, 2, 1e-4},
                       Case{"tied_mqa_f16_hub", DType::F32, 4, 1e-4}),
