@@ -159,9 +159,8 @@ __device__ __forceinline__ void kv_rows_l2_prefetch(const RopeKvArgs& a, int M) 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if (a.kv_prefetch_bytes == 0 || !a.prepare_before_wait || threadIdx.x != 0) return;
   const AttnParams& p = a.p;
-  constexpr uint32_t kPiece = 64 << 10;
   const uint32_t row_bytes = uint32_t(p.Hkv) * p.head_dim * (p.kv_fp8 ? 1u : uint32_t(sizeof(T)));
-  const uint32_t rows_a_piece = max(1u, min(uint32_t(p.tokens_per_block), kPiece / row_bytes));
+  const uint32_t rows_a_piece = max(1u, min(uint32_t(p.tokens_per_block), kL2PrefetchPiece / row_bytes));
   const int pieces_a_block = (p.tokens_per_block + int(rows_a_piece) - 1) / int(rows_a_piece);
   for (int m = 0; m < M; ++m) {
     const int pos = __ldcg(a.positions + m), seq = __ldcg(a.slots + m);
